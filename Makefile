@@ -1,0 +1,68 @@
+# aprnet-book: `make book` (render the book) and `make test` (CI). See README.md.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= book
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+SMOKE_DIR := _build/smoke
+STAMP := $(VENV)/.installed
+
+.PHONY: help install book notebooks reproduce test unit smoke book-html bench clean
+
+help:
+	@echo "make book                   render the book from committed results (creates .venv)"
+	@echo "make test                   unit tests + smoke run of every notebook + strict book build"
+	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
+	@echo "make bench                  APR formation benchmark against pyapr"
+
+$(STAMP): pyproject.toml setup.py $(wildcard aprlib/_cpp/*)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test,book]"
+	# pyapr (LibAPR) is an optional cross-check: its tests skip where it cannot be installed
+	$(BIN)/python -m pip install -q -e ".[crosscheck]" || echo "pyapr not installable here: cross-checks will be skipped"
+	touch $@
+
+install: $(STAMP)
+
+book/_static/mathjax/tex-chtml.js:
+	bash tools/vendor_mathjax.sh
+
+# Execute the notebooks in place at PROFILE; they load committed results when they match.
+notebooks: $(STAMP)
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) --cwd notebooks --no-progress-bar || exit 1; \
+	done
+
+book-html: $(STAMP) book/_static/mathjax/tex-chtml.js
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "book: _build/html/index.html"
+
+book: notebooks book-html
+
+reproduce: $(STAMP)
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p recompute True --cwd notebooks || exit 1; \
+	done
+	$(MAKE) book-html
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests
+
+# Every notebook at the smoke profile, recomputed, into _build/smoke (the committed notebooks stay as they are).
+smoke: $(STAMP)
+	mkdir -p $(SMOKE_DIR)
+	for nb in $(NOTEBOOKS); do \
+	  $(BIN)/papermill "$$nb" "$(SMOKE_DIR)/$$(basename $$nb)" -p profile smoke -p recompute True --cwd notebooks --no-progress-bar || exit 1; \
+	done
+
+test: unit smoke book-html
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_formation.py
+
+clean:
+	rm -rf _build $(VENV) build *.egg-info aprlib/*.so results/*/smoke

@@ -1,0 +1,422 @@
+// APR formation kernels; see apr_core.hpp for the contract of each function.
+#include "apr_core.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace aprcore {
+
+namespace {
+
+// Reflective ('d c b a | a b c d') index into [0, n).
+inline int64_t reflect(int64_t i, int64_t n) {
+    if (n == 1) return 0;
+    const int64_t period = 2 * n;
+    i %= period;
+    if (i < 0) i += period;
+    return i < n ? i : period - 1 - i;
+}
+
+inline int ceil_log2(int64_t v) {
+    int l = 0;
+    while ((int64_t(1) << l) < v) ++l;
+    return l;
+}
+
+// Causal then anti-causal 2nd-order recursion along a strided line of length n, reading `in`
+// and writing `out` (may alias). `tmp` has room for n + 2k values.
+void iir_line(const float* in, float* out, int64_t n, int64_t stride, const Params& p, double* tmp) {
+    const int64_t k = p.bspline_k;
+    const int64_t m = n + 2 * k;
+    // causal pass over the mirrored, extended line (zero initial state k samples before 0)
+    double y1 = 0.0, y2 = 0.0;
+    for (int64_t i = 0; i < m; ++i) {
+        const double v = in[reflect(i - k, n) * stride] + p.b1 * y1 + p.b2 * y2;
+        tmp[i] = v;
+        y2 = y1;
+        y1 = v;
+    }
+    // anti-causal pass
+    y1 = 0.0;
+    y2 = 0.0;
+    for (int64_t i = m - 1; i >= 0; --i) {
+        const double v = tmp[i] + p.b1 * y1 + p.b2 * y2;
+        tmp[i] = v;
+        y2 = y1;
+        y1 = v;
+    }
+    for (int64_t i = 0; i < n; ++i) out[i * stride] = static_cast<float>(p.norm * tmp[i + k]);
+}
+
+}  // namespace
+
+Geometry make_geometry(int64_t H, int64_t W) {
+    Geometry g;
+    g.H = H;
+    g.W = W;
+    g.level_min = 1;
+    g.level_max = std::max(ceil_log2(std::max(H, W)), 2);
+    return g;
+}
+
+void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, float* out) {
+    if (out != img) std::memcpy(out, img, sizeof(float) * H * W);
+    // along rows (x direction)
+#pragma omp parallel
+    {
+        std::vector<double> tmp(W + 2 * p.bspline_k);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < H; ++r) iir_line(out + r * W, out + r * W, W, 1, p, tmp.data());
+    }
+    // along columns (y direction), a block of columns at a time for cache locality
+    const int64_t k = p.bspline_k, m = H + 2 * k;
+    const int64_t B = 64;
+#pragma omp parallel
+    {
+        std::vector<double> tmp(m * B);
+#pragma omp for schedule(static)
+        for (int64_t c0 = 0; c0 < W; c0 += B) {
+            const int64_t nb = std::min(B, W - c0);
+            std::vector<double> y1(nb, 0.0), y2(nb, 0.0);
+            for (int64_t i = 0; i < m; ++i) {
+                const float* row = out + reflect(i - k, H) * W + c0;
+                double* t = tmp.data() + i * B;
+                for (int64_t j = 0; j < nb; ++j) {
+                    const double v = row[j] + p.b1 * y1[j] + p.b2 * y2[j];
+                    t[j] = v;
+                    y2[j] = y1[j];
+                    y1[j] = v;
+                }
+            }
+            std::fill(y1.begin(), y1.end(), 0.0);
+            std::fill(y2.begin(), y2.end(), 0.0);
+            for (int64_t i = m - 1; i >= 0; --i) {
+                double* t = tmp.data() + i * B;
+                for (int64_t j = 0; j < nb; ++j) {
+                    const double v = t[j] + p.b1 * y1[j] + p.b2 * y2[j];
+                    t[j] = v;
+                    y2[j] = y1[j];
+                    y1[j] = v;
+                }
+            }
+            for (int64_t i = 0; i < H; ++i) {
+                const double* t = tmp.data() + (i + k) * B;
+                float* row = out + i * W + c0;
+                for (int64_t j = 0; j < nb; ++j) row[j] = static_cast<float>(p.norm * t[j]);
+            }
+        }
+    }
+}
+
+void gradient_magnitude_ds(const float* coef, const float* img, int64_t H, int64_t W,
+                           const Params& p, float* out_half) {
+    const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t yh = 0; yh < Hh; ++yh) {
+        for (int64_t xh = 0; xh < Wh; ++xh) {
+            float best = 0.0f;
+            for (int64_t y = 2 * yh; y < std::min(2 * yh + 2, H); ++y) {
+                const float* up = coef + std::max<int64_t>(y - 1, 0) * W;
+                const float* dn = coef + std::min<int64_t>(y + 1, H - 1) * W;
+                const float* row = coef + y * W;
+                for (int64_t x = 2 * xh; x < std::min(2 * xh + 2, W); ++x) {
+                    const float gx = 0.5f * (row[std::min<int64_t>(x + 1, W - 1)] - row[std::max<int64_t>(x - 1, 0)]);
+                    const float gy = 0.5f * (dn[x] - up[x]);
+                    float g = std::sqrt(gx * gx + gy * gy);
+                    if (g < p.grad_th || img[y * W + x] < p.Ip_th) g = 0.0f;
+                    best = std::max(best, g);
+                }
+            }
+            out_half[yh * Wh + xh] = best;
+        }
+    }
+}
+
+void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
+    const int64_t r = width / 2;
+    const float inv = 1.0f / static_cast<float>(width);
+    std::vector<float> tmp(H * W);
+    // along rows
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < H; ++y) {
+        const float* row = in + y * W;
+        float* t = tmp.data() + y * W;
+        for (int64_t x = 0; x < W; ++x) {
+            double s = 0.0;
+            for (int64_t d = -r; d <= r; ++d) s += row[reflect(x + d, W)];
+            t[x] = static_cast<float>(s) * inv;
+        }
+    }
+    // along columns
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < H; ++y) {
+        float* o = out + y * W;
+        for (int64_t x = 0; x < W; ++x) o[x] = 0.0f;
+        for (int64_t d = -r; d <= r; ++d) {
+            const float* t = tmp.data() + reflect(y + d, H) * W;
+            for (int64_t x = 0; x < W; ++x) o[x] += t[x];
+        }
+        for (int64_t x = 0; x < W; ++x) o[x] *= inv;
+    }
+}
+
+void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
+    std::vector<float> tmp(H * W);
+    auto mirror = [](int64_t i, int64_t n) { return n == 1 ? int64_t(0) : (i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i)); };
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x)
+            tmp[y * W + x] = (coef[y * W + mirror(x - 1, W)] + 4.0f * coef[y * W + x] + coef[y * W + mirror(x + 1, W)]) / 6.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x)
+            out[y * W + x] = (tmp[mirror(y - 1, H) * W + x] + 4.0f * tmp[y * W + x] + tmp[mirror(y + 1, H) * W + x]) / 6.0f;
+}
+
+void local_intensity_scale(const float* img, int64_t H, int64_t W, const Params& p, float* out_half) {
+    const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
+    std::vector<float> half(Hh * Wh), smooth(Hh * Wh);
+#pragma omp parallel for schedule(static)
+    for (int64_t yh = 0; yh < Hh; ++yh) {
+        for (int64_t xh = 0; xh < Wh; ++xh) {
+            double s = 0.0;
+            int cnt = 0;
+            for (int64_t y = 2 * yh; y < std::min(2 * yh + 2, H); ++y)
+                for (int64_t x = 2 * xh; x < std::min(2 * xh + 2, W); ++x) {
+                    s += img[y * W + x];
+                    ++cnt;
+                }
+            half[yh * Wh + xh] = static_cast<float>(s / cnt);
+        }
+    }
+    if (p.smooth) {
+        // `img` holds B-spline coefficients: evaluate the spline on the half grid, as LibAPR
+        // does (kernel [1, 4, 1] / 6 per axis, whole-sample mirror borders).
+        bspline_evaluate(half.data(), Hh, Wh, smooth.data());
+        half.swap(smooth);
+    }
+    box_mean(half.data(), Hh, Wh, 3, smooth.data());
+    for (int64_t i = 0; i < Hh * Wh; ++i) half[i] = std::fabs(half[i] - smooth[i]);
+    box_mean(half.data(), Hh, Wh, 7, out_half);
+    const float infinite = std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < Hh * Wh; ++i) {
+        float v = p.scale_const * out_half[i];
+        if (v < p.sigma_th) v = (v < p.sigma_th_max) ? infinite : p.sigma_th;
+        out_half[i] = v;
+    }
+}
+
+void required_levels(const float* grad_half, const float* sigma_half, const Geometry& g,
+                     float rel_error, uint8_t* req_half) {
+    const int64_t n = g.rows(g.level_max - 1) * g.cols(g.level_max - 1);
+    const double factor = std::ldexp(1.0, g.level_max) / rel_error;
+    const int lo = g.level_min, hi = g.level_max - 1;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+        const double ratio = static_cast<double>(grad_half[i]) / sigma_half[i] * factor;
+        int l;
+        if (!(ratio > 0.0)) l = lo;            // zero gradient (or infinite scale)
+        else if (std::isinf(ratio)) l = hi;    // zero scale with a gradient
+        else l = std::clamp(static_cast<int>(std::floor(std::log2(ratio))), lo, hi);
+        req_half[i] = static_cast<uint8_t>(l + 1);
+    }
+}
+
+namespace {
+
+// Row-parallel extraction of the set cells of a level-l mask, sorted row-major.
+// Appends coordinates and returns, in `index` (if non-null), each set cell's position.
+void extract_level(const uint8_t* mask, int64_t R, int64_t C, int l, std::vector<int32_t>& ys,
+                   std::vector<int32_t>& xs, std::vector<int8_t>& ls, int64_t* index) {
+    std::vector<int64_t> row_count(R + 1, 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+        int64_t c = 0;
+        for (int64_t x = 0; x < C; ++x) c += mask[r * C + x] != 0;
+        row_count[r + 1] = c;
+    }
+    for (int64_t r = 0; r < R; ++r) row_count[r + 1] += row_count[r];
+    const int64_t base = static_cast<int64_t>(ys.size());
+    ys.resize(base + row_count[R]);
+    xs.resize(base + row_count[R]);
+    ls.resize(base + row_count[R], static_cast<int8_t>(l));
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+        int64_t k = base + row_count[r];
+        for (int64_t x = 0; x < C; ++x) {
+            if (mask[r * C + x]) {
+                ys[k] = static_cast<int32_t>(r);
+                xs[k] = static_cast<int32_t>(x);
+                if (index) index[r * C + x] = k;
+                ++k;
+            } else if (index) {
+                index[r * C + x] = -1;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+Structure pulling_scheme(const uint8_t* req_half, const Geometry& g) {
+    const int L = g.level_max, lmin = g.level_min;
+    // req[l]: max required level over each level-l cell; split[l]: cell has children.
+    std::vector<std::vector<uint8_t>> req(L), split(L + 1);
+    req[L - 1].assign(req_half, req_half + g.rows(L - 1) * g.cols(L - 1));
+    for (int l = L - 2; l >= lmin; --l) {
+        const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
+        req[l].assign(R * C, 0);
+        const uint8_t* f = req[l + 1].data();
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c) {
+                uint8_t m = 0;
+                for (int64_t y = 2 * r; y < std::min(2 * r + 2, Rf); ++y)
+                    for (int64_t x = 2 * c; x < std::min(2 * c + 2, Cf); ++x) m = std::max(m, f[y * Cf + x]);
+                req[l][r * C + c] = m;
+            }
+    }
+    split[L].assign(g.rows(L) * g.cols(L), 0);  // pixels never split
+    for (int l = L - 1; l >= lmin; --l) {
+        const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
+        split[l].assign(R * C, 0);
+        const uint8_t* sf = split[l + 1].data();
+        const uint8_t* rq = req[l].data();
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c) {
+                // Split if the cell must hold finer particles, or if a child of it is an
+                // (8-)neighbour of a split cell at level l+1: that neighbour's leaves need
+                // leaves of level >= l+1 next to them (one-level grading).
+                uint8_t s = rq[r * C + c] > l;
+                if (!s && l + 1 < L) {
+                    for (int64_t y = std::max<int64_t>(2 * r - 1, 0); !s && y < std::min(2 * r + 3, Rf); ++y)
+                        for (int64_t x = std::max<int64_t>(2 * c - 1, 0); x < std::min(2 * c + 3, Cf); ++x)
+                            if (sf[y * Cf + x]) { s = 1; break; }
+                }
+                split[l][r * C + c] = s;
+            }
+    }
+
+    Structure out;
+    out.g = g;
+    // Tree nodes: the split cells, with their indices for parent look-ups.
+    std::vector<std::vector<int64_t>> tree_index(L);
+    out.tree_offsets.assign(L + 2, 0);
+    for (int l = 0; l <= L + 1; ++l) {
+        if (l >= lmin && l < L) {
+            tree_index[l].resize(split[l].size());
+            out.tree_offsets[l] = static_cast<int64_t>(out.tree_y.size());
+            extract_level(split[l].data(), g.rows(l), g.cols(l), l, out.tree_y, out.tree_x, out.tree_level,
+                          tree_index[l].data());
+        } else {
+            out.tree_offsets[l] = static_cast<int64_t>(out.tree_y.size());
+        }
+    }
+    // Particles: cells that are not split and whose parent is split (all at level_min).
+    out.level_offsets.assign(L + 2, 0);
+    std::vector<uint8_t> leaf;
+    for (int l = 0; l <= L + 1; ++l) {
+        out.level_offsets[l] = static_cast<int64_t>(out.y.size());
+        if (l < lmin || l > L) continue;
+        const int64_t R = g.rows(l), C = g.cols(l);
+        leaf.assign(R * C, 0);
+        const uint8_t* sp = split[l].data();
+        const uint8_t* pp = l > lmin ? split[l - 1].data() : nullptr;
+        const int64_t Cp = l > lmin ? g.cols(l - 1) : 0;
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c)
+                leaf[r * C + c] = !sp[r * C + c] && (pp == nullptr || pp[(r >> 1) * Cp + (c >> 1)]);
+        extract_level(leaf.data(), R, C, l, out.y, out.x, out.level, nullptr);
+    }
+    // Parent indices.
+    const int64_t N = static_cast<int64_t>(out.y.size()), T = static_cast<int64_t>(out.tree_y.size());
+    out.parent.assign(N, -1);
+    out.tree_parent.assign(T, -1);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; ++i) {
+        const int l = out.level[i];
+        if (l > lmin) out.parent[i] = tree_index[l - 1][(out.y[i] >> 1) * g.cols(l - 1) + (out.x[i] >> 1)];
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < T; ++i) {
+        const int l = out.tree_level[i];
+        if (l > lmin) out.tree_parent[i] = tree_index[l - 1][(out.tree_y[i] >> 1) * g.cols(l - 1) + (out.tree_x[i] >> 1)];
+    }
+    return out;
+}
+
+Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p) {
+    const Geometry g = make_geometry(H, W);
+    const int64_t nh = ((H + 1) / 2) * ((W + 1) / 2);
+    std::vector<float> coef(H * W), grad(nh), sigma(nh);
+    if (p.smooth) bspline_smooth(img, H, W, p, coef.data());
+    else std::memcpy(coef.data(), img, sizeof(float) * H * W);
+    gradient_magnitude_ds(coef.data(), img, H, W, p, grad.data());
+    local_intensity_scale(coef.data(), H, W, p, sigma.data());
+    std::vector<uint8_t> req(nh);
+    required_levels(grad.data(), sigma.data(), g, p.rel_error, req.data());
+    return pulling_scheme(req.data(), g);
+}
+
+CellView view_of(const Structure& s) {
+    CellView v;
+    v.g = s.g;
+    v.level = s.level.data();
+    v.y = s.y.data();
+    v.x = s.x.data();
+    v.n = static_cast<int64_t>(s.y.size());
+    return v;
+}
+
+int64_t first_invalid_cell(const CellView& v) {
+    for (int64_t i = 0; i < v.n; ++i) {
+        const int l = v.level[i];
+        if (l < 0 || l > v.g.level_max) return i;
+        if (v.y[i] < 0 || v.x[i] < 0 || v.y[i] >= v.g.rows(l) || v.x[i] >= v.g.cols(l)) return i;
+    }
+    return -1;
+}
+
+void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
+    const int64_t H = v.g.H, W = v.g.W;
+#pragma omp parallel
+    {
+        std::vector<double> acc(C);
+#pragma omp for schedule(dynamic, 1024)
+        for (int64_t i = 0; i < v.n; ++i) {
+            const int sh = v.g.level_max - v.level[i];
+            const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
+            const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int64_t y = y0; y < y1; ++y)
+                for (int64_t x = x0; x < x1; ++x) {
+                    const float* px = img + (y * W + x) * C;
+                    for (int64_t c = 0; c < C; ++c) acc[c] += px[c];
+                }
+            const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));
+            for (int64_t c = 0; c < C; ++c) out[i * C + c] = static_cast<float>(acc[c] * inv);
+        }
+    }
+}
+
+void reconstruct(const CellView& v, const float* values, int64_t C, float* out) {
+    const int64_t H = v.g.H, W = v.g.W;
+#pragma omp parallel for schedule(dynamic, 1024)
+    for (int64_t i = 0; i < v.n; ++i) {
+        const int sh = v.g.level_max - v.level[i];
+        const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
+        const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
+        const float* val = values + i * C;
+        for (int64_t y = y0; y < y1; ++y)
+            for (int64_t x = x0; x < x1; ++x) {
+                float* px = out + (y * W + x) * C;
+                for (int64_t c = 0; c < C; ++c) px[c] = val[c];
+            }
+    }
+}
+
+}  // namespace aprcore

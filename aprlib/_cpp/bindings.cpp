@@ -1,0 +1,225 @@
+// Thin pybind11 bindings: validate shapes, dtypes and bounds, release the GIL, call aprcore.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <string>
+
+#include "apr_core.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using namespace aprcore;
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;  // no forcecast: wrong dtypes raise TypeError
+
+namespace {
+
+void require(bool ok, const std::string& msg) {
+    if (!ok) throw py::value_error(msg);
+}
+
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+    auto* heap = new std::vector<T>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {sizeof(T)}, heap->data(), owner);
+}
+
+void check_image(const carray<float>& img, const char* name) {
+    require(img.ndim() == 2, std::string(name) + " must be 2D (H, W), got ndim=" + std::to_string(img.ndim()));
+    require(img.shape(0) > 0 && img.shape(1) > 0, std::string(name) + " must not be empty");
+}
+
+Params make_params(double rel_error, double grad_th, double Ip_th, double sigma_th, double sigma_th_max,
+                   bool smooth, double b1, double b2, double norm, int bspline_k) {
+    require(std::isfinite(rel_error) && rel_error > 0, "rel_error (E) must be a positive finite number");
+    require(std::isfinite(grad_th) && std::isfinite(Ip_th), "grad_th and Ip_th must be finite");
+    require(std::isfinite(sigma_th) && sigma_th >= 0, "sigma_th must be finite and >= 0");
+    require(std::isfinite(sigma_th_max) && sigma_th_max >= 0, "sigma_th_max must be finite and >= 0");
+    require(bspline_k >= 0 && bspline_k <= 100000, "bspline_k must be in [0, 100000]");
+    require(std::isfinite(b1) && std::isfinite(b2) && std::isfinite(norm), "B-spline coefficients must be finite");
+    Params p;
+    p.rel_error = static_cast<float>(rel_error);
+    p.grad_th = static_cast<float>(grad_th);
+    p.Ip_th = static_cast<float>(Ip_th);
+    p.sigma_th = static_cast<float>(sigma_th);
+    p.sigma_th_max = static_cast<float>(sigma_th_max);
+    p.smooth = smooth;
+    p.b1 = b1;
+    p.b2 = b2;
+    p.norm = norm;
+    p.bspline_k = bspline_k;
+    return p;
+}
+
+py::dict structure_to_dict(Structure&& s) {
+    py::dict d;
+    d["height"] = s.g.H;
+    d["width"] = s.g.W;
+    d["level_min"] = s.g.level_min;
+    d["level_max"] = s.g.level_max;
+    d["level_offsets"] = to_numpy(std::move(s.level_offsets));
+    d["level"] = to_numpy(std::move(s.level));
+    d["y"] = to_numpy(std::move(s.y));
+    d["x"] = to_numpy(std::move(s.x));
+    d["parent"] = to_numpy(std::move(s.parent));
+    d["tree_offsets"] = to_numpy(std::move(s.tree_offsets));
+    d["tree_level"] = to_numpy(std::move(s.tree_level));
+    d["tree_y"] = to_numpy(std::move(s.tree_y));
+    d["tree_x"] = to_numpy(std::move(s.tree_x));
+    d["tree_parent"] = to_numpy(std::move(s.tree_parent));
+    return d;
+}
+
+CellView checked_view(const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+                      int64_t H, int64_t W) {
+    require(H > 0 && W > 0, "image height and width must be positive");
+    require(level.ndim() == 1 && y.ndim() == 1 && x.ndim() == 1, "level, y and x must be 1D");
+    require(level.shape(0) == y.shape(0) && y.shape(0) == x.shape(0),
+            "level, y and x must have the same length");
+    CellView v;
+    v.g = make_geometry(H, W);
+    v.level = level.data();
+    v.y = y.data();
+    v.x = x.data();
+    v.n = level.shape(0);
+    const int64_t bad = first_invalid_cell(v);
+    require(bad < 0, "particle cell " + std::to_string(bad) + " lies outside the " + std::to_string(H) + "x" +
+                         std::to_string(W) + " image at its level");
+    return v;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "aprlib C++ kernels: APR formation, cell sampling and reconstruction (2D).";
+
+    m.def("form_structure",
+          [](const carray<float>& img, double rel_error, double grad_th, double Ip_th, double sigma_th,
+             double sigma_th_max, bool smooth, double b1, double b2, double norm, int bspline_k) {
+              check_image(img, "image");
+              const Params p = make_params(rel_error, grad_th, Ip_th, sigma_th, sigma_th_max, smooth, b1, b2,
+                                           norm, bspline_k);
+              Structure s;
+              {
+                  py::gil_scoped_release release;
+                  s = form_structure(img.data(), img.shape(0), img.shape(1), p);
+              }
+              return structure_to_dict(std::move(s));
+          },
+          py::arg("image"), py::arg("rel_error"), py::arg("grad_th"), py::arg("Ip_th"), py::arg("sigma_th"),
+          py::arg("sigma_th_max"), py::arg("smooth"), py::arg("b1"), py::arg("b2"), py::arg("norm"),
+          py::arg("bspline_k"),
+          "Particle cell structure of a float32 (H, W) image; returns a dict of numpy arrays.");
+
+    m.def("bspline_smooth",
+          [](const carray<float>& img, double b1, double b2, double norm, int bspline_k) {
+              check_image(img, "image");
+              const Params p = make_params(1.0, 0, 0, 0, 0, true, b1, b2, norm, bspline_k);
+              carray<float> out({img.shape(0), img.shape(1)});
+              {
+                  py::gil_scoped_release release;
+                  bspline_smooth(img.data(), img.shape(0), img.shape(1), p, out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("image"), py::arg("b1"), py::arg("b2"), py::arg("norm"), py::arg("bspline_k"),
+          "Smoothing B-spline coefficients (H, W) of a float32 image.");
+
+    m.def("gradient_magnitude_ds",
+          [](const carray<float>& coef, const carray<float>& img, double grad_th, double Ip_th) {
+              check_image(coef, "coef");
+              check_image(img, "image");
+              require(coef.shape(0) == img.shape(0) && coef.shape(1) == img.shape(1),
+                      "coef and image must have the same shape");
+              const Params p = make_params(1.0, grad_th, Ip_th, 0, 0, false, 0, 0, 1, 0);
+              const int64_t H = img.shape(0), W = img.shape(1);
+              carray<float> out({(H + 1) / 2, (W + 1) / 2});
+              {
+                  py::gil_scoped_release release;
+                  gradient_magnitude_ds(coef.data(), img.data(), H, W, p, out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("coef"), py::arg("image"), py::arg("grad_th"), py::arg("Ip_th"),
+          "Central-difference |grad| of coef, thresholded, max-downsampled to (ceil(H/2), ceil(W/2)).");
+
+    m.def("local_intensity_scale",
+          [](const carray<float>& img, double sigma_th, double sigma_th_max, bool from_bspline) {
+              check_image(img, "image");
+              const Params p = make_params(1.0, 0, 0, sigma_th, sigma_th_max, from_bspline, 0, 0, 1, 0);
+              const int64_t H = img.shape(0), W = img.shape(1);
+              carray<float> out({(H + 1) / 2, (W + 1) / 2});
+              {
+                  py::gil_scoped_release release;
+                  local_intensity_scale(img.data(), H, W, p, out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("image"), py::arg("sigma_th"), py::arg("sigma_th_max"), py::arg("from_bspline") = false,
+          "Local intensity scale on the half grid (ceil(H/2), ceil(W/2)); from_bspline: image holds "
+          "B-spline coefficients.");
+
+    m.def("box_mean",
+          [](const carray<float>& img, int width) {
+              check_image(img, "image");
+              require(width >= 1 && width % 2 == 1, "width must be a positive odd integer");
+              carray<float> out({img.shape(0), img.shape(1)});
+              {
+                  py::gil_scoped_release release;
+                  box_mean(img.data(), img.shape(0), img.shape(1), width, out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("image"), py::arg("width"), "Separable box mean with reflective borders.");
+
+    m.def("cell_means",
+          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+             const carray<float>& img) {
+              require(img.ndim() == 3, "image must be (H, W, C)");
+              require(img.shape(2) > 0, "image must have at least one channel");
+              const CellView v = checked_view(level, y, x, img.shape(0), img.shape(1));
+              const int64_t C = img.shape(2);
+              carray<float> out({static_cast<int64_t>(v.n), C});
+              {
+                  py::gil_scoped_release release;
+                  cell_means(v, img.data(), C, out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("level"), py::arg("y"), py::arg("x"), py::arg("image"),
+          "Mean of the (H, W, C) image over each particle cell -> (N, C).");
+
+    m.def("reconstruct",
+          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+             const carray<float>& values, int64_t H, int64_t W) {
+              require(values.ndim() == 2, "values must be (N, C)");
+              const CellView v = checked_view(level, y, x, H, W);
+              require(values.shape(0) == v.n, "values has " + std::to_string(values.shape(0)) +
+                                                  " rows but the APR has " + std::to_string(v.n) + " particles");
+              const int64_t C = values.shape(1);
+              carray<float> out({H, W, C});
+              std::fill(out.mutable_data(), out.mutable_data() + H * W * C, 0.0f);
+              {
+                  py::gil_scoped_release release;
+                  reconstruct(v, values.data(), C, out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("level"), py::arg("y"), py::arg("x"), py::arg("values"), py::arg("height"), py::arg("width"),
+          "Piecewise-constant image (H, W, C) from particle values (N, C).");
+
+    m.def("num_threads", []() {
+#ifdef _OPENMP
+        return omp_get_max_threads();
+#else
+        return 1;
+#endif
+    });
+}

@@ -1,0 +1,89 @@
+"""Batches of APRs of different sizes, concatenated along the particle axis (like graph batches)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .apr import APR
+
+__all__ = ["APRBatch", "collate_aprs"]
+
+
+class APRBatch:
+    """B APRs with their particles concatenated in order.
+
+    ``particle_offsets`` (B+1,) and ``tree_offsets`` (B+1,) delimit each APR's particles and tree
+    nodes; ``batch_index`` (N_total,) gives each particle's APR. ``features()`` stacks the
+    intensities as a float32 tensor (N_total, C).
+    """
+
+    def __init__(self, aprs: Sequence[APR]):
+        aprs = list(aprs)
+        if not aprs:
+            raise ValueError("an APRBatch needs at least one APR")
+        for i, a in enumerate(aprs):
+            if not isinstance(a, APR):
+                raise TypeError(f"item {i} is a {type(a).__name__}, not an APR")
+        channels = {None if a.intensities is None else (1 if a.intensities.ndim == 1 else a.intensities.shape[1])
+                    for a in aprs}
+        if len(channels) > 1:
+            raise ValueError(f"all APRs of a batch must have the same number of channels, got {sorted(map(str, channels))}")
+        self.aprs = aprs
+        self.particle_offsets = np.concatenate([[0], np.cumsum([a.n_particles for a in aprs])]).astype(np.int64)
+        self.tree_offsets = np.concatenate([[0], np.cumsum([a.n_tree for a in aprs])]).astype(np.int64)
+        self.batch_index = np.repeat(np.arange(len(aprs)), [a.n_particles for a in aprs]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.aprs)
+
+    def __getitem__(self, i: int) -> APR:
+        return self.aprs[i]
+
+    def __iter__(self):
+        return iter(self.aprs)
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.particle_offsets[-1])
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return [a.shape for a in self.aprs]
+
+    def _cat(self, name: str) -> np.ndarray:
+        return np.concatenate([getattr(a, name) for a in self.aprs])
+
+    @property
+    def level(self) -> np.ndarray:
+        return self._cat("level")
+
+    def features(self, dtype=torch.float32) -> torch.Tensor:
+        """Intensities of all particles as a tensor (N_total, C)."""
+        if self.aprs[0].intensities is None:
+            raise ValueError("the APRs of this batch have no intensities")
+        vals = [a.intensities if a.intensities.ndim == 2 else a.intensities[:, None] for a in self.aprs]
+        return torch.from_numpy(np.concatenate(vals)).to(dtype)
+
+    def split(self, values) -> list:
+        """Split a (N_total, ...) array or tensor into one piece per APR."""
+        if values.shape[0] != self.n_particles:
+            raise ValueError(f"values must have {self.n_particles} rows, got {values.shape[0]}")
+        o = self.particle_offsets
+        return [values[o[i]:o[i + 1]] for i in range(len(self))]
+
+    def reconstruct(self, values=None) -> list[np.ndarray]:
+        """Piecewise-constant images, one per APR, from (N_total, ...) values (default intensities)."""
+        if values is None:
+            return [a.reconstruct() for a in self.aprs]
+        return [a.reconstruct(v) for a, v in zip(self.aprs, self.split(values))]
+
+    def __repr__(self) -> str:
+        return f"APRBatch(size={len(self)}, particles={self.n_particles})"
+
+
+def collate_aprs(items):
+    """DataLoader collate_fn for (APR, label) pairs -> (APRBatch, labels int64 tensor)."""
+    aprs, labels = zip(*items)
+    return APRBatch(aprs), torch.as_tensor(labels, dtype=torch.int64)
