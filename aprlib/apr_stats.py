@@ -17,11 +17,14 @@ from .formation import APRParameters, form_apr
 
 __all__ = ["FORMATION_SETTINGS", "apr_statistics", "summarize", "pyapr_comparison", "pyapr_available"]
 
-# Named formation settings compared in the book. "thesis": no gradient smoothing (lambda = 0),
-# which reproduces the thesis's Fig 4.2 (see the chapter); "libapr_default": LibAPR's lambda = 3.
-# sigma_th = 0.01 (1% of the [0, 1] intensity range) keeps the scale finite in flat regions.
+# Named formation settings compared in the book (see notebooks/01_apr_synthetic.ipynb):
+# "thesis": no gradient smoothing (lambda = 0), LibAPR's pulling scheme: the closest match to the
+# thesis's Fig 4.2; "thesis_minimal": the same with the minimal one-level grading;
+# "libapr_default": LibAPR's smoothing B-spline (lambda = 3). sigma_th = 0.01 (1% of the [0, 1]
+# intensity range) keeps the scale finite in flat regions.
 FORMATION_SETTINGS = {
     "thesis": APRParameters(gradient_smoothing=0.0, sigma_th=0.01),
+    "thesis_minimal": APRParameters(gradient_smoothing=0.0, sigma_th=0.01, pulling_scheme="minimal"),
     "libapr_default": APRParameters(gradient_smoothing=3.0, sigma_th=0.01),
 }
 
@@ -87,12 +90,17 @@ def pyapr_comparison(images: Sequence[np.ndarray], e_values: Iterable[float],
                      settings: Mapping[str, APRParameters] | None = None, progress: bool = True) -> pd.DataFrame:
     """Particle counts of aprlib and pyapr (LibAPR) on the same images and parameters.
 
+    Settings must use pulling_scheme="libapr" (the default excludes the others).
     Columns: image, setting, E, n_aprlib, n_pyapr, rel_diff = (n_aprlib - n_pyapr) / n_pyapr,
     level_mismatch = fraction of pixels whose particle level differs.
     """
     if not pyapr_available():
         raise ImportError("pyapr is not installed; `pip install pyapr==1.0.7` for the cross-check")
-    settings = FORMATION_SETTINGS if settings is None else settings
+    if settings is None:  # pyapr implements only LibAPR's pulling scheme
+        settings = {k: v for k, v in FORMATION_SETTINGS.items() if v.pulling_scheme == "libapr"}
+    for name, params in settings.items():
+        if params.pulling_scheme != "libapr":
+            raise ValueError(f"setting {name!r}: pyapr only implements pulling_scheme='libapr'")
     e_values = [float(e) for e in e_values]
     rows = []
     total = len(images) * len(settings) * len(e_values)

@@ -30,7 +30,10 @@ class APRParameters:
     sigma_th: floor of the local intensity scale, in image intensity units (>= 0).
     sigma_th_max: scales below this are treated as infinite (coarsest level); 0 disables.
     grad_th: gradient magnitudes below this are set to zero (intensity units per pixel).
-    Ip_th: gradients are set to zero where the intensity is below this.
+    Ip_th: gradients are set to zero where the (half-resolution) intensity is <= this.
+    pulling_scheme: "libapr" (LibAPR / pyapr 1.0.7: the 3x3 neighbours of every cell that holds
+        particles two or more levels finer are refined too) or "minimal" (an aprlib extension:
+        the smallest cell set with one-level grading). Both satisfy the same resolution bound.
     """
 
     rel_error: float = 0.1
@@ -39,6 +42,7 @@ class APRParameters:
     sigma_th_max: float = 0.0
     grad_th: float = 0.0
     Ip_th: float = 0.0
+    pulling_scheme: str = "libapr"
 
     def __post_init__(self):
         for name in ("rel_error", "gradient_smoothing", "sigma_th", "sigma_th_max", "grad_th", "Ip_th"):
@@ -53,6 +57,8 @@ class APRParameters:
             raise ValueError(f"gradient_smoothing (lambda) must be >= 0, got {self.gradient_smoothing}")
         if self.sigma_th < 0 or self.sigma_th_max < 0:
             raise ValueError("sigma_th and sigma_th_max must be >= 0")
+        if self.pulling_scheme not in ("libapr", "minimal"):
+            raise ValueError(f"pulling_scheme must be 'libapr' or 'minimal', got {self.pulling_scheme!r}")
 
     def replace(self, **changes) -> "APRParameters":
         return dataclasses.replace(self, **changes)
@@ -64,19 +70,21 @@ def bspline_recursion(lam: float, tol: float = 1e-7) -> tuple[float, float, floa
 
     The filter is 1 / (B3(z) + lam (z - 2 + 1/z)^2) (Unser, Aldroubi & Eden 1993), factored into a
     causal and an anti-causal 2nd-order recursion y[n] = x[n] + b1 y[n-1] + b2 y[n-2] whose poles
-    rho exp(+-i omega) are the roots inside the unit circle; norm makes the DC gain 1, and k
-    mirrored boundary samples (rho^k < tol) initialise each recursion.
+    p1, p2 are the two roots inside the unit circle (a complex-conjugate pair for lam > 1/144, two
+    real roots below): b1 = p1 + p2, b2 = -p1 p2. norm makes the DC gain 1, and k mirrored
+    boundary samples (|p|^k < tol) initialise each recursion.
     """
     if lam <= 0:
         raise ValueError("the smoothing B-spline needs lambda > 0")
     poly = lam * np.poly1d([1, -4, 6, -4, 1]) + np.poly1d([1, 4, 1, 0]) / 6.0
     roots = np.roots(poly.coeffs)
     inside = roots[np.abs(roots) < 1]
-    pole = inside[np.argmax(inside.imag)]
-    rho, omega = abs(pole), abs(np.angle(pole))
-    b1, b2 = 2 * rho * math.cos(omega), -(rho**2)
+    if len(inside) != 2:
+        raise ValueError(f"unexpected smoothing B-spline poles for lambda={lam}: {roots}")
+    p1, p2 = inside
+    b1, b2 = (p1 + p2).real, -(p1 * p2).real
     norm = (1 - b1 - b2) ** 2
-    k = int(math.ceil(math.log(tol) / math.log(rho)))
+    k = int(math.ceil(math.log(tol) / math.log(np.abs(inside).max())))
     return float(b1), float(b2), float(norm), k
 
 
@@ -140,6 +148,7 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
         b2=b2,
         norm=norm,
         bspline_k=k,
+        minimal_grading=params.pulling_scheme == "minimal",
     )
     apr = APR.from_structure(s, params=params)
     apr.intensities = apr.sample(img)

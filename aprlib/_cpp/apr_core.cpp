@@ -19,6 +19,15 @@ inline int64_t reflect(int64_t i, int64_t n) {
     return i < n ? i : period - 1 - i;
 }
 
+// Whole-sample mirror ('d c b | a b c d') index into [0, n), as LibAPR pads its box filters.
+inline int64_t mirror(int64_t i, int64_t n) {
+    if (n == 1) return 0;
+    const int64_t period = 2 * n - 2;
+    i %= period;
+    if (i < 0) i += period;
+    return i < n ? i : period - i;
+}
+
 inline int ceil_log2(int64_t v) {
     int l = 0;
     while ((int64_t(1) << l) < v) ++l;
@@ -30,10 +39,13 @@ inline int ceil_log2(int64_t v) {
 void iir_line(const float* in, float* out, int64_t n, int64_t stride, const Params& p, double* tmp) {
     const int64_t k = p.bspline_k;
     const int64_t m = n + 2 * k;
+    for (int64_t i = 0; i < k; ++i) tmp[i] = in[reflect(i - k, n) * stride];
+    for (int64_t i = 0; i < n; ++i) tmp[k + i] = in[i * stride];
+    for (int64_t i = n + k; i < m; ++i) tmp[i] = in[reflect(i - k, n) * stride];
     // causal pass over the mirrored, extended line (zero initial state k samples before 0)
     double y1 = 0.0, y2 = 0.0;
     for (int64_t i = 0; i < m; ++i) {
-        const double v = in[reflect(i - k, n) * stride] + p.b1 * y1 + p.b2 * y2;
+        const double v = tmp[i] + p.b1 * y1 + p.b2 * y2;
         tmp[i] = v;
         y2 = y1;
         y1 = v;
@@ -110,8 +122,19 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
     }
 }
 
-void gradient_magnitude_ds(const float* coef, const float* img, int64_t H, int64_t W,
-                           const Params& p, float* out_half) {
+void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
+    std::vector<float> tmp(H * W);
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x)
+            tmp[y * W + x] = (coef[y * W + mirror(x - 1, W)] + 4.0f * coef[y * W + x] + coef[y * W + mirror(x + 1, W)]) / 6.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x)
+            out[y * W + x] = (tmp[mirror(y - 1, H) * W + x] + 4.0f * tmp[y * W + x] + tmp[mirror(y + 1, H) * W + x]) / 6.0f;
+}
+
+void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_half) {
     const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
 #pragma omp parallel for schedule(static)
     for (int64_t yh = 0; yh < Hh; ++yh) {
@@ -124,9 +147,7 @@ void gradient_magnitude_ds(const float* coef, const float* img, int64_t H, int64
                 for (int64_t x = 2 * xh; x < std::min(2 * xh + 2, W); ++x) {
                     const float gx = 0.5f * (row[std::min<int64_t>(x + 1, W - 1)] - row[std::max<int64_t>(x - 1, 0)]);
                     const float gy = 0.5f * (dn[x] - up[x]);
-                    float g = std::sqrt(gx * gx + gy * gy);
-                    if (g < p.grad_th || img[y * W + x] < p.Ip_th) g = 0.0f;
-                    best = std::max(best, g);
+                    best = std::max(best, std::sqrt(gx * gx + gy * gy));
                 }
             }
             out_half[yh * Wh + xh] = best;
@@ -134,50 +155,14 @@ void gradient_magnitude_ds(const float* coef, const float* img, int64_t H, int64
     }
 }
 
-void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
-    const int64_t r = width / 2;
-    const float inv = 1.0f / static_cast<float>(width);
-    std::vector<float> tmp(H * W);
-    // along rows
+void threshold_gradient(float* grad_half, const float* image_half, int64_t n, const Params& p) {
 #pragma omp parallel for schedule(static)
-    for (int64_t y = 0; y < H; ++y) {
-        const float* row = in + y * W;
-        float* t = tmp.data() + y * W;
-        for (int64_t x = 0; x < W; ++x) {
-            double s = 0.0;
-            for (int64_t d = -r; d <= r; ++d) s += row[reflect(x + d, W)];
-            t[x] = static_cast<float>(s) * inv;
-        }
-    }
-    // along columns
-#pragma omp parallel for schedule(static)
-    for (int64_t y = 0; y < H; ++y) {
-        float* o = out + y * W;
-        for (int64_t x = 0; x < W; ++x) o[x] = 0.0f;
-        for (int64_t d = -r; d <= r; ++d) {
-            const float* t = tmp.data() + reflect(y + d, H) * W;
-            for (int64_t x = 0; x < W; ++x) o[x] += t[x];
-        }
-        for (int64_t x = 0; x < W; ++x) o[x] *= inv;
-    }
+    for (int64_t i = 0; i < n; ++i)
+        if (grad_half[i] < p.grad_th || image_half[i] <= p.Ip_th) grad_half[i] = 0.0f;
 }
 
-void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
-    std::vector<float> tmp(H * W);
-    auto mirror = [](int64_t i, int64_t n) { return n == 1 ? int64_t(0) : (i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i)); };
-#pragma omp parallel for schedule(static)
-    for (int64_t y = 0; y < H; ++y)
-        for (int64_t x = 0; x < W; ++x)
-            tmp[y * W + x] = (coef[y * W + mirror(x - 1, W)] + 4.0f * coef[y * W + x] + coef[y * W + mirror(x + 1, W)]) / 6.0f;
-#pragma omp parallel for schedule(static)
-    for (int64_t y = 0; y < H; ++y)
-        for (int64_t x = 0; x < W; ++x)
-            out[y * W + x] = (tmp[mirror(y - 1, H) * W + x] + 4.0f * tmp[y * W + x] + tmp[mirror(y + 1, H) * W + x]) / 6.0f;
-}
-
-void local_intensity_scale(const float* img, int64_t H, int64_t W, const Params& p, float* out_half) {
+void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float* out_half) {
     const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
-    std::vector<float> half(Hh * Wh), smooth(Hh * Wh);
 #pragma omp parallel for schedule(static)
     for (int64_t yh = 0; yh < Hh; ++yh) {
         for (int64_t xh = 0; xh < Wh; ++xh) {
@@ -188,18 +173,69 @@ void local_intensity_scale(const float* img, int64_t H, int64_t W, const Params&
                     s += img[y * W + x];
                     ++cnt;
                 }
-            half[yh * Wh + xh] = static_cast<float>(s / cnt);
+            out_half[yh * Wh + xh] = static_cast<float>(s / cnt);
         }
     }
-    if (p.smooth) {
+    if (from_bspline) {
         // `img` holds B-spline coefficients: evaluate the spline on the half grid, as LibAPR
         // does (kernel [1, 4, 1] / 6 per axis, whole-sample mirror borders).
-        bspline_evaluate(half.data(), Hh, Wh, smooth.data());
-        half.swap(smooth);
+        std::vector<float> tmp(out_half, out_half + Hh * Wh);
+        bspline_evaluate(tmp.data(), Hh, Wh, out_half);
     }
-    box_mean(half.data(), Hh, Wh, 3, smooth.data());
-    for (int64_t i = 0; i < Hh * Wh; ++i) half[i] = std::fabs(half[i] - smooth[i]);
-    box_mean(half.data(), Hh, Wh, 7, out_half);
+}
+
+void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
+    // Running sums over mirror-padded lines: O(1) per sample whatever the width.
+    const int64_t r = width / 2;
+    const double inv = 1.0 / static_cast<double>(width);
+    std::vector<float> tmp(H * W);
+#pragma omp parallel
+    {
+        std::vector<double> line(W + 2 * r);
+#pragma omp for schedule(static)
+        for (int64_t y = 0; y < H; ++y) {
+            const float* row = in + y * W;
+            for (int64_t i = 0; i < W + 2 * r; ++i) line[i] = row[mirror(i - r, W)];
+            double s = 0.0;
+            for (int64_t i = 0; i < width; ++i) s += line[i];
+            float* t = tmp.data() + y * W;
+            for (int64_t x = 0; x < W; ++x) {
+                t[x] = static_cast<float>(s * inv);
+                if (x + 1 < W) s += line[x + width] - line[x];
+            }
+        }
+    }
+    // along columns: a running sum of rows, a block of columns per thread
+    const int64_t B = 256;
+#pragma omp parallel
+    {
+        std::vector<double> acc(B);
+#pragma omp for schedule(static)
+        for (int64_t c0 = 0; c0 < W; c0 += B) {
+            const int64_t nb = std::min(B, W - c0);
+            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int64_t d = -r; d <= r; ++d) {
+                const float* t = tmp.data() + mirror(d, H) * W + c0;
+                for (int64_t j = 0; j < nb; ++j) acc[j] += t[j];
+            }
+            for (int64_t y = 0; y < H; ++y) {
+                float* o = out + y * W + c0;
+                for (int64_t j = 0; j < nb; ++j) o[j] = static_cast<float>(acc[j] * inv);
+                if (y + 1 < H) {
+                    const float* add = tmp.data() + mirror(y + r + 1, H) * W + c0;
+                    const float* sub = tmp.data() + mirror(y - r, H) * W + c0;
+                    for (int64_t j = 0; j < nb; ++j) acc[j] += add[j] - sub[j];
+                }
+            }
+        }
+    }
+}
+
+void local_intensity_scale(const float* half, int64_t Hh, int64_t Wh, const Params& p, float* out_half) {
+    std::vector<float> smooth(Hh * Wh), diff(Hh * Wh);
+    box_mean(half, Hh, Wh, 3, smooth.data());
+    for (int64_t i = 0; i < Hh * Wh; ++i) diff[i] = std::fabs(half[i] - smooth[i]);
+    box_mean(diff.data(), Hh, Wh, 7, out_half);
     const float infinite = std::numeric_limits<float>::infinity();
     for (int64_t i = 0; i < Hh * Wh; ++i) {
         float v = p.scale_const * out_half[i];
@@ -260,7 +296,7 @@ void extract_level(const uint8_t* mask, int64_t R, int64_t C, int l, std::vector
 
 }  // namespace
 
-Structure pulling_scheme(const uint8_t* req_half, const Geometry& g) {
+Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minimal) {
     const int L = g.level_max, lmin = g.level_min;
     // req[l]: max required level over each level-l cell; split[l]: cell has children.
     std::vector<std::vector<uint8_t>> req(L), split(L + 1);
@@ -280,18 +316,24 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g) {
     }
     split[L].assign(g.rows(L) * g.cols(L), 0);  // pixels never split
     for (int l = L - 1; l >= lmin; --l) {
-        const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
+        const int64_t R = g.rows(l), C = g.cols(l);
         split[l].assign(R * C, 0);
-        const uint8_t* sf = split[l + 1].data();
         const uint8_t* rq = req[l].data();
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; ++r)
             for (int64_t c = 0; c < C; ++c) {
-                // Split if the cell must hold finer particles, or if a child of it is an
-                // (8-)neighbour of a split cell at level l+1: that neighbour's leaves need
-                // leaves of level >= l+1 next to them (one-level grading).
-                uint8_t s = rq[r * C + c] > l;
-                if (!s && l + 1 < L) {
+                uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
+                if (!minimal) {
+                    // LibAPR: the 3x3 neighbours (at level l) of an ascendant, i.e. of a cell that
+                    // must hold particles two or more levels finer, are split too.
+                    for (int64_t y = std::max<int64_t>(r - 1, 0); !s && y < std::min(r + 2, R); ++y)
+                        for (int64_t x = std::max<int64_t>(c - 1, 0); x < std::min(c + 2, C); ++x)
+                            if (rq[y * C + x] > l + 1) { s = 1; break; }
+                } else if (!s && l + 1 < L) {
+                    // Minimal grading: split only if a child of this cell is an 8-neighbour of a
+                    // split cell at level l+1 (whose leaves would otherwise touch a coarser leaf).
+                    const uint8_t* sf = split[l + 1].data();
+                    const int64_t Rf = g.rows(l + 1), Cf = g.cols(l + 1);
                     for (int64_t y = std::max<int64_t>(2 * r - 1, 0); !s && y < std::min(2 * r + 3, Rf); ++y)
                         for (int64_t x = std::max<int64_t>(2 * c - 1, 0); x < std::min(2 * c + 3, Cf); ++x)
                             if (sf[y * Cf + x]) { s = 1; break; }
@@ -351,15 +393,17 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g) {
 
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p) {
     const Geometry g = make_geometry(H, W);
-    const int64_t nh = ((H + 1) / 2) * ((W + 1) / 2);
-    std::vector<float> coef(H * W), grad(nh), sigma(nh);
+    const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
+    std::vector<float> coef(H * W), grad(Hh * Wh), half(Hh * Wh), sigma(Hh * Wh);
     if (p.smooth) bspline_smooth(img, H, W, p, coef.data());
     else std::memcpy(coef.data(), img, sizeof(float) * H * W);
-    gradient_magnitude_ds(coef.data(), img, H, W, p, grad.data());
-    local_intensity_scale(coef.data(), H, W, p, sigma.data());
-    std::vector<uint8_t> req(nh);
+    gradient_magnitude_ds(coef.data(), H, W, grad.data());
+    half_image(coef.data(), H, W, p.smooth, half.data());
+    threshold_gradient(grad.data(), half.data(), Hh * Wh, p);
+    local_intensity_scale(half.data(), Hh, Wh, p, sigma.data());
+    std::vector<uint8_t> req(Hh * Wh);
     required_levels(grad.data(), sigma.data(), g, p.rel_error, req.data());
-    return pulling_scheme(req.data(), g);
+    return pulling_scheme(req.data(), g, p.minimal_grading);
 }
 
 CellView view_of(const Structure& s) {

@@ -22,7 +22,7 @@ Geometry make_geometry(int64_t H, int64_t W);
 struct Params {
     float rel_error = 0.1f;      // E
     float grad_th = 0.0f;        // |grad I| below this is set to 0
-    float Ip_th = 0.0f;          // |grad I| is set to 0 where I < Ip_th
+    float Ip_th = 0.0f;          // |grad I| is set to 0 where I <= Ip_th (half grid)
     float sigma_th = 0.0f;       // local intensity scale floor
     float sigma_th_max = 0.0f;   // LibAPR: scales below this are treated as "infinite" (coarsest level)
     // Recursive smoothing B-spline (Unser et al. 1993): causal/anti-causal 2nd-order IIR with
@@ -32,27 +32,33 @@ struct Params {
     double b1 = 0.0, b2 = 0.0, norm = 1.0;
     int bspline_k = 0;
     float scale_const = 28.7069f; // c of the local intensity scale in 2D
+    bool minimal_grading = false; // pulling scheme variant, see pulling_scheme()
 };
 
 // Smoothing B-spline coefficients of img (H x W), written to out (H x W). Separable.
 void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, float* out);
 
-// |grad| of `coef` by central differences (replicated borders), zeroed where img < Ip_th or
-// |grad| < grad_th, then max-downsampled to the half grid (ceil(H/2) x ceil(W/2)).
-void gradient_magnitude_ds(const float* coef, const float* img, int64_t H, int64_t W,
-                           const Params& p, float* out_half);
+// |grad| of `coef` by central differences (replicated borders), max-downsampled to the half grid
+// (ceil(H/2) x ceil(W/2)).
+void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_half);
 
 // Value of a cubic B-spline at its knots from coefficients: [1, 4, 1] / 6 per axis, whole-sample
 // mirror borders. (H, W) -> (H, W).
 void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out);
 
-// Local intensity scale on the half grid: c * box7(|I2 - box3(I2)|), reflective borders, floored
-// at sigma_th (and "infinite" below sigma_th_max). I2 is the 2x2 mean-downsampled input; with
-// p.smooth the input holds B-spline coefficients and I2 is the spline evaluated on the half grid
-// (LibAPR computes the scale from the smoothed image this way).
-void local_intensity_scale(const float* img, int64_t H, int64_t W, const Params& p, float* out_half);
+// The image on the half grid: 2x2 means of `img` (H x W); with from_bspline, `img` holds B-spline
+// coefficients and the spline is evaluated on the half grid (as LibAPR does).
+void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float* out_half);
 
-// Separable box mean with odd width and reflective ('d c b a | a b c d') padding. In place-safe.
+// LibAPR's thresholds on the half grid: |grad| = 0 where |grad| < grad_th or image <= Ip_th.
+void threshold_gradient(float* grad_half, const float* image_half, int64_t n, const Params& p);
+
+// Local intensity scale from the half-grid image (Hh x Wh): c * box7(|I2 - box3(I2)|), mirror
+// borders, floored at sigma_th (and "infinite" below sigma_th_max).
+void local_intensity_scale(const float* half, int64_t Hh, int64_t Wh, const Params& p, float* out_half);
+
+// Separable box mean with odd width and whole-sample mirror ('d c b | a b c d') padding, as
+// LibAPR pads its local-intensity-scale windows.
 void box_mean(const float* in, int64_t H, int64_t W, int width, float* out);
 
 // Particle cell set and tree (ancestors), both sorted by (level, y, x).
@@ -73,9 +79,11 @@ struct Structure {
 void required_levels(const float* grad_half, const float* sigma_half, const Geometry& g,
                      float rel_error, uint8_t* req_half);
 
-// Pulling scheme: the minimal set of cells no larger than required whose face- and
-// corner-neighbours differ by at most one level; builds the sorted particle and tree arrays.
-Structure pulling_scheme(const uint8_t* req_half, const Geometry& g);
+// Pulling scheme: cells no larger than required whose face- and corner-neighbours differ by at
+// most one level; builds the sorted particle and tree arrays. minimal = false follows LibAPR
+// (pyapr 1.0.7), which also splits the 3x3 neighbours of every ascendant; minimal = true gives
+// the smallest such cell set (split only what the one-level grading forces).
+Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minimal);
 
 // Full pipeline (gradient, scale, levels, pulling scheme).
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p);

@@ -102,10 +102,12 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("form_structure",
           [](const carray<float>& img, double rel_error, double grad_th, double Ip_th, double sigma_th,
-             double sigma_th_max, bool smooth, double b1, double b2, double norm, int bspline_k) {
+             double sigma_th_max, bool smooth, double b1, double b2, double norm, int bspline_k,
+             bool minimal_grading) {
               check_image(img, "image");
-              const Params p = make_params(rel_error, grad_th, Ip_th, sigma_th, sigma_th_max, smooth, b1, b2,
-                                           norm, bspline_k);
+              Params p = make_params(rel_error, grad_th, Ip_th, sigma_th, sigma_th_max, smooth, b1, b2, norm,
+                                     bspline_k);
+              p.minimal_grading = minimal_grading;
               Structure s;
               {
                   py::gil_scoped_release release;
@@ -115,7 +117,7 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("image"), py::arg("rel_error"), py::arg("grad_th"), py::arg("Ip_th"), py::arg("sigma_th"),
           py::arg("sigma_th_max"), py::arg("smooth"), py::arg("b1"), py::arg("b2"), py::arg("norm"),
-          py::arg("bspline_k"),
+          py::arg("bspline_k"), py::arg("minimal_grading") = false,
           "Particle cell structure of a float32 (H, W) image; returns a dict of numpy arrays.");
 
     m.def("bspline_smooth",
@@ -139,26 +141,32 @@ PYBIND11_MODULE(_core, m) {
               require(coef.shape(0) == img.shape(0) && coef.shape(1) == img.shape(1),
                       "coef and image must have the same shape");
               const Params p = make_params(1.0, grad_th, Ip_th, 0, 0, false, 0, 0, 1, 0);
-              const int64_t H = img.shape(0), W = img.shape(1);
+              const int64_t H = img.shape(0), W = img.shape(1), n = ((H + 1) / 2) * ((W + 1) / 2);
               carray<float> out({(H + 1) / 2, (W + 1) / 2});
               {
                   py::gil_scoped_release release;
-                  gradient_magnitude_ds(coef.data(), img.data(), H, W, p, out.mutable_data());
+                  std::vector<float> half(n);
+                  gradient_magnitude_ds(coef.data(), H, W, out.mutable_data());
+                  half_image(img.data(), H, W, false, half.data());
+                  threshold_gradient(out.mutable_data(), half.data(), n, p);
               }
               return out;
           },
           py::arg("coef"), py::arg("image"), py::arg("grad_th"), py::arg("Ip_th"),
-          "Central-difference |grad| of coef, thresholded, max-downsampled to (ceil(H/2), ceil(W/2)).");
+          "Central-difference |grad| of coef, max-downsampled to (ceil(H/2), ceil(W/2)), zeroed where "
+          "it is < grad_th or where the 2x2 mean of image is <= Ip_th.");
 
     m.def("local_intensity_scale",
           [](const carray<float>& img, double sigma_th, double sigma_th_max, bool from_bspline) {
               check_image(img, "image");
               const Params p = make_params(1.0, 0, 0, sigma_th, sigma_th_max, from_bspline, 0, 0, 1, 0);
-              const int64_t H = img.shape(0), W = img.shape(1);
-              carray<float> out({(H + 1) / 2, (W + 1) / 2});
+              const int64_t H = img.shape(0), W = img.shape(1), Hh = (H + 1) / 2, Wh = (W + 1) / 2;
+              carray<float> out({Hh, Wh});
               {
                   py::gil_scoped_release release;
-                  local_intensity_scale(img.data(), H, W, p, out.mutable_data());
+                  std::vector<float> half(Hh * Wh);
+                  half_image(img.data(), H, W, from_bspline, half.data());
+                  local_intensity_scale(half.data(), Hh, Wh, p, out.mutable_data());
               }
               return out;
           },
