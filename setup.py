@@ -4,7 +4,7 @@ import sys
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
-compile_args = ["-O3", "-fopenmp"]
+compile_args = ["-O3", "-fopenmp", "-fno-math-errno"]
 link_args = ["-fopenmp"]
 if sys.platform == "darwin":  # Apple clang: OpenMP via libomp, if installed
     compile_args = ["-O3", "-Xpreprocessor", "-fopenmp"]

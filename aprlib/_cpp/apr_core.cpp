@@ -34,32 +34,31 @@ inline int ceil_log2(int64_t v) {
     return l;
 }
 
-// Causal then anti-causal 2nd-order recursion along a strided line of length n, reading `in`
-// and writing `out` (may alias). `tmp` has room for n + 2k values.
-void iir_line(const float* in, float* out, int64_t n, int64_t stride, const Params& p, double* tmp) {
-    const int64_t k = p.bspline_k;
-    const int64_t m = n + 2 * k;
-    for (int64_t i = 0; i < k; ++i) tmp[i] = in[reflect(i - k, n) * stride];
-    for (int64_t i = 0; i < n; ++i) tmp[k + i] = in[i * stride];
-    for (int64_t i = n + k; i < m; ++i) tmp[i] = in[reflect(i - k, n) * stride];
-    // causal pass over the mirrored, extended line (zero initial state k samples before 0)
-    double y1 = 0.0, y2 = 0.0;
+constexpr int64_t kLanes = 16;  // lines filtered together (one SIMD-friendly block)
+
+// Causal then anti-causal 2nd-order recursion on kLanes interleaved lines of length m stored as
+// t[i * kLanes + j] (sample i of line j), zero initial state at both ends.
+void iir_lanes(double* t, int64_t m, double b1, double b2) {
+    double y1[kLanes] = {0}, y2[kLanes] = {0};
     for (int64_t i = 0; i < m; ++i) {
-        const double v = tmp[i] + p.b1 * y1 + p.b2 * y2;
-        tmp[i] = v;
-        y2 = y1;
-        y1 = v;
+        double* row = t + i * kLanes;
+        for (int64_t j = 0; j < kLanes; ++j) {
+            const double v = row[j] + b1 * y1[j] + b2 * y2[j];
+            row[j] = v;
+            y2[j] = y1[j];
+            y1[j] = v;
+        }
     }
-    // anti-causal pass
-    y1 = 0.0;
-    y2 = 0.0;
+    for (int64_t j = 0; j < kLanes; ++j) y1[j] = y2[j] = 0.0;
     for (int64_t i = m - 1; i >= 0; --i) {
-        const double v = tmp[i] + p.b1 * y1 + p.b2 * y2;
-        tmp[i] = v;
-        y2 = y1;
-        y1 = v;
+        double* row = t + i * kLanes;
+        for (int64_t j = 0; j < kLanes; ++j) {
+            const double v = row[j] + b1 * y1[j] + b2 * y2[j];
+            row[j] = v;
+            y2[j] = y1[j];
+            y1[j] = v;
+        }
     }
-    for (int64_t i = 0; i < n; ++i) out[i * stride] = static_cast<float>(p.norm * tmp[i + k]);
 }
 
 }  // namespace
@@ -74,49 +73,42 @@ Geometry make_geometry(int64_t H, int64_t W) {
 }
 
 void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, float* out) {
-    if (out != img) std::memcpy(out, img, sizeof(float) * H * W);
-    // along rows (x direction)
+    // Each line is extended by k mirrored samples at both ends (so the recursions start from a
+    // zero state far enough out), filtered, and the central part kept. Lines are processed
+    // kLanes at a time: rows through a transposed block, columns directly.
+    const int64_t k = p.bspline_k;
+    std::vector<float> rows(H * W);
 #pragma omp parallel
     {
-        std::vector<double> tmp(W + 2 * p.bspline_k);
+        std::vector<double> t((W + 2 * k) * kLanes);
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < H; ++r) iir_line(out + r * W, out + r * W, W, 1, p, tmp.data());
+        for (int64_t r0 = 0; r0 < H; r0 += kLanes) {
+            const int64_t nb = std::min(kLanes, H - r0);
+            std::fill(t.begin(), t.end(), 0.0);
+            for (int64_t i = 0; i < W + 2 * k; ++i) {
+                const int64_t x = reflect(i - k, W);
+                for (int64_t j = 0; j < nb; ++j) t[i * kLanes + j] = img[(r0 + j) * W + x];
+            }
+            iir_lanes(t.data(), W + 2 * k, p.b1, p.b2);
+            for (int64_t j = 0; j < nb; ++j)
+                for (int64_t x = 0; x < W; ++x) rows[(r0 + j) * W + x] = static_cast<float>(p.norm * t[(x + k) * kLanes + j]);
+        }
     }
-    // along columns (y direction), a block of columns at a time for cache locality
-    const int64_t k = p.bspline_k, m = H + 2 * k;
-    const int64_t B = 64;
 #pragma omp parallel
     {
-        std::vector<double> tmp(m * B);
+        std::vector<double> t((H + 2 * k) * kLanes);
 #pragma omp for schedule(static)
-        for (int64_t c0 = 0; c0 < W; c0 += B) {
-            const int64_t nb = std::min(B, W - c0);
-            std::vector<double> y1(nb, 0.0), y2(nb, 0.0);
-            for (int64_t i = 0; i < m; ++i) {
-                const float* row = out + reflect(i - k, H) * W + c0;
-                double* t = tmp.data() + i * B;
-                for (int64_t j = 0; j < nb; ++j) {
-                    const double v = row[j] + p.b1 * y1[j] + p.b2 * y2[j];
-                    t[j] = v;
-                    y2[j] = y1[j];
-                    y1[j] = v;
-                }
+        for (int64_t c0 = 0; c0 < W; c0 += kLanes) {
+            const int64_t nb = std::min(kLanes, W - c0);
+            std::fill(t.begin(), t.end(), 0.0);
+            for (int64_t i = 0; i < H + 2 * k; ++i) {
+                const float* src = rows.data() + reflect(i - k, H) * W + c0;
+                for (int64_t j = 0; j < nb; ++j) t[i * kLanes + j] = src[j];
             }
-            std::fill(y1.begin(), y1.end(), 0.0);
-            std::fill(y2.begin(), y2.end(), 0.0);
-            for (int64_t i = m - 1; i >= 0; --i) {
-                double* t = tmp.data() + i * B;
-                for (int64_t j = 0; j < nb; ++j) {
-                    const double v = t[j] + p.b1 * y1[j] + p.b2 * y2[j];
-                    t[j] = v;
-                    y2[j] = y1[j];
-                    y1[j] = v;
-                }
-            }
-            for (int64_t i = 0; i < H; ++i) {
-                const double* t = tmp.data() + (i + k) * B;
-                float* row = out + i * W + c0;
-                for (int64_t j = 0; j < nb; ++j) row[j] = static_cast<float>(p.norm * t[j]);
+            iir_lanes(t.data(), H + 2 * k, p.b1, p.b2);
+            for (int64_t y = 0; y < H; ++y) {
+                float* dst = out + y * W + c0;
+                for (int64_t j = 0; j < nb; ++j) dst[j] = static_cast<float>(p.norm * t[(y + k) * kLanes + j]);
             }
         }
     }
@@ -135,22 +127,27 @@ void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
 }
 
 void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_half) {
-    const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
-#pragma omp parallel for schedule(static)
-    for (int64_t yh = 0; yh < Hh; ++yh) {
-        for (int64_t xh = 0; xh < Wh; ++xh) {
-            float best = 0.0f;
+    const int64_t Wh = (W + 1) / 2;
+#pragma omp parallel
+    {
+        std::vector<float> mag(W);
+#pragma omp for schedule(static)
+        for (int64_t yh = 0; yh < (H + 1) / 2; ++yh) {
+            float* o = out_half + yh * Wh;
+            std::fill(o, o + Wh, 0.0f);
             for (int64_t y = 2 * yh; y < std::min(2 * yh + 2, H); ++y) {
+                // |grad| of one row (central differences, replicated borders) ...
                 const float* up = coef + std::max<int64_t>(y - 1, 0) * W;
                 const float* dn = coef + std::min<int64_t>(y + 1, H - 1) * W;
                 const float* row = coef + y * W;
-                for (int64_t x = 2 * xh; x < std::min(2 * xh + 2, W); ++x) {
-                    const float gx = 0.5f * (row[std::min<int64_t>(x + 1, W - 1)] - row[std::max<int64_t>(x - 1, 0)]);
+                for (int64_t x = 0; x < W; ++x) {
+                    const float gx = 0.5f * (row[x + 1 < W ? x + 1 : W - 1] - row[x > 0 ? x - 1 : 0]);
                     const float gy = 0.5f * (dn[x] - up[x]);
-                    best = std::max(best, std::sqrt(gx * gx + gy * gy));
+                    mag[x] = std::sqrt(gx * gx + gy * gy);
                 }
+                // ... max-reduced into the half row
+                for (int64_t x = 0; x < W; ++x) o[x >> 1] = std::max(o[x >> 1], mag[x]);
             }
-            out_half[yh * Wh + xh] = best;
         }
     }
 }
@@ -255,7 +252,7 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
         int l;
         if (!(ratio > 0.0)) l = lo;            // zero gradient (or infinite scale)
         else if (std::isinf(ratio)) l = hi;    // zero scale with a gradient
-        else l = std::clamp(static_cast<int>(std::floor(std::log2(ratio))), lo, hi);
+        else l = std::clamp(std::ilogb(ratio), lo, hi);  // ilogb = floor(log2) for normal doubles
         req_half[i] = static_cast<uint8_t>(l + 1);
     }
 }
@@ -435,13 +432,24 @@ void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
             const int sh = v.g.level_max - v.level[i];
             const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
             const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
+            const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));
+            if (C == 1) {  // grayscale fast path
+                double s = 0.0;
+                for (int64_t y = y0; y < y1; ++y) {
+                    const float* row = img + y * W;
+                    float rs = 0.0f;
+                    for (int64_t x = x0; x < x1; ++x) rs += row[x];
+                    s += rs;
+                }
+                out[i] = static_cast<float>(s * inv);
+                continue;
+            }
             std::fill(acc.begin(), acc.end(), 0.0);
             for (int64_t y = y0; y < y1; ++y)
                 for (int64_t x = x0; x < x1; ++x) {
                     const float* px = img + (y * W + x) * C;
                     for (int64_t c = 0; c < C; ++c) acc[c] += px[c];
                 }
-            const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));
             for (int64_t c = 0; c < C; ++c) out[i * C + c] = static_cast<float>(acc[c] * inv);
         }
     }
