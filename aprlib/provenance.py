@@ -42,16 +42,31 @@ def atomic_write(path, mode: str = "wb"):
         raise
 
 
+# Paths that a notebook run itself writes; their changes do not make the code "dirty".
+_RUN_OUTPUTS = (":(exclude)notebooks/*.ipynb", ":(exclude)results")
+
+
+def modified_files(cwd=None) -> list[str]:
+    """Tracked files with uncommitted changes, other than executed notebooks and results."""
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *_RUN_OUTPUTS],
+                             cwd=top, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def git_commit(cwd=None) -> str:
-    """Current commit hash, with ``+dirty`` if tracked files are modified; 'unknown' outside git."""
+    """Current commit hash, with ``+dirty`` if code (not notebooks/results) has uncommitted changes;
+    'unknown' outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+dirty" if modified_files(cwd) else "")
 
 
 def package_versions() -> dict:
@@ -141,6 +156,7 @@ class ResultStore:
             "params_hash": self.key,
             "seeds": seeds or {},
             "commit": git_commit(self.dir),
+            "modified_files": modified_files(self.dir),
             "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_time_s": round(time.perf_counter() - self._t0, 3),
             "machine": _machine(),
