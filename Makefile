@@ -49,8 +49,9 @@ reproduce: $(STAMP)
 	done
 	$(MAKE) book-html
 
+# Two pytest workers with one OpenMP thread each (OpenMP threads in both workers would fight over the cores).
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
 
 # Every notebook at the smoke profile, recomputed, into _build/smoke (the committed notebooks stay as they are).
 smoke: $(STAMP)
