@@ -74,10 +74,10 @@ def main(argv=None) -> int:
     if args.threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # must precede the OpenMP runtime start
 
-    import numpy as np
 
     import aprlib
     from aprlib import _core
+    from aprlib.pyapr_compat import pyapr_parameters
 
     try:
         import pyapr
@@ -100,14 +100,7 @@ def main(argv=None) -> int:
         print("pyapr is not installed: timed aprlib only")
         return 0
 
-    p = pyapr.APRParameters()
-    p.auto_parameters = False
-    p.rel_error = E
-    p.gradient_smoothing = lam
-    p.sigma_th = sigma_th
-    p.sigma_th_max = 0
-    p.grad_th = 0
-    p.Ip_th = 0
+    p = pyapr_parameters(aprlib.APRParameters(rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th))
     t_py, all_py, (apr_p, _parts) = time_calls(lambda: pyapr.converter.get_apr(img, params=p), args.repeats)
     n_p = apr_p.total_number_particles()
     print(f"pyapr.converter.get_apr:  {t_py * 1e3:9.1f} ms   particles {n_p:>10d}   "

@@ -28,25 +28,17 @@ import pytest
 from skimage import draw
 
 import aprlib
-from aprlib import _core
-from aprlib.formation import bspline_recursion
+from aprlib.pyapr_compat import pyapr_parameters
+from libapr_reference import libapr_level_map, required_half_levels
 
 pyapr = pytest.importorskip("pyapr")
 
-EMPTY, SEED, BOUNDARY, FILLER, UPSAMPLED, ASCENDANT, PROPAGATE, ASCENDANT_NEIGHBOUR = 0, 1, 2, 3, 4, 8, 15, 16
 
 
 def run_pyapr(img, E, lam, sigma_th):
     """pyapr's APR with automatic parameters off; returns (apr, parts)."""
-    p = pyapr.APRParameters()
-    p.auto_parameters = False
-    p.rel_error = E
-    p.gradient_smoothing = lam
-    p.sigma_th = sigma_th
-    p.sigma_th_max = 0
-    p.grad_th = 0
-    p.Ip_th = 0
-    return pyapr.converter.get_apr(np.ascontiguousarray(img, dtype=np.float32), params=p)
+    params = aprlib.APRParameters(rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+    return pyapr.converter.get_apr(np.ascontiguousarray(img, dtype=np.float32), params=pyapr_parameters(params))
 
 
 def pyapr_level_map(apr):
@@ -70,85 +62,6 @@ def shape_image(rng, n, kind):
         rr, cc = draw.polygon(c[0] + r * np.sin(a), c[1] + r * np.cos(a), shape=img.shape)
     img[rr, cc] = fg
     return img
-
-
-def required_half_levels(img, E, lam, sigma_th):
-    """aprlib's required level per half-grid cell: clip(floor(log2(grad/sigma 2^L/E)), 1, L-1) + 1."""
-    img = np.ascontiguousarray(img, np.float32)
-    H, W = img.shape
-    L = max(int(np.ceil(np.log2(max(H, W)))), 2)
-    coef = _core.bspline_smooth(img, *bspline_recursion(lam)) if lam > 0 else img
-    grad = _core.gradient_magnitude_ds(coef, img, 0.0, 0.0).astype(np.float64)
-    sigma = _core.local_intensity_scale(coef, sigma_th, 0.0, from_bspline=lam > 0).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = grad / sigma * (2.0**L / float(np.float32(E)))
-        lv = np.floor(np.log2(np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)))
-    lv = np.where(ratio > 0, np.clip(lv, 1, L - 1), 1)
-    lv = np.where(np.isinf(ratio), L - 1, lv)
-    return lv.astype(np.int64) + 1
-
-
-def _dilate(m):
-    H, W = m.shape
-    p = np.pad(m, 1)
-    return np.any([p[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
-
-
-def _children(m, shape):
-    return np.repeat(np.repeat(m, 2, 0), 2, 1)[:shape[0], :shape[1]]
-
-
-def _block_max(a, shape):
-    R, C = shape
-    p = np.full((2 * R, 2 * C), np.iinfo(np.int64).min, np.int64)
-    p[:a.shape[0], :a.shape[1]] = a
-    return p.reshape(R, 2, C, 2).max((1, 3))
-
-
-def libapr_level_map(req_half, H, W):
-    """Level map of LibAPR's pulling scheme (numpy emulation of PullingScheme.hpp and the
-    equivalence optimisation of APRAccess) for required levels ``req_half`` (aprlib convention,
-    i.e. LibAPR's level + 1). Returns (level map, coverage count, number of particles)."""
-    L = max(int(np.ceil(np.log2(max(H, W)))), 2)
-    top, lmin = L - 1, 1  # the pulling scheme works on levels lmin..L-1 (the half grid)
-    dims = {lv: (-(-H // 2 ** (L - lv)), -(-W // 2 ** (L - lv))) for lv in range(lmin, L + 1)}
-    raw = {top: req_half.astype(np.int64) - 1}
-    for lv in range(top - 1, lmin - 1, -1):
-        raw[lv] = _block_max(raw[lv + 1], dims[lv])
-    st = {}
-    for lv in range(lmin, top + 1):
-        seed = raw[lv] >= lv if lv == top else (raw[lv] <= lv if lv == lmin else raw[lv] == lv)
-        st[lv] = np.where(seed, SEED, EMPTY).astype(np.int64)
-    for lv in range(top, lmin - 1, -1):
-        S = st[lv]
-        if lv != top:
-            nb = _dilate(S == ASCENDANT)  # set_ascendant_neighbours
-            S[nb & (S == EMPTY)] = ASCENDANT_NEIGHBOUR
-            S[nb & (S == SEED)] = PROPAGATE
-            fill = _children((S == ASCENDANT_NEIGHBOUR) | (S == PROPAGATE), dims[lv + 1])  # set_filler
-            st[lv + 1][fill & (st[lv + 1] == EMPTY)] = FILLER
-        seeds = (S == SEED) | (S == PROPAGATE)  # fill_neighbours
-        S[_dilate(seeds) & (S == EMPTY)] = BOUNDARY
-        if lv - 1 >= lmin:
-            par = _block_max((seeds | (S == ASCENDANT)).astype(np.int64), dims[lv - 1]) > 0
-            st[lv - 1][par & (st[lv - 1] != SEED)] = ASCENDANT
-    for lv in range(lmin + 1, top + 1):  # equivalence optimisation: SEED cells -> their children
-        st[lv][_children(st[lv - 1] == SEED, dims[lv])] = UPSAMPLED
-    lm = np.zeros((H, W), np.int64)
-    cnt = np.zeros((H, W), np.int64)
-    n = 0
-    for lv in range(lmin, top + 1):
-        part = np.isin(st[lv], (BOUNDARY, FILLER, UPSAMPLED))
-        n += int(part.sum())
-        s = 2 ** (L - lv)
-        pm = np.repeat(np.repeat(part, s, 0), s, 1)[:H, :W]
-        lm[pm] = lv
-        cnt += pm
-    finest = _children(st[top] == SEED, (H, W))
-    lm[finest] = L
-    cnt += finest
-    n += int(finest.sum())
-    return lm, cnt, n
 
 
 @pytest.fixture(scope="module")
