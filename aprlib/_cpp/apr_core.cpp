@@ -293,52 +293,8 @@ void extract_level(const uint8_t* mask, int64_t R, int64_t C, int l, std::vector
 
 }  // namespace
 
-Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minimal) {
+Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, const Geometry& g) {
     const int L = g.level_max, lmin = g.level_min;
-    // req[l]: max required level over each level-l cell; split[l]: cell has children.
-    std::vector<std::vector<uint8_t>> req(L), split(L + 1);
-    req[L - 1].assign(req_half, req_half + g.rows(L - 1) * g.cols(L - 1));
-    for (int l = L - 2; l >= lmin; --l) {
-        const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
-        req[l].assign(R * C, 0);
-        const uint8_t* f = req[l + 1].data();
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t c = 0; c < C; ++c) {
-                uint8_t m = 0;
-                for (int64_t y = 2 * r; y < std::min(2 * r + 2, Rf); ++y)
-                    for (int64_t x = 2 * c; x < std::min(2 * c + 2, Cf); ++x) m = std::max(m, f[y * Cf + x]);
-                req[l][r * C + c] = m;
-            }
-    }
-    split[L].assign(g.rows(L) * g.cols(L), 0);  // pixels never split
-    for (int l = L - 1; l >= lmin; --l) {
-        const int64_t R = g.rows(l), C = g.cols(l);
-        split[l].assign(R * C, 0);
-        const uint8_t* rq = req[l].data();
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t c = 0; c < C; ++c) {
-                uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
-                if (!minimal) {
-                    // LibAPR: the 3x3 neighbours (at level l) of an ascendant, i.e. of a cell that
-                    // must hold particles two or more levels finer, are split too.
-                    for (int64_t y = std::max<int64_t>(r - 1, 0); !s && y < std::min(r + 2, R); ++y)
-                        for (int64_t x = std::max<int64_t>(c - 1, 0); x < std::min(c + 2, C); ++x)
-                            if (rq[y * C + x] > l + 1) { s = 1; break; }
-                } else if (!s && l + 1 < L) {
-                    // Minimal grading: split only if a child of this cell is an 8-neighbour of a
-                    // split cell at level l+1 (whose leaves would otherwise touch a coarser leaf).
-                    const uint8_t* sf = split[l + 1].data();
-                    const int64_t Rf = g.rows(l + 1), Cf = g.cols(l + 1);
-                    for (int64_t y = std::max<int64_t>(2 * r - 1, 0); !s && y < std::min(2 * r + 3, Rf); ++y)
-                        for (int64_t x = std::max<int64_t>(2 * c - 1, 0); x < std::min(2 * c + 3, Cf); ++x)
-                            if (sf[y * Cf + x]) { s = 1; break; }
-                }
-                split[l][r * C + c] = s;
-            }
-    }
-
     Structure out;
     out.g = g;
     // Tree nodes: the split cells, with their indices for parent look-ups.
@@ -386,6 +342,55 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minima
         if (l > lmin) out.tree_parent[i] = tree_index[l - 1][(out.tree_y[i] >> 1) * g.cols(l - 1) + (out.tree_x[i] >> 1)];
     }
     return out;
+}
+
+Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minimal) {
+    const int L = g.level_max, lmin = g.level_min;
+    // req[l]: max required level over each level-l cell; split[l]: cell has children.
+    std::vector<std::vector<uint8_t>> req(L), split(L + 1);
+    req[L - 1].assign(req_half, req_half + g.rows(L - 1) * g.cols(L - 1));
+    for (int l = L - 2; l >= lmin; --l) {
+        const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
+        req[l].assign(R * C, 0);
+        const uint8_t* f = req[l + 1].data();
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c) {
+                uint8_t m = 0;
+                for (int64_t y = 2 * r; y < std::min(2 * r + 2, Rf); ++y)
+                    for (int64_t x = 2 * c; x < std::min(2 * c + 2, Cf); ++x) m = std::max(m, f[y * Cf + x]);
+                req[l][r * C + c] = m;
+            }
+    }
+    split[L].assign(g.rows(L) * g.cols(L), 0);  // pixels never split
+    for (int l = L - 1; l >= lmin; --l) {
+        const int64_t R = g.rows(l), C = g.cols(l);
+        split[l].assign(R * C, 0);
+        const uint8_t* rq = req[l].data();
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t c = 0; c < C; ++c) {
+                uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
+                if (!minimal) {
+                    // LibAPR: the 3x3 neighbours (at level l) of an ascendant, i.e. of a cell that
+                    // must hold particles two or more levels finer, are split too.
+                    for (int64_t y = std::max<int64_t>(r - 1, 0); !s && y < std::min(r + 2, R); ++y)
+                        for (int64_t x = std::max<int64_t>(c - 1, 0); x < std::min(c + 2, C); ++x)
+                            if (rq[y * C + x] > l + 1) { s = 1; break; }
+                } else if (!s && l + 1 < L) {
+                    // Minimal grading: split only if a child of this cell is an 8-neighbour of a
+                    // split cell at level l+1 (whose leaves would otherwise touch a coarser leaf).
+                    const uint8_t* sf = split[l + 1].data();
+                    const int64_t Rf = g.rows(l + 1), Cf = g.cols(l + 1);
+                    for (int64_t y = std::max<int64_t>(2 * r - 1, 0); !s && y < std::min(2 * r + 3, Rf); ++y)
+                        for (int64_t x = std::max<int64_t>(2 * c - 1, 0); x < std::min(2 * c + 3, Cf); ++x)
+                            if (sf[y * Cf + x]) { s = 1; break; }
+                }
+                split[l][r * C + c] = s;
+            }
+    }
+
+    return structure_from_split(split, g);
 }
 
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p) {

@@ -85,6 +85,11 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
 // the smallest such cell set (split only what the one-level grading forces).
 Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minimal);
 
+// Sorted particles (cells not split whose parent is split, or level_min cells not split), tree
+// (the split cells) and parent indices from per-level split masks split[l], l in
+// [level_min, level_max], each of size rows(l) * cols(l) (split[level_max] all zero).
+Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, const Geometry& g);
+
 // Full pipeline (gradient, scale, levels, pulling scheme).
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p);
 

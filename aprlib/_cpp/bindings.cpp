@@ -97,8 +97,10 @@ CellView checked_view(const carray<int8_t>& level, const carray<int32_t>& y, con
 
 }  // namespace
 
+void bind_ops(py::module_& m);  // bindings_ops.cpp
+
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "aprlib C++ kernels: APR formation, cell sampling and reconstruction (2D).";
+    m.doc() = "aprlib C++ kernels: APR formation, sampling, reconstruction and APRNet operations (2D).";
 
     m.def("form_structure",
           [](const carray<float>& img, double rel_error, double grad_th, double Ip_th, double sigma_th,
@@ -222,6 +224,8 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("level"), py::arg("y"), py::arg("x"), py::arg("values"), py::arg("height"), py::arg("width"),
           "Piecewise-constant image (H, W, C) from particle values (N, C).");
+
+    bind_ops(m);
 
     m.def("num_threads", []() {
 #ifdef _OPENMP

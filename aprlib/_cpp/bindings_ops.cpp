@@ -1,0 +1,269 @@
+// Bindings of the APRNet operation kernels: validate shapes and indices, release the GIL, call aprops.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "apr_ops.hpp"
+
+namespace py = pybind11;
+using aprcore::CellView;
+using aprcore::Structure;
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;  // no forcecast: wrong dtypes raise TypeError
+
+namespace {
+
+void require(bool ok, const std::string& msg) {
+    if (!ok) throw py::value_error(msg);
+}
+
+void require_valid(int64_t bad, const char* what) {
+    require(bad == 0, std::string(what) + ": " + std::to_string(bad) + " index(es) out of range");
+}
+
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T>&& v) {
+    auto* heap = new std::vector<T>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {sizeof(T)}, heap->data(), owner);
+}
+
+void require_1d(const py::array& a, int64_t n, const char* name) {
+    require(a.ndim() == 1 && (n < 0 || a.shape(0) == n),
+            std::string(name) + " must be 1D" + (n >= 0 ? " of length " + std::to_string(n) : ""));
+}
+
+// A Structure from the arrays of an APR, with every cell and parent index checked.
+Structure structure_from_arrays(const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+                                const carray<int64_t>& parent, const carray<int8_t>& tree_level,
+                                const carray<int32_t>& tree_y, const carray<int32_t>& tree_x,
+                                const carray<int64_t>& tree_parent, int64_t H, int64_t W) {
+    require(H > 0 && W > 0, "image height and width must be positive");
+    require_1d(level, -1, "level");
+    const int64_t N = level.shape(0);
+    require_1d(y, N, "y");
+    require_1d(x, N, "x");
+    require_1d(parent, N, "parent");
+    require_1d(tree_level, -1, "tree_level");
+    const int64_t T = tree_level.shape(0);
+    require_1d(tree_y, T, "tree_y");
+    require_1d(tree_x, T, "tree_x");
+    require_1d(tree_parent, T, "tree_parent");
+    Structure s;
+    s.g = aprcore::make_geometry(H, W);
+    s.level.assign(level.data(), level.data() + N);
+    s.y.assign(y.data(), y.data() + N);
+    s.x.assign(x.data(), x.data() + N);
+    s.parent.assign(parent.data(), parent.data() + N);
+    s.tree_level.assign(tree_level.data(), tree_level.data() + T);
+    s.tree_y.assign(tree_y.data(), tree_y.data() + T);
+    s.tree_x.assign(tree_x.data(), tree_x.data() + T);
+    s.tree_parent.assign(tree_parent.data(), tree_parent.data() + T);
+    require(aprcore::first_invalid_cell(aprcore::view_of(s)) < 0, "a particle cell lies outside the image");
+    CellView tv{s.g, s.tree_level.data(), s.tree_y.data(), s.tree_x.data(), T};
+    require(aprcore::first_invalid_cell(tv) < 0, "a tree cell lies outside the image");
+    for (int64_t i = 0; i < N; ++i) {
+        require(s.level[i] >= s.g.level_min, "particle levels must be >= level_min");
+        require(s.parent[i] >= -1 && s.parent[i] < T, "parent index out of range");
+    }
+    for (int64_t i = 0; i < T; ++i) require(s.tree_parent[i] >= -1 && s.tree_parent[i] < T, "tree_parent out of range");
+    return s;
+}
+
+}  // namespace
+
+
+// Kernels on feature values, registered for float32 and float64 arrays (pybind11 picks the
+// overload whose dtype matches; no conversion happens).
+template <typename F>
+void bind_data_ops(py::module_& m) {
+    m.def("tree_fill",
+          [](carray<F>& vals, int64_t N, int64_t T, const carray<int64_t>& order, const carray<int64_t>& offsets,
+             const carray<int64_t>& children, const carray<int64_t>& counts, bool transpose) {
+              require(vals.ndim() == 2 && vals.shape(0) >= N + T && N >= 0 && T >= 0,
+                      "vals must be (>= N + T, C)");
+              require_1d(order, T, "order");
+              require(offsets.ndim() == 1 && offsets.shape(0) >= 1, "offsets must be 1D");
+              require(children.ndim() == 2 && children.shape(0) == T && children.shape(1) == 4, "children must be (T, 4)");
+              require_1d(counts, T, "counts");
+              const int levels = static_cast<int>(offsets.shape(0) - 1);
+              const int64_t* off = offsets.data();
+              require(off[0] == 0 && off[levels] == T, "offsets must start at 0 and end at T");
+              for (int l = 0; l < levels; ++l) require(off[l] <= off[l + 1], "offsets must be non-decreasing");
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = transpose ? aprops::tree_unfill(vals.mutable_data(), N, T, vals.shape(1), order.data(), off, levels,
+                                                        children.data(), counts.data())
+                                  : aprops::tree_fill(vals.mutable_data(), N, T, vals.shape(1), order.data(), off, levels,
+                                                      children.data(), counts.data());
+              }
+              require_valid(bad, "tree_fill");
+          },
+          py::arg("vals"), py::arg("N"), py::arg("T"), py::arg("order"), py::arg("offsets"), py::arg("children"),
+          py::arg("counts"), py::arg("transpose") = false,
+          "In place: tree rows of vals <- means of children (transpose: tree gradients -> children).");
+
+    m.def("gather_rows",
+          [](const carray<F>& vals, const carray<int64_t>& table) {
+              require(vals.ndim() == 2, "vals must be (n_vals, C)");
+              require(table.ndim() == 2, "table must be (n, K)");
+              const int64_t n = table.shape(0), K = table.shape(1), C = vals.shape(1);
+              carray<F> cols({n, K * C});
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = aprops::gather_rows(vals.data(), vals.shape(0), C, table.data(), K, n, cols.mutable_data());
+              }
+              require_valid(bad, "gather_rows");
+              return cols;
+          },
+          py::arg("vals"), py::arg("table"), "cols (n, K*C): cols[i, j*C + c] = vals[table[i, j], c].");
+
+    m.def("scatter_rows",
+          [](const carray<F>& grad_cols, int64_t C, const carray<int64_t>& indptr, const carray<int64_t>& entries,
+             carray<F>& grad_vals) {
+              require(C > 0 && grad_cols.ndim() == 2 && grad_cols.shape(1) % C == 0, "grad_cols must be (n, K*C)");
+              require(grad_vals.ndim() == 2 && grad_vals.shape(1) == C, "grad_vals must be (n_vals, C)");
+              const int64_t n_vals = grad_vals.shape(0), n_entries = grad_cols.shape(0) * (grad_cols.shape(1) / C);
+              require_1d(indptr, n_vals + 1, "indptr");
+              require_1d(entries, -1, "entries");
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = aprops::scatter_rows(grad_cols.data(), n_entries, C, indptr.data(), entries.data(), n_vals,
+                                             grad_vals.mutable_data());
+              }
+              require_valid(bad, "scatter_rows");
+          },
+          py::arg("grad_cols"), py::arg("C"), py::arg("indptr"), py::arg("entries"), py::arg("grad_vals"),
+          "In place: grad_vals[r] += sum of the grad_cols rows that read r (CSR from transpose_table).");
+
+    m.def("pool_forward",
+          [](const carray<F>& x, const carray<int64_t>& table) {
+              require(x.ndim() == 2, "x must be (N, C)");
+              require(table.ndim() == 2 && table.shape(1) == 4, "pool table must be (M, 4)");
+              const int64_t M = table.shape(0), C = x.shape(1);
+              carray<F> out({M, C});
+              carray<int64_t> argmax({M, C});
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = aprops::pool_forward(x.data(), x.shape(0), C, table.data(), M, out.mutable_data(),
+                                             argmax.mutable_data());
+              }
+              require_valid(bad, "pool_forward");
+              return py::make_tuple(out, argmax);
+          },
+          py::arg("x"), py::arg("table"), "Max pooling over (M, 4) input rows -> (out (M, C), argmax (M, C)).");
+
+    m.def("pool_backward",
+          [](const carray<F>& grad_out, const carray<int64_t>& argmax, int64_t n_x) {
+              require(grad_out.ndim() == 2 && argmax.ndim() == 2 && grad_out.shape(0) == argmax.shape(0) &&
+                          grad_out.shape(1) == argmax.shape(1),
+                      "grad_out and argmax must both be (M, C)");
+              require(n_x >= 0, "n_x must be >= 0");
+              const int64_t M = grad_out.shape(0), C = grad_out.shape(1);
+              carray<F> grad_x({n_x, C});
+              std::fill(grad_x.mutable_data(), grad_x.mutable_data() + n_x * C, F(0));
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = aprops::pool_backward(grad_out.data(), C, argmax.data(), M, n_x, grad_x.mutable_data());
+              }
+              require_valid(bad, "pool_backward");
+              return grad_x;
+          },
+          py::arg("grad_out"), py::arg("argmax"), py::arg("n_x"), "Gradient (n_x, C) of pool_forward's input.");
+}
+
+void bind_ops(py::module_& m) {
+    m.def("structure_from_cells",
+          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x, int64_t H, int64_t W) {
+              require(H > 0 && W > 0, "image height and width must be positive");
+              require_1d(level, -1, "level");
+              require_1d(y, level.shape(0), "y");
+              require_1d(x, level.shape(0), "x");
+              require(level.shape(0) > 0, "an APR needs at least one particle");
+              CellView v{aprcore::make_geometry(H, W), level.data(), y.data(), x.data(), level.shape(0)};
+              Structure s;
+              std::string error;
+              bool ok;
+              {
+                  py::gil_scoped_release release;
+                  ok = aprops::structure_from_cells(v, s, error);
+              }
+              require(ok, "not a valid APR: " + error);
+              py::dict d;
+              d["height"] = H;
+              d["width"] = W;
+              d["level"] = to_numpy(std::move(s.level));
+              d["y"] = to_numpy(std::move(s.y));
+              d["x"] = to_numpy(std::move(s.x));
+              d["parent"] = to_numpy(std::move(s.parent));
+              d["tree_level"] = to_numpy(std::move(s.tree_level));
+              d["tree_y"] = to_numpy(std::move(s.tree_y));
+              d["tree_x"] = to_numpy(std::move(s.tree_x));
+              d["tree_parent"] = to_numpy(std::move(s.tree_parent));
+              return d;
+          },
+          py::arg("level"), py::arg("y"), py::arg("x"), py::arg("height"), py::arg("width"),
+          "Sorted structure (dict of arrays) of particle cells that partition an HxW image.");
+
+    m.def("child_table",
+          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+             const carray<int64_t>& parent, const carray<int8_t>& tree_level, const carray<int32_t>& tree_y,
+             const carray<int32_t>& tree_x, const carray<int64_t>& tree_parent, int64_t H, int64_t W) {
+              const Structure s = structure_from_arrays(level, y, x, parent, tree_level, tree_y, tree_x, tree_parent, H, W);
+              const int64_t T = tree_level.shape(0);
+              std::vector<int64_t> counts_check(T, 0);
+              for (int64_t p : s.parent) if (p >= 0) ++counts_check[p];
+              for (int64_t p : s.tree_parent) if (p >= 0) ++counts_check[p];
+              for (int64_t t = 0; t < T; ++t)
+                  require(counts_check[t] >= 1 && counts_check[t] <= 4, "every tree node needs 1 to 4 children");
+              carray<int64_t> children({T, int64_t(4)});
+              carray<int64_t> counts({T});
+              aprops::child_table(s, children.mutable_data(), counts.mutable_data());
+              return py::make_tuple(children, counts);
+          },
+          "Children (T, 4) of each tree node as rows of the value array (-1 padded) and their counts (T).");
+
+    m.def("neighbour_table",
+          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+             const carray<int64_t>& parent, const carray<int8_t>& tree_level, const carray<int32_t>& tree_y,
+             const carray<int32_t>& tree_x, const carray<int64_t>& tree_parent, int64_t H, int64_t W, int k) {
+              require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
+              require(k <= 255, "kernel size must be <= 255");
+              const Structure s = structure_from_arrays(level, y, x, parent, tree_level, tree_y, tree_x, tree_parent, H, W);
+              const int64_t N = level.shape(0), K = int64_t(k) * k;
+              carray<int64_t> table({N, K});
+              {
+                  py::gil_scoped_release release;
+                  aprops::neighbour_table(s, k, table.mutable_data());
+              }
+              const int64_t* t = table.data();
+              for (int64_t i = 0; i < N * K; ++i)
+                  require(t[i] >= 0, "the particle cells do not cover the image (a neighbour has no covering particle)");
+              return table;
+          },
+          "Neighbourhood table (N, k*k) into the value array [particles; tree; zero].");
+
+    m.def("transpose_table",
+          [](const carray<int64_t>& table, int64_t n_vals) {
+              require(table.ndim() == 2, "table must be (n, K)");
+              require(n_vals >= 0, "n_vals must be >= 0");
+              const int64_t n = table.shape(0), K = table.shape(1);
+              const int64_t* t = table.data();
+              for (int64_t e = 0; e < n * K; ++e) require(t[e] >= 0 && t[e] < n_vals, "table entry out of range");
+              carray<int64_t> indptr({n_vals + 1});
+              carray<int64_t> entries({n * K});
+              aprops::transpose_table(t, K, n, n_vals, indptr.mutable_data(), entries.mutable_data());
+              return py::make_tuple(indptr, entries);
+          },
+          py::arg("table"), py::arg("n_vals"), "CSR transpose (indptr, entries) of an (n, K) table.");
+
+    bind_data_ops<float>(m);
+    bind_data_ops<double>(m);
+}

@@ -1,0 +1,219 @@
+"""APRNet operations on feature tensors (thesis 3.2), with two interchangeable backends.
+
+``"cpp"``: the C++/OpenMP kernels of ``aprlib._core`` (tree means, gathers, conflict-free
+scatter-adds, pooling with an argmax map) inside ``torch.autograd.Function``s, with the GEMMs done
+by torch (BLAS); CPU tensors, float32 or float64.
+``"torch"``: the same computation with torch indexing ops only (``index_select``-style gathers,
+``index_copy``); autograd derives the backward pass. Runs on any device; it is the test oracle.
+
+Features are (N, C) tensors whose rows follow the particles of an :class:`~aprlib.APRBatch`.
+Convolution weights have shape (D, C, n_kernels, k, k).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _core
+from .plans import ConvPlan, PoolPlan, TreePlan, conv_plan, pool_plan, tree_plan
+
+__all__ = ["resolve_backend", "tree_values", "apr_conv2d", "apr_max_pool2d"]
+
+BACKENDS = ("auto", "cpp", "torch")
+
+
+def resolve_backend(backend: str, x: torch.Tensor) -> str:
+    """'auto' -> 'cpp' for CPU float32/float64 tensors, else 'torch'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "cpp" if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) else "torch"
+    if backend == "cpp" and (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)):
+        raise ValueError(f"the cpp backend needs CPU float32/float64 features, got {x.dtype} on {x.device}")
+    return backend
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _weight_matrix(weight: torch.Tensor, i: int) -> torch.Tensor:
+    """Kernel i of a (D, C, n, k, k) bank as a (D, k*k*C) matrix matching the gathered columns."""
+    d = weight.shape[0]
+    return weight[:, :, i].permute(0, 2, 3, 1).reshape(d, -1)
+
+
+# --- tree means ---------------------------------------------------------------------------------
+def _tree_values_torch(x: torch.Tensor, plan: TreePlan) -> torch.Tensor:
+    n, c = x.shape
+    vals = torch.cat([x, x.new_zeros(plan.T + 1, c)])
+    for idx, children, counts in plan.torch_levels(x.device):  # finest level first
+        means = vals[children].sum(1) / counts.to(x.dtype)[:, None]
+        vals = vals.index_copy(0, idx + n, means)
+    return vals
+
+
+def _tree_values_cpp(x: torch.Tensor, plan: TreePlan) -> torch.Tensor:
+    vals = x.new_zeros(plan.N + plan.T + 1, x.shape[1])
+    vals[:plan.N] = x.detach()
+    _core.tree_fill(vals.numpy(), plan.N, plan.T, plan.order, plan.offsets, plan.children, plan.counts)
+    return vals
+
+
+def tree_values(x: torch.Tensor, batch, backend: str = "auto") -> torch.Tensor:
+    """Value array (N + T + 1, C): the particle features, the tree means, a zero row.
+
+    Differentiable with either backend.
+    """
+    plan = tree_plan(batch)
+    _check_features(x, plan.N)
+    if resolve_backend(backend, x) == "torch":
+        return _tree_values_torch(x, plan)
+    return _TreeValues.apply(x, plan)
+
+
+class _TreeValues(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, plan):
+        ctx.plan = plan
+        return _tree_values_cpp(x, plan)
+
+    @staticmethod
+    def backward(ctx, grad):
+        plan = ctx.plan
+        g = grad.detach().clone().contiguous()
+        _core.tree_fill(g.numpy(), plan.N, plan.T, plan.order, plan.offsets, plan.children, plan.counts,
+                        transpose=True)
+        return g[:plan.N], None
+
+
+# --- convolution --------------------------------------------------------------------------------
+def _check_features(x: torch.Tensor, n: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"features must be a 2D (N, C) tensor, got {getattr(x, 'shape', type(x))}")
+    if x.shape[0] != n:
+        raise ValueError(f"features have {x.shape[0]} rows but the APR batch has {n} particles")
+    if not x.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got {x.dtype}")
+
+
+def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
+    n = x.shape[0]
+    d = weight.shape[0]
+    vals = x if plan.k == 1 else _tree_values_torch(x, tplan)
+    out = x.new_zeros(n, d)
+    for i, rows, table in plan.torch_groups(x.device):
+        if len(rows) == 0:
+            continue
+        cols = x[rows] if plan.k == 1 else vals[table].reshape(len(rows), -1)
+        out = out.index_copy(0, rows, cols @ _weight_matrix(weight, i).t())
+    return out if bias is None else out + bias
+
+
+class _ConvCpp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, plan: ConvPlan, tplan: TreePlan):
+        x = x.detach().contiguous()
+        w = weight.detach()
+        vals = x if plan.k == 1 else _tree_values_cpp(x, tplan)
+        out = x.new_zeros(x.shape[0], w.shape[0])
+        for i, rows, table in plan.groups:
+            if len(rows) == 0:
+                continue
+            cols = torch.from_numpy(_core.gather_rows(vals.numpy(), table if plan.k > 1 else rows[:, None]))
+            out[torch.from_numpy(rows)] = cols @ _weight_matrix(w, i).t()
+        if bias is not None:
+            out += bias.detach()
+        ctx.save_for_backward(vals, w)
+        ctx.plan, ctx.tplan, ctx.has_bias = plan, tplan, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        vals, w = ctx.saved_tensors
+        plan, tplan = ctx.plan, ctx.tplan
+        grad_out = grad_out.contiguous()
+        c = vals.shape[1]
+        k = plan.k
+        grad_vals = vals.new_zeros(vals.shape)
+        grad_w = torch.zeros_like(w)
+        for i, rows, table in plan.groups:
+            if len(rows) == 0:
+                continue
+            tab = table if k > 1 else rows[:, None]
+            g = grad_out[torch.from_numpy(rows)]
+            if ctx.needs_input_grad[1]:
+                cols = torch.from_numpy(_core.gather_rows(vals.numpy(), tab))
+                grad_w[:, :, i] = (g.t() @ cols).reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
+            if ctx.needs_input_grad[0]:
+                grad_cols = (g @ _weight_matrix(w, i)).contiguous()
+                if k == 1:
+                    grad_vals[torch.from_numpy(rows)] += grad_cols
+                else:
+                    indptr, entries = plan.csr(i)
+                    _core.scatter_rows(grad_cols.numpy(), c, indptr, entries, grad_vals.numpy())
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            if k > 1:
+                _core.tree_fill(grad_vals.numpy(), tplan.N, tplan.T, tplan.order, tplan.offsets, tplan.children,
+                                tplan.counts, transpose=True)
+            grad_x = grad_vals[:tplan.N] if k > 1 else grad_vals
+        grad_b = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None
+
+
+def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               backend: str = "auto") -> torch.Tensor:
+    """APR convolution (thesis eq. 3.3): (N, C) features -> (N, D), outputs at the particles.
+
+    weight: (D, C, n_kernels, k, k), k odd; kernel 0 for each APR's finest level present, kernel i
+    for the i-th level below it, the last kernel for all coarser levels. Neighbourhoods are
+    reconstructed through the tree (means of finer particles, piecewise-constant copies of coarser
+    ones, zero outside the image). bias: (D,) or None.
+    """
+    if weight.ndim != 5 or weight.shape[3] != weight.shape[4]:
+        raise ValueError(f"weight must be (D, C, n_kernels, k, k), got {tuple(weight.shape)}")
+    k = weight.shape[3]
+    if k % 2 != 1:
+        raise ValueError(f"kernel size must be odd, got {k}")
+    plan = conv_plan(batch, k, weight.shape[2])
+    _check_features(x, plan.N)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"features have {x.shape[1]} channels but the weight expects {weight.shape[1]}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"features are {x.dtype} but the weight is {weight.dtype}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    tplan = tree_plan(batch)
+    if resolve_backend(backend, x) == "torch":
+        return _conv_torch(x, weight, bias, plan, tplan)
+    return _ConvCpp.apply(x, weight, bias, plan, tplan)
+
+
+# --- max pooling --------------------------------------------------------------------------------
+class _PoolCpp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, plan: PoolPlan):
+        out, argmax = _core.pool_forward(_np(x), plan.table)
+        ctx.save_for_backward(torch.from_numpy(argmax))
+        ctx.n_in = x.shape[0]
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (argmax,) = ctx.saved_tensors
+        return torch.from_numpy(_core.pool_backward(_np(grad_out), argmax.numpy(), ctx.n_in)), None
+
+
+def apr_max_pool2d(x: torch.Tensor, batch, backend: str = "auto"):
+    """APR max pooling (thesis 3.2.1): returns (pooled features (M, C), pooled APRBatch).
+
+    The particles of each APR's finest level are max-reduced into their parent cells; the others
+    are copied. The backward pass routes each gradient to the input that was the maximum.
+    """
+    plan = pool_plan(batch)
+    _check_features(x, plan.n_in)
+    if resolve_backend(backend, x) == "torch":
+        xp = torch.cat([x, x.new_full((1, x.shape[1]), float("-inf"))])
+        return xp[plan.torch_table(x.device)].max(dim=1).values, plan.out
+    return _PoolCpp.apply(x, plan), plan.out

@@ -1,0 +1,164 @@
+"""APRNet layers as ``torch.nn`` modules (thesis chapter 3).
+
+APR layers pass :class:`APRFeatures` — particle features (N, C) with the :class:`~aprlib.APRBatch`
+that gives them their positions — so that an APRNet is an ``nn.Sequential`` like any CNN.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batch import APRBatch
+from .functional import BACKENDS, apr_conv2d, apr_max_pool2d
+
+__all__ = ["APRFeatures", "APRConv2d", "APRMaxPool2d", "APRBatchNorm", "APRReLU", "APRDropout",
+           "APRSpatialDropout", "APRGlobalAvgPool", "level_channel"]
+
+
+@dataclasses.dataclass
+class APRFeatures:
+    """Features (N, C) of the particles of ``batch`` (rows in the batch's particle order)."""
+
+    features: torch.Tensor
+    batch: APRBatch
+
+    def __post_init__(self):
+        if not isinstance(self.batch, APRBatch):
+            raise TypeError(f"batch must be an APRBatch, got {type(self.batch).__name__}")
+        if self.features.ndim != 2 or self.features.shape[0] != self.batch.n_particles:
+            raise ValueError(f"features must be (N, C) with N = {self.batch.n_particles} particles, "
+                             f"got {tuple(self.features.shape)}")
+
+    @classmethod
+    def from_batch(cls, batch: APRBatch, with_level: bool = False, dtype=torch.float32, device=None):
+        """Intensities of the batch as features, optionally with the normalised level as an extra
+        channel (thesis 4.2.3)."""
+        x = batch.features(dtype)
+        if with_level:
+            x = torch.cat([x, level_channel(batch, dtype)], dim=1)
+        return cls(x.to(device) if device is not None else x, batch)
+
+    def with_features(self, features: torch.Tensor) -> "APRFeatures":
+        return APRFeatures(features, self.batch)
+
+
+def level_channel(batch: APRBatch, dtype=torch.float32) -> torch.Tensor:
+    """(N, 1) particle level normalised to [0, 1]: (level - level_min) / (level_max - level_min)."""
+    vals = [(a.level.astype("float64") - a.level_min) / max(a.level_max - a.level_min, 1) for a in batch.aprs]
+    return torch.cat([torch.from_numpy(v) for v in vals]).to(dtype)[:, None]
+
+
+def _check(inp) -> APRFeatures:
+    if not isinstance(inp, APRFeatures):
+        raise TypeError(f"APR layers take APRFeatures, got {type(inp).__name__}")
+    return inp
+
+
+class APRConv2d(nn.Module):
+    """APR convolution: ``in_channels`` -> ``out_channels`` with odd ``kernel_size`` and
+    ``n_level_kernels`` level-specific kernels (kernel 0 for the finest level present, the last one
+    reused for all coarser levels). Weight: (out, in, n_level_kernels, k, k)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_level_kernels: int = 1,
+                 bias: bool = True, backend: str = "auto"):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("n_level_kernels", n_level_kernels)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.n_level_kernels, self.backend = kernel_size, n_level_kernels, backend
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n_level_kernels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Conv2d's default (kaiming_uniform with a = sqrt(5)) for each level kernel:
+        # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels * k * k
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        inp = _check(inp)
+        out = apr_conv2d(inp.features, inp.batch, self.weight, self.bias, backend=self.backend)
+        return inp.with_features(out)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"n_level_kernels={self.n_level_kernels}, bias={self.bias is not None}, backend={self.backend!r}")
+
+
+class APRMaxPool2d(nn.Module):
+    """Max pooling of each APR's finest-level particles into their parents; returns the pooled APR."""
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        inp = _check(inp)
+        out, batch = apr_max_pool2d(inp.features, inp.batch, backend=self.backend)
+        return APRFeatures(out, batch)
+
+
+class APRBatchNorm(nn.BatchNorm1d):
+    """Batch normalisation over all particles of the batch, per channel."""
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        inp = _check(inp)
+        return inp.with_features(super().forward(inp.features))
+
+
+class APRReLU(nn.Module):
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        return _check(inp).with_features(F.relu(inp.features))
+
+
+class APRDropout(nn.Dropout):
+    """Dropout of individual particle features."""
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        return _check(inp).with_features(super().forward(inp.features))
+
+
+class APRSpatialDropout(nn.Module):
+    """Spatial dropout: zeroes whole feature maps (one channel of one APR) with probability p."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        inp = _check(inp)
+        if not self.training or self.p == 0.0:
+            return inp
+        x = inp.features
+        keep = torch.empty(len(inp.batch), x.shape[1], dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        index = torch.as_tensor(inp.batch.batch_index, device=x.device)
+        return inp.with_features(x * keep[index] / (1 - self.p))
+
+
+class APRGlobalAvgPool(nn.Module):
+    """Mean over the particles of each APR: APRFeatures (N, C) -> tensor (B, C)."""
+
+    def forward(self, inp: APRFeatures) -> torch.Tensor:
+        inp = _check(inp)
+        x = inp.features
+        index = torch.as_tensor(inp.batch.batch_index, device=x.device)
+        sums = x.new_zeros(len(inp.batch), x.shape[1]).index_add(0, index, x)
+        counts = torch.as_tensor(inp.batch.particle_offsets, device=x.device).diff().to(x.dtype)
+        return sums / counts[:, None]
