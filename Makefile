@@ -14,7 +14,7 @@ help:
 	@echo "make book                   render the book from committed results (creates .venv)"
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build"
 	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
-	@echo "make bench                  APR formation benchmark against pyapr"
+	@echo "make bench                  APR formation vs pyapr; APR conv/pool and training steps vs dense torch"
 
 $(STAMP): pyproject.toml setup.py $(wildcard aprlib/_cpp/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,7 @@ test: unit smoke book-html
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_formation.py
+	$(BIN)/python -m aprlib.bench --training
 
 clean:
 	rm -rf _build $(VENV) build *.egg-info aprlib/*.so results/*/smoke

@@ -158,8 +158,10 @@ class APR:
         return self.reconstruct(self.level.astype(np.float32)).astype(np.int8)
 
     def tree_means(self, values=None) -> np.ndarray:
-        """Tree node values as means of their children, bottom-up: (N[, C]) -> (T[, C]) float32."""
+        """Tree node values as means of their children, bottom-up: (N[, C]) -> (T[, C]), float64 for
+        float64 input, else float32."""
         values = self.intensities if values is None else values
+        out_dtype = np.float64 if np.asarray(values).dtype == np.float64 else np.float32
         vals = np.asarray(values, dtype=np.float64)
         if vals.shape[0] != self.n_particles:
             raise ValueError(f"values must have {self.n_particles} rows, got {vals.shape[0]}")
@@ -178,7 +180,7 @@ class APR:
                 p = self.particles_at(lev)
                 np.add.at(sums, self.parent[p], flat[p])
                 np.add.at(counts, self.parent[p], 1)
-        return out.reshape((self.n_tree,) + vals.shape[1:]).astype(np.float32)
+        return out.reshape((self.n_tree,) + vals.shape[1:]).astype(out_dtype)
 
     # --- persistence -------------------------------------------------------------------------
     _FIELDS = ("level", "y", "x", "parent", "tree_level", "tree_y", "tree_x", "tree_parent")

@@ -111,49 +111,53 @@ def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
 
 
 class _ConvCpp(torch.autograd.Function):
+    """Forward: tree means, one gather (im2col) and one GEMM per kernel group. The gathered columns
+    are kept for the weight gradient; backward: two GEMMs per group, a conflict-free scatter-add of
+    the column gradients into the value array, and the transposed tree means."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, plan: ConvPlan, tplan: TreePlan):
         x = x.detach().contiguous()
         w = weight.detach()
         vals = x if plan.k == 1 else _tree_values_cpp(x, tplan)
-        out = x.new_zeros(x.shape[0], w.shape[0])
+        out = x.new_empty(x.shape[0], w.shape[0])
+        cols_saved = []
         for i, rows, table in plan.groups:
             if len(rows) == 0:
+                cols_saved.append(None)
                 continue
             cols = torch.from_numpy(_core.gather_rows(vals.numpy(), table if plan.k > 1 else rows[:, None]))
-            out[torch.from_numpy(rows)] = cols @ _weight_matrix(w, i).t()
+            out[plan.torch_groups("cpu")[i][1]] = cols @ _weight_matrix(w, i).t()
+            cols_saved.append(cols)
         if bias is not None:
             out += bias.detach()
-        ctx.save_for_backward(vals, w)
+        ctx.save_for_backward(w)
+        ctx.cols, ctx.n_vals, ctx.c = cols_saved, vals.shape[0], vals.shape[1]
         ctx.plan, ctx.tplan, ctx.has_bias = plan, tplan, bias is not None
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        vals, w = ctx.saved_tensors
-        plan, tplan = ctx.plan, ctx.tplan
+        (w,) = ctx.saved_tensors
+        plan, tplan, c, k = ctx.plan, ctx.tplan, ctx.c, ctx.plan.k
         grad_out = grad_out.contiguous()
-        c = vals.shape[1]
-        k = plan.k
-        grad_vals = vals.new_zeros(vals.shape)
-        grad_w = torch.zeros_like(w)
-        for i, rows, table in plan.groups:
-            if len(rows) == 0:
+        grad_vals = grad_out.new_zeros(ctx.n_vals, c) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
+        for (i, rows, _), (_, rows_t, _), cols in zip(plan.groups, plan.torch_groups("cpu"), ctx.cols):
+            if cols is None:
                 continue
-            tab = table if k > 1 else rows[:, None]
-            g = grad_out[torch.from_numpy(rows)]
-            if ctx.needs_input_grad[1]:
-                cols = torch.from_numpy(_core.gather_rows(vals.numpy(), tab))
+            g = grad_out[rows_t]
+            if grad_w is not None:
                 grad_w[:, :, i] = (g.t() @ cols).reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
-            if ctx.needs_input_grad[0]:
+            if grad_vals is not None:
                 grad_cols = (g @ _weight_matrix(w, i)).contiguous()
                 if k == 1:
-                    grad_vals[torch.from_numpy(rows)] += grad_cols
+                    grad_vals[rows_t] += grad_cols
                 else:
                     indptr, entries = plan.csr(i)
                     _core.scatter_rows(grad_cols.numpy(), c, indptr, entries, grad_vals.numpy())
         grad_x = None
-        if ctx.needs_input_grad[0]:
+        if grad_vals is not None:
             if k > 1:
                 _core.tree_fill(grad_vals.numpy(), tplan.N, tplan.T, tplan.order, tplan.offsets, tplan.children,
                                 tplan.counts, transpose=True)

@@ -1,0 +1,163 @@
+"""The thesis's networks: APR_A / Pix_A / APR_B / Pix_B with "same" and "close" variants
+(Table 4.1), the natural-image networks (Table 4.3) and the VGG16 feature extractor (Fig 2.6,
+4.3.1), each in APR and pixel form.
+
+Every network is built from a list of layer specs ``(out_channels, kernel_size, n_level_kernels,
+bn_relu_pool)``; a spec with ``bn_relu_pool = "relu"`` has only a ReLU and ``None`` nothing after
+the convolution. Networks end with global average pooling and return logits (B, n_classes).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .batch import APRBatch
+from .layers import (APRBatchNorm, APRConv2d, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
+                     APRSpatialDropout)
+
+__all__ = ["SYNTHETIC_SPECS", "NATURAL_SPECS", "VGG16_CFG", "APRNet", "PixelNet", "apr_network", "pixel_network",
+           "conv_weight_count", "vgg16_features"]
+
+# Table 4.1: (out channels, kernel size, level-specific kernels, what follows)
+_A = [(32, 11, 5, "bn_relu_pool"), (32, 3, 4, "bn_relu_pool"), (32, 3, 3, "bn_relu_pool"), (32, 1, 1, "relu"),
+      (6, 1, 1, None)]
+_B = [(32, 11, 5, "bn_relu_pool"), (32, 3, 4, "bn_relu_pool"), (64, 3, 3, "bn_relu_pool"), (64, 3, 2, "bn_relu_pool"),
+      (64, 3, 1, "bn_relu_pool"), (64, 1, 1, "relu"), (6, 1, 1, None)]
+SYNTHETIC_SPECS = {"A": _A, "B": _B}
+
+# Table 4.3 (natural images): pixels, APR (RGB + level input), pixels expanded
+NATURAL_SPECS = {
+    "pixels": [(32, 3, 1, "bn_relu_pool"), (64, 3, 1, "bn_relu_pool"), (128, 3, 1, "bn_relu_pool"),
+               (128, 3, 1, "bn_relu_pool"), (128, 1, 1, "relu"), (2, 1, 1, None)],
+    "apr": [(32, 3, 4, "bn_relu_pool"), (64, 3, 3, "bn_relu_pool"), (128, 3, 2, "bn_relu_pool"),
+            (128, 3, 1, "bn_relu_pool"), (128, 1, 1, "relu"), (2, 1, 1, None)],
+    "pixels_expanded": [(128, 3, 1, "bn_relu_pool"), (128, 3, 1, "bn_relu_pool"), (128, 3, 1, "bn_relu_pool"),
+                        (128, 3, 1, "bn_relu_pool"), (128, 1, 1, "relu"), (2, 1, 1, None)],
+}
+
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def _variant(spec, variant: str):
+    """'full': as specified; 'same': one kernel per layer; 'close': two in layer 1, one after."""
+    if variant == "full":
+        return list(spec)
+    if variant == "same":
+        return [(d, k, 1, after) for d, k, _, after in spec]
+    if variant == "close":
+        return [(d, k, 2 if i == 0 else 1, after) for i, (d, k, _, after) in enumerate(spec)]
+    raise ValueError(f"variant must be 'full', 'same' or 'close', got {variant!r}")
+
+
+def _insert_regularisation(layers, spec, spatial_dropout: float, dropout: float, apr: bool):
+    """Spatial dropout after the last pooling and dropout between the 1x1 convolutions (thesis 4.1.3.4)."""
+    if not spatial_dropout and not dropout:
+        return layers
+    out = []
+    last_pool = max((i for i, s in enumerate(spec) if s[3] == "bn_relu_pool"), default=-1)
+    for i, block in enumerate(layers):
+        out.append(block)
+        if i == last_pool and spatial_dropout:
+            out.append(APRSpatialDropout(spatial_dropout) if apr else nn.Dropout2d(spatial_dropout))
+        if spec[i][1] == 1 and spec[i][3] == "relu" and dropout:
+            out.append(_FeatureDropout(dropout) if apr else nn.Dropout(dropout))
+    return out
+
+
+class _FeatureDropout(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.drop = nn.Dropout(p)
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        return inp.with_features(self.drop(inp.features))
+
+
+class APRNet(nn.Module):
+    """An APRNet: APR conv blocks, then global average pooling. Input: APRFeatures or APRBatch."""
+
+    def __init__(self, spec, in_channels: int = 1, with_level: bool = False, spatial_dropout: float = 0.0,
+                 dropout: float = 0.0, backend: str = "auto"):
+        super().__init__()
+        self.spec, self.with_level = list(spec), with_level
+        blocks, c = [], in_channels + (1 if with_level else 0)
+        for d, k, nk, after in self.spec:
+            layers = [APRConv2d(c, d, k, nk, bias=after != "bn_relu_pool", backend=backend)]
+            if after == "bn_relu_pool":
+                layers += [APRBatchNorm(d), APRReLU(), APRMaxPool2d(backend=backend)]
+            elif after == "relu":
+                layers += [APRReLU()]
+            blocks.append(nn.Sequential(*layers))
+            c = d
+        blocks = _insert_regularisation(blocks, self.spec, spatial_dropout, dropout, apr=True)
+        self.features = nn.Sequential(*blocks)
+        self.pool = APRGlobalAvgPool()
+
+    def forward(self, inp) -> torch.Tensor:
+        if isinstance(inp, APRBatch):
+            inp = APRFeatures.from_batch(inp, with_level=self.with_level, dtype=next(self.parameters()).dtype)
+        return self.pool(self.features(inp))
+
+
+class PixelNet(nn.Module):
+    """The pixel counterpart: Conv2d (zero padding) blocks with BN, ReLU, MaxPool2d(2), then global
+    average pooling. Input: (B, C, H, W)."""
+
+    def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0):
+        super().__init__()
+        self.spec = list(spec)
+        blocks, c = [], in_channels
+        for d, k, _, after in self.spec:
+            layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool")]
+            if after == "bn_relu_pool":
+                layers += [nn.BatchNorm2d(d), nn.ReLU(), nn.MaxPool2d(2)]
+            elif after == "relu":
+                layers += [nn.ReLU()]
+            blocks.append(nn.Sequential(*layers))
+            c = d
+        blocks = _insert_regularisation(blocks, self.spec, spatial_dropout, dropout, apr=False)
+        self.features = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"pixel networks take (B, C, H, W) images, got shape {tuple(x.shape)}")
+        return self.features(x).mean(dim=(2, 3))
+
+
+def apr_network(name: str, variant: str = "full", **kw) -> APRNet:
+    """APR_A / APR_B (``name`` 'A' or 'B'; variant 'full', 'same' or 'close') or a natural-image
+    APRNet (``name`` 'apr', with the level channel)."""
+    if name in SYNTHETIC_SPECS:
+        return APRNet(_variant(SYNTHETIC_SPECS[name], variant), in_channels=1, **kw)
+    if name in NATURAL_SPECS:
+        kw.setdefault("with_level", name == "apr")
+        return APRNet(_variant(NATURAL_SPECS[name], variant), in_channels=3, **kw)
+    raise ValueError(f"unknown network {name!r}; choose from {sorted(SYNTHETIC_SPECS) + sorted(NATURAL_SPECS)}")
+
+
+def pixel_network(name: str, **kw) -> PixelNet:
+    """Pix_A / Pix_B (``name`` 'A' or 'B') or the natural-image pixel networks ('pixels',
+    'pixels_expanded', or 'apr' for the APR architecture with single kernels on RGB pixels)."""
+    if name in SYNTHETIC_SPECS:
+        return PixelNet(_variant(SYNTHETIC_SPECS[name], "same"), in_channels=1, **kw)
+    if name in NATURAL_SPECS:
+        return PixelNet(_variant(NATURAL_SPECS[name], "same"), in_channels=3, **kw)
+    raise ValueError(f"unknown network {name!r}; choose from {sorted(SYNTHETIC_SPECS) + sorted(NATURAL_SPECS)}")
+
+
+def conv_weight_count(model: nn.Module) -> int:
+    """Number of convolution weights (biases and batch-norm parameters excluded), as the thesis counts."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, APRConv2d)))
+
+
+def vgg16_features(apr: bool, in_channels: int = 3, n_level_kernels: int = 1, backend: str = "auto") -> nn.Sequential:
+    """VGG16's convolutional part (13 3x3 convolutions with ReLU, 5 max poolings), APR or pixel."""
+    layers, c = [], in_channels
+    for v in VGG16_CFG:
+        if v == "M":
+            layers.append(APRMaxPool2d(backend=backend) if apr else nn.MaxPool2d(2))
+        else:
+            layers += ([APRConv2d(c, v, 3, n_level_kernels, backend=backend), APRReLU()] if apr
+                       else [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()])
+            c = v
+    return nn.Sequential(*layers)
