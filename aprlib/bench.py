@@ -76,7 +76,7 @@ def op_benchmark(images, kernel_sizes=(1, 3, 11), channels=(1, 32), repeats: int
             x = torch.randn(apr.n_particles, C, generator=g, requires_grad=True)
             xd = torch.randn(1, C, H, W, generator=g, requires_grad=True)
             for k in kernel_sizes:
-                w = torch.randn(C, C, 1, k, k, generator=g, requires_grad=True) / (C * k * k) ** 0.5
+                w = (torch.randn(C, C, 1, k, k, generator=g) / (C * k * k) ** 0.5).requires_grad_(True)
                 wd = w.detach()[:, :, 0].clone().requires_grad_(True)
                 t0 = time.perf_counter()
                 apr_conv2d(x.detach(), batch, w.detach(), backend=backend)  # builds the index tables

@@ -1,7 +1,7 @@
 """APRNet operations on feature tensors (thesis 3.2), with two interchangeable backends.
 
-``"cpp"``: the C++/OpenMP kernels of ``aprlib._core`` (tree means, gathers, conflict-free
-scatter-adds, pooling with an argmax map) inside ``torch.autograd.Function``s, with the GEMMs done
+``"cpp"``: the C++/OpenMP kernels of ``aprlib._core`` (tree means, gathers, scatter-adds,
+pooling with an argmax map) inside ``torch.autograd.Function``s, with the GEMMs done
 by torch (BLAS); CPU tensors, float32 or float64.
 ``"torch"``: the same computation with torch indexing ops only (``index_select``-style gathers,
 ``index_copy``); autograd derives the backward pass. Runs on any device; it is the test oracle.
@@ -110,10 +110,19 @@ def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
     return out if bias is None else out + bias
 
 
+_CHUNK_FLOATS = 1 << 20  # gathered columns per chunk (4 MB in float32): they stay in cache
+
+
+def _chunks(n: int, width: int):
+    step = max(1, _CHUNK_FLOATS // max(width, 1))
+    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+
+
 class _ConvCpp(torch.autograd.Function):
-    """Forward: tree means, one gather (im2col) and one GEMM per kernel group. The gathered columns
-    are kept for the weight gradient; backward: two GEMMs per group, a conflict-free scatter-add of
-    the column gradients into the value array, and the transposed tree means."""
+    """Forward: tree means, then per kernel group and chunk of particles a gather (im2col) and a
+    GEMM. Backward: per chunk the gather again and the weight-gradient GEMM, the column-gradient
+    GEMM and its scatter-add into the value array (threads split the channels), then the
+    transposed tree means."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan: ConvPlan, tplan: TreePlan):
@@ -121,47 +130,53 @@ class _ConvCpp(torch.autograd.Function):
         w = weight.detach()
         vals = x if plan.k == 1 else _tree_values_cpp(x, tplan)
         out = x.new_empty(x.shape[0], w.shape[0])
-        cols_saved = []
-        for i, rows, table in plan.groups:
-            if len(rows) == 0:
-                cols_saved.append(None)
-                continue
-            cols = torch.from_numpy(_core.gather_rows(vals.numpy(), table if plan.k > 1 else rows[:, None]))
-            out[plan.torch_groups("cpu")[i][1]] = cols @ _weight_matrix(w, i).t()
-            cols_saved.append(cols)
+        vals_np = vals.numpy()
+        for (i, rows, table), (_, rows_t, _) in zip(plan.groups, plan.torch_groups("cpu")):
+            wm = _weight_matrix(w, i).t()
+            tab = table if plan.k > 1 else rows[:, None]
+            for sl in _chunks(len(rows), tab.shape[1] * vals.shape[1]):
+                cols = torch.from_numpy(_core.gather_rows(vals_np, tab[sl]))
+                out.index_copy_(0, rows_t[sl], cols @ wm)
         if bias is not None:
             out += bias.detach()
-        ctx.save_for_backward(w)
-        ctx.cols, ctx.n_vals, ctx.c = cols_saved, vals.shape[0], vals.shape[1]
+        ctx.save_for_backward(vals, w)
         ctx.plan, ctx.tplan, ctx.has_bias = plan, tplan, bias is not None
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        (w,) = ctx.saved_tensors
-        plan, tplan, c, k = ctx.plan, ctx.tplan, ctx.c, ctx.plan.k
+        vals, w = ctx.saved_tensors
+        plan, tplan, k = ctx.plan, ctx.tplan, ctx.plan.k
+        c = vals.shape[1]
+        vals_np = vals.numpy()
         grad_out = grad_out.contiguous()
-        grad_vals = grad_out.new_zeros(ctx.n_vals, c) if ctx.needs_input_grad[0] else None
+        grad_vals = torch.zeros_like(vals) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        for (i, rows, _), (_, rows_t, _), cols in zip(plan.groups, plan.torch_groups("cpu"), ctx.cols):
-            if cols is None:
+        for (i, rows, table), (_, rows_t, _) in zip(plan.groups, plan.torch_groups("cpu")):
+            if len(rows) == 0:
                 continue
+            tab = table if k > 1 else rows[:, None]
             g = grad_out[rows_t]
+            wm = _weight_matrix(w, i)
             if grad_w is not None:
-                grad_w[:, :, i] = (g.t() @ cols).reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
+                gw = w.new_zeros(wm.shape)
+                for sl in _chunks(len(rows), tab.shape[1] * c):
+                    gw += g[sl].t() @ torch.from_numpy(_core.gather_rows(vals_np, tab[sl]))
+                grad_w[:, :, i] = gw.reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
             if grad_vals is not None:
-                grad_cols = (g @ _weight_matrix(w, i)).contiguous()
                 if k == 1:
-                    grad_vals[rows_t] += grad_cols
+                    grad_vals.index_add_(0, rows_t, g @ wm)
                 else:
-                    indptr, entries = plan.csr(i)
-                    _core.scatter_rows(grad_cols.numpy(), c, indptr, entries, grad_vals.numpy())
+                    for sl in _chunks(len(rows), tab.shape[1] * c):
+                        _core.scatter_add_rows((g[sl] @ wm).contiguous().numpy(), tab[sl], grad_vals.numpy())
         grad_x = None
         if grad_vals is not None:
             if k > 1:
                 _core.tree_fill(grad_vals.numpy(), tplan.N, tplan.T, tplan.order, tplan.offsets, tplan.children,
                                 tplan.counts, transpose=True)
-            grad_x = grad_vals[:tplan.N] if k > 1 else grad_vals
+                grad_x = grad_vals[:tplan.N]
+            else:
+                grad_x = grad_vals
         grad_b = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b, None, None
 

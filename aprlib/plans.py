@@ -179,14 +179,7 @@ class ConvPlan:
         for i in range(n_kernels):
             rows = np.flatnonzero(kidx == i).astype(np.int64)
             self.groups.append((i, rows, np.ascontiguousarray(table[rows])))
-        self._csr = {}
         self._torch = {}
-
-    def csr(self, i: int):
-        """Transpose (indptr, entries) of group i's table, for the C++ backward pass."""
-        if i not in self._csr:
-            self._csr[i] = _core.transpose_table(self.groups[i][2], self.n_vals)
-        return self._csr[i]
 
     def torch_groups(self, device):
         key = str(device)

@@ -190,26 +190,28 @@ int64_t gather_rows(const F* vals, int64_t n_vals, int64_t C, const int64_t* tab
     return bad;
 }
 
-void transpose_table(const int64_t* table, int64_t K, int64_t n, int64_t n_vals, int64_t* indptr, int64_t* entries) {
-    std::fill(indptr, indptr + n_vals + 1, int64_t(0));
-    for (int64_t e = 0; e < n * K; ++e) ++indptr[table[e] + 1];
-    for (int64_t r = 0; r < n_vals; ++r) indptr[r + 1] += indptr[r];
-    std::vector<int64_t> fill(indptr, indptr + n_vals);
-    for (int64_t e = 0; e < n * K; ++e) entries[fill[table[e]]++] = e;
-}
-
 template <typename F>
-int64_t scatter_rows(const F* grad_cols, int64_t n_entries, int64_t C, const int64_t* indptr,
-                     const int64_t* entries, int64_t n_vals, F* grad_vals) {
+int64_t scatter_add_rows(const F* grad_cols, int64_t C, const int64_t* table, int64_t K, int64_t n, int64_t n_vals,
+                         F* grad_vals) {
     int64_t bad = 0;
-#pragma omp parallel for schedule(dynamic, 256) reduction(+ : bad)
-    for (int64_t r = 0; r < n_vals; ++r) {
-        F* dst = grad_vals + r * C;
-        const int64_t e0 = std::max<int64_t>(indptr[r], 0), e1 = std::min(indptr[r + 1], n_entries);
-        for (int64_t e = e0; e < e1; ++e) {
-            if (entries[e] < 0 || entries[e] >= n_entries) { ++bad; continue; }
-            const F* src = grad_cols + entries[e] * C;
-            for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+    // channel blocks of at least 8 per thread; one block (serial) for few channels
+    const int64_t block = 8, nblocks = (C + block - 1) / block;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1)
+    for (int64_t cb = 0; cb < nblocks; ++cb) {
+        const int64_t c0 = cb * block, c1 = std::min(C, c0 + block);
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t* nb = table + i * K;
+            const F* src = grad_cols + i * K * C;
+            for (int64_t j = 0; j < K; ++j) {
+                const int64_t r = nb[j];
+                if (r < 0 || r >= n_vals) {
+                    if (cb == 0) ++bad;
+                    continue;
+                }
+                F* dst = grad_vals + r * C;
+                const F* sj = src + j * C;
+                for (int64_t c = c0; c < c1; ++c) dst[c] += sj[c];
+            }
         }
     }
     return bad;
@@ -271,7 +273,7 @@ int64_t pool_backward(const F* grad_out, int64_t C, const int64_t* argmax, int64
     template int64_t tree_unfill<F>(F*, int64_t, int64_t, int64_t, const int64_t*, const int64_t*, int,         \
                                     const int64_t*, const int64_t*);                                           \
     template int64_t gather_rows<F>(const F*, int64_t, int64_t, const int64_t*, int64_t, int64_t, F*);          \
-    template int64_t scatter_rows<F>(const F*, int64_t, int64_t, const int64_t*, const int64_t*, int64_t, F*);   \
+    template int64_t scatter_add_rows<F>(const F*, int64_t, const int64_t*, int64_t, int64_t, int64_t, F*);      \
     template int64_t pool_forward<F>(const F*, int64_t, int64_t, const int64_t*, int64_t, F*, int64_t*);         \
     template int64_t pool_backward<F>(const F*, int64_t, const int64_t*, int64_t, int64_t, F*);
 APROPS_INSTANTIATE(float)

@@ -51,13 +51,12 @@ template <typename F>
 int64_t gather_rows(const F* vals, int64_t n_vals, int64_t C, const int64_t* table, int64_t K, int64_t n,
                     F* cols);
 
-// Transposed (n, K) table as CSR for conflict-free scatter-adds: for each vals row r, the entries
-// e = i * K + j that read row r. Entries must be in [0, n_vals) (checked by the caller).
-void transpose_table(const int64_t* table, int64_t K, int64_t n, int64_t n_vals, int64_t* indptr, int64_t* entries);
-// grad_vals[r, c] += sum over entries e of row r of grad_cols[e, c] (grad_cols viewed as (n_entries, C)).
+// Transpose of gather_rows: grad_vals[table[i, j], c] += grad_cols[i, j*C + c] for the (n, K)
+// table. Threads split the channels, so no two threads write the same value. Out-of-range
+// entries are counted and skipped.
 template <typename F>
-int64_t scatter_rows(const F* grad_cols, int64_t n_entries, int64_t C, const int64_t* indptr,
-                     const int64_t* entries, int64_t n_vals, F* grad_vals);
+int64_t scatter_add_rows(const F* grad_cols, int64_t C, const int64_t* table, int64_t K, int64_t n, int64_t n_vals,
+                         F* grad_vals);
 
 // Max pooling: out[i, c] = max_j x[table[i, j], c] over the valid (>= 0) entries of the (M, 4)
 // table (x has n_x rows), argmax[i, c] = that input row. Backward: grad_x[argmax[i, c], c] +=

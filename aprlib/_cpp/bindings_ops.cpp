@@ -122,24 +122,23 @@ void bind_data_ops(py::module_& m) {
           },
           py::arg("vals"), py::arg("table"), "cols (n, K*C): cols[i, j*C + c] = vals[table[i, j], c].");
 
-    m.def("scatter_rows",
-          [](const carray<F>& grad_cols, int64_t C, const carray<int64_t>& indptr, const carray<int64_t>& entries,
-             carray<F>& grad_vals) {
-              require(C > 0 && grad_cols.ndim() == 2 && grad_cols.shape(1) % C == 0, "grad_cols must be (n, K*C)");
-              require(grad_vals.ndim() == 2 && grad_vals.shape(1) == C, "grad_vals must be (n_vals, C)");
-              const int64_t n_vals = grad_vals.shape(0), n_entries = grad_cols.shape(0) * (grad_cols.shape(1) / C);
-              require_1d(indptr, n_vals + 1, "indptr");
-              require_1d(entries, -1, "entries");
+    m.def("scatter_add_rows",
+          [](const carray<F>& grad_cols, const carray<int64_t>& table, carray<F>& grad_vals) {
+              require(table.ndim() == 2, "table must be (n, K)");
+              require(grad_vals.ndim() == 2, "grad_vals must be (n_vals, C)");
+              const int64_t n = table.shape(0), K = table.shape(1), C = grad_vals.shape(1);
+              require(grad_cols.ndim() == 2 && grad_cols.shape(0) == n && grad_cols.shape(1) == K * C,
+                      "grad_cols must be (n, K*C) for an (n, K) table and C channels");
               int64_t bad;
               {
                   py::gil_scoped_release release;
-                  bad = aprops::scatter_rows(grad_cols.data(), n_entries, C, indptr.data(), entries.data(), n_vals,
-                                             grad_vals.mutable_data());
+                  bad = aprops::scatter_add_rows(grad_cols.data(), C, table.data(), K, n, grad_vals.shape(0),
+                                                 grad_vals.mutable_data());
               }
-              require_valid(bad, "scatter_rows");
+              require_valid(bad, "scatter_add_rows");
           },
-          py::arg("grad_cols"), py::arg("C"), py::arg("indptr"), py::arg("entries"), py::arg("grad_vals"),
-          "In place: grad_vals[r] += sum of the grad_cols rows that read r (CSR from transpose_table).");
+          py::arg("grad_cols"), py::arg("table"), py::arg("grad_vals"),
+          "In place: grad_vals[table[i, j]] += grad_cols[i, j*C:(j+1)*C] (transpose of gather_rows).");
 
     m.def("pool_forward",
           [](const carray<F>& x, const carray<int64_t>& table) {
@@ -249,20 +248,6 @@ void bind_ops(py::module_& m) {
               return table;
           },
           "Neighbourhood table (N, k*k) into the value array [particles; tree; zero].");
-
-    m.def("transpose_table",
-          [](const carray<int64_t>& table, int64_t n_vals) {
-              require(table.ndim() == 2, "table must be (n, K)");
-              require(n_vals >= 0, "n_vals must be >= 0");
-              const int64_t n = table.shape(0), K = table.shape(1);
-              const int64_t* t = table.data();
-              for (int64_t e = 0; e < n * K; ++e) require(t[e] >= 0 && t[e] < n_vals, "table entry out of range");
-              carray<int64_t> indptr({n_vals + 1});
-              carray<int64_t> entries({n * K});
-              aprops::transpose_table(t, K, n, n_vals, indptr.mutable_data(), entries.mutable_data());
-              return py::make_tuple(indptr, entries);
-          },
-          py::arg("table"), py::arg("n_vals"), "CSR transpose (indptr, entries) of an (n, K) table.");
 
     bind_data_ops<float>(m);
     bind_data_ops<double>(m);
