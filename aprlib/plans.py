@@ -115,10 +115,9 @@ class _Layout:
         self.zero = self.N + self.T
 
     def globalise(self, b: int, rows: np.ndarray) -> np.ndarray:
-        """Local value rows of APR b -> rows of the batch value array."""
-        n, t = self.n[b], self.t[b]
-        return np.where(rows < n, rows + self.poff[b],
-                        np.where(rows < n + t, rows - n + self.N + self.toff[b], self.zero))
+        """Local value rows of APR b -> rows of the batch value array (-1 padding stays -1)."""
+        return _core.offset_rows(np.ascontiguousarray(rows, np.int64), int(self.n[b]), int(self.t[b]),
+                                 int(self.poff[b]), int(self.N + self.toff[b]), int(self.zero))
 
 
 class TreePlan:
@@ -131,8 +130,7 @@ class TreePlan:
         kids, counts, levels = [], [], []
         for b, a in enumerate(aprs):
             ch, cn = apr_children(a)
-            g = lay.globalise(b, np.where(ch < 0, 0, ch))
-            kids.append(np.where(ch < 0, -1, g))
+            kids.append(lay.globalise(b, ch))
             counts.append(cn)
             levels.append(a.tree_level.astype(np.int64))
         self.children = np.ascontiguousarray(np.concatenate(kids)) if kids else np.zeros((0, 4), np.int64)
@@ -171,9 +169,10 @@ class ConvPlan:
         self.n_vals = lay.zero + 1
         tables, kidx = [], []
         for b, a in enumerate(aprs):
-            tables.append(lay.globalise(b, apr_neighbours(a, k)))
+            if k > 1:  # a 1x1 convolution reads each particle itself: no table needed
+                tables.append(lay.globalise(b, apr_neighbours(a, k)))
             kidx.append(np.minimum(top_level(a) - a.level.astype(np.int64), n_kernels - 1))
-        table = np.concatenate(tables)
+        table = np.concatenate(tables) if k > 1 else np.arange(lay.N, dtype=np.int64)[:, None]
         kidx = np.concatenate(kidx)
         self.groups = []
         for i in range(n_kernels):

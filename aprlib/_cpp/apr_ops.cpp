@@ -101,24 +101,40 @@ void neighbour_table(const Structure& s, int k, int64_t* table) {
     const Geometry& g = s.g;
     const int64_t N = static_cast<int64_t>(s.y.size()), T = static_cast<int64_t>(s.tree_y.size());
     const int64_t zero = N + T, K = int64_t(k) * k, r = k / 2;
-    const auto maps = row_maps(s);
+    auto maps = row_maps(s);
+    // resolve, top-down, the cells that are not in the APR at their level to the coarser particle
+    // covering them, so that every look-up below is a single read
+    for (int l = g.level_min + 1; l <= g.level_max; ++l) {
+        const int64_t C = g.cols(l), Cp = g.cols(l - 1);
+        const int64_t* up = maps[l - 1].data();
+        int64_t* m = maps[l].data();
+        for (int64_t yy = 0; yy < g.rows(l); ++yy)
+            for (int64_t xx = 0; xx < C; ++xx)
+                if (m[yy * C + xx] < 0) m[yy * C + xx] = up[(yy >> 1) * Cp + (xx >> 1)];
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
         const int l = s.level[i];
         const int64_t R = g.rows(l), C = g.cols(l);
+        const int64_t* m = maps[l].data();
         int64_t* out = table + i * K;
-        for (int64_t dy = -r; dy <= r; ++dy)
+        for (int64_t dy = -r; dy <= r; ++dy) {
+            const int64_t yy = s.y[i] + dy;
+            const bool row_in = yy >= 0 && yy < R;
             for (int64_t dx = -r; dx <= r; ++dx) {
-                const int64_t yy = s.y[i] + dy, xx = s.x[i] + dx;
-                int64_t row = zero;
-                if (yy >= 0 && xx >= 0 && yy < R && xx < C) {
-                    row = maps[l][yy * C + xx];
-                    // not in the APR at this level: walk up to the coarser particle covering it
-                    for (int up = 1; row < 0 && l - up >= g.level_min; ++up)
-                        row = maps[l - up][(yy >> up) * g.cols(l - up) + (xx >> up)];
-                }
-                *out++ = row;
+                const int64_t xx = s.x[i] + dx;
+                *out++ = (row_in && xx >= 0 && xx < C) ? m[yy * C + xx] : zero;
             }
+        }
+    }
+}
+
+void offset_rows(const int64_t* local, int64_t count, int64_t n, int64_t t, int64_t particle_offset,
+                 int64_t tree_offset, int64_t zero, int64_t* out) {
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (int64_t e = 0; e < count; ++e) {
+        const int64_t v = local[e];
+        out[e] = v < 0 ? -1 : (v < n ? v + particle_offset : (v < n + t ? v - n + tree_offset : zero));
     }
 }
 

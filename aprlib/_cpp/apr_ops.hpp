@@ -31,6 +31,11 @@ void child_table(const Structure& s, int64_t* children, int64_t* counts);
 // row (N + T) if the cell lies outside the image.
 void neighbour_table(const Structure& s, int k, int64_t* table);
 
+// Rows of one APR's value array -> rows of a batch's: v < n -> v + particle_offset, n <= v < n + t ->
+// v - n + tree_offset, v >= n + t (its zero row) -> zero, -1 (padding) stays -1.
+void offset_rows(const int64_t* local, int64_t count, int64_t n, int64_t t, int64_t particle_offset,
+                 int64_t tree_offset, int64_t zero, int64_t* out);
+
 // The data kernels are instantiated for F = float and double (double for gradient checks).
 // Tree means, bottom-up: for each level from finest to coarsest (order[offsets[l]:offsets[l+1]]
 // are the tree nodes, 0..T-1, of the l-th tree level, coarsest first), vals row N + t <- mean of

@@ -211,6 +211,22 @@ void bind_ops(py::module_& m) {
           py::arg("level"), py::arg("y"), py::arg("x"), py::arg("height"), py::arg("width"),
           "Sorted structure (dict of arrays) of particle cells that partition an HxW image.");
 
+    m.def("offset_rows",
+          [](const carray<int64_t>& local, int64_t n, int64_t t, int64_t particle_offset, int64_t tree_offset,
+             int64_t zero) {
+              require(n >= 0 && t >= 0 && particle_offset >= 0 && tree_offset >= 0 && zero >= 0,
+                      "sizes and offsets must be >= 0");
+              py::array_t<int64_t> out(std::vector<py::ssize_t>(local.shape(), local.shape() + local.ndim()));
+              {
+                  py::gil_scoped_release release;
+                  aprops::offset_rows(local.data(), local.size(), n, t, particle_offset, tree_offset, zero,
+                                      out.mutable_data());
+              }
+              return out;
+          },
+          py::arg("local"), py::arg("n"), py::arg("t"), py::arg("particle_offset"), py::arg("tree_offset"),
+          py::arg("zero"), "Value rows of one APR -> rows of a batch value array (-1 stays -1).");
+
     m.def("child_table",
           [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
              const carray<int64_t>& parent, const carray<int8_t>& tree_level, const carray<int32_t>& tree_y,
