@@ -5,6 +5,10 @@
 #include <cstring>
 #include <limits>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace aprops {
 
 namespace {
@@ -210,8 +214,15 @@ template <typename F>
 int64_t scatter_add_rows(const F* grad_cols, int64_t C, const int64_t* table, int64_t K, int64_t n, int64_t n_vals,
                          F* grad_vals) {
     int64_t bad = 0;
-    // channel blocks of at least 8 per thread; one block (serial) for few channels
-    const int64_t block = 8, nblocks = (C + block - 1) / block;
+    // one contiguous channel block per thread, a multiple of 16 channels (a 64-byte cache line of
+    // floats) so that threads never share a line; a single block (serial) for few channels
+#ifdef _OPENMP
+    const int64_t threads = omp_get_max_threads();
+#else
+    const int64_t threads = 1;
+#endif
+    const int64_t block = std::max<int64_t>(16, ((C + threads - 1) / threads + 15) / 16 * 16);
+    const int64_t nblocks = (C + block - 1) / block;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1)
     for (int64_t cb = 0; cb < nblocks; ++cb) {
         const int64_t c0 = cb * block, c1 = std::min(C, c0 + block);
