@@ -7,6 +7,7 @@
 #include <string>
 
 #include "apr_core.hpp"
+#include "binding_utils.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -15,21 +16,11 @@
 namespace py = pybind11;
 using namespace aprcore;
 
-template <typename T>
-using carray = py::array_t<T, py::array::c_style>;  // no forcecast: wrong dtypes raise TypeError
+using bindutil::carray;
+using bindutil::require;
+using bindutil::structure_to_dict;
 
 namespace {
-
-void require(bool ok, const std::string& msg) {
-    if (!ok) throw py::value_error(msg);
-}
-
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-    return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {sizeof(T)}, heap->data(), owner);
-}
 
 void check_image(const carray<float>& img, const char* name) {
     require(img.ndim() == 2, std::string(name) + " must be 2D (H, W), got ndim=" + std::to_string(img.ndim()));
@@ -58,24 +49,6 @@ Params make_params(double rel_error, double grad_th, double Ip_th, double sigma_
     return p;
 }
 
-py::dict structure_to_dict(Structure&& s) {
-    py::dict d;
-    d["height"] = s.g.H;
-    d["width"] = s.g.W;
-    d["level_min"] = s.g.level_min;
-    d["level_max"] = s.g.level_max;
-    d["level_offsets"] = to_numpy(std::move(s.level_offsets));
-    d["level"] = to_numpy(std::move(s.level));
-    d["y"] = to_numpy(std::move(s.y));
-    d["x"] = to_numpy(std::move(s.x));
-    d["parent"] = to_numpy(std::move(s.parent));
-    d["tree_offsets"] = to_numpy(std::move(s.tree_offsets));
-    d["tree_level"] = to_numpy(std::move(s.tree_level));
-    d["tree_y"] = to_numpy(std::move(s.tree_y));
-    d["tree_x"] = to_numpy(std::move(s.tree_x));
-    d["tree_parent"] = to_numpy(std::move(s.tree_parent));
-    return d;
-}
 
 CellView checked_view(const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
                       int64_t H, int64_t W) {

@@ -5,30 +5,21 @@
 #include <string>
 
 #include "apr_ops.hpp"
+#include "binding_utils.hpp"
 
 namespace py = pybind11;
 using aprcore::CellView;
 using aprcore::Structure;
 
-template <typename T>
-using carray = py::array_t<T, py::array::c_style>;  // no forcecast: wrong dtypes raise TypeError
+using bindutil::carray;
+using bindutil::require;
 
 namespace {
-
-void require(bool ok, const std::string& msg) {
-    if (!ok) throw py::value_error(msg);
-}
 
 void require_valid(int64_t bad, const char* what) {
     require(bad == 0, std::string(what) + ": " + std::to_string(bad) + " index(es) out of range");
 }
 
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-    return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {sizeof(T)}, heap->data(), owner);
-}
 
 void require_1d(const py::array& a, int64_t n, const char* name) {
     require(a.ndim() == 1 && (n < 0 || a.shape(0) == n),
@@ -195,18 +186,7 @@ void bind_ops(py::module_& m) {
                   ok = aprops::structure_from_cells(v, s, error);
               }
               require(ok, "not a valid APR: " + error);
-              py::dict d;
-              d["height"] = H;
-              d["width"] = W;
-              d["level"] = to_numpy(std::move(s.level));
-              d["y"] = to_numpy(std::move(s.y));
-              d["x"] = to_numpy(std::move(s.x));
-              d["parent"] = to_numpy(std::move(s.parent));
-              d["tree_level"] = to_numpy(std::move(s.tree_level));
-              d["tree_y"] = to_numpy(std::move(s.tree_y));
-              d["tree_x"] = to_numpy(std::move(s.tree_x));
-              d["tree_parent"] = to_numpy(std::move(s.tree_parent));
-              return d;
+              return bindutil::structure_to_dict(std::move(s));
           },
           py::arg("level"), py::arg("y"), py::arg("x"), py::arg("height"), py::arg("width"),
           "Sorted structure (dict of arrays) of particle cells that partition an HxW image.");
