@@ -7,6 +7,7 @@ cost is reported separately. Nothing here asserts a speed: the printed ratios ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -15,12 +16,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import _core
 from .batch import APRBatch
 from .formation import form_apr
 from .functional import apr_conv2d, apr_max_pool2d
 from .synthetic import GeneratorParams, render_shape, sample_shape
 
-__all__ = ["object_canvas", "time_call", "op_benchmark", "training_step_benchmark", "main"]
+__all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "training_step_benchmark", "main"]
 
 
 def object_canvas(n_objects: int, seed: int, size: int = 512, tile: int = 128) -> np.ndarray:
@@ -41,82 +43,138 @@ def object_canvas(n_objects: int, seed: int, size: int = 512, tile: int = 128) -
     return img
 
 
-def time_call(fn, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time (s) of fn() over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
+def time_call(fn, calls: int = 5, burn_in: int = 1, stat: str = "median") -> float:
+    """Wall time (s) of fn(): the median (or mean, the thesis's protocol) of ``calls`` calls after
+    ``burn_in`` calls."""
+    for _ in range(burn_in):
         fn()
     times = []
-    for _ in range(repeats):
+    for _ in range(calls):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times) if stat == "median" else statistics.fmean(times)
 
 
-def _fwd_bwd(op, inputs):
-    def run():
-        for t in inputs:
-            t.grad = None
-        out = op()
-        out.backward(torch.ones_like(out))
-    return run
+@contextlib.contextmanager
+def threads(n: int | None):
+    """Run torch and the C++ kernels with n threads (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    old_torch, old_omp = torch.get_num_threads(), _core.num_threads()
+    torch.set_num_threads(n)
+    _core.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_torch)
+        _core.set_num_threads(old_omp)
 
 
-def op_benchmark(images, kernel_sizes=(1, 3, 11), channels=(1, 32), repeats: int = 5, backend: str = "cpp",
-                 rel_error: float = 0.1, progress: bool = True) -> pd.DataFrame:
-    """Forward and forward+backward times of APR conv / max pooling and of dense conv2d /
-    max_pool2d on the same images. One row per (image, op, k, C)."""
+def _forward_backward_times(op, inputs, calls, burn_in, stat):
+    """(forward time, backward time): forward without autograd; backward alone, through a graph
+    built once and retained."""
+    with torch.no_grad():
+        t_fwd = time_call(op, calls, burn_in, stat)
+    out = op()
+    grad = torch.ones_like(out)
+    t_bwd = time_call(lambda: torch.autograd.grad(out, inputs, grad, retain_graph=True), calls, burn_in, stat)
+    return t_fwd, t_bwd
+
+
+def op_timings(images, kernel_sizes=(1, 3, 11), channels=(1, 32), n_threads=(None,), backends=("cpp",),
+               calls: int = 5, burn_in: int = 1, pool_calls: int | None = None, pool_burn_in: int | None = None,
+               dense_calls: int | None = None, stat: str = "median", rel_error: float = 0.1,
+               labels=None, progress: bool = True) -> pd.DataFrame:
+    """Forward and backward times of APR convolution (each k) and APR max pooling, and of dense
+    conv2d / max_pool2d on the same images, C in -> C out channels.
+
+    ``channels`` and ``n_threads`` are paired (C = channels[i] runs with n_threads[i] threads;
+    None = all). One row per (image, op, k, C, backend); ``labels`` names the images (e.g. their
+    number of objects). Times in seconds.
+    """
+    if len(n_threads) == 1:
+        n_threads = tuple(n_threads) * len(channels)
+    if len(n_threads) != len(channels):
+        raise ValueError("give one thread count, or one per channel count")
+    pool_calls = pool_calls or calls
+    pool_burn_in = burn_in if pool_burn_in is None else pool_burn_in
+    dense_calls = dense_calls or calls
     rows = []
     for im_idx, img in enumerate(images):
         apr = form_apr(img, rel_error=rel_error, gradient_smoothing=0.0, sigma_th=0.01)
         batch = APRBatch([apr])
         H, W = img.shape
-        for C in channels:
-            g = torch.Generator().manual_seed(C)
-            x = torch.randn(apr.n_particles, C, generator=g, requires_grad=True)
-            xd = torch.randn(1, C, H, W, generator=g, requires_grad=True)
-            for k in kernel_sizes:
-                w = (torch.randn(C, C, 1, k, k, generator=g) / (C * k * k) ** 0.5).requires_grad_(True)
-                wd = w.detach()[:, :, 0].clone().requires_grad_(True)
-                t0 = time.perf_counter()
-                apr_conv2d(x.detach(), batch, w.detach(), backend=backend)  # builds the index tables
-                t_plan = time.perf_counter() - t0
-                with torch.no_grad():
-                    fa = time_call(lambda: apr_conv2d(x, batch, w, backend=backend), repeats)
-                    fd = time_call(lambda: F.conv2d(xd, wd, padding=k // 2), repeats)
-                ba = time_call(_fwd_bwd(lambda: apr_conv2d(x, batch, w, backend=backend), [x, w]), repeats)
-                bd = time_call(_fwd_bwd(lambda: F.conv2d(xd, wd, padding=k // 2), [xd, wd]), repeats)
-                rows.append(dict(image=im_idx, op="conv", k=k, C=C, n_particles=apr.n_particles, pixels=H * W,
-                                 cr=apr.computational_ratio, apr_fwd=fa, dense_fwd=fd, apr_fwdbwd=ba, dense_fwdbwd=bd,
-                                 plan_s=t_plan))
-                if progress:
-                    print(_row_text(rows[-1]), flush=True)
-            t0 = time.perf_counter()
-            apr_max_pool2d(x.detach(), batch, backend=backend)
-            t_plan = time.perf_counter() - t0
-            with torch.no_grad():
-                fa = time_call(lambda: apr_max_pool2d(x, batch, backend=backend)[0], repeats)
-                fd = time_call(lambda: F.max_pool2d(xd, 2), repeats)
-            ba = time_call(_fwd_bwd(lambda: apr_max_pool2d(x, batch, backend=backend)[0], [x]), repeats)
-            bd = time_call(_fwd_bwd(lambda: F.max_pool2d(xd, 2), [xd]), repeats)
-            rows.append(dict(image=im_idx, op="maxpool", k=2, C=C, n_particles=apr.n_particles, pixels=H * W,
-                             cr=apr.computational_ratio, apr_fwd=fa, dense_fwd=fd, apr_fwdbwd=ba, dense_fwdbwd=bd,
-                             plan_s=t_plan))
-            if progress:
-                print(_row_text(rows[-1]), flush=True)
+        base = dict(image=im_idx, label=None if labels is None else labels[im_idx], n_particles=apr.n_particles,
+                    pixels=H * W, cr=apr.computational_ratio)
+        for C, nt in zip(channels, n_threads):
+            with threads(nt):
+                used = torch.get_num_threads()
+                g = torch.Generator().manual_seed(C)
+                x = torch.randn(apr.n_particles, C, generator=g, requires_grad=True)
+                xd = torch.randn(1, C, H, W, generator=g, requires_grad=True)
+                ops = []
+                for k in kernel_sizes:
+                    w = (torch.randn(C, C, 1, k, k, generator=g) / (C * k * k) ** 0.5).requires_grad_(True)
+                    wd = w.detach()[:, :, 0].clone().requires_grad_(True)
+                    ops.append(("conv", k, w, wd))
+                ops.append(("maxpool", 2, None, None))
+                for op, k, w, wd in ops:
+                    n, b = (calls, burn_in) if op == "conv" else (pool_calls, pool_burn_in)
+                    if op == "conv":
+                        dense = lambda: F.conv2d(xd, wd, padding=k // 2)  # noqa: E731
+                        dense_in = [xd, wd]
+                    else:
+                        dense = lambda: F.max_pool2d(xd, 2)  # noqa: E731
+                        dense_in = [xd]
+                    d_fwd, d_bwd = _forward_backward_times(dense, dense_in, dense_calls, min(b, 2), stat)
+                    for backend in backends:
+                        if op == "conv":
+                            apr_op = lambda: apr_conv2d(x, batch, w, backend=backend)  # noqa: E731
+                            apr_in = [x, w]
+                        else:
+                            apr_op = lambda: apr_max_pool2d(x, batch, backend=backend)[0]  # noqa: E731
+                            apr_in = [x]
+                        t0 = time.perf_counter()
+                        apr_op()  # builds (and caches) the index tables
+                        t_tables = time.perf_counter() - t0
+                        a_fwd, a_bwd = _forward_backward_times(apr_op, apr_in, n, b, stat)
+                        rows.append(dict(base, op=op, k=k, C=C, threads=used, backend=backend, calls=n,
+                                         apr_fwd=a_fwd, apr_bwd=a_bwd, dense_fwd=d_fwd, dense_bwd=d_bwd,
+                                         first_call=t_tables))
+                        if progress:
+                            print(_row_text(rows[-1]), flush=True)
     df = pd.DataFrame(rows)
-    df["apr_bwd"] = df.apr_fwdbwd - df.apr_fwd
-    df["dense_bwd"] = df.dense_fwdbwd - df.dense_fwd
     df["speedup_fwd"] = df.dense_fwd / df.apr_fwd
-    df["speedup_fwdbwd"] = df.dense_fwdbwd / df.apr_fwdbwd
+    df["speedup"] = (df.dense_fwd + df.dense_bwd) / (df.apr_fwd + df.apr_bwd)
+    df["bwd_over_fwd"] = df.apr_bwd / df.apr_fwd
     return df
 
 
+def fit_linear(df: pd.DataFrame, keys=("op", "k", "C", "threads", "backend")) -> pd.DataFrame:
+    """Least-squares fit time = a + b * N_p of the APR forward and backward times per group:
+    intercept a (s), slope b (s per particle), R^2, and the backward/forward ratio of the slopes."""
+    from scipy import stats
+    rows = []
+    for key, g in df.groupby(list(keys)):
+        row = dict(zip(keys, key))
+        for col in ("apr_fwd", "apr_bwd"):
+            fit = stats.linregress(g.n_particles, g[col])
+            row.update({f"{col}_a": fit.intercept, f"{col}_b": fit.slope, f"{col}_r2": fit.rvalue ** 2})
+        row["bwd_over_fwd_slope"] = row["apr_bwd_b"] / row["apr_fwd_b"]
+        row["bwd_over_fwd_median"] = float((g.apr_bwd / g.apr_fwd).median())
+        row["n_points"] = len(g)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _row_text(r) -> str:
-    return (f"{r['op']:>7} k={r['k']:<2} C=D={r['C']:<3} N={r['n_particles']:>7} CR={r['cr']:7.1f}  "
-            f"fwd APR {r['apr_fwd'] * 1e3:8.2f} ms dense {r['dense_fwd'] * 1e3:8.2f} ms (x{r['dense_fwd'] / r['apr_fwd']:6.1f})  "
-            f"fwd+bwd APR {r['apr_fwdbwd'] * 1e3:8.2f} ms dense {r['dense_fwdbwd'] * 1e3:8.2f} ms "
-            f"(x{r['dense_fwdbwd'] / r['apr_fwdbwd']:6.1f})  tables {r['plan_s'] * 1e3:.1f} ms")
+    return (f"{r['op']:>7} k={r['k']:<2} C=D={r['C']:<3} {r['backend']:>5} {r['threads']}thr N={r['n_particles']:>7} "
+            f"CR={r['cr']:7.1f}  APR fwd {r['apr_fwd'] * 1e3:8.3f} bwd {r['apr_bwd'] * 1e3:8.3f} ms  "
+            f"dense fwd {r['dense_fwd'] * 1e3:8.3f} bwd {r['dense_bwd'] * 1e3:8.3f} ms  "
+            f"speed-up x{(r['dense_fwd'] + r['dense_bwd']) / (r['apr_fwd'] + r['apr_bwd']):6.1f}  "
+            f"first call {r['first_call'] * 1e3:.1f} ms")
 
 
 def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int = 256, steps: int = 5,
@@ -165,24 +223,31 @@ def main(argv=None) -> int:
                     help="objects per canvas, one image each (-1: a noise image)")
     ap.add_argument("--kernels", type=int, nargs="+", default=[1, 3, 11])
     ap.add_argument("--channels", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (OpenMP: set OMP_NUM_THREADS)")
-    ap.add_argument("--training", action="store_true", help="also time APR_B vs Pix_B training steps")
+    ap.add_argument("--threads", type=int, nargs="+", default=[0],
+                    help="threads per channel count (0: all cores); one value applies to all")
+    ap.add_argument("--backends", nargs="+", choices=["cpp", "torch"], default=["cpp"])
+    ap.add_argument("--calls", type=int, default=5, help="timed calls per measurement")
+    ap.add_argument("--burn-in", type=int, default=1)
+    ap.add_argument("--mean", action="store_true", help="mean instead of median (the thesis's protocol)")
+    ap.add_argument("--training", action="store_true", help="also time APR_A/B vs Pix_A/B training steps")
     ap.add_argument("--csv", default=None, help="write the per-op table here")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, backend {args.backend}")
-    images = [object_canvas(n, seed=i, size=args.size) for i, n in enumerate(args.objects)]
-    df = op_benchmark(images, args.kernels, args.channels, args.repeats, args.backend)
+    n_threads = tuple(t or None for t in args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {_core.num_threads()} OpenMP threads")
+    tile = max(args.size // 4, 8)
+    images = [object_canvas(n, seed=i, size=args.size, tile=tile) for i, n in enumerate(args.objects)]
+    df = op_timings(images, args.kernels, args.channels, n_threads, args.backends, args.calls, args.burn_in,
+                    stat="mean" if args.mean else "median", labels=args.objects)
     if args.csv:
         df.to_csv(args.csv, index=False)
-    print("\nspeed-up (dense time / APR time) against CR, the physical limit:")
-    print(df.pivot_table(index=["op", "k", "C"], columns="cr", values="speedup_fwdbwd").round(1).to_string())
+    print("\nspeed-up (dense fwd+bwd time / APR fwd+bwd time) against CR, the physical limit:")
+    print(df.pivot_table(index=["op", "k", "C", "backend"], columns="cr", values="speedup").round(1).to_string())
+    print("\nlinear fits time = a + b * N_p:")
+    print(fit_linear(df)[["op", "k", "C", "backend", "apr_fwd_b", "apr_fwd_r2", "apr_bwd_b", "apr_bwd_r2",
+                          "bwd_over_fwd_slope"]].to_string(index=False))
     if args.training:
         for net in ("A", "B"):
-            r = training_step_benchmark(net, backend=args.backend)
+            r = training_step_benchmark(net, backend=args.backends[0])
             print(f"\nAPR_{net} vs Pix_{net}, batch {r['batch_size']} of {r['size']}x{r['size']} (mean CR "
                   f"{r['mean_cr']:.1f}): APR step {r['apr_step_s']:.3f} s with its index tables cached, "
                   f"{r['apr_step_with_tables_s']:.3f} s building them in the step (+ {r['form_s']:.3f} s forming "

@@ -16,7 +16,7 @@ from . import _core
 from .apr import APR
 
 __all__ = ["apr_children", "apr_neighbours", "apr_pooled", "TreePlan", "ConvPlan", "PoolPlan", "tree_plan",
-           "conv_plan", "pool_plan"]
+           "conv_plan", "pool_plan", "prepare"]
 
 
 def _structure_args(apr: APR):
@@ -240,3 +240,16 @@ def pool_plan(batch) -> PoolPlan:
     if "pool" not in c:
         c["pool"] = PoolPlan(batch.aprs)
     return c["pool"]
+
+
+def prepare(batch, network) -> None:
+    """Build (and cache) every index table ``network`` will need on ``batch``: the tree, the
+    neighbourhood table of each convolution and the pooled structure of each pooling, in layer
+    order. Call it in DataLoader workers (or before timing) so the forward pass only computes."""
+    from .layers import APRConv2d, APRMaxPool2d
+    for module in network.modules():
+        if isinstance(module, APRConv2d):
+            conv_plan(batch, module.kernel_size, module.n_level_kernels)
+            tree_plan(batch)
+        elif isinstance(module, APRMaxPool2d):
+            batch = pool_plan(batch).out

@@ -9,6 +9,27 @@ PROFILES = {
         "book": {"n_images": 1000, "e_values": [round(0.1 * i, 1) for i in range(1, 11)], "n_crosscheck": 200},
         "paper": {"n_images": 1000, "e_values": [round(0.1 * i, 1) for i in range(1, 11)], "n_crosscheck": 1000},
     },
+    # Fig 4.10 / 4.11: time of APR conv / pooling against particles (thesis 4.3). Thesis protocol
+    # (paper): one APR, 1 in / 1 out channel, one thread, mean of 5000 conv calls after 500 and of
+    # 10000 pooling calls after 1000. Beyond the thesis: 32 -> 32 channels on all cores, dense
+    # torch ops on the same images, and both backends.
+    "cost_timing": {
+        "smoke": {"size": 128, "objects": [1, 2, 4], "kernels": [1, 3], "channels": [1, 8], "threads": [1, 0],
+                  "backends": ["cpp", "torch"], "calls": 3, "burn_in": 1, "pool_calls": 5, "pool_burn_in": 1,
+                  "dense_calls": 2},
+        "book": {"size": 512, "objects": [1, 2, 4, 8, 12, 16], "kernels": [1, 3, 5, 11], "channels": [1, 32],
+                 "threads": [1, 0], "backends": ["cpp", "torch"], "calls": 200, "burn_in": 20, "pool_calls": 1000,
+                 "pool_burn_in": 100, "dense_calls": 5},
+        "paper": {"size": 512, "objects": [1, 2, 4, 8, 12, 16], "kernels": [1, 3, 5, 11], "channels": [1, 32],
+                  "threads": [1, 0], "backends": ["cpp", "torch"], "calls": 5000, "burn_in": 500,
+                  "pool_calls": 10000, "pool_burn_in": 1000, "dense_calls": 50},
+    },
+    # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
+    "cost_memory": {
+        "smoke": {"size": 64, "objects": [1, 4], "measure": [1]},
+        "book": {"size": 512, "objects": [1, 2, 4, 6, 8, 10, 12, 14, 16], "measure": [1, 4, 16]},
+        "paper": {"size": 512, "objects": [1, 2, 4, 6, 8, 10, 12, 14, 16], "measure": [1, 2, 4, 6, 8, 10, 12, 14, 16]},
+    },
 }
 
 

@@ -206,5 +206,11 @@ PYBIND11_MODULE(_core, m) {
 #else
         return 1;
 #endif
-    });
+    }, "Number of OpenMP threads the kernels use.");
+    m.def("set_num_threads", [](int n) {
+        require(n >= 1, "the number of threads must be >= 1");
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#endif
+    }, py::arg("n"), "Set the number of OpenMP threads of the kernels (like OMP_NUM_THREADS).");
 }
