@@ -36,12 +36,13 @@ inline int ceil_log2(int64_t v) {
 
 constexpr int64_t kLanes = 16;  // lines filtered together (one SIMD-friendly block)
 
-// Causal then anti-causal 2nd-order recursion on kLanes interleaved lines of length m stored as
-// t[i * kLanes + j] (sample i of line j), zero initial state at both ends.
-void iir_lanes(double* t, int64_t m, double b1, double b2) {
+// One 2nd-order recursion y[i] = x[i] + b1 y[i-1] + b2 y[i-2] over kLanes interleaved lines of
+// length m stored as t[i * kLanes + j] (sample i of line j), in place, from a zero state; run
+// from the end (anti-causal) when `backward`.
+void recurse_lanes(double* t, int64_t m, double b1, double b2, bool backward) {
     double y1[kLanes] = {0}, y2[kLanes] = {0};
-    for (int64_t i = 0; i < m; ++i) {
-        double* row = t + i * kLanes;
+    for (int64_t n = 0; n < m; ++n) {
+        double* row = t + (backward ? m - 1 - n : n) * kLanes;
         for (int64_t j = 0; j < kLanes; ++j) {
             const double v = row[j] + b1 * y1[j] + b2 * y2[j];
             row[j] = v;
@@ -49,16 +50,12 @@ void iir_lanes(double* t, int64_t m, double b1, double b2) {
             y1[j] = v;
         }
     }
-    for (int64_t j = 0; j < kLanes; ++j) y1[j] = y2[j] = 0.0;
-    for (int64_t i = m - 1; i >= 0; --i) {
-        double* row = t + i * kLanes;
-        for (int64_t j = 0; j < kLanes; ++j) {
-            const double v = row[j] + b1 * y1[j] + b2 * y2[j];
-            row[j] = v;
-            y2[j] = y1[j];
-            y1[j] = v;
-        }
-    }
+}
+
+// Causal then anti-causal recursion (the smoothing B-spline's two passes).
+void iir_lanes(double* t, int64_t m, double b1, double b2) {
+    recurse_lanes(t, m, b1, b2, false);
+    recurse_lanes(t, m, b1, b2, true);
 }
 
 }  // namespace
