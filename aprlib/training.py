@@ -1,0 +1,233 @@
+"""Training and evaluation of APR and pixel networks (thesis 4.1.3): streamed-data training,
+fixed-dataset training with validation-based model selection, checkpoint/resume, metrics.
+
+Batches are built by a picklable :class:`BatchBuilder` (APR formation and every index table the
+network needs, or pixel tensors), so DataLoader workers do that work while the main process trains.
+Streamed batch ``b`` holds stream elements ``b * batch_size ... (b + 1) * batch_size - 1``: a run
+is deterministic given its seeds and can resume at any batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .batch import APRBatch
+from .formation import form_apr
+from .plans import conv_plan, pool_plan, tree_plan
+from .provenance import atomic_write
+
+__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """How images become network input. kind 'apr': APRs at ``rel_error`` with ``formation``
+    parameters (optionally the level channel); kind 'pixel': image tensors, optionally bilinearly
+    downsampled to ``resolution`` x ``resolution`` (thesis Table 4.2)."""
+
+    kind: str = "apr"
+    rel_error: float = 0.1
+    gradient_smoothing: float = 0.0
+    sigma_th: float = 0.01
+    resolution: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("apr", "pixel"):
+            raise ValueError(f"kind must be 'apr' or 'pixel', got {self.kind!r}")
+        if self.resolution is not None and self.resolution < 1:
+            raise ValueError("resolution must be positive")
+
+
+def layer_plan(network) -> list[tuple]:
+    """The index tables a network needs, in order: ('conv', k, n_kernels) and ('pool',) entries."""
+    from .layers import APRConv2d, APRMaxPool2d
+    out = []
+    for m in network.modules():
+        if isinstance(m, APRConv2d):
+            out.append(("conv", m.kernel_size, m.n_level_kernels))
+        elif isinstance(m, APRMaxPool2d):
+            out.append(("pool",))
+    return out
+
+
+class BatchBuilder:
+    """Picklable: list of (image (H, W), label) -> (network input, labels (B,) int64)."""
+
+    def __init__(self, spec: InputSpec, plan: list[tuple] | None = None):
+        self.spec, self.plan = spec, list(plan or [])
+
+    def inputs(self, images):
+        s = self.spec
+        if s.kind == "apr":
+            batch = APRBatch([form_apr(im, rel_error=s.rel_error, gradient_smoothing=s.gradient_smoothing,
+                                       sigma_th=s.sigma_th) for im in images])
+            b = batch
+            for entry in self.plan:  # build every table here (in the worker), not in the forward pass
+                if entry[0] == "conv":
+                    conv_plan(b, entry[1], entry[2])
+                    tree_plan(b)
+                else:
+                    b = pool_plan(b).out
+            return batch
+        x = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images]))[:, None]
+        if s.resolution is not None and s.resolution != x.shape[-1]:
+            x = F.interpolate(x, size=(s.resolution, s.resolution), mode="bilinear", align_corners=False)
+        return x
+
+    def __call__(self, items):
+        images, labels = zip(*items)
+        return self.inputs(images), torch.as_tensor(labels, dtype=torch.int64)
+
+
+class _StreamBatches(torch.utils.data.Dataset):
+    """Batch b of a synthetic stream, for b in [first, last)."""
+
+    def __init__(self, stream, batch_size: int, builder: BatchBuilder, first: int, last: int):
+        self.stream, self.bs, self.builder, self.first, self.last = stream, batch_size, builder, first, last
+
+    def __len__(self):
+        return self.last - self.first
+
+    def __getitem__(self, i):
+        b = self.first + i
+        return self.builder([self.stream.image(j) for j in range(b * self.bs, (b + 1) * self.bs)])
+
+
+class _IndexBatches(torch.utils.data.Dataset):
+    """Fixed batches of a map-style dataset with an ``image(i)`` method."""
+
+    def __init__(self, dataset, batches: list[np.ndarray], builder: BatchBuilder):
+        self.dataset, self.batches, self.builder = dataset, batches, builder
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.builder([self.dataset.image(int(j)) for j in self.batches[i]])
+
+
+def _loader(ds, num_workers: int):
+    return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
+                                       persistent_workers=False)
+
+
+def _step(model, optimizer, inputs, labels):
+    t0 = time.perf_counter()
+    logits = model(inputs)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return loss.item(), acc, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def evaluate(model, batches) -> dict:
+    """Mean cross-entropy loss and accuracy over an iterable of (inputs, labels) batches."""
+    was = model.training
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for inputs, labels in batches:
+        logits = model(inputs)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += int((logits.argmax(1) == labels).sum())
+        total += len(labels)
+    model.train(was)
+    if total == 0:
+        raise ValueError("evaluate needs at least one example")
+    return {"loss": loss_sum / total, "accuracy": correct / total, "n": total}
+
+
+def _save_checkpoint(path, state):
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: int = 36, lr: float = 5e-4,
+                   checkpoint: str | Path | None = None, checkpoint_every_s: float = 900.0, num_workers: int = 0,
+                   progress: bool = True, desc: str = "train") -> pd.DataFrame:
+    """Train on fresh batches of ``stream`` (Adam, cross entropy, thesis 4.1.3.2).
+
+    Returns one row per batch: loss and accuracy on that fresh batch (computed before the update,
+    so they estimate the generalisation error), step_s (forward + backward + update, s) and wait_s
+    (time waiting for the batch, s). With ``checkpoint``, progress is saved atomically at least
+    every ``checkpoint_every_s`` seconds and at the end, and a run resumes from it.
+    """
+    if n_batches < 1 or batch_size < 1:
+        raise ValueError("n_batches and batch_size must be positive")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    rows, first = [], 0
+    path = Path(checkpoint) if checkpoint else None
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, first = state["rows"], state["next_batch"]
+    builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
+    model.train()
+    last_save = time.perf_counter()
+    t_wait = time.perf_counter()
+
+    def save(next_batch):
+        if path is not None:
+            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "rows": rows, "next_batch": next_batch})
+
+    loader = _loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers)
+    with tqdm(total=n_batches, initial=first, desc=desc, disable=not progress, mininterval=2.0) as bar:
+        for b, (inputs, labels) in enumerate(loader, start=first):
+            wait = time.perf_counter() - t_wait
+            loss, acc, step_s = _step(model, opt, inputs, labels)
+            rows.append({"batch": b, "loss": loss, "accuracy": acc, "step_s": step_s, "wait_s": wait})
+            bar.update()
+            if path is not None and time.perf_counter() - last_save >= checkpoint_every_s:
+                save(b + 1)
+                last_save = time.perf_counter()
+            t_wait = time.perf_counter()
+    save(n_batches)
+    return pd.DataFrame(rows)
+
+
+def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
+                lr: float = 5e-4, weight_decay: float = 0.0, eval_every: int = 50, seed: int = 0,
+                num_workers: int = 0, progress: bool = True, desc: str = "train") -> tuple[pd.DataFrame, dict]:
+    """Train on a fixed dataset (reshuffled each epoch) and keep the model with the minimum
+    validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
+    evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy."""
+    if n_iterations < 1 or eval_every < 1:
+        raise ValueError("n_iterations and eval_every must be positive")
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(train_set)) for _ in range(
+        -(-n_iterations * batch_size // max(len(train_set), 1)) + 1)])
+    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_iterations)]
+    plan = layer_plan(model) if spec.kind == "apr" else None
+    builder = BatchBuilder(spec, plan)
+    val_batches = list(_loader(_IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
+                                                       for i in range(0, len(val_set), batch_size)], builder),
+                               num_workers))
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rows, window, best, best_state = [], [], float("inf"), None
+    model.train()
+    loader = _loader(_IndexBatches(train_set, batches, builder), num_workers)
+    for it, (inputs, labels) in enumerate(tqdm(loader, desc=desc, disable=not progress, mininterval=2.0), start=1):
+        window.append(_step(model, opt, inputs, labels))
+        if it % eval_every == 0 or it == n_iterations:
+            val = evaluate(model, val_batches)
+            rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
+                         "train_accuracy": float(np.mean([w[1] for w in window])),
+                         "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                         "step_s": float(np.mean([w[2] for w in window]))})
+            window = []
+            if val["loss"] < best:
+                best = val["loss"]
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return pd.DataFrame(rows), best_state

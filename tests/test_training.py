@@ -1,0 +1,75 @@
+"""Training loops: determinism, checkpoint/resume, model selection, input specs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aprlib.models import apr_network, pixel_network
+from aprlib.synthetic import SyntheticShapes, SyntheticShapesStream
+from aprlib.training import BatchBuilder, InputSpec, evaluate, layer_plan, train_fixed, train_streamed
+
+SIZE = (48, 48)
+
+
+def _apr_model(seed=0):
+    torch.manual_seed(seed)
+    return apr_network("A", "same")
+
+
+def test_streamed_training_resumes_exactly(tmp_path):
+    stream = SyntheticShapesStream(seed=3, size=SIZE)
+    spec = InputSpec("apr")
+    straight = _apr_model()
+    ref = train_streamed(straight, stream, spec, n_batches=6, batch_size=4, progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    first = _apr_model()
+    train_streamed(first, stream, spec, n_batches=3, batch_size=4, checkpoint=ckpt, progress=False)
+    assert ckpt.exists()
+    resumed_model = _apr_model(seed=99)  # different initialisation: the checkpoint must override it
+    resumed = train_streamed(resumed_model, stream, spec, n_batches=6, batch_size=4, checkpoint=ckpt,
+                             progress=False)
+    assert resumed.batch.tolist() == list(range(6))
+    np.testing.assert_allclose(resumed.loss, ref.loss, rtol=1e-5)
+    for (k, a), b in zip(straight.state_dict().items(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_worker_processes_give_the_same_batches():
+    stream = SyntheticShapesStream(seed=4, size=SIZE)
+    a = train_streamed(_apr_model(), stream, InputSpec("apr"), n_batches=3, batch_size=4, progress=False)
+    b = train_streamed(_apr_model(), stream, InputSpec("apr"), n_batches=3, batch_size=4, num_workers=1,
+                       progress=False)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+    assert (a.step_s > 0).all() and (a.wait_s >= 0).all()
+
+
+def test_fixed_training_keeps_the_minimum_validation_loss_model():
+    train = SyntheticShapes(24, seed=5, size=SIZE)
+    val = SyntheticShapes(12, seed=6, size=SIZE)
+    model = _apr_model()
+    metrics, best = train_fixed(model, train, val, InputSpec("apr"), n_iterations=12, batch_size=6, eval_every=3,
+                                lr=3e-3, progress=False)
+    assert metrics.iteration.tolist() == [3, 6, 9, 12]
+    model.load_state_dict(best)
+    builder = BatchBuilder(InputSpec("apr"), layer_plan(model))
+    val_batch = [builder([val.image(i) for i in range(12)])]
+    assert evaluate(model, val_batch)["loss"] == pytest.approx(metrics.val_loss.min(), rel=1e-4)
+
+
+def test_pixel_inputs_and_downsampling():
+    imgs = [np.random.default_rng(i).random((64, 64)).astype(np.float32) for i in range(3)]
+    x = BatchBuilder(InputSpec("pixel", resolution=32)).inputs(imgs)
+    assert x.shape == (3, 1, 32, 32)
+    assert torch.allclose(x.mean(), torch.from_numpy(np.stack(imgs)).mean(), atol=0.01)
+    stream = SyntheticShapesStream(seed=7, size=SIZE)
+    torch.manual_seed(0)
+    out = train_streamed(pixel_network("A"), stream, InputSpec("pixel"), n_batches=2, batch_size=3, progress=False)
+    assert len(out) == 2 and np.isfinite(out.loss).all()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="kind"):
+        InputSpec("voxels")
+    with pytest.raises(ValueError, match="positive"):
+        train_streamed(_apr_model(), SyntheticShapesStream(seed=1, size=SIZE), InputSpec(), n_batches=0)
