@@ -22,7 +22,8 @@ from .formation import form_apr
 from .functional import apr_conv2d, apr_max_pool2d
 from .synthetic import GeneratorParams, render_shape, sample_shape
 
-__all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "training_step_benchmark", "main"]
+__all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "training_step_benchmark",
+           "main"]
 
 
 def object_canvas(n_objects: int, seed: int, size: int = 512, tile: int = 128) -> np.ndarray:
@@ -177,6 +178,20 @@ def _row_text(r) -> str:
             f"first call {r['first_call'] * 1e3:.1f} ms")
 
 
+def step_time(model, make_input, labels, steps: int = 5, burn_in: int = 1, lr: float = 5e-4) -> float:
+    """Median seconds per training step (forward, cross entropy, backward, Adam update) of
+    ``model`` on ``make_input()``; the model is trained in place."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    y = torch.as_tensor(labels)
+
+    def step():
+        loss = F.cross_entropy(model(make_input()), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time_call(step, steps, burn_in)
+
+
 def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int = 256, steps: int = 5,
                             seed: int = 0, backend: str = "cpp") -> dict:
     """Seconds per training step (forward, cross entropy, backward, Adam) of APR_<network> and
@@ -187,30 +202,19 @@ def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int 
     from .synthetic import generate_batch
     torch.manual_seed(seed)
     imgs, labels = generate_batch(batch_size, seed=seed, size=(size, size))
-    y = torch.as_tensor(labels)
     t0 = time.perf_counter()
     aprs = [form_apr(im, rel_error=0.1, gradient_smoothing=0.0, sigma_th=0.01) for im in imgs]
     t_form = time.perf_counter() - t0
 
-    def stepper(net, make_input):
-        opt = torch.optim.Adam(net.parameters(), 5e-4)
-
-        def step():
-            loss = F.cross_entropy(net(make_input()), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
-
     apr_net = apr_network(network, backend=backend)
     cached = APRBatch(aprs)
-    t_cached = time_call(stepper(apr_net, lambda: cached), steps)
+    t_cached = step_time(apr_net, lambda: cached, labels, steps)
 
     def fresh_batch():  # new APR objects: every index table is rebuilt, as for streamed data
         return APRBatch([type(a).from_dict(a.to_dict()) for a in aprs])
-    t_fresh = time_call(stepper(apr_net, fresh_batch), steps)
+    t_fresh = step_time(apr_net, fresh_batch, labels, steps)
     xb = torch.from_numpy(imgs)[:, None]
-    t_pix = time_call(stepper(pixel_network(network), lambda: xb), steps)
+    t_pix = step_time(pixel_network(network), lambda: xb, labels, steps)
     return dict(network=network, batch_size=batch_size, size=size, mean_cr=float(np.mean([a.cr for a in aprs])),
                 form_s=t_form, apr_step_s=t_cached, apr_step_with_tables_s=t_fresh, pixel_step_s=t_pix,
                 speedup=t_pix / t_cached, speedup_with_tables=t_pix / (t_fresh + t_form))

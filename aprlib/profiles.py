@@ -9,6 +9,13 @@ PROFILES = {
         "book": {"n_images": 1000, "e_values": [round(0.1 * i, 1) for i in range(1, 11)], "n_crosscheck": 200},
         "paper": {"n_images": 1000, "e_values": [round(0.1 * i, 1) for i in range(1, 11)], "n_crosscheck": 1000},
     },
+    # Table 4.1 (weight counts), Fig 4.5 (typical adaptation) and the training-step cost of every
+    # network of section 4.1.3 (APR vs pixel, 256x256, batches of 36).
+    "synthetic_networks": {
+        "smoke": {"size": 128, "batch_size": 4, "steps": 2, "burn_in": 1},
+        "book": {"size": 256, "batch_size": 36, "steps": 10, "burn_in": 2},
+        "paper": {"size": 256, "batch_size": 36, "steps": 30, "burn_in": 3},
+    },
     # Fig 4.10 / 4.11: time of APR conv / pooling against particles (thesis 4.3). Thesis protocol
     # (paper): one APR, 1 in / 1 out channel, one thread, mean of 5000 conv calls after 500 and of
     # 10000 pooling calls after 1000. Beyond the thesis: 32 -> 32 channels on all cores, dense
