@@ -16,6 +16,17 @@ PROFILES = {
         "book": {"size": 256, "batch_size": 36, "steps": 10, "burn_in": 2},
         "paper": {"size": 256, "batch_size": 36, "steps": 30, "burn_in": 3},
     },
+    # Fig 4.3 / 4.4 and Table 4.2: training on streamed data (3000 batches of 36 fresh images in the
+    # thesis; Adam, lr 5e-4, E = 0.1). Each run (network, input, seed) is stored on its own, so a
+    # profile can be computed over several sessions.
+    "streamed_training": {
+        "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": 5e-4, "smooth": 2,
+                  "last": 2, "extra_seeds_for": []},
+        "book": {"size": 256, "batch_size": 36, "n_batches": 1500, "seeds": [1], "lr": 5e-4, "smooth": 50,
+                 "last": 100, "extra_seeds_for": ["APR_A", "Pix_A"], "extra_seeds": [2, 3]},
+        "paper": {"size": 256, "batch_size": 36, "n_batches": 3000, "seeds": [1, 2, 3], "lr": 5e-4, "smooth": 50,
+                  "last": 100, "extra_seeds_for": []},
+    },
     # Fig 4.10 / 4.11: time of APR conv / pooling against particles (thesis 4.3). Thesis protocol
     # (paper): one APR, 1 in / 1 out channel, one thread, mean of 5000 conv calls after 500 and of
     # 10000 pooling calls after 1000. Beyond the thesis: 32 -> 32 channels on all cores, dense

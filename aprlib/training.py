@@ -23,7 +23,8 @@ from .formation import form_apr
 from .plans import conv_plan, pool_plan, tree_plan
 from .provenance import atomic_write
 
-__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed"]
+__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed", "streamed_runs",
+           "run_streamed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,3 +232,40 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                 best = val["loss"]
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return pd.DataFrame(rows), best_state
+
+
+# --- the runs of thesis 4.1.3.2-4.1.3.3 ---------------------------------------------------------
+def streamed_runs(cfg: dict) -> list[dict]:
+    """The streamed-data runs of Fig 4.3 / 4.4 and Table 4.2 for a profile's settings: one dict per
+    (network, input, seed) with a stable ``id``."""
+    size = cfg["size"]
+    base = [("APR_A", "A", "full", 0.1, None), ("APR_A same", "A", "same", 0.1, None),
+            ("APR_A close", "A", "close", 0.1, None), ("Pix_A", "A", "pixel", None, size),
+            ("APR_B", "B", "full", 0.1, None), ("APR_B same", "B", "same", 0.1, None),
+            ("APR_B close", "B", "close", 0.1, None), ("Pix_B", "B", "pixel", None, size),
+            ("APR_B", "B", "full", 0.4, None), ("APR_B", "B", "full", 0.6, None), ("APR_B", "B", "full", 0.8, None),
+            ("Pix_B", "B", "pixel", None, size // 2), ("Pix_B", "B", "pixel", None, size // 4)]
+    runs = []
+    for network, family, variant, e, res in base:
+        seeds = list(cfg["seeds"])
+        if network in cfg.get("extra_seeds_for", []) and (e in (None, 0.1)) and (res in (None, size)):
+            seeds += list(cfg.get("extra_seeds", []))
+        for seed in seeds:
+            inp = f"E{e}" if e is not None else f"px{res}"
+            runs.append({"id": f"{network.replace(' ', '_')}_{inp}_s{seed}", "network": network, "family": family,
+                         "variant": variant, "rel_error": e, "resolution": res, "seed": seed})
+    return runs
+
+
+def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> pd.DataFrame:
+    """Train one run of :func:`streamed_runs` (seeded initialisation and data stream)."""
+    from .models import apr_network, pixel_network
+    from .synthetic import SyntheticShapesStream
+    torch.manual_seed(run["seed"])
+    if run["variant"] == "pixel":
+        model, spec = pixel_network(run["family"]), InputSpec("pixel", resolution=run["resolution"])
+    else:
+        model, spec = apr_network(run["family"], run["variant"]), InputSpec("apr", rel_error=run["rel_error"])
+    stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
+    return train_streamed(model, stream, spec, cfg["n_batches"], cfg["batch_size"], cfg["lr"], checkpoint=checkpoint,
+                          progress=progress, desc=run["id"])

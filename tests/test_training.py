@@ -73,3 +73,18 @@ def test_bad_arguments():
         InputSpec("voxels")
     with pytest.raises(ValueError, match="positive"):
         train_streamed(_apr_model(), SyntheticShapesStream(seed=1, size=SIZE), InputSpec(), n_batches=0)
+
+
+def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
+    from aprlib.profiles import profile_settings
+    from aprlib.training import streamed_runs
+    for profile in ("smoke", "book", "paper"):
+        cfg = profile_settings("streamed_training", profile)
+        runs = streamed_runs(cfg)
+        ids = [r["id"] for r in runs]
+        assert len(ids) == len(set(ids))
+        first = [r for r in runs if r["seed"] == cfg["seeds"][0]]
+        assert len(first) == 13  # 4 A nets, 4 B nets, APR_B at 3 more E, Pix_B at 2 more resolutions
+        assert {r["rel_error"] for r in first if r["network"] == "APR_B"} == {0.1, 0.4, 0.6, 0.8}
+        assert {r["resolution"] for r in first if r["network"] == "Pix_B"} == {cfg["size"], cfg["size"] // 2,
+                                                                               cfg["size"] // 4}
