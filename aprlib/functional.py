@@ -60,6 +60,11 @@ def _tree_values_cpp(x: torch.Tensor, plan: TreePlan) -> torch.Tensor:
     return vals
 
 
+def _tree_unfill_cpp(grad: np.ndarray, plan: TreePlan) -> None:
+    """In place: the transpose of the tree means (tree-row gradients split among children)."""
+    _core.tree_fill(grad, plan.N, plan.T, plan.order, plan.offsets, plan.children, plan.counts, transpose=True)
+
+
 def tree_values(x: torch.Tensor, batch, backend: str = "auto") -> torch.Tensor:
     """Value array (N + T + 1, C): the particle features, the tree means, a zero row.
 
@@ -82,8 +87,7 @@ class _TreeValues(torch.autograd.Function):
     def backward(ctx, grad):
         plan = ctx.plan
         g = grad.detach().clone().contiguous()
-        _core.tree_fill(g.numpy(), plan.N, plan.T, plan.order, plan.offsets, plan.children, plan.counts,
-                        transpose=True)
+        _tree_unfill_cpp(g.numpy(), plan)
         return g[:plan.N], None
 
 
@@ -105,7 +109,7 @@ def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
     for i, rows, table in plan.torch_groups(x.device):
         if len(rows) == 0:
             continue
-        cols = x[rows] if plan.k == 1 else vals[table].reshape(len(rows), -1)
+        cols = vals[table].reshape(len(rows), -1)  # for k = 1 the table is the particle itself
         out = out.index_copy(0, rows, cols @ _weight_matrix(weight, i).t())
     return out if bias is None else out + bias
 
@@ -133,9 +137,8 @@ class _ConvCpp(torch.autograd.Function):
         vals_np = vals.numpy()
         for (i, rows, table), (_, rows_t, _) in zip(plan.groups, plan.torch_groups("cpu")):
             wm = _weight_matrix(w, i).t()
-            tab = table if plan.k > 1 else rows[:, None]
-            for sl in _chunks(len(rows), tab.shape[1] * vals.shape[1]):
-                cols = torch.from_numpy(_core.gather_rows(vals_np, tab[sl]))
+            for sl in _chunks(len(rows), table.shape[1] * vals.shape[1]):
+                cols = torch.from_numpy(_core.gather_rows(vals_np, table[sl]))
                 out.index_copy_(0, rows_t[sl], cols @ wm)
         if bias is not None:
             out += bias.detach()
@@ -155,25 +158,23 @@ class _ConvCpp(torch.autograd.Function):
         for (i, rows, table), (_, rows_t, _) in zip(plan.groups, plan.torch_groups("cpu")):
             if len(rows) == 0:
                 continue
-            tab = table if k > 1 else rows[:, None]
             g = grad_out[rows_t]
             wm = _weight_matrix(w, i)
             if grad_w is not None:
                 gw = w.new_zeros(wm.shape)
-                for sl in _chunks(len(rows), tab.shape[1] * c):
-                    gw += g[sl].t() @ torch.from_numpy(_core.gather_rows(vals_np, tab[sl]))
+                for sl in _chunks(len(rows), table.shape[1] * c):
+                    gw += g[sl].t() @ torch.from_numpy(_core.gather_rows(vals_np, table[sl]))
                 grad_w[:, :, i] = gw.reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
             if grad_vals is not None:
                 if k == 1:
                     grad_vals.index_add_(0, rows_t, g @ wm)
                 else:
-                    for sl in _chunks(len(rows), tab.shape[1] * c):
-                        _core.scatter_add_rows((g[sl] @ wm).contiguous().numpy(), tab[sl], grad_vals.numpy())
+                    for sl in _chunks(len(rows), table.shape[1] * c):
+                        _core.scatter_add_rows((g[sl] @ wm).contiguous().numpy(), table[sl], grad_vals.numpy())
         grad_x = None
         if grad_vals is not None:
             if k > 1:
-                _core.tree_fill(grad_vals.numpy(), tplan.N, tplan.T, tplan.order, tplan.offsets, tplan.children,
-                                tplan.counts, transpose=True)
+                _tree_unfill_cpp(grad_vals.numpy(), tplan)
                 grad_x = grad_vals[:tplan.N]
             else:
                 grad_x = grad_vals
