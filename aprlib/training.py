@@ -21,10 +21,10 @@ from tqdm import tqdm
 from .batch import APRBatch
 from .formation import form_apr
 from .plans import conv_plan, pool_plan, tree_plan
-from .provenance import atomic_write
+from .provenance import ResultStore, atomic_write
 
 __all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed", "streamed_runs",
-           "run_streamed"]
+           "run_streamed", "streamed_store", "compute_streamed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,3 +269,56 @@ def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -
     stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
     return train_streamed(model, stream, spec, cfg["n_batches"], cfg["batch_size"], cfg["lr"], checkpoint=checkpoint,
                           progress=progress, desc=run["id"])
+
+
+STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
+
+
+def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
+    """The result store of one streamed run: ``<results_dir>/streamed_training/<run id>/<profile>/``."""
+    params = {**run, **{k: cfg[k] for k in ("size", "batch_size", "n_batches", "lr")}}
+    return ResultStore(results_dir, f"streamed_training/{run['id']}", profile, params, notebook=STREAMED_NOTEBOOK)
+
+
+def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
+                     progress: bool = True) -> ResultStore:
+    """Train ``run`` unless its stored result is fresh (same profile and parameters); the run
+    checkpoints under ``checkpoint_dir`` and resumes from there. Returns the run's store."""
+    store = streamed_store(run, cfg, profile, results_dir)
+    if recompute or not store.fresh:
+        store.start()
+        ckpt = Path(checkpoint_dir) / "streamed_training" / profile / f"{run['id']}.ckpt"
+        if recompute and ckpt.exists():
+            ckpt.unlink()
+        metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress)
+        store.save_table("metrics", metrics)
+        # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
+        store.finish(seeds={"init": run["seed"], "stream": 1000 + run["seed"]},
+                     extra={"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
+    return store
+
+
+def main(argv=None) -> None:
+    """``python -m aprlib.training --profile book [RUN_ID ...]``: compute the streamed runs of a
+    profile (those named, in the order named, else all) into ``results/``, as notebook 05 does."""
+    import argparse
+    from .profiles import profile_settings
+    ap = argparse.ArgumentParser(prog="python -m aprlib.training", description=main.__doc__)
+    ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--checkpoint-dir", default="checkpoints")
+    ap.add_argument("--recompute", action="store_true")
+    ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
+    args = ap.parse_args(argv)
+    cfg = profile_settings("streamed_training", args.profile)
+    runs = {r["id"]: r for r in streamed_runs(cfg)}
+    unknown = [r for r in args.runs if r not in runs]
+    if unknown:
+        ap.error(f"unknown run ids {unknown}; this profile has {sorted(runs)}")
+    for rid in args.runs or list(runs):
+        store = compute_streamed(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute)
+        print(f"{rid}: {store.dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
