@@ -27,6 +27,21 @@ PROFILES = {
         "paper": {"size": 256, "batch_size": 36, "n_batches": 3000, "seeds": [1, 2, 3], "lr": 5e-4, "smooth": 50,
                   "last": 100, "extra_seeds_for": []},
     },
+    # Fig 4.6: APR_B and Pix_B on nested finite training sets (thesis 4.1.3.4), spatial dropout 0.3,
+    # dropout 0.5, weight decay 1e-4, minimum-validation-loss model; validation and both test sets
+    # 500 images per class. The thesis does not give the training length; `book` trains 600
+    # iterations of 36 (evaluating every 50), `paper` 3000 like the streamed runs.
+    "finite_datasets": {
+        "smoke": {"size": 128, "per_class": [1, 2], "eval_per_class": 1, "batch_size": 4, "n_iterations": 3,
+                  "eval_every": 2, "lr": 5e-4, "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5,
+                  "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
+        "book": {"size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000], "eval_per_class": 500,
+                 "batch_size": 36, "n_iterations": 600, "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4,
+                 "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
+        "paper": {"size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000], "eval_per_class": 500,
+                  "batch_size": 36, "n_iterations": 3000, "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4,
+                  "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
+    },
     # Fig 4.10 / 4.11: time of APR conv / pooling against particles (thesis 4.3). Thesis protocol
     # (paper): one APR, 1 in / 1 out channel, one thread, mean of 5000 conv calls after 500 and of
     # 10000 pooling calls after 1000. Beyond the thesis: 32 -> 32 channels on all cores, dense

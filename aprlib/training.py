@@ -21,10 +21,9 @@ from tqdm import tqdm
 from .batch import APRBatch
 from .formation import form_apr
 from .plans import conv_plan, pool_plan, tree_plan
-from .provenance import ResultStore, atomic_write
+from .provenance import atomic_write
 
-__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed", "streamed_runs",
-           "run_streamed", "streamed_store", "compute_streamed"]
+__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +136,8 @@ def evaluate(model, batches) -> dict:
     model.eval()
     total, loss_sum, correct = 0, 0.0, 0
     for inputs, labels in batches:
-        logits = model(inputs)
+        with torch.no_grad():
+            logits = model(inputs)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += int((logits.argmax(1) == labels).sum())
         total += len(labels)
@@ -165,14 +165,13 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
     if n_batches < 1 or batch_size < 1:
         raise ValueError("n_batches and batch_size must be positive")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    rows, first = [], 0
+    rows, first, rng_state = [], 0, None
     path = Path(checkpoint) if checkpoint else None
     if path is not None and path.exists():
         state = torch.load(path, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, first = state["rows"], state["next_batch"]
+        rows, first, rng_state = state["rows"], state["next_batch"], state["torch_rng"]
     builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
     model.train()
     last_save = time.perf_counter()
@@ -183,7 +182,10 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
             _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                     "torch_rng": torch.get_rng_state(), "rows": rows, "next_batch": next_batch})
 
-    loader = _loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers)
+    # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
+    loader = iter(_loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers))
+    if rng_state is not None:
+        torch.set_rng_state(rng_state)
     with tqdm(total=n_batches, initial=first, desc=desc, disable=not progress, mininterval=2.0) as bar:
         for b, (inputs, labels) in enumerate(loader, start=first):
             wait = time.perf_counter() - t_wait
@@ -200,125 +202,64 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
 
 def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
                 lr: float = 5e-4, weight_decay: float = 0.0, eval_every: int = 50, seed: int = 0,
-                num_workers: int = 0, progress: bool = True, desc: str = "train") -> tuple[pd.DataFrame, dict]:
+                checkpoint: str | Path | None = None, checkpoint_every_s: float = 900.0, num_workers: int = 0,
+                progress: bool = True, desc: str = "train") -> tuple[pd.DataFrame, dict]:
     """Train on a fixed dataset (reshuffled each epoch) and keep the model with the minimum
     validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
-    evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy."""
+    evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy,
+    mean step time (s). With ``checkpoint``, progress is saved atomically at the first evaluation
+    after every ``checkpoint_every_s`` seconds and at the end, and a run resumes from it."""
     if n_iterations < 1 or eval_every < 1:
         raise ValueError("n_iterations and eval_every must be positive")
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError("train_set and val_set must not be empty")
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(train_set)) for _ in range(
-        -(-n_iterations * batch_size // max(len(train_set), 1)) + 1)])
+        -(-n_iterations * batch_size // len(train_set)) + 1)])
     batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_iterations)]
     plan = layer_plan(model) if spec.kind == "apr" else None
     builder = BatchBuilder(spec, plan)
-    val_batches = list(_loader(_IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
-                                                       for i in range(0, len(val_set), batch_size)], builder),
-                               num_workers))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    rows, window, best, best_state = [], [], float("inf"), None
-    model.train()
-    loader = _loader(_IndexBatches(train_set, batches, builder), num_workers)
-    for it, (inputs, labels) in enumerate(tqdm(loader, desc=desc, disable=not progress, mininterval=2.0), start=1):
-        window.append(_step(model, opt, inputs, labels))
-        if it % eval_every == 0 or it == n_iterations:
-            val = evaluate(model, val_batches)
-            rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
-                         "train_accuracy": float(np.mean([w[1] for w in window])),
-                         "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                         "step_s": float(np.mean([w[2] for w in window]))})
-            window = []
-            if val["loss"] < best:
-                best = val["loss"]
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows, window, best, best_state, first, rng_state = [], [], float("inf"), None, 0, None
+    path = Path(checkpoint) if checkpoint else None
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rows, best, best_state, first = state["rows"], state["best"], state["best_state"], state["next_iteration"]
+        rng_state = state["torch_rng"]
+
+    def save(next_iteration):
+        if path is not None:
+            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "rows": rows, "best": best,
+                                    "best_state": best_state, "next_iteration": next_iteration})
+
+    if first < n_iterations:
+        val_batches = list(_loader(_IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
+                                                           for i in range(0, len(val_set), batch_size)], builder),
+                                   num_workers))
+        model.train()
+        # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
+        loader = iter(_loader(_IndexBatches(train_set, batches[first:], builder), num_workers))
+        if rng_state is not None:
+            torch.set_rng_state(rng_state)
+        last_save = time.perf_counter()
+        for it, (inputs, labels) in enumerate(tqdm(loader, desc=desc, disable=not progress, mininterval=2.0,
+                                                   initial=first, total=n_iterations), start=first + 1):
+            window.append(_step(model, opt, inputs, labels))
+            if it % eval_every == 0 or it == n_iterations:
+                val = evaluate(model, val_batches)
+                rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
+                             "train_accuracy": float(np.mean([w[1] for w in window])),
+                             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                             "step_s": float(np.mean([w[2] for w in window]))})
+                window = []
+                if val["loss"] < best:
+                    best = val["loss"]
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if time.perf_counter() - last_save >= checkpoint_every_s:
+                    save(it)
+                    last_save = time.perf_counter()
+        save(n_iterations)
     return pd.DataFrame(rows), best_state
-
-
-# --- the runs of thesis 4.1.3.2-4.1.3.3 ---------------------------------------------------------
-def streamed_runs(cfg: dict) -> list[dict]:
-    """The streamed-data runs of Fig 4.3 / 4.4 and Table 4.2 for a profile's settings: one dict per
-    (network, input, seed) with a stable ``id``."""
-    size = cfg["size"]
-    base = [("APR_A", "A", "full", 0.1, None), ("APR_A same", "A", "same", 0.1, None),
-            ("APR_A close", "A", "close", 0.1, None), ("Pix_A", "A", "pixel", None, size),
-            ("APR_B", "B", "full", 0.1, None), ("APR_B same", "B", "same", 0.1, None),
-            ("APR_B close", "B", "close", 0.1, None), ("Pix_B", "B", "pixel", None, size),
-            ("APR_B", "B", "full", 0.4, None), ("APR_B", "B", "full", 0.6, None), ("APR_B", "B", "full", 0.8, None),
-            ("Pix_B", "B", "pixel", None, size // 2), ("Pix_B", "B", "pixel", None, size // 4)]
-    runs = []
-    for network, family, variant, e, res in base:
-        seeds = list(cfg["seeds"])
-        if network in cfg.get("extra_seeds_for", []) and (e in (None, 0.1)) and (res in (None, size)):
-            seeds += list(cfg.get("extra_seeds", []))
-        for seed in seeds:
-            inp = f"E{e}" if e is not None else f"px{res}"
-            runs.append({"id": f"{network.replace(' ', '_')}_{inp}_s{seed}", "network": network, "family": family,
-                         "variant": variant, "rel_error": e, "resolution": res, "seed": seed})
-    return runs
-
-
-def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> pd.DataFrame:
-    """Train one run of :func:`streamed_runs` (seeded initialisation and data stream)."""
-    from .models import apr_network, pixel_network
-    from .synthetic import SyntheticShapesStream
-    torch.manual_seed(run["seed"])
-    if run["variant"] == "pixel":
-        model, spec = pixel_network(run["family"]), InputSpec("pixel", resolution=run["resolution"])
-    else:
-        model, spec = apr_network(run["family"], run["variant"]), InputSpec("apr", rel_error=run["rel_error"])
-    stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
-    return train_streamed(model, stream, spec, cfg["n_batches"], cfg["batch_size"], cfg["lr"], checkpoint=checkpoint,
-                          progress=progress, desc=run["id"])
-
-
-STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
-
-
-def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
-    """The result store of one streamed run: ``<results_dir>/streamed_training/<run id>/<profile>/``."""
-    params = {**run, **{k: cfg[k] for k in ("size", "batch_size", "n_batches", "lr")}}
-    return ResultStore(results_dir, f"streamed_training/{run['id']}", profile, params, notebook=STREAMED_NOTEBOOK)
-
-
-def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
-                     progress: bool = True) -> ResultStore:
-    """Train ``run`` unless its stored result is fresh (same profile and parameters); the run
-    checkpoints under ``checkpoint_dir`` and resumes from there. Returns the run's store."""
-    store = streamed_store(run, cfg, profile, results_dir)
-    if recompute or not store.fresh:
-        store.start()
-        ckpt = Path(checkpoint_dir) / "streamed_training" / profile / f"{run['id']}.ckpt"
-        if recompute and ckpt.exists():
-            ckpt.unlink()
-        metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress)
-        store.save_table("metrics", metrics)
-        # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
-        store.finish(seeds={"init": run["seed"], "stream": 1000 + run["seed"]},
-                     extra={"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
-    return store
-
-
-def main(argv=None) -> None:
-    """``python -m aprlib.training --profile book [RUN_ID ...]``: compute the streamed runs of a
-    profile (those named, in the order named, else all) into ``results/``, as notebook 05 does."""
-    import argparse
-    from .profiles import profile_settings
-    ap = argparse.ArgumentParser(prog="python -m aprlib.training", description=main.__doc__)
-    ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
-    ap.add_argument("--results-dir", default="results")
-    ap.add_argument("--checkpoint-dir", default="checkpoints")
-    ap.add_argument("--recompute", action="store_true")
-    ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
-    args = ap.parse_args(argv)
-    cfg = profile_settings("streamed_training", args.profile)
-    runs = {r["id"]: r for r in streamed_runs(cfg)}
-    unknown = [r for r in args.runs if r not in runs]
-    if unknown:
-        ap.error(f"unknown run ids {unknown}; this profile has {sorted(runs)}")
-    for rid in args.runs or list(runs):
-        store = compute_streamed(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute)
-        print(f"{rid}: {store.dir}", flush=True)
-
-
-if __name__ == "__main__":
-    main()

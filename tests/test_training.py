@@ -12,21 +12,21 @@ from aprlib.training import BatchBuilder, InputSpec, evaluate, layer_plan, train
 SIZE = (48, 48)
 
 
-def _apr_model(seed=0):
+def _apr_model(seed=0, **kw):
     torch.manual_seed(seed)
-    return apr_network("A", "same")
+    return apr_network("A", "same", **kw)
 
 
 def test_streamed_training_resumes_exactly(tmp_path):
     stream = SyntheticShapesStream(seed=3, size=SIZE)
     spec = InputSpec("apr")
-    straight = _apr_model()
+    straight = _apr_model(dropout=0.5)  # dropout: the restored torch RNG must be the straight run's
     ref = train_streamed(straight, stream, spec, n_batches=6, batch_size=4, progress=False)
     ckpt = tmp_path / "run.ckpt"
-    first = _apr_model()
+    first = _apr_model(dropout=0.5)
     train_streamed(first, stream, spec, n_batches=3, batch_size=4, checkpoint=ckpt, progress=False)
     assert ckpt.exists()
-    resumed_model = _apr_model(seed=99)  # different initialisation: the checkpoint must override it
+    resumed_model = _apr_model(seed=99, dropout=0.5)  # different initialisation: the checkpoint must override it
     resumed = train_streamed(resumed_model, stream, spec, n_batches=6, batch_size=4, checkpoint=ckpt,
                              progress=False)
     assert resumed.batch.tolist() == list(range(6))
@@ -57,6 +57,57 @@ def test_fixed_training_keeps_the_minimum_validation_loss_model():
     assert evaluate(model, val_batch)["loss"] == pytest.approx(metrics.val_loss.min(), rel=1e-4)
 
 
+def test_fixed_training_resumes_exactly(tmp_path):
+    """A run interrupted after an evaluation (where checkpoints are written) and resumed gives the
+    straight run's metrics and selected model; dropout makes the restored torch RNG matter."""
+    train = SyntheticShapes(18, seed=8, size=SIZE)
+    val = SyntheticShapes(6, seed=9, size=SIZE)
+
+    def model():
+        torch.manual_seed(0)
+        return apr_network("A", "same", spatial_dropout=0.3, dropout=0.5)
+
+    kw = dict(batch_size=6, eval_every=2, lr=3e-3, weight_decay=1e-4, seed=2, progress=False)
+    ref, ref_best = train_fixed(model(), train, val, InputSpec("apr"), n_iterations=6, **kw)
+    ckpt = tmp_path / "fixed.ckpt"
+    train_fixed(model(), train, val, InputSpec("apr"), n_iterations=4, checkpoint=ckpt, checkpoint_every_s=0, **kw)
+    resumed, best = train_fixed(model(), train, val, InputSpec("apr"), n_iterations=6, checkpoint=ckpt, **kw)
+    assert resumed.iteration.tolist() == [2, 4, 6]
+    np.testing.assert_allclose(resumed[["train_loss", "val_loss"]], ref[["train_loss", "val_loss"]], rtol=1e-5)
+    for k in ref_best:
+        torch.testing.assert_close(best[k], ref_best[k], rtol=1e-5, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match="empty"):
+        train_fixed(model(), SyntheticShapes(0, seed=1, size=SIZE), val, InputSpec("apr"), n_iterations=1)
+
+
+def test_finite_runs_smoke(tmp_path):
+    """Fig 4.6 runs: nested training sets, both test sets with Wilson intervals, stored results."""
+    from aprlib.profiles import profile_settings
+    from aprlib.synthetic_runs import compute_finite, finite_datasets, finite_runs
+    cfg = profile_settings("finite_datasets", "smoke")
+    runs = finite_runs(cfg)
+    assert {r["network"] for r in runs} == {"APR_B", "Pix_B"}
+    assert sorted({r["per_class"] for r in runs}) == cfg["per_class"]
+    book = profile_settings("finite_datasets", "book")
+    assert book["per_class"] == [20, 50, 100, 200, 500, 1000, 2000] and book["eval_per_class"] == 500
+    data = finite_datasets(cfg)
+    assert np.bincount(data["test_extreme"].labels).tolist() == [cfg["eval_per_class"]] * 6
+    store = compute_finite(runs[0], cfg, "smoke", tmp_path / "results", tmp_path / "ckpt", progress=False)
+    test = store.load_table("test")
+    assert test.test_set.tolist() == ["test", "test_extreme"]
+    assert ((test.ci_low <= test.accuracy) & (test.accuracy <= test.ci_high)).all()
+    assert store.fresh and store.provenance()["seeds"]["data"] == cfg["data_seed"]
+
+
+def test_accuracy_ci_is_wilson():
+    from aprlib.synthetic_runs import accuracy_ci
+    lo, hi = accuracy_ci(2850, 3000)
+    p, z, n = 0.95, 1.959964, 3000  # Wilson score interval by hand
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert lo == pytest.approx(centre - half, abs=1e-6) and hi == pytest.approx(centre + half, abs=1e-6)
+
+
 def test_pixel_inputs_and_downsampling():
     imgs = [np.random.default_rng(i).random((64, 64)).astype(np.float32) for i in range(3)]
     x = BatchBuilder(InputSpec("pixel", resolution=32)).inputs(imgs)
@@ -77,7 +128,7 @@ def test_bad_arguments():
 
 def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
     from aprlib.profiles import profile_settings
-    from aprlib.training import streamed_runs
+    from aprlib.synthetic_runs import streamed_runs
     for profile in ("smoke", "book", "paper"):
         cfg = profile_settings("streamed_training", profile)
         runs = streamed_runs(cfg)

@@ -75,7 +75,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
     // kLanes at a time: rows through a transposed block, columns directly.
     const int64_t k = p.bspline_k;
     std::vector<float> rows(H * W);
-#pragma omp parallel
+#pragma omp parallel if (H * W >= kMinParallelWork)
     {
         std::vector<double> t((W + 2 * k) * kLanes);
 #pragma omp for schedule(static)
@@ -91,7 +91,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
                 for (int64_t x = 0; x < W; ++x) rows[(r0 + j) * W + x] = static_cast<float>(p.norm * t[(x + k) * kLanes + j]);
         }
     }
-#pragma omp parallel
+#pragma omp parallel if (H * W >= kMinParallelWork)
     {
         std::vector<double> t((H + 2 * k) * kLanes);
 #pragma omp for schedule(static)
@@ -113,11 +113,11 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
 
 void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
     std::vector<float> tmp(H * W);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (H * W >= kMinParallelWork)
     for (int64_t y = 0; y < H; ++y)
         for (int64_t x = 0; x < W; ++x)
             tmp[y * W + x] = (coef[y * W + mirror(x - 1, W)] + 4.0f * coef[y * W + x] + coef[y * W + mirror(x + 1, W)]) / 6.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (H * W >= kMinParallelWork)
     for (int64_t y = 0; y < H; ++y)
         for (int64_t x = 0; x < W; ++x)
             out[y * W + x] = (tmp[mirror(y - 1, H) * W + x] + 4.0f * tmp[y * W + x] + tmp[mirror(y + 1, H) * W + x]) / 6.0f;
@@ -125,7 +125,7 @@ void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
 
 void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_half) {
     const int64_t Wh = (W + 1) / 2;
-#pragma omp parallel
+#pragma omp parallel if (H * W >= kMinParallelWork)
     {
         std::vector<float> mag(W);
 #pragma omp for schedule(static)
@@ -150,14 +150,14 @@ void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_h
 }
 
 void threshold_gradient(float* grad_half, const float* image_half, int64_t n, const Params& p) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
     for (int64_t i = 0; i < n; ++i)
         if (grad_half[i] < p.grad_th || image_half[i] <= p.Ip_th) grad_half[i] = 0.0f;
 }
 
 void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float* out_half) {
     const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Hh * Wh >= kMinParallelWork)
     for (int64_t yh = 0; yh < Hh; ++yh) {
         for (int64_t xh = 0; xh < Wh; ++xh) {
             double s = 0.0;
@@ -183,7 +183,7 @@ void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
     const int64_t r = width / 2;
     const double inv = 1.0 / static_cast<double>(width);
     std::vector<float> tmp(H * W);
-#pragma omp parallel
+#pragma omp parallel if (H * W >= kMinParallelWork)
     {
         std::vector<double> line(W + 2 * r);
 #pragma omp for schedule(static)
@@ -201,7 +201,7 @@ void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
     }
     // along columns: a running sum of rows, a block of columns per thread
     const int64_t B = 256;
-#pragma omp parallel
+#pragma omp parallel if (H * W >= kMinParallelWork)
     {
         std::vector<double> acc(B);
 #pragma omp for schedule(static)
@@ -243,7 +243,7 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
     const int64_t n = g.rows(g.level_max - 1) * g.cols(g.level_max - 1);
     const double factor = std::ldexp(1.0, g.level_max) / rel_error;
     const int lo = g.level_min, hi = g.level_max - 1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
     for (int64_t i = 0; i < n; ++i) {
         const double ratio = static_cast<double>(grad_half[i]) / sigma_half[i] * factor;
         int l;
@@ -261,7 +261,7 @@ namespace {
 void extract_level(const uint8_t* mask, int64_t R, int64_t C, int l, std::vector<int32_t>& ys,
                    std::vector<int32_t>& xs, std::vector<int8_t>& ls, int64_t* index) {
     std::vector<int64_t> row_count(R + 1, 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
     for (int64_t r = 0; r < R; ++r) {
         int64_t c = 0;
         for (int64_t x = 0; x < C; ++x) c += mask[r * C + x] != 0;
@@ -272,7 +272,7 @@ void extract_level(const uint8_t* mask, int64_t R, int64_t C, int l, std::vector
     ys.resize(base + row_count[R]);
     xs.resize(base + row_count[R]);
     ls.resize(base + row_count[R], static_cast<int8_t>(l));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
     for (int64_t r = 0; r < R; ++r) {
         int64_t k = base + row_count[r];
         for (int64_t x = 0; x < C; ++x) {
@@ -318,7 +318,7 @@ Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, c
         const uint8_t* sp = split[l].data();
         const uint8_t* pp = l > lmin ? split[l - 1].data() : nullptr;
         const int64_t Cp = l > lmin ? g.cols(l - 1) : 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
         for (int64_t r = 0; r < R; ++r)
             for (int64_t c = 0; c < C; ++c)
                 leaf[r * C + c] = !sp[r * C + c] && (pp == nullptr || pp[(r >> 1) * Cp + (c >> 1)]);
@@ -328,12 +328,12 @@ Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, c
     const int64_t N = static_cast<int64_t>(out.y.size()), T = static_cast<int64_t>(out.tree_y.size());
     out.parent.assign(N, -1);
     out.tree_parent.assign(T, -1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N >= kMinParallelWork)
     for (int64_t i = 0; i < N; ++i) {
         const int l = out.level[i];
         if (l > lmin) out.parent[i] = tree_index[l - 1][(out.y[i] >> 1) * g.cols(l - 1) + (out.x[i] >> 1)];
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T >= kMinParallelWork)
     for (int64_t i = 0; i < T; ++i) {
         const int l = out.tree_level[i];
         if (l > lmin) out.tree_parent[i] = tree_index[l - 1][(out.tree_y[i] >> 1) * g.cols(l - 1) + (out.tree_x[i] >> 1)];
@@ -350,7 +350,7 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minima
         const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
         req[l].assign(R * C, 0);
         const uint8_t* f = req[l + 1].data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
         for (int64_t r = 0; r < R; ++r)
             for (int64_t c = 0; c < C; ++c) {
                 uint8_t m = 0;
@@ -364,7 +364,7 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minima
         const int64_t R = g.rows(l), C = g.cols(l);
         split[l].assign(R * C, 0);
         const uint8_t* rq = req[l].data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
         for (int64_t r = 0; r < R; ++r)
             for (int64_t c = 0; c < C; ++c) {
                 uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
@@ -426,7 +426,7 @@ int64_t first_invalid_cell(const CellView& v) {
 
 void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
     const int64_t H = v.g.H, W = v.g.W;
-#pragma omp parallel
+#pragma omp parallel if (v.g.H * v.g.W >= kMinParallelWork)
     {
         std::vector<double> acc(C);
 #pragma omp for schedule(dynamic, 1024)
@@ -459,7 +459,7 @@ void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
 
 void reconstruct(const CellView& v, const float* values, int64_t C, float* out) {
     const int64_t H = v.g.H, W = v.g.W;
-#pragma omp parallel for schedule(dynamic, 1024)
+#pragma omp parallel for schedule(dynamic, 1024) if (v.g.H * v.g.W >= kMinParallelWork)
     for (int64_t i = 0; i < v.n; ++i) {
         const int sh = v.g.level_max - v.level[i];
         const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;

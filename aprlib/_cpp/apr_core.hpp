@@ -9,6 +9,11 @@
 
 namespace aprcore {
 
+// Work (elements) below which a loop runs on one thread: a parallel region costs microseconds, and
+// far more when the cores are shared with another busy process (libgomp then waits on descheduled
+// threads at every barrier, which made table building ~100x slower next to a training process).
+constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+
 // Level geometry of an H x W image: the domain is padded to 2^level_max per side.
 struct Geometry {
     int64_t H = 0, W = 0;

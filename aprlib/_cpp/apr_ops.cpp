@@ -11,6 +11,8 @@
 
 namespace aprops {
 
+using aprcore::kMinParallelWork;
+
 namespace {
 
 // Dense per-level maps from cell to row of `vals`: particle index, N + tree index, or -1 (the cell
@@ -116,7 +118,7 @@ void neighbour_table(const Structure& s, int k, int64_t* table) {
             for (int64_t xx = 0; xx < C; ++xx)
                 if (m[yy * C + xx] < 0) m[yy * C + xx] = up[(yy >> 1) * Cp + (xx >> 1)];
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * K >= kMinParallelWork)
     for (int64_t i = 0; i < N; ++i) {
         const int l = s.level[i];
         const int64_t R = g.rows(l), C = g.cols(l);
@@ -194,7 +196,7 @@ template <typename F>
 int64_t gather_rows(const F* vals, int64_t n_vals, int64_t C, const int64_t* table, int64_t K, int64_t n,
                     F* cols) {
     int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (n * K * C >= kMinParallelWork)
     for (int64_t i = 0; i < n; ++i) {
         const int64_t* nb = table + i * K;
         F* dst = cols + i * K * C;
@@ -248,7 +250,7 @@ template <typename F>
 int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int64_t* table, int64_t M, F* out,
                      int64_t* argmax) {
     int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= kMinParallelWork)
     for (int64_t i = 0; i < M; ++i) {
         F* o = out + i * C;
         int64_t* a = argmax + i * C;
@@ -283,7 +285,7 @@ int64_t pool_backward(const F* grad_out, int64_t C, const int64_t* argmax, int64
                       F* grad_x) {
     // Every input row feeds at most one output row, so each grad_x row is written by one i only.
     int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= kMinParallelWork)
     for (int64_t i = 0; i < M; ++i)
         for (int64_t c = 0; c < C; ++c) {
             const int64_t src = argmax[i * C + c];

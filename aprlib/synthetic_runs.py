@@ -1,0 +1,213 @@
+"""The training runs of thesis section 4.1.3 on synthetic images, each stored on its own so that
+a profile can be computed across sessions:
+
+- streamed data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``;
+- finite datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/``.
+
+Command line: ``python -m aprlib.synthetic_runs streamed|finite --profile book [RUN_ID ...]``
+computes the runs of a profile (those named, in the order named, else all), as notebooks 05 and
+06 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from .provenance import ResultStore
+from .training import InputSpec, evaluate, train_fixed, train_streamed, BatchBuilder, layer_plan, _IndexBatches, _loader
+
+__all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
+           "accuracy_ci"]
+
+STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
+FINITE_NOTEBOOK = "notebooks/06_finite_datasets.ipynb"
+
+
+def _networks(family: str, variant: str, **kw):
+    from .models import apr_network, pixel_network
+    return pixel_network(family, **kw) if variant == "pixel" else apr_network(family, variant, **kw)
+
+
+def _checkpoint(checkpoint_dir, experiment: str, profile: str, rid: str, recompute: bool) -> Path:
+    ckpt = Path(checkpoint_dir) / experiment / profile / f"{rid}.ckpt"
+    if recompute and ckpt.exists():
+        ckpt.unlink()
+    return ckpt
+
+
+# --- streamed data: thesis 4.1.3.2-4.1.3.3 --------------------------------------------------------
+def streamed_runs(cfg: dict) -> list[dict]:
+    """The streamed-data runs of Fig 4.3 / 4.4 and Table 4.2 for a profile's settings: one dict per
+    (network, input, seed) with a stable ``id``."""
+    size = cfg["size"]
+    base = [("APR_A", "A", "full", 0.1, None), ("APR_A same", "A", "same", 0.1, None),
+            ("APR_A close", "A", "close", 0.1, None), ("Pix_A", "A", "pixel", None, size),
+            ("APR_B", "B", "full", 0.1, None), ("APR_B same", "B", "same", 0.1, None),
+            ("APR_B close", "B", "close", 0.1, None), ("Pix_B", "B", "pixel", None, size),
+            ("APR_B", "B", "full", 0.4, None), ("APR_B", "B", "full", 0.6, None), ("APR_B", "B", "full", 0.8, None),
+            ("Pix_B", "B", "pixel", None, size // 2), ("Pix_B", "B", "pixel", None, size // 4)]
+    runs = []
+    for network, family, variant, e, res in base:
+        seeds = list(cfg["seeds"])
+        if network in cfg.get("extra_seeds_for", []) and (e in (None, 0.1)) and (res in (None, size)):
+            seeds += list(cfg.get("extra_seeds", []))
+        for seed in seeds:
+            inp = f"E{e}" if e is not None else f"px{res}"
+            runs.append({"id": f"{network.replace(' ', '_')}_{inp}_s{seed}", "network": network, "family": family,
+                         "variant": variant, "rel_error": e, "resolution": res, "seed": seed})
+    return runs
+
+
+def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> pd.DataFrame:
+    """Train one run of :func:`streamed_runs` (seeded initialisation and data stream)."""
+    from .synthetic import SyntheticShapesStream
+    torch.manual_seed(run["seed"])
+    model = _networks(run["family"], run["variant"])
+    spec = (InputSpec("pixel", resolution=run["resolution"]) if run["variant"] == "pixel"
+            else InputSpec("apr", rel_error=run["rel_error"]))
+    stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
+    return train_streamed(model, stream, spec, cfg["n_batches"], cfg["batch_size"], cfg["lr"], checkpoint=checkpoint,
+                          progress=progress, desc=run["id"])
+
+
+def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
+    """The result store of one streamed run."""
+    params = {**run, **{k: cfg[k] for k in ("size", "batch_size", "n_batches", "lr")}}
+    return ResultStore(results_dir, f"streamed_training/{run['id']}", profile, params, notebook=STREAMED_NOTEBOOK)
+
+
+def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
+                     progress: bool = True) -> ResultStore:
+    """Train ``run`` unless its stored result is fresh; returns the run's store (table 'metrics')."""
+    store = streamed_store(run, cfg, profile, results_dir)
+    if recompute or not store.fresh:
+        store.start()
+        ckpt = _checkpoint(checkpoint_dir, "streamed_training", profile, run["id"], recompute)
+        metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress)
+        store.save_table("metrics", metrics)
+        # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
+        store.finish(seeds={"init": run["seed"], "stream": 1000 + run["seed"]},
+                     extra={"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
+    return store
+
+
+# --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
+def finite_runs(cfg: dict) -> list[dict]:
+    """The Fig 4.6 runs: APR_B and Pix_B (with the thesis's dropout and weight decay) on each
+    nested training-set size (images per class), for each seed."""
+    return [{"id": f"{net}_n{n}_s{seed}", "network": net, "per_class": n, "seed": seed}
+            for seed in cfg["seeds"] for n in cfg["per_class"] for net in ("APR_B", "Pix_B")]
+
+
+def finite_datasets(cfg: dict) -> dict:
+    """Training (largest size; smaller sets are its prefixes), validation, test and the shifted
+    ("more extreme") test set of Fig 4.6, each balanced over the six classes."""
+    from .synthetic import NUM_CLASSES, GeneratorParams, SyntheticShapes
+    size, seed = (cfg["size"], cfg["size"]), cfg["data_seed"]
+    return {"train": SyntheticShapes(NUM_CLASSES * max(cfg["per_class"]), seed, size),
+            "val": SyntheticShapes(NUM_CLASSES * cfg["eval_per_class"], seed + 1, size),
+            "test": SyntheticShapes(NUM_CLASSES * cfg["eval_per_class"], seed + 2, size),
+            "test_extreme": SyntheticShapes(NUM_CLASSES * cfg["eval_per_class"], seed + 3, size,
+                                            params=GeneratorParams.extreme())}
+
+
+class _Prefix:
+    """The first ``n`` items of a dataset with an ``image(i)`` method (nested training sets)."""
+
+    def __init__(self, dataset, n: int):
+        if n > len(dataset):
+            raise ValueError(f"prefix of {n} items from a dataset of {len(dataset)}")
+        self.dataset, self.n = dataset, n
+
+    def __len__(self):
+        return self.n
+
+    def image(self, i: int):
+        return self.dataset.image(i)
+
+
+def accuracy_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy ``correct / n``."""
+    ci = stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train one run of :func:`finite_runs`, select the minimum-validation-loss model and test it
+    on both test sets. Returns (metrics per evaluation, test results with Wilson 95% CIs)."""
+    from .synthetic import NUM_CLASSES
+    torch.manual_seed(run["seed"])
+    family, variant = "B", ("pixel" if run["network"].startswith("Pix") else "full")
+    model = _networks(family, variant, spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
+    spec = InputSpec("pixel") if variant == "pixel" else InputSpec("apr", rel_error=cfg["rel_error"])
+    data = finite_datasets(cfg)
+    train = _Prefix(data["train"], NUM_CLASSES * run["per_class"])
+    metrics, best = train_fixed(model, train, data["val"], spec, cfg["n_iterations"], cfg["batch_size"], cfg["lr"],
+                                weight_decay=cfg["weight_decay"], eval_every=cfg["eval_every"], seed=run["seed"],
+                                checkpoint=checkpoint, progress=progress, desc=run["id"])
+    model.load_state_dict(best)
+    builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
+    rows = []
+    best_it = int(metrics.iloc[int(np.argmin(metrics.val_loss.to_numpy()))].iteration)
+    for name in ("test", "test_extreme"):
+        ds, bs = data[name], cfg["batch_size"]
+        batches = [np.arange(i, min(i + bs, len(ds))) for i in range(0, len(ds), bs)]
+        res = evaluate(model, _loader(_IndexBatches(ds, batches, builder), 0))
+        correct = round(res["accuracy"] * res["n"])
+        lo, hi = accuracy_ci(correct, res["n"])
+        rows.append({"test_set": name, "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi, "n": res["n"],
+                     "loss": res["loss"], "best_iteration": best_it})
+    return metrics, pd.DataFrame(rows)
+
+
+def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
+    """The result store of one finite-dataset run."""
+    keys = ("size", "batch_size", "n_iterations", "lr", "weight_decay", "eval_every", "eval_per_class", "data_seed",
+            "rel_error", "spatial_dropout", "dropout")
+    return ResultStore(results_dir, f"finite_datasets/{run['id']}", profile, {**run, **{k: cfg[k] for k in keys}},
+                       notebook=FINITE_NOTEBOOK)
+
+
+def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
+                   progress: bool = True) -> ResultStore:
+    """Train and test ``run`` unless its stored result is fresh; tables 'metrics' and 'test'."""
+    store = finite_store(run, cfg, profile, results_dir)
+    if recompute or not store.fresh:
+        store.start()
+        ckpt = _checkpoint(checkpoint_dir, "finite_datasets", profile, run["id"], recompute)
+        metrics, test = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
+        store.save_table("metrics", metrics)
+        store.save_table("test", test)
+        store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]})
+    return store
+
+
+def main(argv=None) -> None:
+    import argparse
+    from .profiles import profile_settings
+    ap = argparse.ArgumentParser(prog="python -m aprlib.synthetic_runs", description=__doc__.split("\n\n")[0])
+    ap.add_argument("experiment", choices=["streamed", "finite"])
+    ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--checkpoint-dir", default="checkpoints")
+    ap.add_argument("--recompute", action="store_true")
+    ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
+    args = ap.parse_args(argv)
+    name, list_runs, compute = {"streamed": ("streamed_training", streamed_runs, compute_streamed),
+                                "finite": ("finite_datasets", finite_runs, compute_finite)}[args.experiment]
+    cfg = profile_settings(name, args.profile)
+    runs = {r["id"]: r for r in list_runs(cfg)}
+    unknown = [r for r in args.runs if r not in runs]
+    if unknown:
+        ap.error(f"unknown run ids {unknown}; this profile has {sorted(runs)}")
+    for rid in args.runs or list(runs):
+        store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute)
+        print(f"{rid}: {store.dir}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
