@@ -196,7 +196,7 @@ def main(argv=None) -> None:
     ap.add_argument("--checkpoint-dir", default="checkpoints")
     ap.add_argument("--recompute", action="store_true")
     ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     name, list_runs, compute = {"streamed": ("streamed_training", streamed_runs, compute_streamed),
                                 "finite": ("finite_datasets", finite_runs, compute_finite)}[args.experiment]
     cfg = profile_settings(name, args.profile)
