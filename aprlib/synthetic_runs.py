@@ -91,7 +91,8 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
         store.save_table("metrics", metrics)
         # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
         store.finish(seeds={"init": run["seed"], "stream": 1000 + run["seed"]},
-                     extra={"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
+                     extra={"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1),
+                            "torch_threads": torch.get_num_threads()})
     return store
 
 
@@ -182,7 +183,8 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
         metrics, test = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
         store.save_table("metrics", metrics)
         store.save_table("test", test)
-        store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]})
+        store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]},
+                     extra={"torch_threads": torch.get_num_threads()})
     return store
 
 
