@@ -58,7 +58,7 @@ def layer_plan(network) -> list[tuple]:
 
 
 class BatchBuilder:
-    """Picklable: list of (image (H, W), label) -> (network input, labels (B,) int64)."""
+    """Picklable: list of (image (H, W) or RGB (H, W, 3), label) -> (network input, labels (B,) int64)."""
 
     def __init__(self, spec: InputSpec, plan: list[tuple] | None = None):
         self.spec, self.plan = spec, list(plan or [])
@@ -76,7 +76,9 @@ class BatchBuilder:
                 else:
                     b = pool_plan(b).out
             return batch
-        x = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images]))[:, None]
+        x = np.stack([np.asarray(im, np.float32) for im in images])
+        # grey (B, H, W) -> (B, 1, H, W); RGB (B, H, W, 3) -> (B, 3, H, W)
+        x = torch.from_numpy(x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         if s.resolution is not None and s.resolution != x.shape[-1]:
             x = F.interpolate(x, size=(s.resolution, s.resolution), mode="bilinear", align_corners=False)
         return x
