@@ -42,6 +42,13 @@ PROFILES = {
                   "batch_size": 36, "n_iterations": 3000, "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4,
                   "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
     },
+    # Fig 4.7 / 4.8: APR of natural images (thesis 4.2.2), RGB at 256x256; on the stand-in patches
+    # (aprlib.natural.StandInPatches) unless a Dogs-vs-Cats folder is given.
+    "natural_apr": {
+        "smoke": {"n_images": 6, "e_values": [0.2, 0.4, 0.6, 0.8], "size": 64},
+        "book": {"n_images": 1000, "e_values": [0.2, 0.4, 0.6, 0.8], "size": 256},
+        "paper": {"n_images": 1000, "e_values": [0.2, 0.4, 0.6, 0.8], "size": 256},
+    },
     # Fig 4.10 / 4.11: time of APR conv / pooling against particles (thesis 4.3). Thesis protocol
     # (paper): one APR, 1 in / 1 out channel, one thread, mean of 5000 conv calls after 500 and of
     # 10000 pooling calls after 1000. Beyond the thesis: 32 -> 32 channels on all cores, dense
