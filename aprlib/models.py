@@ -124,24 +124,35 @@ class PixelNet(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
-def apr_network(name: str, variant: str = "full", **kw) -> APRNet:
+def _classes(spec, n_classes: int | None):
+    """The spec with ``n_classes`` outputs instead of the thesis's (6 synthetic classes; 2, cats and dogs)."""
+    if n_classes is None:
+        return spec
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+    d, k, nk, after = spec[-1]
+    return spec[:-1] + [(n_classes, k, nk, after)]
+
+
+def apr_network(name: str, variant: str = "full", n_classes: int | None = None, **kw) -> APRNet:
     """APR_A / APR_B (``name`` 'A' or 'B'; variant 'full', 'same' or 'close') or a natural-image
-    APRNet (``name`` 'apr', with the level channel)."""
+    APRNet (``name`` 'apr', with the level channel; ``n_classes`` outputs, default 2)."""
     if name in SYNTHETIC_SPECS:
-        return APRNet(_variant(SYNTHETIC_SPECS[name], variant), in_channels=1, **kw)
+        return APRNet(_classes(_variant(SYNTHETIC_SPECS[name], variant), n_classes), in_channels=1, **kw)
     if name in NATURAL_SPECS:
         kw.setdefault("with_level", name == "apr")
-        return APRNet(_variant(NATURAL_SPECS[name], variant), in_channels=3, **kw)
+        return APRNet(_classes(_variant(NATURAL_SPECS[name], variant), n_classes), in_channels=3, **kw)
     raise ValueError(f"unknown network {name!r}; choose from {sorted(SYNTHETIC_SPECS) + sorted(NATURAL_SPECS)}")
 
 
-def pixel_network(name: str, **kw) -> PixelNet:
+def pixel_network(name: str, n_classes: int | None = None, **kw) -> PixelNet:
     """Pix_A / Pix_B (``name`` 'A' or 'B') or the natural-image pixel networks ('pixels',
-    'pixels_expanded', or 'apr' for the APR architecture with single kernels on RGB pixels)."""
+    'pixels_expanded', or 'apr' for the APR architecture with single kernels on RGB pixels;
+    ``n_classes`` outputs, default 2)."""
     if name in SYNTHETIC_SPECS:
-        return PixelNet(_variant(SYNTHETIC_SPECS[name], "same"), in_channels=1, **kw)
+        return PixelNet(_classes(_variant(SYNTHETIC_SPECS[name], "same"), n_classes), in_channels=1, **kw)
     if name in NATURAL_SPECS:
-        return PixelNet(_variant(NATURAL_SPECS[name], "same"), in_channels=3, **kw)
+        return PixelNet(_classes(_variant(NATURAL_SPECS[name], "same"), n_classes), in_channels=3, **kw)
     raise ValueError(f"unknown network {name!r}; choose from {sorted(SYNTHETIC_SPECS) + sorted(NATURAL_SPECS)}")
 
 

@@ -23,7 +23,7 @@ from .formation import form_apr
 from .plans import conv_plan, pool_plan, tree_plan
 from .provenance import atomic_write
 
-__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed"]
+__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed", "train_epochs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,3 +265,73 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                     last_save = time.perf_counter()
         save(n_iterations)
     return pd.DataFrame(rows), best_state
+
+
+def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batch_size: int = 24, lr: float = 1e-4,
+                 seed: int = 0, checkpoint: str | Path | None = None, checkpoint_every_s: float = 900.0,
+                 num_workers: int = 0, progress: bool = True, desc: str = "train") -> pd.DataFrame:
+    """Train for ``n_epochs`` passes over ``train_set`` in a fresh random order each epoch (thesis
+    4.2.4: Adam, evaluation on ``val_set`` after each epoch). If ``train_set`` has an
+    ``augmented(epoch)`` method, epoch e trains on that view (augmentation drawn per epoch and item).
+    Returns one row per epoch: train loss/accuracy (means over the epoch's batches), validation
+    loss/accuracy, mean step time (s) and the epoch's wall time (s). With ``checkpoint``, progress
+    is saved atomically at least every ``checkpoint_every_s`` seconds (also within an epoch) and at
+    the end, and a run resumes from it."""
+    if n_epochs < 1 or batch_size < 1:
+        raise ValueError("n_epochs and batch_size must be positive")
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError("train_set and val_set must not be empty")
+    builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    n = len(train_set)
+    n_batches = -(-n // batch_size)
+    rows, epoch, first, window, rng_state, t_epoch = [], 0, 0, [], None, 0.0
+    path = Path(checkpoint) if checkpoint else None
+    if path is not None and path.exists():
+        state = torch.load(path, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        rows, epoch, first, window = state["rows"], state["epoch"], state["next_batch"], state["window"]
+        rng_state, t_epoch = state["torch_rng"], state["epoch_time_s"]
+
+    def save(e, b, t):
+        if path is not None:
+            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "rows": rows, "epoch": e, "next_batch": b,
+                                    "window": window, "epoch_time_s": t})
+
+    val_batches = None
+    last_save = time.perf_counter()
+    with tqdm(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
+              mininterval=2.0) as bar:
+        while epoch < n_epochs:
+            view = train_set.augmented(epoch) if hasattr(train_set, "augmented") else train_set
+            order = np.random.default_rng([seed, epoch]).permutation(n)
+            batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
+            # creating a DataLoader iterator draws from the torch RNG: restore a checkpoint's state after it
+            loader = iter(_loader(_IndexBatches(view, batches[first:], builder), num_workers))
+            if rng_state is not None:
+                torch.set_rng_state(rng_state)
+                rng_state = None
+            model.train()
+            t0 = time.perf_counter() - t_epoch
+            for b, (inputs, labels) in enumerate(loader, start=first):
+                window.append(_step(model, opt, inputs, labels))
+                bar.update()
+                if path is not None and time.perf_counter() - last_save >= checkpoint_every_s and b + 1 < n_batches:
+                    save(epoch, b + 1, time.perf_counter() - t0)
+                    last_save = time.perf_counter()
+            if val_batches is None:
+                val_batches = list(_loader(_IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
+                                                                   for i in range(0, len(val_set), batch_size)],
+                                                         builder), num_workers))
+            val = evaluate(model, val_batches)
+            rows.append({"epoch": epoch + 1, "train_loss": float(np.mean([w[0] for w in window])),
+                         "train_accuracy": float(np.mean([w[1] for w in window])), "val_loss": val["loss"],
+                         "val_accuracy": val["accuracy"], "step_s": float(np.mean([w[2] for w in window])),
+                         "epoch_s": time.perf_counter() - t0})
+            epoch, first, window, t_epoch = epoch + 1, 0, [], 0.0
+            if path is not None and (time.perf_counter() - last_save >= checkpoint_every_s or epoch == n_epochs):
+                save(epoch, 0, 0.0)
+                last_save = time.perf_counter()
+    return pd.DataFrame(rows)

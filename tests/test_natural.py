@@ -111,3 +111,58 @@ def test_stand_in_patches():
         StandInPatches(4, crop=400, _photos=photos)
     with pytest.raises(IndexError):
         train.image(24)
+
+
+class _Interrupting:
+    """Wraps a dataset; raises after ``limit`` images (a run killed in the middle of an epoch)."""
+
+    def __init__(self, ds, limit):
+        self.ds, self.limit, self.calls = ds, limit, [0]
+
+    def __len__(self):
+        return len(self.ds)
+
+    def augmented(self, epoch):
+        out = _Interrupting(self.ds.augmented(epoch), self.limit)
+        out.calls = self.calls
+        return out
+
+    def image(self, i):
+        self.calls[0] += 1
+        if self.calls[0] > self.limit:
+            raise RuntimeError("killed")
+        return self.ds.image(i)
+
+
+@pytest.mark.parametrize("kind", ["apr", "pixel"])
+def test_epoch_training_resumes_mid_epoch_exactly(tmp_path, kind):
+    from aprlib.training import train_epochs
+    photos = stand_in_photographs()
+    train = StandInPatches(12, "train", seed=2, size=32, _photos=photos)
+    val = StandInPatches(12, "val", seed=2, size=32, _photos=photos)
+    spec = InputSpec("apr", rel_error=0.4) if kind == "apr" else InputSpec("pixel")
+
+    def model():
+        torch.manual_seed(0)
+        return (apr_network("apr", n_classes=12, dropout=0.5) if kind == "apr"
+                else pixel_network("pixels", n_classes=12, dropout=0.5))
+
+    kw = dict(batch_size=4, lr=1e-3, seed=5, progress=False)
+    ref = train_epochs(model(), train, val, spec, n_epochs=2, **kw)
+    assert ref.epoch.tolist() == [1, 2] and (ref.epoch_s > 0).all()
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(RuntimeError, match="killed"):  # killed in epoch 2, after its first batch
+        train_epochs(model(), _Interrupting(train, 12 + 6), val, spec, n_epochs=2, checkpoint=ckpt,
+                     checkpoint_every_s=0, **kw)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    resumed = train_epochs(model(), train, val, spec, n_epochs=2, checkpoint=ckpt, **kw)
+    cols = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    np.testing.assert_allclose(resumed[cols], ref[cols], rtol=1e-5, atol=1e-7)
+
+
+def test_natural_networks_class_count():
+    from aprlib.models import conv_weight_count
+    two, twelve = pixel_network("pixels"), pixel_network("pixels", n_classes=12)
+    assert conv_weight_count(twelve) - conv_weight_count(two) == 128 * 10
+    with pytest.raises(ValueError, match="n_classes"):
+        apr_network("apr", n_classes=1)

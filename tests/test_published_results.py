@@ -11,7 +11,7 @@ import pytest
 
 from aprlib.learning_curves import final_error, information_ordering
 from aprlib.profiles import profile_settings
-from aprlib.synthetic_runs import streamed_runs, streamed_store
+from aprlib.runs import streamed_runs, streamed_store
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STREAMED = RESULTS / "streamed_training" / "book"

@@ -83,7 +83,7 @@ def test_fixed_training_resumes_exactly(tmp_path):
 def test_finite_runs_smoke(tmp_path):
     """Fig 4.6 runs: nested training sets, both test sets with Wilson intervals, stored results."""
     from aprlib.profiles import profile_settings
-    from aprlib.synthetic_runs import compute_finite, finite_datasets, finite_runs
+    from aprlib.runs import compute_finite, finite_datasets, finite_runs
     cfg = profile_settings("finite_datasets", "smoke")
     runs = finite_runs(cfg)
     assert {r["network"] for r in runs} == {"APR_B", "Pix_B"}
@@ -100,7 +100,7 @@ def test_finite_runs_smoke(tmp_path):
 
 
 def test_accuracy_ci_is_wilson():
-    from aprlib.synthetic_runs import accuracy_ci
+    from aprlib.runs import accuracy_ci
     lo, hi = accuracy_ci(2850, 3000)
     p, z, n = 0.95, 1.959964, 3000  # Wilson score interval by hand
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -128,7 +128,7 @@ def test_bad_arguments():
 
 def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
     from aprlib.profiles import profile_settings
-    from aprlib.synthetic_runs import streamed_runs
+    from aprlib.runs import streamed_runs
     for profile in ("smoke", "book", "paper"):
         cfg = profile_settings("streamed_training", profile)
         runs = streamed_runs(cfg)

@@ -4,7 +4,7 @@ a profile can be computed across sessions:
 - streamed data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``;
 - finite datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/``.
 
-Command line: ``python -m aprlib.synthetic_runs streamed|finite --profile book [RUN_ID ...]``
+Command line: ``python -m aprlib.runs streamed|finite --profile book [RUN_ID ...]``
 computes the runs of a profile (those named, in the order named, else all), as notebooks 05 and
 06 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
 """
@@ -191,7 +191,7 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
 def main(argv=None) -> None:
     import argparse
     from .profiles import profile_settings
-    ap = argparse.ArgumentParser(prog="python -m aprlib.synthetic_runs", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m aprlib.runs", description=__doc__.split("\n\n")[0])
     ap.add_argument("experiment", choices=["streamed", "finite"])
     ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
     ap.add_argument("--results-dir", default="results")
