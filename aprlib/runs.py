@@ -1,12 +1,14 @@
-"""The training runs of thesis section 4.1.3 on synthetic images, each stored on its own so that
-a profile can be computed across sessions:
+"""The training runs of thesis chapter 4, each stored on its own so that a profile can be computed
+across sessions and processes:
 
-- streamed data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``;
-- finite datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/``.
+- streamed synthetic data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``;
+- finite synthetic datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/``;
+- natural images (Fig 4.9, Table 4.4): ``results/natural_training/<run>/<profile>/`` (stand-in) or
+  ``results/natural_training_dogs_vs_cats/<run>/<profile>/`` (the real data).
 
-Command line: ``python -m aprlib.runs streamed|finite --profile book [RUN_ID ...]``
-computes the runs of a profile (those named, in the order named, else all), as notebooks 05 and
-06 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
+Command line: ``python -m aprlib.runs streamed|finite|natural --profile book [RUN_ID ...]``
+computes the runs of a profile (those named, in the order named, else all), as notebooks 05, 06
+and 08 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
 """
 from __future__ import annotations
 
@@ -18,13 +20,15 @@ import torch
 from scipy import stats
 
 from .provenance import ResultStore
-from .training import InputSpec, evaluate, train_fixed, train_streamed, BatchBuilder, layer_plan, _IndexBatches, _loader
+from .training import (BatchBuilder, InputSpec, _IndexBatches, _loader, evaluate, layer_plan, train_epochs, train_fixed,
+                       train_streamed)
 
 __all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
-           "accuracy_ci"]
+           "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural"]
 
 STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
 FINITE_NOTEBOOK = "notebooks/06_finite_datasets.ipynb"
+NATURAL_NOTEBOOK = "notebooks/08_natural_networks.ipynb"
 
 
 def _networks(family: str, variant: str, **kw):
@@ -188,11 +192,78 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
     return store
 
 
+# --- natural images: thesis 4.2.4 -----------------------------------------------------------------
+def natural_runs(cfg: dict) -> list[dict]:
+    """The Fig 4.9 / Table 4.4 runs: the pixel network, the expanded pixel network and the APRNet
+    (RGB + level channel) at each E of Table 4.4, for each seed."""
+    runs = []
+    for seed in cfg["seeds"]:
+        runs += [{"id": f"{net}_s{seed}", "network": net, "rel_error": None, "seed": seed}
+                 for net in ("pixels", "pixels_expanded")]
+        runs += [{"id": f"apr_E{e}_s{seed}", "network": "apr", "rel_error": e, "seed": seed} for e in cfg["e_values"]]
+    return runs
+
+
+def natural_datasets(cfg: dict, data_dir=None) -> tuple:
+    """(train, validation) sets: the Dogs-vs-Cats folder split ``n_train`` / ``n_val`` (thesis
+    24000 / 1000) when ``data_dir`` is given, else the stand-in patches (train and validation from
+    disjoint parts of each photograph). Training items are augmented per epoch."""
+    from .natural import ImageFiles, StandInPatches, dogs_vs_cats_files, split_files
+    if data_dir:
+        files = dogs_vs_cats_files(data_dir)
+        train, val = split_files(files, n_val=cfg["n_val"], seed=cfg["data_seed"])
+        if cfg["n_train"] < len(train):
+            keep = np.random.default_rng(cfg["data_seed"] + 1).choice(len(train), cfg["n_train"], replace=False)
+            train = [train[i] for i in sorted(keep)]
+        return (ImageFiles(train, cfg["size"], seed=cfg["data_seed"]), ImageFiles(val, cfg["size"]))
+    train = StandInPatches(cfg["n_train"], "train", seed=cfg["data_seed"], size=cfg["size"])
+    return train, StandInPatches(cfg["n_val"], "val", seed=cfg["data_seed"], size=cfg["size"], _photos=train.photos)
+
+
+def run_natural(run: dict, cfg: dict, data_dir=None, checkpoint=None, progress: bool = True) -> pd.DataFrame:
+    """Train one run of :func:`natural_runs`; returns one row per epoch (validation accuracy: Fig 4.9)."""
+    from .models import apr_network, pixel_network
+    train, val = natural_datasets(cfg, data_dir)
+    n_classes = 2 if data_dir else train.n_classes
+    torch.manual_seed(run["seed"])
+    if run["network"] == "apr":
+        model, spec = apr_network("apr", n_classes=n_classes), InputSpec("apr", rel_error=run["rel_error"])
+    else:
+        model, spec = pixel_network(run["network"], n_classes=n_classes), InputSpec("pixel")
+    return train_epochs(model, train, val, spec, cfg["n_epochs"], cfg["batch_size"], cfg["lr"], seed=run["seed"],
+                        checkpoint=checkpoint, progress=progress, desc=run["id"])
+
+
+def natural_store(run: dict, cfg: dict, profile: str, results_dir, data_dir=None) -> ResultStore:
+    """The result store of one natural-image run (stand-in and real data are kept apart)."""
+    experiment = "natural_training_dogs_vs_cats" if data_dir else "natural_training"
+    keys = ("size", "n_train", "n_val", "n_epochs", "batch_size", "lr", "data_seed")
+    params = {**run, **{k: cfg[k] for k in keys}, "source": "dogs_vs_cats" if data_dir else "stand_in"}
+    return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=NATURAL_NOTEBOOK)
+
+
+def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
+                    progress: bool = True, data_dir=None) -> ResultStore:
+    """Train ``run`` unless its stored result is fresh; table 'metrics' (one row per epoch)."""
+    store = natural_store(run, cfg, profile, results_dir, data_dir)
+    if recompute or not store.fresh:
+        store.start()
+        experiment = "natural_training_dogs_vs_cats" if data_dir else "natural_training"
+        ckpt = _checkpoint(checkpoint_dir, experiment, profile, run["id"], recompute)
+        metrics = run_natural(run, cfg, data_dir, checkpoint=ckpt, progress=progress)
+        store.save_table("metrics", metrics)
+        store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]},
+                     extra={"compute_s": round(float(metrics.epoch_s.sum()), 1),
+                            "torch_threads": torch.get_num_threads()})
+    return store
+
+
 def main(argv=None) -> None:
     import argparse
     from .profiles import profile_settings
     ap = argparse.ArgumentParser(prog="python -m aprlib.runs", description=__doc__.split("\n\n")[0])
-    ap.add_argument("experiment", choices=["streamed", "finite"])
+    ap.add_argument("experiment", choices=["streamed", "finite", "natural"])
+    ap.add_argument("--data-dir", default=None, help="natural: the Dogs-vs-Cats training folder (default: stand-in)")
     ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--checkpoint-dir", default="checkpoints")
@@ -200,14 +271,16 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
     args = ap.parse_intermixed_args(argv)
     name, list_runs, compute = {"streamed": ("streamed_training", streamed_runs, compute_streamed),
-                                "finite": ("finite_datasets", finite_runs, compute_finite)}[args.experiment]
+                                "finite": ("finite_datasets", finite_runs, compute_finite),
+                                "natural": ("natural_training", natural_runs, compute_natural)}[args.experiment]
+    extra = {"data_dir": args.data_dir} if args.experiment == "natural" else {}
     cfg = profile_settings(name, args.profile)
     runs = {r["id"]: r for r in list_runs(cfg)}
     unknown = [r for r in args.runs if r not in runs]
     if unknown:
         ap.error(f"unknown run ids {unknown}; this profile has {sorted(runs)}")
     for rid in args.runs or list(runs):
-        store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute)
+        store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute, **extra)
         print(f"{rid}: {store.dir}", flush=True)
 
 

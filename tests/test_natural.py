@@ -166,3 +166,17 @@ def test_natural_networks_class_count():
     assert conv_weight_count(twelve) - conv_weight_count(two) == 128 * 10
     with pytest.raises(ValueError, match="n_classes"):
         apr_network("apr", n_classes=1)
+
+
+def test_natural_runs_smoke(tmp_path):
+    from aprlib.profiles import profile_settings
+    from aprlib.runs import compute_natural, natural_runs
+    cfg = profile_settings("natural_training", "smoke")
+    runs = natural_runs(cfg)
+    assert [r["network"] for r in runs] == ["pixels", "pixels_expanded"] + ["apr"] * len(cfg["e_values"])
+    book = profile_settings("natural_training", "book")
+    assert book["batch_size"] == 24 and book["lr"] == 1e-4 and book["e_values"] == [0.2, 0.4, 0.6, 0.8]
+    store = compute_natural(runs[2], cfg, "smoke", tmp_path / "r", tmp_path / "c", progress=False)
+    m = store.load_table("metrics")
+    assert m.epoch.tolist() == list(range(1, cfg["n_epochs"] + 1)) and m.val_accuracy.between(0, 1).all()
+    assert store.provenance()["params"]["source"] == "stand_in"
