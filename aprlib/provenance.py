@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ResultStore", "atomic_write", "git_commit", "package_versions"]
+__all__ = ["ResultStore", "atomic_write", "git_commit", "package_versions", "figure_note"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
@@ -170,3 +170,18 @@ class ResultStore:
         with atomic_write(self.provenance_path, "w") as f:
             json.dump(prov, f, indent=2, sort_keys=True)
         return prov
+
+
+def figure_note(store: ResultStore, name: str, book_root: str = "..") -> str:
+    """Markdown provenance line for figure ``name`` of ``store`` (after :meth:`ResultStore.finish`):
+    notebook, commit, profile, date and wall time, with download links to the PNG and PDF (paths
+    from ``book_root``, the book's source directory as seen from where the notebook runs)."""
+    prov = store.provenance() or {}
+    rel = "/" + Path(os.path.relpath(store.dir, book_root)).as_posix()
+    wall = prov.get("compute_s", prov.get("wall_time_s"))
+    wall_txt = "" if wall is None else (f"{wall / 3600:.1f} h" if wall >= 3600 else
+                                        f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s")
+    return (f"Made by `{prov.get('notebook') or store.notebook}` at commit "
+            f"`{(prov.get('commit') or 'unknown')[:12]}`, profile `{store.profile}`, "
+            f"{(prov.get('finished_utc') or '')[:10]}" + (f", wall time {wall_txt}" if wall_txt else "") +
+            f". Download: {{download}}`PNG <{rel}/{name}.png>`, {{download}}`PDF <{rel}/{name}.pdf>`.")
