@@ -33,10 +33,11 @@ install: $(STAMP)
 book/_static/mathjax/tex-chtml.js:
 	bash tools/vendor_mathjax.sh
 
-# Execute the notebooks in place at PROFILE; they load committed results when they match.
+# Execute the notebooks in place at PROFILE; they load committed results when they match, and the
+# training notebooks render only the runs already stored (train_missing False): make book never trains.
 notebooks: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) --cwd notebooks --no-progress-bar || exit 1; \
+	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p train_missing False --cwd notebooks --no-progress-bar || exit 1; \
 	done
 
 book-html: $(STAMP) book/_static/mathjax/tex-chtml.js
