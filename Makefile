@@ -10,11 +10,11 @@ ALL_NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 SMOKE_DIR := _build/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: help install book notebooks reproduce test unit smoke book-html bench clean
+.PHONY: help install book notebooks reproduce test unit smoke book-html browser bench clean
 
 help:
 	@echo "make book                   render the book from committed results (creates .venv)"
-	@echo "make test                   unit tests + smoke run of every notebook + strict book build"
+	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
 	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
 	@echo "make bench                  APR formation vs pyapr; APR conv/pool and training steps vs dense torch"
 
@@ -54,7 +54,12 @@ reproduce: $(STAMP)
 
 # Two pytest workers with one OpenMP thread each (OpenMP threads in both workers would fight over the cores).
 unit: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not browser" tests
+
+# The built book in headless Chromium: chapters, figures, math, links, no outside host; screenshots
+# in _build/screenshots/ (skips where Chromium is absent).
+browser: $(STAMP)
+	$(BIN)/python -m pytest -q -m browser tests/test_book_browser.py
 
 # Every notebook at the smoke profile, recomputed, into _build/smoke (the committed notebooks stay as they are).
 smoke: $(STAMP)
@@ -63,7 +68,7 @@ smoke: $(STAMP)
 	  $(BIN)/papermill "$$nb" "$(SMOKE_DIR)/$$(basename $$nb)" -p profile smoke -p recompute True --cwd notebooks --no-progress-bar || exit 1; \
 	done
 
-test: unit smoke book-html
+test: unit smoke book-html browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_formation.py
