@@ -17,6 +17,7 @@ help:
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
 	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
 	@echo "make bench                  APR formation vs pyapr; APR conv/pool and training steps vs dense torch"
+	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4)"
 
 $(STAMP): pyproject.toml setup.py $(wildcard aprlib/_cpp/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,24 @@ reproduce: $(STAMP)
 	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p recompute True --cwd notebooks || exit 1; \
 	done
 	$(MAKE) book-html
+
+# One target per notebook and per thesis figure/table: recompute exactly that (PROFILE=smoke|book|paper;
+# RECOMPUTE=False reuses stored results and runs), e.g. `make fig4.7 PROFILE=book`.
+RECOMPUTE ?= True
+nb-%: $(STAMP)
+	$(BIN)/papermill notebooks/$*.ipynb notebooks/$*.ipynb -p profile $(PROFILE) -p recompute $(RECOMPUTE) --cwd notebooks
+
+fig4.1 fig4.2: nb-01_apr_synthetic
+table4.1 fig4.5: nb-04_synthetic_networks
+fig4.3 fig4.4 table4.2: nb-05_streamed_training
+fig4.6: nb-06_finite_datasets
+fig4.7 fig4.8: nb-07_natural_apr
+table4.3 fig4.9 table4.4: nb-08_natural_networks
+fig4.10 fig4.11: nb-02_timing_scaling
+fig4.12: nb-03_memory_vgg16
+summary: nb-09_reproduction_summary
+.PHONY: fig4.1 fig4.2 table4.1 fig4.5 fig4.3 fig4.4 table4.2 fig4.6 fig4.7 fig4.8 table4.3 fig4.9 table4.4 \
+        fig4.10 fig4.11 fig4.12 summary
 
 # Two pytest workers with one OpenMP thread each (OpenMP threads in both workers would fight over the cores).
 unit: $(STAMP)
