@@ -40,6 +40,7 @@ notebooks: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
 	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p train_missing False --cwd notebooks --no-progress-bar || exit 1; \
 	done
+	$(BIN)/python tools/hide_injected_parameters.py $(NOTEBOOKS)
 
 book-html: $(STAMP) book/_static/mathjax/tex-chtml.js
 	$(BIN)/jupyter-book build . -W -n --keep-going
@@ -51,6 +52,7 @@ reproduce: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
 	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p recompute True --cwd notebooks || exit 1; \
 	done
+	$(BIN)/python tools/hide_injected_parameters.py $(NOTEBOOKS)
 	$(MAKE) book-html
 
 # One target per notebook and per thesis figure/table: recompute exactly that (PROFILE=smoke|book|paper;
@@ -58,6 +60,7 @@ reproduce: $(STAMP)
 RECOMPUTE ?= True
 nb-%: $(STAMP)
 	$(BIN)/papermill notebooks/$*.ipynb notebooks/$*.ipynb -p profile $(PROFILE) -p recompute $(RECOMPUTE) --cwd notebooks
+	$(BIN)/python tools/hide_injected_parameters.py notebooks/$*.ipynb
 
 fig4.1 fig4.2: nb-01_apr_synthetic
 table4.1 fig4.5: nb-04_synthetic_networks
