@@ -238,9 +238,9 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                                     "best_state": best_state, "next_iteration": next_iteration})
 
     if first < n_iterations:
-        val_batches = list(_loader(_IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
-                                                           for i in range(0, len(val_set), batch_size)], builder),
-                                   num_workers))
+        # validation batches are rebuilt at every evaluation: kept, their index tables would hold
+        # gigabytes (11x11 neighbourhoods of every particle of 3000 APRs)
+        val_index = [np.arange(i, min(i + batch_size, len(val_set))) for i in range(0, len(val_set), batch_size)]
         model.train()
         # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
         loader = iter(_loader(_IndexBatches(train_set, batches[first:], builder), num_workers))
@@ -251,7 +251,8 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                                                    initial=first, total=n_iterations), start=first + 1):
             window.append(_step(model, opt, inputs, labels))
             if it % eval_every == 0 or it == n_iterations:
-                val = evaluate(model, val_batches)
+                val_ds = _IndexBatches(val_set, val_index, builder)  # no DataLoader: it would draw from the RNG
+                val = evaluate(model, (val_ds[i] for i in range(len(val_ds))))
                 rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
                              "train_accuracy": float(np.mean([w[1] for w in window])),
                              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
@@ -300,7 +301,6 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
                                     "torch_rng": torch.get_rng_state(), "rows": rows, "epoch": e, "next_batch": b,
                                     "window": window, "epoch_time_s": t})
 
-    val_batches = None
     last_save = time.perf_counter()
     with tqdm(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
               mininterval=2.0) as bar:
@@ -321,11 +321,11 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
                 if path is not None and time.perf_counter() - last_save >= checkpoint_every_s and b + 1 < n_batches:
                     save(epoch, b + 1, time.perf_counter() - t0)
                     last_save = time.perf_counter()
-            if val_batches is None:
-                val_batches = list(_loader(_IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
-                                                                   for i in range(0, len(val_set), batch_size)],
-                                                         builder), num_workers))
-            val = evaluate(model, val_batches)
+            # rebuilt at every evaluation (kept, APR index tables grow large), without a DataLoader (it
+            # would draw from the torch RNG)
+            val_ds = _IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
+                                             for i in range(0, len(val_set), batch_size)], builder)
+            val = evaluate(model, (val_ds[i] for i in range(len(val_ds))))
             rows.append({"epoch": epoch + 1, "train_loss": float(np.mean([w[0] for w in window])),
                          "train_accuracy": float(np.mean([w[1] for w in window])), "val_loss": val["loss"],
                          "val_accuracy": val["accuracy"], "step_s": float(np.mean([w[2] for w in window])),
