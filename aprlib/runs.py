@@ -20,7 +20,7 @@ import torch
 from scipy import stats
 
 from .provenance import ResultStore
-from .training import (BatchBuilder, InputSpec, _IndexBatches, _loader, evaluate, layer_plan, train_epochs, train_fixed,
+from .training import (BatchBuilder, InputSpec, evaluate_in_order, layer_plan, train_epochs, train_fixed,
                        train_streamed)
 
 __all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
@@ -36,11 +36,21 @@ def _networks(family: str, variant: str, **kw):
     return pixel_network(family, **kw) if variant == "pixel" else apr_network(family, variant, **kw)
 
 
-def _checkpoint(checkpoint_dir, experiment: str, profile: str, rid: str, recompute: bool) -> Path:
-    ckpt = Path(checkpoint_dir) / experiment / profile / f"{rid}.ckpt"
-    if recompute and ckpt.exists():
-        ckpt.unlink()
-    return ckpt
+def _compute(store: ResultStore, checkpoint_dir, recompute: bool, train) -> ResultStore:
+    """Unless ``store`` is fresh: ``train(checkpoint path)`` -> (tables {name: DataFrame}, seeds,
+    extra provenance), saved into the store. The checkpoint of store ``<experiment>/<run id>`` is
+    ``<checkpoint_dir>/<experiment>/<profile>/<run id>.ckpt``; ``recompute`` drops it first."""
+    if recompute or not store.fresh:
+        store.start()
+        experiment, rid = store.experiment.split("/", 1)
+        ckpt = Path(checkpoint_dir) / experiment / store.profile / f"{rid}.ckpt"
+        if recompute and ckpt.exists():
+            ckpt.unlink()
+        tables, seeds, extra = train(ckpt)
+        for name, df in tables.items():
+            store.save_table(name, df)
+        store.finish(seeds=seeds, extra={**extra, "torch_threads": torch.get_num_threads()})
+    return store
 
 
 # --- streamed data: thesis 4.1.3.2-4.1.3.3 --------------------------------------------------------
@@ -87,17 +97,13 @@ def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultSto
 def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
                      progress: bool = True) -> ResultStore:
     """Train ``run`` unless its stored result is fresh; returns the run's store (table 'metrics')."""
-    store = streamed_store(run, cfg, profile, results_dir)
-    if recompute or not store.fresh:
-        store.start()
-        ckpt = _checkpoint(checkpoint_dir, "streamed_training", profile, run["id"], recompute)
+    def train(ckpt):
         metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress)
-        store.save_table("metrics", metrics)
         # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
-        store.finish(seeds={"init": run["seed"], "stream": 1000 + run["seed"]},
-                     extra={"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1),
-                            "torch_threads": torch.get_num_threads()})
-    return store
+        return ({"metrics": metrics}, {"init": run["seed"], "stream": 1000 + run["seed"]},
+                {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
+
+    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 
 
 # --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
@@ -159,9 +165,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> 
     rows = []
     best_it = int(metrics.iloc[int(np.argmin(metrics.val_loss.to_numpy()))].iteration)
     for name in ("test", "test_extreme"):
-        ds, bs = data[name], cfg["batch_size"]
-        batches = [np.arange(i, min(i + bs, len(ds))) for i in range(0, len(ds), bs)]
-        res = evaluate(model, _loader(_IndexBatches(ds, batches, builder), 0))
+        res = evaluate_in_order(model, data[name], builder, cfg["batch_size"])
         correct = round(res["accuracy"] * res["n"])
         lo, hi = accuracy_ci(correct, res["n"])
         rows.append({"test_set": name, "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi, "n": res["n"],
@@ -180,16 +184,11 @@ def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore
 def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
                    progress: bool = True) -> ResultStore:
     """Train and test ``run`` unless its stored result is fresh; tables 'metrics' and 'test'."""
-    store = finite_store(run, cfg, profile, results_dir)
-    if recompute or not store.fresh:
-        store.start()
-        ckpt = _checkpoint(checkpoint_dir, "finite_datasets", profile, run["id"], recompute)
+    def train(ckpt):
         metrics, test = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
-        store.save_table("metrics", metrics)
-        store.save_table("test", test)
-        store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]},
-                     extra={"torch_threads": torch.get_num_threads()})
-    return store
+        return {"metrics": metrics, "test": test}, {"init_and_order": run["seed"], "data": cfg["data_seed"]}, {}
+
+    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 
 
 # --- natural images: thesis 4.2.4 -----------------------------------------------------------------
@@ -245,17 +244,12 @@ def natural_store(run: dict, cfg: dict, profile: str, results_dir, data_dir=None
 def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
                     progress: bool = True, data_dir=None) -> ResultStore:
     """Train ``run`` unless its stored result is fresh; table 'metrics' (one row per epoch)."""
-    store = natural_store(run, cfg, profile, results_dir, data_dir)
-    if recompute or not store.fresh:
-        store.start()
-        experiment = "natural_training_dogs_vs_cats" if data_dir else "natural_training"
-        ckpt = _checkpoint(checkpoint_dir, experiment, profile, run["id"], recompute)
+    def train(ckpt):
         metrics = run_natural(run, cfg, data_dir, checkpoint=ckpt, progress=progress)
-        store.save_table("metrics", metrics)
-        store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]},
-                     extra={"compute_s": round(float(metrics.epoch_s.sum()), 1),
-                            "torch_threads": torch.get_num_threads()})
-    return store
+        return ({"metrics": metrics}, {"init_and_order": run["seed"], "data": cfg["data_seed"]},
+                {"compute_s": round(float(metrics.epoch_s.sum()), 1)})
+
+    return _compute(natural_store(run, cfg, profile, results_dir, data_dir), checkpoint_dir, recompute, train)
 
 
 def main(argv=None) -> None:

@@ -23,7 +23,8 @@ from .formation import form_apr
 from .plans import conv_plan, pool_plan, tree_plan
 from .provenance import atomic_write
 
-__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "train_streamed", "train_fixed", "train_epochs"]
+__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed", "train_fixed",
+           "train_epochs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +150,31 @@ def evaluate(model, batches) -> dict:
     return {"loss": loss_sum / total, "accuracy": correct / total, "n": total}
 
 
-def _save_checkpoint(path, state):
+def _save_checkpoint(path, model, optimizer, **progress):
+    """Atomically save model, optimizer, the torch RNG and a loop's ``progress``."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+             **progress}
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
+
+
+def _load_checkpoint(path, model, optimizer) -> dict | None:
+    """Restore model and optimizer from ``path`` if it exists; returns the whole saved state (the
+    caller restores ``torch_rng`` after creating its DataLoader iterator, which draws from it)."""
+    if path is None or not path.exists():
+        return None
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) -> dict:
+    """:func:`evaluate` on ``dataset`` in order, in batches of ``batch_size`` built on the fly (kept,
+    APR index tables grow large) and without a DataLoader (its iterator draws from the torch RNG)."""
+    ds = _IndexBatches(dataset, [np.arange(i, min(i + batch_size, len(dataset)))
+                                 for i in range(0, len(dataset), batch_size)], builder)
+    return evaluate(model, (ds[i] for i in range(len(ds))))
 
 
 def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: int = 36, lr: float = 5e-4,
@@ -169,10 +192,8 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rows, first, rng_state = [], 0, None
     path = Path(checkpoint) if checkpoint else None
-    if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = _load_checkpoint(path, model, opt)
+    if state is not None:
         rows, first, rng_state = state["rows"], state["next_batch"], state["torch_rng"]
     builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
     model.train()
@@ -181,8 +202,7 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
 
     def save(next_batch):
         if path is not None:
-            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "torch_rng": torch.get_rng_state(), "rows": rows, "next_batch": next_batch})
+            _save_checkpoint(path, model, opt, rows=rows, next_batch=next_batch)
 
     # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
     loader = iter(_loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers))
@@ -224,23 +244,17 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     rows, window, best, best_state, first, rng_state = [], [], float("inf"), None, 0, None
     path = Path(checkpoint) if checkpoint else None
-    if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = _load_checkpoint(path, model, opt)
+    if state is not None:
         rows, best, best_state, first = state["rows"], state["best"], state["best_state"], state["next_iteration"]
         rng_state = state["torch_rng"]
 
     def save(next_iteration):
         if path is not None:
-            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "torch_rng": torch.get_rng_state(), "rows": rows, "best": best,
-                                    "best_state": best_state, "next_iteration": next_iteration})
+            _save_checkpoint(path, model, opt, rows=rows, best=best, best_state=best_state,
+                             next_iteration=next_iteration)
 
     if first < n_iterations:
-        # validation batches are rebuilt at every evaluation: kept, their index tables would hold
-        # gigabytes (11x11 neighbourhoods of every particle of 3000 APRs)
-        val_index = [np.arange(i, min(i + batch_size, len(val_set))) for i in range(0, len(val_set), batch_size)]
         model.train()
         # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
         loader = iter(_loader(_IndexBatches(train_set, batches[first:], builder), num_workers))
@@ -251,8 +265,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                                                    initial=first, total=n_iterations), start=first + 1):
             window.append(_step(model, opt, inputs, labels))
             if it % eval_every == 0 or it == n_iterations:
-                val_ds = _IndexBatches(val_set, val_index, builder)  # no DataLoader: it would draw from the RNG
-                val = evaluate(model, (val_ds[i] for i in range(len(val_ds))))
+                val = evaluate_in_order(model, val_set, builder, batch_size)
                 rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
                              "train_accuracy": float(np.mean([w[1] for w in window])),
                              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
@@ -288,18 +301,14 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
     n_batches = -(-n // batch_size)
     rows, epoch, first, window, rng_state, t_epoch = [], 0, 0, [], None, 0.0
     path = Path(checkpoint) if checkpoint else None
-    if path is not None and path.exists():
-        state = torch.load(path, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    state = _load_checkpoint(path, model, opt)
+    if state is not None:
         rows, epoch, first, window = state["rows"], state["epoch"], state["next_batch"], state["window"]
         rng_state, t_epoch = state["torch_rng"], state["epoch_time_s"]
 
     def save(e, b, t):
         if path is not None:
-            _save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "torch_rng": torch.get_rng_state(), "rows": rows, "epoch": e, "next_batch": b,
-                                    "window": window, "epoch_time_s": t})
+            _save_checkpoint(path, model, opt, rows=rows, epoch=e, next_batch=b, window=window, epoch_time_s=t)
 
     last_save = time.perf_counter()
     with tqdm(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
@@ -321,11 +330,7 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
                 if path is not None and time.perf_counter() - last_save >= checkpoint_every_s and b + 1 < n_batches:
                     save(epoch, b + 1, time.perf_counter() - t0)
                     last_save = time.perf_counter()
-            # rebuilt at every evaluation (kept, APR index tables grow large), without a DataLoader (it
-            # would draw from the torch RNG)
-            val_ds = _IndexBatches(val_set, [np.arange(i, min(i + batch_size, len(val_set)))
-                                             for i in range(0, len(val_set), batch_size)], builder)
-            val = evaluate(model, (val_ds[i] for i in range(len(val_ds))))
+            val = evaluate_in_order(model, val_set, builder, batch_size)
             rows.append({"epoch": epoch + 1, "train_loss": float(np.mean([w[0] for w in window])),
                          "train_accuracy": float(np.mean([w[1] for w in window])), "val_loss": val["loss"],
                          "val_accuracy": val["accuracy"], "step_s": float(np.mean([w[2] for w in window])),
