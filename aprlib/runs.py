@@ -147,10 +147,11 @@ def accuracy_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float
     return float(ci.low), float(ci.high)
 
 
-def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> tuple[pd.DataFrame, ...]:
     """Train one run of :func:`finite_runs`, select the minimum-validation-loss model and test it
-    on both test sets. Returns (metrics per evaluation, test results with Wilson 95% CIs)."""
-    from .synthetic import NUM_CLASSES
+    on both test sets. Returns (metrics per evaluation, test results with Wilson 95% CIs, confusion
+    counts: one row per test set, true class and predicted class)."""
+    from .synthetic import CLASS_NAMES, NUM_CLASSES
     torch.manual_seed(run["seed"])
     family, variant = "B", ("pixel" if run["network"].startswith("Pix") else "full")
     model = _networks(family, variant, spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
@@ -162,7 +163,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> 
                                 checkpoint=checkpoint, progress=progress, desc=run["id"])
     model.load_state_dict(best)
     builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
-    rows = []
+    rows, confusion = [], []
     best_it = int(metrics.iloc[int(np.argmin(metrics.val_loss.to_numpy()))].iteration)
     for name in ("test", "test_extreme"):
         res = evaluate_in_order(model, data[name], builder, cfg["batch_size"])
@@ -170,7 +171,9 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> 
         lo, hi = accuracy_ci(correct, res["n"])
         rows.append({"test_set": name, "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi, "n": res["n"],
                      "loss": res["loss"], "best_iteration": best_it})
-    return metrics, pd.DataFrame(rows)
+        confusion += [{"test_set": name, "true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "count": int(c)}
+                      for (t, p), c in np.ndenumerate(res["confusion"])]
+    return metrics, pd.DataFrame(rows), pd.DataFrame(confusion)
 
 
 def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
@@ -185,8 +188,8 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
                    progress: bool = True) -> ResultStore:
     """Train and test ``run`` unless its stored result is fresh; tables 'metrics' and 'test'."""
     def train(ckpt):
-        metrics, test = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
-        return {"metrics": metrics, "test": test}, {"init_and_order": run["seed"], "data": cfg["data_seed"]}, {}
+        metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
+        return {"metrics": metrics, "test": test, "confusion": confusion}, {"init_and_order": run["seed"], "data": cfg["data_seed"]}, {}
 
     return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 

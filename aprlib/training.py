@@ -134,20 +134,25 @@ def _step(model, optimizer, inputs, labels):
 
 @torch.no_grad()
 def evaluate(model, batches) -> dict:
-    """Mean cross-entropy loss and accuracy over an iterable of (inputs, labels) batches."""
+    """Mean cross-entropy loss and accuracy over an iterable of (inputs, labels) batches, and the
+    confusion matrix (counts, shape (classes, classes): row = true class, column = predicted)."""
     was = model.training
     model.eval()
-    total, loss_sum, correct = 0, 0.0, 0
+    total, loss_sum, correct, confusion = 0, 0.0, 0, None
     for inputs, labels in batches:
         with torch.no_grad():
             logits = model(inputs)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(1) == labels).sum())
+        predicted = logits.argmax(1)
+        correct += int((predicted == labels).sum())
         total += len(labels)
+        k = logits.shape[1]
+        counts = torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+        confusion = counts if confusion is None else confusion + counts
     model.train(was)
     if total == 0:
         raise ValueError("evaluate needs at least one example")
-    return {"loss": loss_sum / total, "accuracy": correct / total, "n": total}
+    return {"loss": loss_sum / total, "accuracy": correct / total, "n": total, "confusion": confusion.numpy()}
 
 
 def _save_checkpoint(path, model, optimizer, **progress):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aprlib.models import apr_network, pixel_network
 from aprlib.synthetic import SyntheticShapes, SyntheticShapesStream
@@ -96,6 +97,12 @@ def test_finite_runs_smoke(tmp_path):
     test = store.load_table("test")
     assert test.test_set.tolist() == ["test", "test_extreme"]
     assert ((test.ci_low <= test.accuracy) & (test.accuracy <= test.ci_high)).all()
+    confusion = store.load_table("confusion")  # 6 x 6 counts per test set, consistent with the accuracy
+    for row in test.itertuples():
+        c = confusion[confusion.test_set == row.test_set]
+        assert len(c) == 36 and c["count"].sum() == row.n
+        assert c[c["true"] == c["predicted"]]["count"].sum() == pytest.approx(row.accuracy * row.n)
+        assert (c.groupby("true")["count"].sum() == cfg["eval_per_class"]).all()
     assert store.fresh and store.provenance()["seeds"]["data"] == cfg["data_seed"]
 
 
@@ -139,3 +146,16 @@ def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
         assert {r["rel_error"] for r in first if r["network"] == "APR_B"} == {0.1, 0.4, 0.6, 0.8}
         assert {r["resolution"] for r in first if r["network"] == "Pix_B"} == {cfg["size"], cfg["size"] // 2,
                                                                                cfg["size"] // 4}
+
+
+def test_evaluate_confusion_counts():
+    """Rows are true classes, columns predictions; counts add over batches."""
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return F.one_hot(x[:, 0].long(), 3).float()  # predicts the class stored in the input
+
+    batches = [(torch.tensor([[0.], [1.], [2.]]), torch.tensor([0, 2, 2])),
+               (torch.tensor([[1.], [1.]]), torch.tensor([1, 0]))]
+    res = evaluate(Fixed(), batches)
+    assert res["confusion"].tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 1]]
+    assert res["accuracy"] == pytest.approx(3 / 5) and res["n"] == 5
