@@ -1,6 +1,6 @@
 """Summaries of streamed-training learning curves (thesis 4.1.3.2-4.1.3.3) and the checks of the
 thesis's claims on them: convergence speed, accuracy dips, and Table 4.2's ordering of errors by
-information loss.
+information loss; and the claims of Fig 4.9 on per-epoch validation curves.
 
 ``metrics`` is the per-batch table of :func:`aprlib.training.train_streamed` (columns batch,
 loss, accuracy, ...; accuracy of each fresh batch before its update).
@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["batches_to_accuracy", "max_dip", "final_error", "run_summary", "information_ordering"]
+__all__ = ["batches_to_accuracy", "max_dip", "final_error", "run_summary", "information_ordering",
+           "epoch_curve_claims"]
 
 
 def _check(metrics: pd.DataFrame) -> pd.Series:
@@ -108,3 +109,48 @@ def information_ordering(errors: dict[str, np.ndarray]) -> pd.DataFrame:
                  "values": " < ".join(f"{v:.4f}" for v in apr), "p_value": float("nan"),
                  "holds": bool(np.all(np.diff(apr) > 0))})
     return pd.DataFrame(rows)
+
+
+def _wilson_half_width(accuracy: float, n: int) -> float:
+    ci = stats.binomtest(int(round(accuracy * n)), n).proportion_ci(method="wilson")
+    return float(ci.high - ci.low) / 2
+
+
+def epoch_curve_claims(curves: dict[str, pd.DataFrame], n_val: int, reach: float = 0.95) -> pd.DataFrame:
+    """Check thesis Fig 4.9's three claims on per-epoch validation accuracy.
+
+    ``curves`` maps 'Pixels', 'Pixels (expanded)' and 'APR' to tables with columns epoch and
+    val_accuracy (``n_val`` validation images). Returns one row per claim with our values and
+    ``holds``:
+
+    - same accuracy: the best accuracies differ by at most the largest Wilson 95% half-width at
+      ``n_val`` (differences the validation set cannot resolve);
+    - APR and expanded converge faster: both reach ``reach`` x the lowest of the three best
+      accuracies (a level every network reaches) at an earlier epoch than Pixels;
+    - pixel dips, APR stable: each pixel network's largest epoch-to-epoch drop exceeds the APR's.
+    """
+    need = ["Pixels", "Pixels (expanded)", "APR"]
+    missing = [k for k in need if k not in curves]
+    if missing:
+        raise ValueError(f"curves lacks {missing}")
+    acc = {k: curves[k].set_index("epoch")["val_accuracy"].sort_index() for k in need}
+    if any(len(a) == 0 for a in acc.values()) or n_val < 1:
+        raise ValueError("every curve needs at least one epoch and n_val must be positive")
+    best = {k: float(a.max()) for k, a in acc.items()}
+    tol = max(_wilson_half_width(b, n_val) for b in best.values())
+    spread = max(best.values()) - min(best.values())
+    target = reach * min(best.values())
+    first = {k: int(a.index[np.argmax(a.to_numpy() >= target)]) for k, a in acc.items()}
+    drop = {k: float(max(0.0, -np.diff(a.to_numpy()).min())) if len(a) > 1 else 0.0 for k, a in acc.items()}
+    fmt = "; ".join
+    return pd.DataFrame([
+        {"claim": "all networks converge to roughly the same accuracy",
+         "values": fmt(f"{k} {v:.3f}" for k, v in best.items()) + f" (spread {spread:.3f}, tolerance {tol:.3f})",
+         "holds": bool(spread <= tol)},
+        {"claim": "APRNet and expanded pixels converge faster than Pixels",
+         "values": f"first epoch at accuracy >= {target:.3f}: " + fmt(f"{k} {v}" for k, v in first.items()),
+         "holds": bool(first["APR"] < first["Pixels"] and first["Pixels (expanded)"] < first["Pixels"])},
+        {"claim": "the pixel networks dip, the APRNet is more stable",
+         "values": "largest epoch-to-epoch drop: " + fmt(f"{k} {v:.3f}" for k, v in drop.items()),
+         "holds": bool(min(drop["Pixels"], drop["Pixels (expanded)"]) > drop["APR"])},
+    ])

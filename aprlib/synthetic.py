@@ -38,6 +38,7 @@ __all__ = [
     "generate_batch",
     "SyntheticShapes",
     "SyntheticShapesStream",
+    "error_kinds",
 ]
 
 CLASS_NAMES = ("circle", "square", "triangle", "fuzzy_circle", "fuzzy_square", "fuzzy_triangle")
@@ -433,3 +434,21 @@ class SyntheticShapesStream(torch.utils.data.IterableDataset):
         while True:
             yield _to_sample(*self.image(j), self.transform)
             j += workers
+
+
+def error_kinds(confusion) -> dict:
+    """Split the errors of a confusion table into the two kinds the six classes allow.
+
+    ``confusion`` has columns true, predicted (class names) and count. Returns the number of
+    images, of errors, of errors between a shape and its fuzzy version ("regular/fuzzy": the
+    perturbation was missed or imagined) and of errors between different base shapes ("shape").
+    """
+    base = {name: name.removeprefix("fuzzy_") for name in CLASS_NAMES}
+    unknown = set(confusion["true"]) | set(confusion["predicted"])
+    if not unknown <= set(CLASS_NAMES):
+        raise ValueError(f"unknown class names {sorted(unknown - set(CLASS_NAMES))}")
+    wrong = confusion[confusion["true"] != confusion["predicted"]]
+    same_base = wrong["true"].map(base) == wrong["predicted"].map(base)
+    return {"images": int(confusion["count"].sum()), "errors": int(wrong["count"].sum()),
+            "regular/fuzzy": int(wrong.loc[same_base, "count"].sum()),
+            "shape": int(wrong.loc[~same_base, "count"].sum())}

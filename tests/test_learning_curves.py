@@ -75,3 +75,24 @@ def test_information_ordering_fails_when_ordering_is_broken():
     assert not res.loc["APR 0.1 < 0.4 < 0.6 < 0.8", "holds"]
     with pytest.raises(ValueError, match="lacks"):
         information_ordering({"APR 0.1": [0.0]})
+
+
+def _curve(values):
+    return pd.DataFrame({"epoch": np.arange(1, len(values) + 1), "val_accuracy": values})
+
+
+def test_epoch_curve_claims_accepts_the_thesis_shape_and_rejects_others():
+    from aprlib.learning_curves import epoch_curve_claims
+    thesis_like = {"Pixels": _curve([0.70, 0.80, 0.85, 0.80, 0.90, 0.96, 0.92, 0.97]),
+                   "Pixels (expanded)": _curve([0.80, 0.90, 0.93, 0.86, 0.96, 0.97, 0.93, 0.97]),
+                   "APR": _curve([0.85, 0.92, 0.94, 0.95, 0.96, 0.97, 0.97, 0.974])}
+    claims = epoch_curve_claims(thesis_like, n_val=1000)
+    assert claims.holds.tolist() == [True, True, True]
+    # APR far worse, slow and dipping: every claim fails
+    other = dict(thesis_like, APR=_curve([0.5, 0.55, 0.7, 0.5, 0.6, 0.8, 0.6, 0.8]))
+    assert epoch_curve_claims(other, n_val=1000).holds.tolist() == [False, False, False]
+    # the tolerance of "same accuracy" shrinks with more validation images
+    close = dict(thesis_like, APR=_curve([0.85, 0.92, 0.94, 0.95, 0.955, 0.955, 0.955, 0.955]))
+    assert epoch_curve_claims(close, n_val=100).holds[0] and not epoch_curve_claims(close, n_val=100000).holds[0]
+    with pytest.raises(ValueError, match="lacks"):
+        epoch_curve_claims({"APR": thesis_like["APR"]}, n_val=10)

@@ -327,3 +327,14 @@ def test_property_valid_image(seed, h, w, label, extreme):
     check_image(img, (h, w), params)
     again = generate_image(label, np.random.default_rng(seed), size=(h, w), params=params)
     np.testing.assert_array_equal(img, again)
+
+
+def test_error_kinds_splits_regular_fuzzy_from_shape_errors():
+    import pandas as pd
+    from aprlib.synthetic import error_kinds
+    conf = pd.DataFrame([("circle", "circle", 5), ("circle", "fuzzy_circle", 3), ("fuzzy_square", "square", 2),
+                         ("triangle", "square", 1), ("fuzzy_triangle", "circle", 4)],
+                        columns=["true", "predicted", "count"])
+    assert error_kinds(conf) == {"images": 15, "errors": 10, "regular/fuzzy": 5, "shape": 5}
+    with pytest.raises(ValueError, match="hexagon"):
+        error_kinds(conf.assign(true=["hexagon"] * 5))
