@@ -15,7 +15,7 @@ import pandas as pd
 __all__ = ["THESIS_ITEMS", "save_verdicts", "collect_verdicts", "VERDICTS"]
 
 #: The verdict vocabulary (the status of an item that no notebook covers yet is "not yet reproduced").
-VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "reproduced", "could not be run")
+VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "reproduced", "could not be run", "pending")
 
 #: Every figure and table of thesis chapter 4, in order, with the thesis's claim or number.
 THESIS_ITEMS = {

@@ -40,7 +40,8 @@ if not (HTML / "index.html").exists():
 def chapters() -> list[str]:
     """Pages of the table of contents, as paths of built HTML files relative to _build/html."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+    chapters = toc.get("chapters", []) + [c for part in toc.get("parts", []) for c in part["chapters"]]
+    files = [toc["root"]] + [c["file"] for c in chapters]
     return [f + ".html" for f in files]
 
 
