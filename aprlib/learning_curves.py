@@ -12,7 +12,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["batches_to_accuracy", "max_dip", "final_error", "run_summary", "information_ordering",
-           "epoch_curve_claims"]
+           "accuracy_ci", "epoch_curve_claims"]
 
 
 def _check(metrics: pd.DataFrame) -> pd.Series:
@@ -111,9 +111,15 @@ def information_ordering(errors: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def accuracy_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy ``correct / n``."""
+    ci = stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def _wilson_half_width(accuracy: float, n: int) -> float:
-    ci = stats.binomtest(int(round(accuracy * n)), n).proportion_ci(method="wilson")
-    return float(ci.high - ci.low) / 2
+    lo, hi = accuracy_ci(round(accuracy * n), n)
+    return (hi - lo) / 2
 
 
 def epoch_curve_claims(curves: dict[str, pd.DataFrame], n_val: int, reach: float = 0.95) -> pd.DataFrame:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
+from .learning_curves import accuracy_ci
 from .provenance import ResultStore
 from .training import (BatchBuilder, InputSpec, evaluate_in_order, layer_plan, train_epochs, train_fixed,
                        train_streamed)
@@ -141,12 +141,6 @@ class _Prefix:
         return self.dataset.image(i)
 
 
-def accuracy_ci(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of an accuracy ``correct / n``."""
-    ci = stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> tuple[pd.DataFrame, ...]:
     """Train one run of :func:`finite_runs`, select the minimum-validation-loss model and test it
     on both test sets. Returns (metrics per evaluation, test results with Wilson 95% CIs, confusion
@@ -189,7 +183,8 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
     """Train and test ``run`` unless its stored result is fresh; tables 'metrics' and 'test'."""
     def train(ckpt):
         metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
-        return {"metrics": metrics, "test": test, "confusion": confusion}, {"init_and_order": run["seed"], "data": cfg["data_seed"]}, {}
+        return ({"metrics": metrics, "test": test, "confusion": confusion},
+                {"init_and_order": run["seed"], "data": cfg["data_seed"]}, {})
 
     return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 

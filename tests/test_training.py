@@ -107,7 +107,7 @@ def test_finite_runs_smoke(tmp_path):
 
 
 def test_accuracy_ci_is_wilson():
-    from aprlib.runs import accuracy_ci
+    from aprlib.learning_curves import accuracy_ci
     lo, hi = accuracy_ci(2850, 3000)
     p, z, n = 0.95, 1.959964, 3000  # Wilson score interval by hand
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

@@ -34,6 +34,8 @@ def main():
                            batch_size=36, lr=5e-4, progress=True)
     print(f"running accuracy of the last 50 training batches: {curve.accuracy.tail(50).mean():.3f}")
     builder, rows, modes = BatchBuilder(spec, layer_plan(model)), [], {"eval": [], "train": []}
+    # in train mode batch norm uses each batch's statistics (the running ones it updates are unused)
+    nets = {"eval": copy.deepcopy(model).eval(), "train": copy.deepcopy(model).train()}
     for start in range(0, args.images, 36):
         imgs, labels, specs = [], [], []
         for j in range(start, min(start + 36, args.images)):
@@ -44,9 +46,8 @@ def main():
             labels.append(label)
         x, y = builder.inputs(imgs), torch.tensor(labels)
         for mode in modes:
-            m = copy.deepcopy(model).train(mode == "train")
             with torch.no_grad():
-                pred = m(x).argmax(1)
+                pred = nets[mode](x).argmax(1)
             modes[mode].append((pred == y).float().sum().item())
             if mode == "eval":
                 rows += [{"true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "ok": t == p,
