@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["THESIS_ITEMS", "save_verdicts", "collect_verdicts", "VERDICTS"]
+__all__ = ["THESIS_ITEMS", "save_verdicts", "collect_verdicts", "verdict_kind", "VERDICTS"]
 
 #: The verdict vocabulary (the status of an item that no notebook covers yet is "not yet reproduced").
 VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "reproduced", "could not be run", "pending")
@@ -42,6 +42,14 @@ THESIS_ITEMS = {
     "Fig 4.11": "APR max-pooling time linear in the number of particles",
     "Fig 4.12": "VGG16 feature-map memory, APR/pixels, falls with the input CR, far from linearly",
 }
+
+
+def verdict_kind(verdict: str) -> str:
+    """The vocabulary word a verdict starts with (the longest match in :data:`VERDICTS`, so "partly
+    confirmed on the stand-in" is "partly confirmed"), or the verdict itself when none matches
+    (e.g. "not yet reproduced")."""
+    matches = [w for w in VERDICTS if str(verdict).startswith(w)]
+    return max(matches, key=len) if matches else str(verdict)
 
 
 def save_verdicts(store, rows: list[dict]) -> Path:

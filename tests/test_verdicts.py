@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from aprlib.provenance import ResultStore, figure_note
-from aprlib.verdicts import THESIS_ITEMS, collect_verdicts, save_verdicts
+from aprlib.verdicts import THESIS_ITEMS, collect_verdicts, save_verdicts, verdict_kind
 
 
 def test_every_thesis_item_has_a_row_and_verdicts_are_joined(tmp_path):
@@ -30,6 +30,15 @@ def test_bad_verdicts_are_refused(tmp_path):
     save_verdicts(other, [{"item": "Fig 4.2", "ours": "", "verdict": "confirmed"}])
     with pytest.raises(ValueError, match="more than one place"):
         collect_verdicts(tmp_path)
+
+
+def test_verdict_kind_takes_the_longest_vocabulary_word():
+    assert verdict_kind("partly confirmed on the stand-in") == "partly confirmed"
+    assert verdict_kind("partly confirmed (forward linear)") == "partly confirmed"
+    assert verdict_kind("confirmed on the stand-in") == "confirmed"
+    assert verdict_kind("not confirmed") == "not confirmed"
+    assert verdict_kind("pending: 7 of 14 runs computed") == "pending"
+    assert verdict_kind("not yet reproduced") == "not yet reproduced"
 
 
 def test_committed_verdicts_are_consistent():
