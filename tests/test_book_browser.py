@@ -1,6 +1,6 @@
 """The built book in headless Chromium (Debian's `chromium`): every chapter opens, every figure is
 a readable image, math is typeset by the vendored MathJax, no internal link is broken, and no page
-loads anything from another host. Screenshots go to `_build/screenshots/`.
+loads anything from another host; every figure has its provenance note. Screenshots go to `_build/screenshots/`.
 
 Run after `jupyter-book build` (`make browser`, part of `make test`); skips where Chromium or the
 built book is absent.
@@ -112,6 +112,11 @@ def test_chapter_renders_offline(page, server, tmp_path):
         if target.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif"):
             with Image.open(target) as im:
                 im.verify()
+    # every figure a notebook drew carries its provenance note (notebook, commit, profile, date, PNG + PDF)
+    figures = [src for src in parsed.images if "_images/" in src]
+    notes = dom.count("Made by")
+    assert notes >= len(figures), f"{page}: {len(figures)} figures but {notes} provenance notes"
+    assert dom.count(".pdf") >= notes, f"{page}: a provenance note without its PDF link"
     # math typeset by MathJax wherever the page has math
     source = (HTML / page).read_text(errors="replace")
     if 'class="math' in source:
