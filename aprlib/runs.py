@@ -12,6 +12,7 @@ and 08 do; runs whose stored result is fresh are skipped, interrupted runs resum
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +161,12 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> 
     rows, confusion = [], []
     best_it = int(metrics.iloc[int(np.argmin(metrics.val_loss.to_numpy()))].iteration)
     for name in ("test", "test_extreme"):
+        t0 = time.perf_counter()
         res = evaluate_in_order(model, data[name], builder, cfg["batch_size"])
         correct = round(res["accuracy"] * res["n"])
         lo, hi = accuracy_ci(correct, res["n"])
         rows.append({"test_set": name, "accuracy": res["accuracy"], "ci_low": lo, "ci_high": hi, "n": res["n"],
-                     "loss": res["loss"], "best_iteration": best_it})
+                     "loss": res["loss"], "best_iteration": best_it, "test_s": time.perf_counter() - t0})
         confusion += [{"test_set": name, "true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "count": int(c)}
                       for (t, p), c in np.ndenumerate(res["confusion"])]
     return metrics, pd.DataFrame(rows), pd.DataFrame(confusion)
@@ -183,8 +185,11 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
     """Train and test ``run`` unless its stored result is fresh; tables 'metrics' and 'test'."""
     def train(ckpt):
         metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
+        # wall_time_s covers only the last (resumed) session; compute_s sums training and validation
+        # over every session (metrics.wall_s) and the testing
+        extra = {"compute_s": round(float(metrics.wall_s.sum() + test.test_s.sum()), 1)}
         return ({"metrics": metrics, "test": test, "confusion": confusion},
-                {"init_and_order": run["seed"], "data": cfg["data_seed"]}, {})
+                {"init_and_order": run["seed"], "data": cfg["data_seed"]}, extra)
 
     return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 

@@ -234,7 +234,8 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     """Train on a fixed dataset (reshuffled each epoch) and keep the model with the minimum
     validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
     evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy,
-    mean step time (s). With ``checkpoint``, progress is saved atomically at the first evaluation
+    mean step time (s) and wall time since the previous evaluation, validation included (``wall_s``,
+    s; summed over a resumed run's sessions it is the run's compute). With ``checkpoint``, progress is saved atomically at the first evaluation
     after every ``checkpoint_every_s`` seconds and at the end, and a run resumes from it."""
     if n_iterations < 1 or eval_every < 1:
         raise ValueError("n_iterations and eval_every must be positive")
@@ -265,7 +266,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
         loader = iter(_loader(_IndexBatches(train_set, batches[first:], builder), num_workers))
         if rng_state is not None:
             torch.set_rng_state(rng_state)
-        last_save = time.perf_counter()
+        last_save = last_row = time.perf_counter()
         for it, (inputs, labels) in enumerate(tqdm(loader, desc=desc, disable=not progress, mininterval=2.0,
                                                    initial=first, total=n_iterations), start=first + 1):
             window.append(_step(model, opt, inputs, labels))
@@ -274,7 +275,9 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                 rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
                              "train_accuracy": float(np.mean([w[1] for w in window])),
                              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                             "step_s": float(np.mean([w[2] for w in window]))})
+                             "step_s": float(np.mean([w[2] for w in window])),
+                             "wall_s": time.perf_counter() - last_row})
+                last_row = time.perf_counter()
                 window = []
                 if val["loss"] < best:
                     best = val["loss"]

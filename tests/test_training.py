@@ -74,6 +74,7 @@ def test_fixed_training_resumes_exactly(tmp_path):
     train_fixed(model(), train, val, InputSpec("apr"), n_iterations=4, checkpoint=ckpt, checkpoint_every_s=0, **kw)
     resumed, best = train_fixed(model(), train, val, InputSpec("apr"), n_iterations=6, checkpoint=ckpt, **kw)
     assert resumed.iteration.tolist() == [2, 4, 6]
+    assert (resumed.wall_s > 0).all() and (resumed.wall_s >= resumed.step_s).all()  # both sessions' rows
     np.testing.assert_allclose(resumed[["train_loss", "val_loss"]], ref[["train_loss", "val_loss"]], rtol=1e-5)
     for k in ref_best:
         torch.testing.assert_close(best[k], ref_best[k], rtol=1e-5, atol=1e-6, msg=k)
@@ -104,6 +105,8 @@ def test_finite_runs_smoke(tmp_path):
         assert c[c["true"] == c["predicted"]]["count"].sum() == pytest.approx(row.accuracy * row.n)
         assert (c.groupby("true")["count"].sum() == cfg["eval_per_class"]).all()
     assert store.fresh and store.provenance()["seeds"]["data"] == cfg["data_seed"]
+    metrics = store.load_table("metrics")  # compute_s: training and validation of every session + testing
+    assert store.provenance()["compute_s"] == pytest.approx(metrics.wall_s.sum() + test.test_s.sum(), abs=0.1)
 
 
 def test_accuracy_ci_is_wilson():
