@@ -57,3 +57,15 @@ def test_table_4_2_and_its_ordering_follow_from_the_runs():
     recomputed = information_ordering(errors)
     assert stored.holds.tolist() == recomputed.holds.tolist()
     assert stored["values"].tolist() == recomputed["values"].tolist()
+
+
+def test_no_glue_role_inside_a_literal():
+    """`{glue:text}`key`` renders the role as code instead of the value: a role must stand outside backticks."""
+    import json
+    import re
+    root = Path(__file__).resolve().parents[1]
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                # a fenced ```{glue:figure} directive is fine; a single backtick before the role is not
+                assert not re.search(r"(?<!`)`\{glue:", "".join(cell["source"])), f"{nb.name}: glue role in a literal"
