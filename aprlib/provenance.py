@@ -93,6 +93,16 @@ def _params_hash(profile: str, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where figures are displayed inline)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 class ResultStore:
     """Results of one experiment at one profile with given parameters.
 
@@ -137,8 +147,10 @@ class ResultStore:
         import pandas as pd
         return pd.read_csv(self.dir / f"{name}.csv")
 
-    def save_figure(self, fig, name: str, dpi: int = 150) -> list[Path]:
-        """Save a matplotlib figure as PNG and PDF (atomically)."""
+    def save_figure(self, fig, name: str, dpi: int = 150, show: bool = True) -> list[Path]:
+        """Save a matplotlib figure as PNG and PDF (atomically). In a notebook (``show``), also display
+        it now and close it, so that the provenance note printed next (:func:`figure_note`) stands
+        under the figure instead of above it (inline figures are otherwise drawn at the cell's end)."""
         paths = []
         for ext in ("png", "pdf"):
             path = self.dir / f"{name}.{ext}"
@@ -146,6 +158,11 @@ class ResultStore:
                 fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight",
                             metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
             paths.append(path)
+        if show and _in_notebook():
+            import matplotlib.pyplot as plt
+            from IPython.display import display
+            display(fig)
+            plt.close(fig)
         return paths
 
     def finish(self, seeds: dict | None = None, extra: dict | None = None) -> dict:
