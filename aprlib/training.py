@@ -235,8 +235,9 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
     evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy,
     mean step time (s) and wall time since the previous evaluation, validation included (``wall_s``,
-    s; summed over a resumed run's sessions it is the run's compute). With ``checkpoint``, progress is saved atomically at the first evaluation
-    after every ``checkpoint_every_s`` seconds and at the end, and a run resumes from it."""
+    s; summed over a resumed run's sessions it is the run's compute). With ``checkpoint``, progress
+    is saved atomically at the first evaluation after every ``checkpoint_every_s`` seconds and at the
+    end, and a run resumes from it."""
     if n_iterations < 1 or eval_every < 1:
         raise ValueError("n_iterations and eval_every must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
