@@ -1,8 +1,10 @@
 """Result storage for notebooks: atomic writes, provenance records, load-instead-of-recompute.
 
 Layout: ``results/<experiment>/<profile>/`` holds tables (CSV), figures (PNG + PDF) and
-``provenance.json`` (commit, profile, parameters, seeds, machine, wall time, package versions).
-A run is reused when its provenance records the same profile and parameters.
+``provenance.json`` (commit, profile, parameters, seeds, machine, wall time, package versions, and
+``files``: the sha256 and size of every table and figure the store wrote). A run is reused when its
+provenance records the same profile and parameters and every recorded file is intact (a truncated or
+overwritten CSV makes it stale; :meth:`ResultStore.verify` names the file).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["ResultStore", "atomic_write", "git_commit", "package_versions", "figure_note"]
+__all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
+           "package_versions", "figure_note"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
@@ -43,6 +46,30 @@ def atomic_write(path, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_orphan_temporaries(directory, older_than_s: float = 3600.0) -> list[Path]:
+    """Remove the ``.<name>.<random>.tmp`` files that a killed :func:`atomic_write` left in ``directory``
+    (not its subdirectories), if older than ``older_than_s`` seconds (a younger one may belong to a
+    writer still at work in another process). Returns the removed paths."""
+    removed = []
+    now = time.time()
+    for tmp in Path(directory).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            if tmp.is_file() and now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def file_record(path) -> dict:
+    """{"sha256": hex digest, "bytes": size} of a file (what ``provenance.json`` records per file)."""
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return {"sha256": h.hexdigest(), "bytes": n}
 
 
 # Paths that a notebook run itself writes; their changes do not make the code "dirty".
@@ -107,7 +134,13 @@ class ResultStore:
     """Results of one experiment at one profile with given parameters.
 
     ``store.fresh`` is True when ``results/<experiment>/<profile>/provenance.json`` records the same
-    parameters, i.e. the saved tables can be loaded instead of recomputed.
+    parameters and every file it records (``files``: sha256 and size of each table and figure this
+    store wrote) is intact, i.e. the saved tables can be loaded instead of recomputed.
+
+    Files are recorded when :meth:`finish` writes the provenance (every table and figure this object
+    wrote that still exists), and a table or figure saved after :meth:`finish` (or into a store that
+    is fresh, e.g. a figure redrawn from loaded tables) updates the record, so that the record always
+    describes the files as the store last wrote them.
     """
 
     def __init__(self, root, experiment: str, profile: str, params: dict, notebook: str | None = None):
@@ -115,6 +148,7 @@ class ResultStore:
         self.experiment, self.profile, self.params, self.notebook = experiment, profile, dict(params), notebook
         self.key = _params_hash(profile, self.params)
         self._t0 = time.perf_counter()
+        self._written: dict[str, Path] = {}  # files this object wrote: name -> path
 
     @property
     def provenance_path(self) -> Path:
@@ -126,26 +160,79 @@ class ResultStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def verify(self, prov: dict | None = None) -> list[str]:
+        """What is wrong with the stored files: one message per recorded file that is missing or
+        whose sha256 differs from ``provenance.json`` (naming the file). Empty when every recorded
+        file is intact (or nothing is stored)."""
+        prov = self.provenance() if prov is None else prov
+        if prov is None:
+            return []
+        if "files" not in prov:
+            return []  # written before checksums were recorded: tools/backfill_checksums.py adds them
+        problems = []
+        for name, rec in sorted(prov["files"].items()):
+            path = self.dir / name
+            if not path.is_file():
+                problems.append(f"{path} is recorded in provenance.json but missing")
+                continue
+            got = file_record(path)
+            if got != {"sha256": rec.get("sha256"), "bytes": rec.get("bytes")}:
+                problems.append(f"{path} does not match provenance.json ({got['bytes']} bytes, sha256 "
+                                f"{got['sha256'][:12]}...; recorded {rec.get('bytes')} bytes, sha256 "
+                                f"{str(rec.get('sha256'))[:12]}...): truncated or changed since it was stored")
+        return problems
+
     @property
     def fresh(self) -> bool:
         prov = self.provenance()
-        return prov is not None and prov.get("params_hash") == self.key
+        return prov is not None and prov.get("params_hash") == self.key and not self.verify(prov)
 
     def start(self) -> None:
-        """Mark the start of a computation (for the wall time) and drop a stale provenance."""
+        """Mark the start of a computation (for the wall time), drop a stale provenance and remove
+        orphan temporary files of killed writes (older than an hour) from the store's directory."""
         self._t0 = time.perf_counter()
         with contextlib.suppress(FileNotFoundError):
             self.provenance_path.unlink()
+        if self.dir.is_dir():
+            remove_orphan_temporaries(self.dir)
+
+    def _wrote(self, path: Path) -> None:
+        """Track a file this store wrote; if the provenance of this computation is already written
+        (after :meth:`finish`, or a fresh store), update its record of the file."""
+        self._written[path.name] = path
+        prov = self.provenance()
+        if prov is None or prov.get("params_hash") != self.key or "files" not in prov:
+            return
+        rec = file_record(path)
+        if prov["files"].get(path.name) != rec:
+            prov["files"][path.name] = rec
+            self._write_provenance(prov)
+
+    def _write_provenance(self, prov: dict) -> None:
+        with atomic_write(self.provenance_path, "w") as f:
+            json.dump(prov, f, indent=2, sort_keys=True)
 
     def save_table(self, name: str, df) -> Path:
         path = self.dir / f"{name}.csv"
         with atomic_write(path, "w") as f:
             df.to_csv(f, index=False)
+        self._wrote(path)
         return path
 
     def load_table(self, name: str):
+        """The stored table ``name``; ValueError (naming the file) if ``provenance.json`` records a
+        checksum for it that the file does not match."""
         import pandas as pd
-        return pd.read_csv(self.dir / f"{name}.csv")
+        path = self.dir / f"{name}.csv"
+        prov = self.provenance()
+        rec = (prov or {}).get("files", {}).get(path.name)
+        if rec is not None and path.is_file():
+            got = file_record(path)
+            if got["sha256"] != rec.get("sha256"):
+                raise ValueError(f"{path} does not match its checksum in {self.provenance_path} ({got['bytes']} "
+                                 f"bytes, recorded {rec.get('bytes')}): the stored table is damaged or was changed "
+                                 "since it was stored; recompute it (recompute=True)")
+        return pd.read_csv(path)
 
     def save_figure(self, fig, name: str, dpi: int = 150, show: bool = True) -> list[Path]:
         """Save a matplotlib figure as PNG and PDF (atomically). In a notebook (``show``), also display
@@ -157,6 +244,7 @@ class ResultStore:
             with atomic_write(path, "wb") as f:
                 fig.savefig(f, format=ext, dpi=dpi, bbox_inches="tight",
                             metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
+            self._wrote(path)
             paths.append(path)
         if show and _in_notebook():
             import matplotlib.pyplot as plt
@@ -166,7 +254,8 @@ class ResultStore:
         return paths
 
     def finish(self, seeds: dict | None = None, extra: dict | None = None) -> dict:
-        """Write provenance.json; call after all tables are saved."""
+        """Write provenance.json; call after all tables are saved. Its ``files`` records the sha256
+        and size of every table and figure this object wrote (that still exists)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         prov = {
             "experiment": self.experiment,
@@ -181,11 +270,11 @@ class ResultStore:
             "wall_time_s": round(time.perf_counter() - self._t0, 3),
             "machine": _machine(),
             "packages": package_versions(),
+            "files": {name: file_record(path) for name, path in sorted(self._written.items()) if path.is_file()},
         }
         if extra:
             prov.update(extra)
-        with atomic_write(self.provenance_path, "w") as f:
-            json.dump(prov, f, indent=2, sort_keys=True)
+        self._write_provenance(prov)
         return prov
 
 

@@ -45,3 +45,91 @@ def test_profiles_exist_for_every_experiment_and_reject_unknown_names():
         profile_settings("apr_synthetic", "huge")
     with pytest.raises(ValueError, match="unknown experiment"):
         profile_settings("nope", "smoke")
+
+
+def _stored(tmp_path, params=None):
+    store = ResultStore(tmp_path, "exp", "smoke", params or {"n": 1})
+    store.start()
+    store.save_table("t", pd.DataFrame({"a": list(range(50)), "b": [0.5] * 50}))
+    store.finish()
+    return store
+
+
+def test_finish_records_checksums_of_the_files_written(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from aprlib.provenance import file_record
+    store = ResultStore(tmp_path, "exp", "smoke", {"n": 1})
+    store.start()
+    store.save_table("t", pd.DataFrame({"a": [1, 2]}))
+    fig = plt.figure()
+    store.save_figure(fig, "f", show=False)
+    plt.close(fig)
+    (store.dir / "other.csv").write_text("x\n1\n")  # not written by the store: not recorded
+    files = store.finish()["files"]
+    assert sorted(files) == ["f.pdf", "f.png", "t.csv"]
+    assert files["t.csv"] == file_record(store.dir / "t.csv") and files["t.csv"]["bytes"] == len("a\n1\n2\n")
+    assert store.fresh and store.verify() == []
+    # a table saved after finish (or into a fresh store) updates the record instead of staling the store
+    store.save_table("t", pd.DataFrame({"a": [3]}))
+    store.save_table("u", pd.DataFrame({"a": [4]}))
+    files = store.provenance()["files"]
+    assert files["t.csv"] == file_record(store.dir / "t.csv") and "u.csv" in files
+    assert store.fresh and store.load_table("t").a.tolist() == [3]
+
+
+def test_intact_store_is_fresh(tmp_path):
+    store = _stored(tmp_path)
+    assert store.fresh and store.verify() == []
+    assert ResultStore(tmp_path, "exp", "smoke", {"n": 1}).fresh  # a new object (another session) agrees
+    assert store.load_table("t").a.tolist() == list(range(50))
+
+
+def test_truncated_table_makes_the_store_stale_and_is_refused(tmp_path):
+    store = _stored(tmp_path)
+    path = store.dir / "t.csv"
+    path.write_bytes(path.read_bytes()[:40])  # a write cut short: still parses as a (shorter) CSV
+    assert not store.fresh
+    problems = store.verify()
+    assert len(problems) == 1 and "t.csv" in problems[0]
+    with pytest.raises(ValueError, match="t.csv"):
+        store.load_table("t")
+
+
+def test_garbage_table_makes_the_store_stale(tmp_path):
+    store = _stored(tmp_path)
+    path = store.dir / "t.csv"
+    path.write_bytes(b"\x00\xff garbage" * (path.stat().st_size // 10 + 1))
+    assert not store.fresh and "t.csv" in store.verify()[0]
+    with pytest.raises(ValueError, match="t.csv"):
+        store.load_table("t")
+
+
+def test_missing_recorded_file_makes_the_store_stale(tmp_path):
+    store = _stored(tmp_path)
+    (store.dir / "t.csv").unlink()
+    assert not store.fresh and "missing" in store.verify()[0]
+
+
+def test_start_removes_old_orphan_temporaries_only(tmp_path):
+    import os
+    import time
+    store = _stored(tmp_path)
+    old, young = store.dir / ".t.csv.abc123.tmp", store.dir / ".t.csv.def456.tmp"
+    keep = store.dir / "keep.tmp"  # not the pattern atomic_write uses
+    for p in (old, young, keep):
+        p.write_text("half")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(keep, (two_hours_ago, two_hours_ago))
+    store.start()
+    assert not old.exists() and young.exists() and keep.exists()
+
+
+def test_orphan_temporaries_are_ignored_by_git():
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["git", "check-ignore", "-q", "results/exp/book/.t.csv.abc123.tmp"], cwd=root)
+    assert out.returncode == 0
