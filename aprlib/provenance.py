@@ -162,13 +162,13 @@ class ResultStore:
 
     def verify(self, prov: dict | None = None) -> list[str]:
         """What is wrong with the stored files: one message per recorded file that is missing or
-        whose sha256 differs from ``provenance.json`` (naming the file). Empty when every recorded
-        file is intact (or nothing is stored)."""
+        whose sha256 differs from ``provenance.json`` (naming the file), or that the provenance
+        records no checksums at all. Empty when every recorded file is intact (or nothing is stored)."""
         prov = self.provenance() if prov is None else prov
         if prov is None:
             return []
-        if "files" not in prov:
-            return []  # written before checksums were recorded: tools/backfill_checksums.py adds them
+        if "files" not in prov:  # written before checksums were recorded (tools/backfill_checksums.py)
+            return [f"{self.provenance_path} records no file checksums: its files cannot be trusted"]
         problems = []
         for name, rec in sorted(prov["files"].items()):
             path = self.dir / name
