@@ -9,9 +9,33 @@ across sessions and processes:
 Command line: ``python -m aprlib.runs streamed|finite|natural --profile book [RUN_ID ...]``
 computes the runs of a profile (those named, in the order named, else all), as notebooks 05, 06
 and 08 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
+
+Checkpoints. A run's checkpoint belongs to one configuration: it is
+``<checkpoint_dir>/<experiment>/<profile>/<run id>-<key>.ckpt``, where ``key``
+(:func:`aprlib.training.checkpoint_key`) hashes the run's parameters as its result store records
+them, the profile, the aprlib version and :data:`aprlib.training.CHECKPOINT_FORMAT`, but not the
+run's budget (``n_batches``, ``n_iterations`` or ``n_epochs``). The file stores that configuration
+and the loop's settings, and is resumed only if they equal the requested ones: a run whose settings
+changed (e.g. the learning rate) starts afresh. All three loops give the same first batches whatever
+the budget, so a checkpoint within the new budget is resumed (an interrupted run continues; a
+completed run is extended to a larger budget with the result a straight run of that budget gives;
+a finite-dataset run only from an iteration on its evaluation grid, a multiple of ``eval_every``,
+since a run evaluates at its last iteration too), and one beyond it is not (the run restarts, and
+says why). A checkpoint that cannot be read (truncated, corrupt, or holding anything but tensors and
+plain data: checkpoints load with ``torch.load(weights_only=True)``) is moved aside to
+``<name>.corrupt-<time>`` with a warning naming it, and the run restarts.
+
+When a run completes (its tables and provenance are stored), its checkpoint is archived to
+``<checkpoint_dir>/<experiment>/<profile>/done/<run id>-<key>.ckpt``, where nothing resumes it
+blindly: only a later run of the same key within whose budget it lies resumes it (an extension, or
+the same budget recomputed after its stored tables were found damaged). ``recompute=True`` deletes
+the run's checkpoint and its archived one (and an unkeyed ``<run id>.ckpt`` of older aprlib
+versions, which is never resumed) before training.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -20,12 +44,12 @@ import pandas as pd
 import torch
 
 from .learning_curves import accuracy_ci
-from .provenance import ResultStore
-from .training import (BatchBuilder, InputSpec, evaluate_in_order, layer_plan, train_epochs, train_fixed,
-                       train_streamed)
+from .provenance import ResultStore, remove_orphan_temporaries
+from .training import (BatchBuilder, Checkpoint, InputSpec, checkpoint_key, evaluate_in_order, layer_plan,
+                       train_epochs, train_fixed, train_streamed)
 
 __all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
-           "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural"]
+           "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural", "run_checkpoint"]
 
 STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
 FINITE_NOTEBOOK = "notebooks/06_finite_datasets.ipynb"
@@ -37,20 +61,41 @@ def _networks(family: str, variant: str, **kw):
     return pixel_network(family, **kw) if variant == "pixel" else apr_network(family, variant, **kw)
 
 
-def _compute(store: ResultStore, checkpoint_dir, recompute: bool, train) -> ResultStore:
-    """Unless ``store`` is fresh: ``train(checkpoint path)`` -> (tables {name: DataFrame}, seeds,
-    extra provenance), saved into the store. The checkpoint of store ``<experiment>/<run id>`` is
-    ``<checkpoint_dir>/<experiment>/<profile>/<run id>.ckpt``; ``recompute`` drops it first."""
+def run_checkpoint(store: ResultStore, checkpoint_dir, budget: str) -> Checkpoint:
+    """The checkpoint of the run stored in ``store`` (experiment ``<experiment>/<run id>``): its
+    configuration is the store's profile and parameters without ``budget`` (the name of the
+    parameter that sets the run's length); see the module docstring."""
+    experiment, rid = store.experiment.split("/", 1)
+    config = {"profile": store.profile, "params": {k: v for k, v in store.params.items() if k != budget}}
+    where = Path(checkpoint_dir) / experiment / store.profile
+    name = f"{rid}-{checkpoint_key(config)}.ckpt"
+    return Checkpoint(where / name, config, archive=where / "done" / name)
+
+
+def _compute(store: ResultStore, checkpoint_dir, recompute: bool, train, budget: str) -> ResultStore:
+    """Unless ``store`` is fresh: ``train(checkpoint)`` -> (tables {name: DataFrame}, seeds, extra
+    provenance), saved into the store; then the run's checkpoint (:func:`run_checkpoint`) is archived.
+    ``recompute`` deletes the run's checkpoints first."""
     if recompute or not store.fresh:
         store.start()
-        experiment, rid = store.experiment.split("/", 1)
-        ckpt = Path(checkpoint_dir) / experiment / store.profile / f"{rid}.ckpt"
-        if recompute and ckpt.exists():
-            ckpt.unlink()
-        tables, seeds, extra = train(ckpt)
+        ck = run_checkpoint(store, checkpoint_dir, budget)
+        legacy = ck.path.with_name(f"{store.experiment.split('/', 1)[1]}.ckpt")
+        if recompute:
+            for path in (ck.path, ck.archive, legacy):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        elif legacy.exists():
+            print(f"{legacy}: a checkpoint of an older aprlib, which did not record its settings: not resumed "
+                  f"(this run's checkpoint is {ck.path.name})", flush=True)
+        if ck.path.parent.is_dir():
+            remove_orphan_temporaries(ck.path.parent)
+        tables, seeds, extra = train(ck)
         for name, df in tables.items():
             store.save_table(name, df)
         store.finish(seeds=seeds, extra={**extra, "torch_threads": torch.get_num_threads()})
+        if ck.path.exists():  # completed: archived, to be resumed only by a run of the same key and a budget >= it
+            ck.archive.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(ck.path, ck.archive)
     return store
 
 
@@ -104,7 +149,7 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
         return ({"metrics": metrics}, {"init": run["seed"], "stream": 1000 + run["seed"]},
                 {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
 
-    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
+    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train, "n_batches")
 
 
 # --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
@@ -191,7 +236,7 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
         return ({"metrics": metrics, "test": test, "confusion": confusion},
                 {"init_and_order": run["seed"], "data": cfg["data_seed"]}, extra)
 
-    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
+    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train, "n_iterations")
 
 
 # --- natural images: thesis 4.2.4 -----------------------------------------------------------------
@@ -252,7 +297,8 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
         return ({"metrics": metrics}, {"init_and_order": run["seed"], "data": cfg["data_seed"]},
                 {"compute_s": round(float(metrics.epoch_s.sum()), 1)})
 
-    return _compute(natural_store(run, cfg, profile, results_dir, data_dir), checkpoint_dir, recompute, train)
+    return _compute(natural_store(run, cfg, profile, results_dir, data_dir), checkpoint_dir, recompute, train,
+                    "n_epochs")
 
 
 def main(argv=None) -> None:

@@ -9,7 +9,12 @@ is deterministic given its seeds and can resume at any batch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,7 @@ from .plans import conv_plan, pool_plan, tree_plan
 from .provenance import atomic_write
 
 __all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed", "train_fixed",
-           "train_epochs"]
+           "train_epochs", "Checkpoint", "checkpoint_key", "CHECKPOINT_FORMAT"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,23 +160,187 @@ def evaluate(model, batches) -> dict:
     return {"loss": loss_sum / total, "accuracy": correct / total, "n": total, "confusion": confusion.numpy()}
 
 
-def _save_checkpoint(path, model, optimizer, **progress):
-    """Atomically save model, optimizer, the torch RNG and a loop's ``progress``."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-             **progress}
-    with atomic_write(path, "wb") as f:
+#: The layout of a checkpoint (the header and the keys the loops save and restore); bump it when that
+#: changes, so that no checkpoint of another layout is resumed (it is part of every checkpoint's key).
+CHECKPOINT_FORMAT = 2
+
+
+def _plain(x):
+    """``x`` as plain JSON types (dicts, lists, str, int, float, bool, None): numpy scalars and
+    arrays become Python numbers and lists, tuples lists, other objects their ``str``."""
+    return json.loads(json.dumps(x, sort_keys=True, default=_json_default))
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def _python_values(x):
+    """``x`` with numpy scalars replaced by Python numbers, in nested lists, tuples and dicts (what a
+    loop saves besides tensors must load with ``torch.load(weights_only=True)``)."""
+    if isinstance(x, dict):
+        return {k: _python_values(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_python_values(v) for v in x)
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def checkpoint_key(config: dict | None) -> str:
+    """16 hex digits of a sha256 of a run's configuration (normalised as :class:`ResultStore
+    <aprlib.provenance.ResultStore>` normalises its parameters), :data:`CHECKPOINT_FORMAT` and the
+    aprlib version: checkpoints of different configurations or code versions never share a key."""
+    from . import __version__
+    blob = json.dumps({"config": _plain(config), "format": CHECKPOINT_FORMAT, "aprlib": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """Where a training loop saves its progress, for which configuration, and what it may resume.
+
+    ``path``: the file the loop writes (atomically). ``config``: every setting that changes the run's
+    result except its budget (number of batches, iterations or epochs), stored in the file and
+    compared on load, so a file written for other settings is never resumed. ``archive``: the
+    checkpoint of a completed run of the same configuration (see :mod:`aprlib.runs`), resumed when
+    ``path`` is absent or cannot be resumed; the loop never writes it. A loop given a plain path uses
+    ``Checkpoint(path)`` (no config; the loop's own settings are still compared)."""
+
+    path: Path
+    config: dict | None = None
+    archive: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return checkpoint_key(self.config)
+
+
+def _as_checkpoint(checkpoint) -> Checkpoint | None:
+    if checkpoint is None or isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    return Checkpoint(Path(checkpoint))
+
+
+def _header(ck: Checkpoint, loop: dict) -> dict:
+    """What a checkpoint records about the run that wrote it (compared on load)."""
+    from . import __version__
+    return {"format": CHECKPOINT_FORMAT, "aprlib": __version__, "key": ck.key, "config": _plain(ck.config),
+            "loop": _plain(loop)}
+
+
+def _save_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, **progress):
+    """Atomically save model, optimizer, the torch RNG, the run's header (:func:`_header`) and a
+    loop's ``progress`` (Python numbers, strings, lists, dicts and tensors only: the file must load
+    with ``torch.load(weights_only=True)``)."""
+    if ck is None:
+        return
+    state = {"checkpoint": _header(ck, loop), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(), **_python_values(progress)}
+    with atomic_write(ck.path, "wb") as f:
         torch.save(state, f)
 
 
-def _load_checkpoint(path, model, optimizer) -> dict | None:
-    """Restore model and optimizer from ``path`` if it exists; returns the whole saved state (the
-    caller restores ``torch_rng`` after creating its DataLoader iterator, which draws from it)."""
-    if path is None or not path.exists():
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside, n = aside.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}"), n + 1
+    os.replace(path, aside)
+    return aside
+
+
+def _differences(stored, expected, prefix="") -> list[str]:
+    """Names of the entries in which two headers differ (e.g. ``config.params.lr``)."""
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        out = []
+        for k in sorted(set(stored) | set(expected), key=str):
+            out += _differences(stored.get(k), expected.get(k), f"{prefix}{k}.")
+        return out
+    return [] if stored == expected else [prefix.rstrip(".") or "header"]
+
+
+def _load_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, resumable) -> dict | None:
+    """Restore model and optimizer from the first of ``ck.path``, ``ck.archive`` that exists and can
+    be resumed by this run; returns its whole saved state (the caller restores ``torch_rng`` around
+    the creation of its DataLoader iterator, which draws from it), or None: the run starts from scratch.
+
+    A file is resumed only if it loads with ``torch.load(weights_only=True)``, its header equals this
+    run's (:func:`_header`: format, aprlib version, configuration, the loop's settings), its model
+    fits ``model`` and ``resumable(state)`` (the loop's check of the progress against its budget)
+    returns None rather than a reason. An unreadable file (truncated, corrupt, or holding anything
+    but tensors and plain data) is moved aside to ``<name>.corrupt-<time>`` with a warning naming it;
+    a file that cannot be resumed for another reason is left in place (the run overwrites ``path``
+    when it next saves) and a printed line says why."""
+    if ck is None:
         return None
-    state = torch.load(path, weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state
+    expected, notes = _header(ck, loop), []
+    for path in (ck.path, ck.archive):
+        if path is None or not path.exists():
+            continue
+        try:
+            state = torch.load(path, weights_only=True)
+            missing = {"model", "optimizer", "torch_rng"} - set(state if isinstance(state, dict) else ())
+            if missing:
+                raise ValueError(f"not an aprlib.training checkpoint: no {sorted(missing)}")
+            if not (isinstance(state["model"], dict) and all(torch.is_tensor(v) for v in state["model"].values())):
+                raise ValueError("its model is not a state dict of tensors")
+        except Exception as e:  # noqa: BLE001  any failure to read means: do not resume this file
+            aside = _move_aside(path)
+            notes.append(("warn", f"checkpoint {path} is unreadable ({_load_error(e)}): moved aside to {aside.name}"))
+            continue
+        if "checkpoint" not in state:
+            notes.append(("print", f"checkpoint {path} was written by an older aprlib, which did not record the "
+                                   "run's settings: not resumed"))
+            continue
+        diff = _differences(state["checkpoint"], expected)
+        if diff:
+            notes.append(("print", f"checkpoint {path} was written for another configuration (differs in "
+                                   f"{', '.join(diff)}): not resumed"))
+            continue
+        reason = resumable(state)
+        if reason:
+            notes.append(("print", f"checkpoint {path} {reason}: not resumed"))
+            continue
+        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in state["model"].items()} != have:
+            notes.append(("print", f"checkpoint {path} holds another model architecture: not resumed"))
+            continue
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _report(notes, f"; resuming from {path} instead")
+        if path != ck.path:
+            print(f"resuming from {path} (a completed run of the same configuration)", flush=True)
+        return state
+    _report(notes, "; the run restarts from scratch")
+    return None
+
+
+def _load_error(e: Exception) -> str:
+    """A one-line account of why ``torch.load`` failed (for a refused object, the refused global)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(e).splitlines()]
+    refused = [line.split("Unsupported global:", 1)[1].split(" was not ")[0].strip()
+               for line in lines if "Unsupported global:" in line]
+    if refused:
+        return f"{type(e).__name__}: holds {refused[0]}, which torch.load(weights_only=True) refuses to unpickle"
+    if any("WeightsUnpickler error" in line for line in lines):  # not a pickle torch.load(weights_only) reads
+        detail = next((line for line in lines[[i for i, x in enumerate(lines) if "WeightsUnpickler error" in x][0]:]
+                       if line and "WeightsUnpickler error" not in line), "")
+        return f"{type(e).__name__}: torch.load(weights_only=True) cannot read it ({detail[:120]})"
+    first = next((line for line in lines if line), "").split(". ")[0]
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
+def _report(notes, outcome: str) -> None:
+    for kind, text in notes:
+        if kind == "warn":
+            warnings.warn(text + outcome, RuntimeWarning, stacklevel=4)
+        else:
+            print(text + outcome, flush=True)
 
 
 def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) -> dict:
@@ -183,21 +352,30 @@ def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) ->
 
 
 def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: int = 36, lr: float = 5e-4,
-                   checkpoint: str | Path | None = None, checkpoint_every_s: float = 900.0, num_workers: int = 0,
-                   progress: bool = True, desc: str = "train") -> pd.DataFrame:
+                   checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
+                   num_workers: int = 0, progress: bool = True, desc: str = "train") -> pd.DataFrame:
     """Train on fresh batches of ``stream`` (Adam, cross entropy, thesis 4.1.3.2).
 
     Returns one row per batch: loss and accuracy on that fresh batch (computed before the update,
     so they estimate the generalisation error), step_s (forward + backward + update, s) and wait_s
-    (time waiting for the batch, s). With ``checkpoint``, progress is saved atomically at least
-    every ``checkpoint_every_s`` seconds and at the end, and a run resumes from it.
+    (time waiting for the batch, s). With ``checkpoint`` (a path or a :class:`Checkpoint`), progress
+    is saved atomically at least every ``checkpoint_every_s`` seconds and at the end, and a run of
+    the same settings resumes from it if it has trained at most ``n_batches`` batches: batch b is
+    the same whatever the budget, so a completed run can be extended to a larger ``n_batches`` and
+    gives the longer run's result exactly. A checkpoint beyond the budget is not resumed.
     """
     if n_batches < 1 or batch_size < 1:
         raise ValueError("n_batches and batch_size must be positive")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rows, first, rng_state = [], 0, None
-    path = Path(checkpoint) if checkpoint else None
-    state = _load_checkpoint(path, model, opt)
+    ck = _as_checkpoint(checkpoint)
+    loop = {"loop": "streamed", "batch_size": batch_size, "lr": lr, "spec": dataclasses.asdict(spec)}
+
+    def resumable(st):
+        return (None if st["next_batch"] <= n_batches else
+                f"has trained {st['next_batch']} batches, more than this run's {n_batches}")
+
+    state = _load_checkpoint(ck, loop, model, opt, resumable)
     if state is not None:
         rows, first, rng_state = state["rows"], state["next_batch"], state["torch_rng"]
     builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
@@ -206,8 +384,7 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
     t_wait = time.perf_counter()
 
     def save(next_batch):
-        if path is not None:
-            _save_checkpoint(path, model, opt, rows=rows, next_batch=next_batch)
+        _save_checkpoint(ck, loop, model, opt, rows=rows, next_batch=next_batch)
 
     # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
     loader = iter(_loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers))
@@ -219,7 +396,7 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
             loss, acc, step_s = _step(model, opt, inputs, labels)
             rows.append({"batch": b, "loss": loss, "accuracy": acc, "step_s": step_s, "wait_s": wait})
             bar.update()
-            if path is not None and time.perf_counter() - last_save >= checkpoint_every_s:
+            if ck is not None and time.perf_counter() - last_save >= checkpoint_every_s:
                 save(b + 1)
                 last_save = time.perf_counter()
             t_wait = time.perf_counter()
@@ -229,15 +406,20 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
 
 def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
                 lr: float = 5e-4, weight_decay: float = 0.0, eval_every: int = 50, seed: int = 0,
-                checkpoint: str | Path | None = None, checkpoint_every_s: float = 900.0, num_workers: int = 0,
-                progress: bool = True, desc: str = "train") -> tuple[pd.DataFrame, dict]:
+                checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
+                num_workers: int = 0, progress: bool = True, desc: str = "train") -> tuple[pd.DataFrame, dict]:
     """Train on a fixed dataset (reshuffled each epoch) and keep the model with the minimum
     validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
     evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy,
     mean step time (s) and wall time since the previous evaluation, validation included (``wall_s``,
-    s; summed over a resumed run's sessions it is the run's compute). With ``checkpoint``, progress
-    is saved atomically at the first evaluation after every ``checkpoint_every_s`` seconds and at the
-    end, and a run resumes from it."""
+    s; summed over a resumed run's sessions it is the run's compute). With ``checkpoint`` (a path or
+    a :class:`Checkpoint`), progress is saved atomically at the first evaluation after every
+    ``checkpoint_every_s`` seconds and at the end, and a run of the same settings resumes from it.
+    The batch order is a sequence of permutations drawn one after another from ``seed``, so a longer
+    budget has the same first batches, and a checkpoint at iteration i resumes a run of
+    ``n_iterations`` >= i if the run evaluates at i too (i a multiple of ``eval_every``, or i =
+    ``n_iterations``); a run's final evaluation off that grid is one a longer run does not make, so
+    its checkpoint is not extended. A checkpoint beyond the budget is not resumed."""
     if n_iterations < 1 or eval_every < 1:
         raise ValueError("n_iterations and eval_every must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -250,16 +432,28 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     builder = BatchBuilder(spec, plan)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     rows, window, best, best_state, first, rng_state = [], [], float("inf"), None, 0, None
-    path = Path(checkpoint) if checkpoint else None
-    state = _load_checkpoint(path, model, opt)
+    ck = _as_checkpoint(checkpoint)
+    loop = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+            "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
+            "n_val": len(val_set)}
+
+    def resumable(st):
+        i = st["next_iteration"]
+        if i > n_iterations:
+            return f"has trained {i} iterations, more than this run's {n_iterations}"
+        if i < n_iterations and i % eval_every:
+            return (f"ends with an evaluation at iteration {i}, which a run of {n_iterations} iterations "
+                    f"evaluating every {eval_every} does not make")
+        return None
+
+    state = _load_checkpoint(ck, loop, model, opt, resumable)
     if state is not None:
         rows, best, best_state, first = state["rows"], state["best"], state["best_state"], state["next_iteration"]
         rng_state = state["torch_rng"]
 
     def save(next_iteration):
-        if path is not None:
-            _save_checkpoint(path, model, opt, rows=rows, best=best, best_state=best_state,
-                             next_iteration=next_iteration)
+        _save_checkpoint(ck, loop, model, opt, rows=rows, best=best, best_state=best_state,
+                         next_iteration=next_iteration)
 
     if first < n_iterations:
         model.train()
@@ -291,15 +485,17 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
 
 
 def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batch_size: int = 24, lr: float = 1e-4,
-                 seed: int = 0, checkpoint: str | Path | None = None, checkpoint_every_s: float = 900.0,
+                 seed: int = 0, checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
                  num_workers: int = 0, progress: bool = True, desc: str = "train") -> pd.DataFrame:
     """Train for ``n_epochs`` passes over ``train_set`` in a fresh random order each epoch (thesis
     4.2.4: Adam, evaluation on ``val_set`` after each epoch). If ``train_set`` has an
     ``augmented(epoch)`` method, epoch e trains on that view (augmentation drawn per epoch and item).
     Returns one row per epoch: train loss/accuracy (means over the epoch's batches), validation
-    loss/accuracy, mean step time (s) and the epoch's wall time (s). With ``checkpoint``, progress
-    is saved atomically at least every ``checkpoint_every_s`` seconds (also within an epoch) and at
-    the end, and a run resumes from it."""
+    loss/accuracy, mean step time (s) and the epoch's wall time (s). With ``checkpoint`` (a path or
+    a :class:`Checkpoint`), progress is saved atomically at least every ``checkpoint_every_s`` seconds
+    (also within an epoch) and at the end, and a run of the same settings resumes from it if it is
+    within ``n_epochs``: epoch e's order and augmentation depend on (seed, e) only, so a completed
+    run can be extended to more epochs. A checkpoint beyond the budget is not resumed."""
     if n_epochs < 1 or batch_size < 1:
         raise ValueError("n_epochs and batch_size must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -309,15 +505,22 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
     n = len(train_set)
     n_batches = -(-n // batch_size)
     rows, epoch, first, window, rng_state, t_epoch = [], 0, 0, [], None, 0.0
-    path = Path(checkpoint) if checkpoint else None
-    state = _load_checkpoint(path, model, opt)
+    ck = _as_checkpoint(checkpoint)
+    loop = {"loop": "epochs", "batch_size": batch_size, "lr": lr, "seed": seed, "spec": dataclasses.asdict(spec),
+            "n_train": n, "n_val": len(val_set)}
+
+    def resumable(st):
+        if st["epoch"] < n_epochs or (st["epoch"] == n_epochs and st["next_batch"] == 0):
+            return None
+        return f"is at epoch {st['epoch']} batch {st['next_batch']}, beyond this run's {n_epochs} epochs"
+
+    state = _load_checkpoint(ck, loop, model, opt, resumable)
     if state is not None:
         rows, epoch, first, window = state["rows"], state["epoch"], state["next_batch"], state["window"]
         rng_state, t_epoch = state["torch_rng"], state["epoch_time_s"]
 
     def save(e, b, t):
-        if path is not None:
-            _save_checkpoint(path, model, opt, rows=rows, epoch=e, next_batch=b, window=window, epoch_time_s=t)
+        _save_checkpoint(ck, loop, model, opt, rows=rows, epoch=e, next_batch=b, window=window, epoch_time_s=t)
 
     last_save = time.perf_counter()
     with tqdm(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
@@ -326,7 +529,12 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
             view = train_set.augmented(epoch) if hasattr(train_set, "augmented") else train_set
             order = np.random.default_rng([seed, epoch]).permutation(n)
             batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-            # creating a DataLoader iterator draws from the torch RNG: restore a checkpoint's state after it
+            # creating a DataLoader iterator draws from the torch RNG. A checkpoint at an epoch's start
+            # holds the state before the epoch's iterator was created (restore it first); one within an
+            # epoch the state after that iterator's batches so far (restore it after creating the iterator)
+            if rng_state is not None and first == 0:
+                torch.set_rng_state(rng_state)
+                rng_state = None
             loader = iter(_loader(_IndexBatches(view, batches[first:], builder), num_workers))
             if rng_state is not None:
                 torch.set_rng_state(rng_state)
@@ -336,7 +544,7 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
             for b, (inputs, labels) in enumerate(loader, start=first):
                 window.append(_step(model, opt, inputs, labels))
                 bar.update()
-                if path is not None and time.perf_counter() - last_save >= checkpoint_every_s and b + 1 < n_batches:
+                if ck is not None and time.perf_counter() - last_save >= checkpoint_every_s and b + 1 < n_batches:
                     save(epoch, b + 1, time.perf_counter() - t0)
                     last_save = time.perf_counter()
             val = evaluate_in_order(model, val_set, builder, batch_size)
@@ -345,7 +553,7 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
                          "val_accuracy": val["accuracy"], "step_s": float(np.mean([w[2] for w in window])),
                          "epoch_s": time.perf_counter() - t0})
             epoch, first, window, t_epoch = epoch + 1, 0, [], 0.0
-            if path is not None and (time.perf_counter() - last_save >= checkpoint_every_s or epoch == n_epochs):
+            if ck is not None and (time.perf_counter() - last_save >= checkpoint_every_s or epoch == n_epochs):
                 save(epoch, 0, 0.0)
                 last_save = time.perf_counter()
     return pd.DataFrame(rows)

@@ -154,7 +154,7 @@ def test_epoch_training_resumes_mid_epoch_exactly(tmp_path, kind):
     with pytest.raises(RuntimeError, match="killed"):  # killed in epoch 2, after its first batch
         train_epochs(model(), _Interrupting(train, 12 + 6), val, spec, n_epochs=2, checkpoint=ckpt,
                      checkpoint_every_s=0, **kw)
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     resumed = train_epochs(model(), train, val, spec, n_epochs=2, checkpoint=ckpt, **kw)
     cols = ["train_loss", "train_accuracy", "val_loss", "val_accuracy"]
     np.testing.assert_allclose(resumed[cols], ref[cols], rtol=1e-5, atol=1e-7)
