@@ -10,6 +10,24 @@ compared). A pilot is a :func:`aprlib.training.train_streamed` run of ``n_batche
 stored on its own under ``results/pilots/<pilot id>/<profile>/`` (table ``metrics``) and
 summarised by :func:`pilot_summary` into ``results/pilots/<profile>/pilot_summary.csv``.
 
+Decision rule, written down before any pilot had finished (what becomes the book's setting):
+
+1. A pilot that reveals a defect (a bug in our code, labels that do not match their images, a
+   generator that contradicts the thesis's text) gets the defect fixed, everywhere, and every
+   chapter that used it is recomputed.
+2. A choice the thesis leaves open follows its text and common practice, fixed here in advance:
+   - intensities: standardised with the statistics of the intensity distribution the thesis
+     states (uniform in [0, 1]: ``(x - 0.5) / sqrt(1/12)``), as a fixed per-dataset map is the
+     common practice (torchvision's ``Normalize``); it changes no information and no APR
+     structure. Per-image standardisation is not adopted whatever its pilot shows: it removes
+     each image's contrast, a property of the task the thesis defines;
+   - padding: zeros, as the thesis describes for both pixel and APR convolutions (2.2, 3.2);
+   - the generator: our ranges (``GeneratorParams.default()``) unless they contradict the text;
+     no range is set to match a thesis number;
+   - the learning rate is the thesis's (5e-4); batch norm and initialisation PyTorch's defaults.
+3. Whatever the pilots show, the chapter shows every factor's effect (the sensitivity), and a
+   factor that explains the slow learning but is not adopted is named as the explanation.
+
 Command line: ``python -m aprlib.pilots --profile book [PILOT_ID ...]`` computes the missing pilots
 (those named, in the order named, else all); ``--list`` prints the ids.
 """
