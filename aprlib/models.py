@@ -100,15 +100,17 @@ class APRNet(nn.Module):
 
 
 class PixelNet(nn.Module):
-    """The pixel counterpart: Conv2d (zero padding) blocks with BN, ReLU, MaxPool2d(2), then global
-    average pooling. Input: (B, C, H, W)."""
+    """The pixel counterpart: Conv2d blocks with BN, ReLU, MaxPool2d(2), then global average
+    pooling. Input: (B, C, H, W). ``padding_mode`` is ``nn.Conv2d``'s: 'zeros' (the default, as the
+    APR convolution's zero padding outside the image) or e.g. 'replicate'."""
 
-    def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0):
+    def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0,
+                 padding_mode: str = "zeros"):
         super().__init__()
         self.spec = list(spec)
         blocks, c = [], in_channels
         for d, k, _, after in self.spec:
-            layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool")]
+            layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool", padding_mode=padding_mode)]
             if after == "bn_relu_pool":
                 layers += [nn.BatchNorm2d(d), nn.ReLU(), nn.MaxPool2d(2)]
             elif after == "relu":

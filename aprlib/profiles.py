@@ -27,6 +27,13 @@ PROFILES = {
         "paper": {"size": 256, "batch_size": 36, "n_batches": 3000, "seeds": [1, 2, 3], "lr": 5e-4, "smooth": 50,
                   "last": 100, "extra_seeds_for": []},
     },
+    # Pilots of the slow learning (aprlib.pilots): one factor at a time against the book's setting,
+    # APR_B at 256x256 and Pix_B at 64x64, two seeds, 300 streamed batches (the thesis's B networks
+    # are "virtually perfect after a few hundred batches").
+    "pilots": {
+        "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": 5e-4},
+        "book": {"size": 256, "batch_size": 36, "n_batches": 300, "seeds": [1, 2], "lr": 5e-4},
+    },
     # Fig 4.6: APR_B and Pix_B on nested finite training sets (thesis 4.1.3.4), spatial dropout 0.3,
     # dropout 0.5, weight decay 1e-4, minimum-validation-loss model; validation and both test sets
     # 500 images per class. The thesis does not give the training length; `book` trains 600

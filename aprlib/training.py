@@ -28,6 +28,9 @@ from .formation import form_apr
 from .plans import conv_plan, pool_plan, tree_plan
 from .provenance import atomic_write
 
+#: The values of :attr:`InputSpec.normalise`.
+NORMALISATIONS = (None, "dataset", "image")
+
 __all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed", "train_fixed",
            "train_epochs", "Checkpoint", "checkpoint_key", "CHECKPOINT_FORMAT"]
 
@@ -36,19 +39,39 @@ __all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "evaluate_in_o
 class InputSpec:
     """How images become network input. kind 'apr': APRs at ``rel_error`` with ``formation``
     parameters (optionally the level channel); kind 'pixel': image tensors, optionally bilinearly
-    downsampled to ``resolution`` x ``resolution`` (thesis Table 4.2)."""
+    downsampled to ``resolution`` x ``resolution`` (thesis Table 4.2).
+
+    ``normalise`` maps intensities before they reach the network (the thesis does not say how its
+    images did): None keeps them (synthetic images: [0, 1]); 'dataset' applies one affine map to
+    every image, ``(x - 0.5) / sqrt(1/12)`` (mean and standard deviation of intensities uniform in
+    [0, 1]); 'image' standardises each image by its own pixel mean and standard deviation (an
+    image of one value maps to 0). An APR is formed from the raw image (its structure does not
+    change) and its particle intensities take the same map as the pixels."""
 
     kind: str = "apr"
     rel_error: float = 0.1
     gradient_smoothing: float = 0.0
     sigma_th: float = 0.01
     resolution: int | None = None
+    normalise: str | None = None
 
     def __post_init__(self):
         if self.kind not in ("apr", "pixel"):
             raise ValueError(f"kind must be 'apr' or 'pixel', got {self.kind!r}")
         if self.resolution is not None and self.resolution < 1:
             raise ValueError("resolution must be positive")
+        if self.normalise not in NORMALISATIONS:
+            raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+
+    def affine(self, image) -> tuple[float, float]:
+        """(shift, scale) of ``normalise`` for one image: the input is ``(x - shift) / scale``."""
+        if self.normalise is None:
+            return 0.0, 1.0
+        if self.normalise == "dataset":
+            return 0.5, float(np.sqrt(1.0 / 12.0))
+        im = np.asarray(image, dtype=np.float64)
+        sd = float(im.std())
+        return float(im.mean()), (sd if sd > 0 else 1.0)
 
 
 def layer_plan(network) -> list[tuple]:
@@ -72,8 +95,14 @@ class BatchBuilder:
     def inputs(self, images):
         s = self.spec
         if s.kind == "apr":
-            batch = APRBatch([form_apr(im, rel_error=s.rel_error, gradient_smoothing=s.gradient_smoothing,
-                                       sigma_th=s.sigma_th) for im in images])
+            aprs = []
+            for im in images:
+                apr = form_apr(im, rel_error=s.rel_error, gradient_smoothing=s.gradient_smoothing, sigma_th=s.sigma_th)
+                if s.normalise is not None:
+                    shift, scale = s.affine(im)
+                    apr.intensities = ((apr.intensities - shift) / scale).astype(np.float32)
+                aprs.append(apr)
+            batch = APRBatch(aprs)
             b = batch
             for entry in self.plan:  # build every table here (in the worker), not in the forward pass
                 if entry[0] == "conv":
@@ -83,6 +112,10 @@ class BatchBuilder:
                     b = pool_plan(b).out
             return batch
         x = np.stack([np.asarray(im, np.float32) for im in images])
+        if s.normalise is not None:
+            for i, im in enumerate(images):
+                shift, scale = s.affine(im)
+                x[i] = (x[i] - shift) / scale
         # grey (B, H, W) -> (B, 1, H, W); RGB (B, H, W, 3) -> (B, 3, H, W)
         x = torch.from_numpy(x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
         if s.resolution is not None and s.resolution != x.shape[-1]:
