@@ -34,6 +34,23 @@ PROFILES = {
         "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": 5e-4},
         "book": {"size": 256, "batch_size": 36, "n_batches": 300, "seeds": [1, 2], "lr": 5e-4},
     },
+    # Fig 4.3 / 4.4 and Table 4.2 again, to convergence (issue 13): the streamed runs with the
+    # intensities standardised as the pilots' decision rule fixed in advance (aprlib.pilots), each
+    # trained to 3000 batches (the thesis's budget) and extended by 3000 at a time until it has
+    # converged by aprlib.learning_curves.converged or 9000 batches are spent; three seeds for APR_A,
+    # Pix_A, APR_B and Pix_B. Stored under results/streamed_converged/<run>/<profile>/, beside the
+    # earlier 1500-batch runs of "streamed_training".
+    "streamed_converged": {
+        "smoke": {"experiment": "streamed_converged", "size": 128, "batch_size": 4, "n_batches": 4,
+                  "budgets": [2, 4], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 2, "last": 2,
+                  "extra_seeds_for": []},
+        "book": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
+                 "budgets": [3000, 6000, 9000], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 50,
+                 "last": 100, "extra_seeds_for": ["APR_A", "Pix_A", "APR_B", "Pix_B"], "extra_seeds": [2, 3]},
+        "paper": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
+                  "budgets": [3000, 6000, 9000], "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset",
+                  "smooth": 50, "last": 100, "extra_seeds_for": []},
+    },
     # Fig 4.6: APR_B and Pix_B on nested finite training sets (thesis 4.1.3.4), spatial dropout 0.3,
     # dropout 0.5, weight decay 1e-4, minimum-validation-loss model; validation and both test sets
     # 500 images per class. The thesis does not give the training length; `book` trains 600

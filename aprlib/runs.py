@@ -1,12 +1,14 @@
 """The training runs of thesis chapter 4, each stored on its own so that a profile can be computed
 across sessions and processes:
 
-- streamed synthetic data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``;
+- streamed synthetic data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``
+  (a fixed number of batches) and ``results/streamed_converged/<run>/<profile>/`` (standardised
+  intensities, extended until converged: profiles ``streamed_converged``);
 - finite synthetic datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/``;
 - natural images (Fig 4.9, Table 4.4): ``results/natural_training/<run>/<profile>/`` (stand-in) or
   ``results/natural_training_dogs_vs_cats/<run>/<profile>/`` (the real data).
 
-Command line: ``python -m aprlib.runs streamed|finite|natural --profile book [RUN_ID ...]``
+Command line: ``python -m aprlib.runs streamed|converged|finite|natural --profile book [RUN_ID ...]``
 computes the runs of a profile (those named, in the order named, else all), as notebooks 05, 06
 and 08 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
 
@@ -122,34 +124,65 @@ def streamed_runs(cfg: dict) -> list[dict]:
     return runs
 
 
-def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> pd.DataFrame:
-    """Train one run of :func:`streamed_runs` (seeded initialisation and data stream)."""
+def _budgets(cfg: dict) -> list[int]:
+    """The budgets at which a streamed run is checked for convergence: ``cfg['budgets']`` (ending at
+    ``cfg['n_batches']``), else the single budget ``cfg['n_batches']``."""
+    budgets = [int(b) for b in cfg.get("budgets", [cfg["n_batches"]])]
+    if not budgets or budgets != sorted(set(budgets)) or budgets[0] < 1 or budgets[-1] != cfg["n_batches"]:
+        raise ValueError(f"budgets must increase from a positive number to n_batches = {cfg['n_batches']}, "
+                         f"got {cfg.get('budgets')}")
+    return budgets
+
+
+def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_batches: int | None = None
+                 ) -> pd.DataFrame:
+    """Train one run of :func:`streamed_runs` (seeded initialisation and data stream) for
+    ``n_batches`` (default ``cfg['n_batches']``); intensities reach the network as
+    ``cfg['normalise']`` says (:class:`aprlib.training.InputSpec`; default: as generated)."""
     from .synthetic import SyntheticShapesStream
     torch.manual_seed(run["seed"])
     model = _networks(run["family"], run["variant"])
-    spec = (InputSpec("pixel", resolution=run["resolution"]) if run["variant"] == "pixel"
-            else InputSpec("apr", rel_error=run["rel_error"]))
+    norm = cfg.get("normalise")
+    spec = (InputSpec("pixel", resolution=run["resolution"], normalise=norm) if run["variant"] == "pixel"
+            else InputSpec("apr", rel_error=run["rel_error"], normalise=norm))
     stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
-    return train_streamed(model, stream, spec, cfg["n_batches"], cfg["batch_size"], cfg["lr"], checkpoint=checkpoint,
-                          progress=progress, desc=run["id"])
+    return train_streamed(model, stream, spec, n_batches or cfg["n_batches"], cfg["batch_size"], cfg["lr"],
+                          checkpoint=checkpoint, progress=progress, desc=run["id"])
 
 
 def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
-    """The result store of one streamed run."""
-    params = {**run, **{k: cfg[k] for k in ("size", "batch_size", "n_batches", "lr")}}
-    return ResultStore(results_dir, f"streamed_training/{run['id']}", profile, params, notebook=STREAMED_NOTEBOOK)
+    """The result store of one streamed run (with ``cfg['budgets']``, they stand for ``n_batches``)."""
+    keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_batches", "lr", "normalise")
+    params = {**run, **{k: cfg[k] for k in keys if k in cfg}}
+    experiment = cfg.get("experiment", "streamed_training")
+    return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=STREAMED_NOTEBOOK)
 
 
 def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
                      progress: bool = True) -> ResultStore:
-    """Train ``run`` unless its stored result is fresh; returns the run's store (table 'metrics')."""
+    """Train ``run`` unless its stored result is fresh; returns the run's store (table 'metrics').
+
+    With ``cfg['budgets']`` (e.g. 3000, 6000, 9000 batches) the run trains to the first budget, and
+    is extended to the next (resuming its checkpoint) until it has converged by
+    :func:`aprlib.learning_curves.converged` or the last budget is spent; the provenance records
+    ``converged``, its reason and the batches trained."""
+    from .learning_curves import converged
+    budgets = _budgets(cfg)
+
     def train(ckpt):
-        metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress)
+        for budget in budgets:
+            metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress, n_batches=budget)
+            ok, info = converged(metrics)
+            if ok:
+                break
         # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
         return ({"metrics": metrics}, {"init": run["seed"], "stream": 1000 + run["seed"]},
-                {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1)})
+                {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1),
+                 "batches_trained": len(metrics), "converged": ok, "convergence": info["reason"]})
 
-    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train, "n_batches")
+    # the checkpoint's key leaves out the budget(s): a run extends its own checkpoint
+    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train,
+                    "budgets" if "budgets" in cfg else "n_batches")
 
 
 # --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
@@ -305,7 +338,8 @@ def main(argv=None) -> None:
     import argparse
     from .profiles import profile_settings
     ap = argparse.ArgumentParser(prog="python -m aprlib.runs", description=__doc__.split("\n\n")[0])
-    ap.add_argument("experiment", choices=["streamed", "finite", "natural"])
+    ap.add_argument("experiment", choices=["streamed", "converged", "finite", "natural"],
+                    help="converged: the streamed runs trained to convergence (profiles 'streamed_converged')")
     ap.add_argument("--data-dir", default=None, help="natural: the Dogs-vs-Cats training folder (default: stand-in)")
     ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
     ap.add_argument("--results-dir", default="results")
@@ -314,6 +348,7 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
     args = ap.parse_intermixed_args(argv)
     name, list_runs, compute = {"streamed": ("streamed_training", streamed_runs, compute_streamed),
+                                "converged": ("streamed_converged", streamed_runs, compute_streamed),
                                 "finite": ("finite_datasets", finite_runs, compute_finite),
                                 "natural": ("natural_training", natural_runs, compute_natural)}[args.experiment]
     extra = {"data_dir": args.data_dir} if args.experiment == "natural" else {}
