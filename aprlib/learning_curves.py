@@ -12,7 +12,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["batches_to_accuracy", "max_dip", "final_error", "run_summary", "information_ordering",
-           "accuracy_ci", "epoch_curve_claims"]
+           "accuracy_ci", "epoch_curve_claims", "converged", "dip_noise_floor", "seeds_beat", "min_batch_sd",
+           "sd_below_floor", "kept_early"]
 
 
 def _check(metrics: pd.DataFrame) -> pd.Series:
@@ -160,3 +161,147 @@ def epoch_curve_claims(curves: dict[str, pd.DataFrame], n_val: int, reach: float
          "values": "largest epoch-to-epoch drop: " + fmt(f"{k} {v:.3f}" for k, v in drop.items()),
          "holds": bool(min(drop["Pixels"], drop["Pixels (expanded)"]) > drop["APR"])},
     ])
+
+
+# ---------------------------------------------------------------------------------------------
+# What the learning claims need before they can be judged: convergence, a noise floor for dips,
+# seed-level comparisons, the smallest possible spread of per-batch errors, and where a finite-data
+# run kept its model.
+# ---------------------------------------------------------------------------------------------
+
+def converged(metrics: pd.DataFrame, frac: float = 0.1) -> tuple[bool, dict]:
+    """Has a streamed run stopped improving? The stated criterion: the mean per-batch error
+    (1 - accuracy) of the last ``frac`` of the batches is not below that of the ``frac`` before it by
+    more than two standard errors of the difference of the two means,
+    ``se = sqrt(var_last / n + var_before / n)`` (sample variances of the per-batch errors, ``n``
+    batches in each window).
+
+    Consecutive batches are treated as independent samples: each is a fresh draw of images, but the
+    network changes between them, so the standard error is an approximation (it ignores the serial
+    correlation a still-changing network gives its per-batch errors).
+
+    Returns ``(converged, numbers)``; ``numbers`` holds n (batches per window), before and last
+    (mean errors), drop (before - last), se, and reason. A run too short for two windows of at
+    least two batches each cannot be judged and counts as not converged (reason says so).
+    """
+    if not 0 < frac <= 0.5:
+        raise ValueError(f"frac must be in (0, 0.5], got {frac}")
+    err = 1.0 - _check(metrics).to_numpy()
+    n = int(np.floor(frac * len(err)))
+    if n < 2:
+        return False, {"n": n, "before": float("nan"), "last": float("nan"), "drop": float("nan"),
+                       "se": float("nan"), "reason": f"too short to judge ({len(err)} batches)"}
+    last, before = err[-n:], err[-2 * n:-n]
+    drop = float(before.mean() - last.mean())
+    se = float(np.sqrt(last.var(ddof=1) / n + before.var(ddof=1) / n))
+    ok = bool(drop <= 2 * se)
+    reason = (f"last {n} batches' mean error {last.mean():.4f} vs {before.mean():.4f} before: "
+              f"drop {drop:+.4f}, {'within' if ok else 'beyond'} 2 se = {2 * se:.4f}")
+    return ok, {"n": n, "before": float(before.mean()), "last": float(last.mean()), "drop": drop, "se": se,
+                "reason": reason}
+
+
+def dip_noise_floor(p: float, n_batches: int, window: int = 20, after: int = 0, batch_size: int = 36,
+                    n_sim: int = 200, quantile: float = 0.95, seed: int = 0) -> float:
+    """The largest dip (:func:`max_dip`, same ``window`` and ``after``) that pure sampling noise
+    produces: the ``quantile`` of ``max_dip`` over ``n_sim`` simulated streams of ``n_batches``
+    per-batch accuracies, each Binomial(``batch_size``, ``p``) / ``batch_size`` with a constant ``p``
+    (fixed ``seed``, so the floor is reproducible). A run's dip "is pronounced" only if it exceeds the
+    floor computed at the run's own final accuracy ``p`` and length.
+
+    The simulated stream is stationary: it models a run that has settled at ``p``. A curve that was
+    still rising had, earlier on, accuracies nearer 0.5 where a batch's accuracy varies most, so for
+    an unconverged run this floor can be too low; judge dips only on converged runs.
+    """
+    if np.isnan(p):
+        return float("nan")  # no final accuracy (e.g. a run too short): no floor
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if n_batches < 1 or n_sim < 1:
+        raise ValueError("n_batches and n_sim must be positive")
+    rng = np.random.default_rng(seed)
+    acc = rng.binomial(batch_size, p, size=(n_sim, n_batches)) / batch_size
+    dips = [max_dip(pd.DataFrame({"batch": np.arange(n_batches), "accuracy": a}), window, after) for a in acc]
+    dips = np.asarray(dips, float)
+    dips = dips[np.isfinite(dips)]
+    return float(np.quantile(dips, quantile)) if len(dips) else float("nan")
+
+
+def seeds_beat(a, b, lower_is_better: bool = True, min_seeds: int = 3, names=("A", "B")) -> tuple[str, str]:
+    """A between-network claim "A beats B" (e.g. A reaches an accuracy in fewer batches, or ends
+    with a lower error), judged seed by seed: given one value per seed of each network, the claim
+    *holds* only if every seed of A beats every seed of B (strictly; NaN, e.g. a threshold never
+    reached, counts as the worst value), and *fails* otherwise. With fewer than ``min_seeds`` seeds
+    of either network it is *inconclusive* ("underpowered"): one or two runs per network cannot
+    separate a difference between networks from the spread between seeds. With 3 seeds each, every A
+    beating every B has probability 1/20 when the networks do not differ.
+
+    Returns ``(status, evidence)`` with status in {"holds", "fails", "inconclusive"}.
+    """
+    worst = np.inf if lower_is_better else -np.inf
+    va = np.where(np.isnan(np.asarray(a, float)), worst, np.asarray(a, float))
+    vb = np.where(np.isnan(np.asarray(b, float)), worst, np.asarray(b, float))
+
+    def fmt(v):
+        return ", ".join("never" if np.isinf(x) else f"{x:.4g}" for x in v)
+
+    evidence = f"{names[0]}: {fmt(va)}; {names[1]}: {fmt(vb)}"
+    if min(len(va), len(vb)) < min_seeds:
+        return "inconclusive", (f"{evidence} (underpowered: {len(va)} and {len(vb)} seeds, "
+                                f"{min_seeds} each needed)")
+    beats = (va.max() < vb.min()) if lower_is_better else (va.min() > vb.max())
+    return ("holds" if beats else "fails"), evidence + (
+        f" (every seed of {names[0]} beats every seed of {names[1]})" if beats
+        else f" (not every seed of {names[0]} beats every seed of {names[1]})")
+
+
+def min_batch_sd(mean_error: float, batch_size: int = 36, rounding: float = 0.0) -> float:
+    """The smallest standard deviation that per-batch errors can have at a given mean error, when
+    each error is a multiple of 1/``batch_size`` (k wrong of ``batch_size`` images).
+
+    On a lattice of step 1/b, the distribution with mean m and the least variance puts all its
+    weight on the two multiples next to m, a fraction f = frac(m b) on the upper one: its standard
+    deviation is sqrt(f (1 - f)) / b. This is the population standard deviation (ddof = 0); a
+    sample standard deviation (ddof = 1) of n batches is larger by sqrt(n / (n - 1)), so the bound
+    holds for either convention. ``rounding``: the mean is known only to +- ``rounding`` (e.g. 5e-5
+    for a mean printed with four decimals); the bound is then the smallest over that interval (0 if
+    it contains a multiple of 1/b).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    lo, hi = (mean_error - rounding) * batch_size, (mean_error + rounding) * batch_size
+    lo, hi = (float(np.round(x)) if abs(x - np.round(x)) < 1e-9 else x for x in (lo, hi))  # float noise
+    if np.floor(lo) != np.floor(hi) or lo == np.floor(lo) or hi == np.floor(hi):
+        return 0.0  # the interval reaches a multiple of 1/b: a constant sequence has that mean
+
+    def sd(x):
+        f = x - np.floor(x)
+        return float(np.sqrt(f * (1 - f)) / batch_size)
+
+    return min(sd(lo), sd(hi))  # f (1 - f) is concave between two multiples: least at an end
+
+
+def sd_below_floor(table: dict[str, tuple[float, float]], batch_size: int = 36,
+                   rounding: float = 5e-5) -> pd.DataFrame:
+    """Which reported "mean +- sd" pairs of per-batch errors are impossible for raw per-batch
+    errors: one row per entry of ``table`` (name -> (mean, sd)) with the floor of
+    :func:`min_batch_sd` (means known to +- ``rounding``) and ``below`` (sd < floor). An sd below
+    the floor cannot come from the raw errors of batches of ``batch_size``; it was probably taken
+    from a smoothed curve, and must not be compared with the sd of raw per-batch errors.
+    """
+    rows = [{"input": k, "mean": m, "sd": s, "min_sd": min_batch_sd(m, batch_size, rounding),
+             } for k, (m, s) in table.items()]
+    out = pd.DataFrame(rows)
+    out["below"] = out["sd"] < out["min_sd"]
+    return out
+
+
+def kept_early(best_iteration: float, n_iterations: int, frac: float = 0.8) -> bool:
+    """Did a finite-data run keep (minimum validation loss) a model from the first ``frac`` of its
+    iteration budget? If the best model came from the last ``1 - frac`` of the budget, the
+    validation loss was still falling when training stopped: the run is not trained out and its
+    test accuracy is a lower bound on what the network reaches, so comparisons that rest on it are
+    inconclusive."""
+    if n_iterations < 1:
+        raise ValueError("n_iterations must be positive")
+    return bool(best_iteration <= frac * n_iterations)

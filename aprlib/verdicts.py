@@ -1,21 +1,44 @@
-"""The reproduction summary: every figure and table of the thesis's results chapter, the thesis's
-claim, our number and the verdict, gathered from ``results/`` (never typed into the book).
+"""Verdicts on the thesis's claims, derived by rule from named sub-claims, and the reproduction
+summary that gathers them from ``results/`` (never typed into the book).
+
+A notebook states each of an item's claims as a :class:`SubClaim` whose status is "holds", "fails"
+or "inconclusive" (decided by a criterion written in the notebook before the result it judges),
+and :func:`verdict` derives the item's verdict from them:
+
+- every sub-claim holds: **confirmed**;
+- at least one holds and at least one fails: **partly confirmed** (the detail names which hold,
+  which fail and which are inconclusive);
+- none holds and at least one fails: **not confirmed**;
+- none fails and at least one is inconclusive: **inconclusive**.
+
+So a single failing or inconclusive sub-claim never yields "confirmed". Two verdicts do not come
+from sub-claims: **not run** when the thesis's data could not be used (``data="stand-in"``: the
+results on the stand-in are shown beside, as an illustration, but they test nothing), and
+**reproduced** for an illustration that makes no claim (:func:`illustration`).
 
 Each notebook records its verdicts with :func:`save_verdicts` into its result directory
-(``verdicts.csv``); :func:`collect_verdicts` joins them with :data:`THESIS_ITEMS`, so an item that
-no notebook has reproduced yet still has its row.
+(``verdicts.csv``: item, ours, verdict, detail; ``subclaims.csv``: every sub-claim with its status
+and evidence). :func:`collect_verdicts` joins them with :data:`THESIS_ITEMS`; an item that no
+notebook has covered yet is listed as "not yet reproduced", a status of the summary outside the
+verdict vocabulary.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["THESIS_ITEMS", "save_verdicts", "collect_verdicts", "verdict_kind", "VERDICTS"]
+__all__ = ["THESIS_ITEMS", "VERDICTS", "STATUSES", "NOT_YET", "SubClaim", "Verdict", "verdict", "illustration",
+           "band", "save_verdicts", "collect_verdicts"]
 
-#: The verdict vocabulary (the status of an item that no notebook covers yet is "not yet reproduced").
-VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "reproduced", "could not be run", "pending")
+#: The verdict vocabulary, closed: :func:`save_verdicts` refuses any other word.
+VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "reproduced")
+#: The status of a sub-claim.
+STATUSES = ("holds", "fails", "inconclusive")
+#: What the summary shows for an item no notebook has recorded a verdict for (not a verdict).
+NOT_YET = "not yet reproduced"
 
 #: Every figure and table of thesis chapter 4, in order, with the thesis's claim or number.
 THESIS_ITEMS = {
@@ -44,49 +67,162 @@ THESIS_ITEMS = {
 }
 
 
-def verdict_kind(verdict: str) -> str:
-    """The vocabulary word a verdict starts with (the longest match in :data:`VERDICTS`, so "partly
-    confirmed on the stand-in" is "partly confirmed"), or the verdict itself when none matches
-    (e.g. "not yet reproduced")."""
-    matches = [w for w in VERDICTS if str(verdict).startswith(w)]
-    return max(matches, key=len) if matches else str(verdict)
+@dataclass(frozen=True)
+class SubClaim:
+    """One checkable part of a thesis item's claim: its name (the claim, in a few words), status
+    ("holds", "fails" or "inconclusive") and evidence (our numbers and, for an inconclusive one,
+    why it cannot be decided)."""
+    name: str
+    status: str
+    evidence: str = ""
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"a sub-claim's status is one of {STATUSES}, got {self.status!r} ({self.name})")
+        if not str(self.name).strip():
+            raise ValueError("a sub-claim needs a name")
+
+    @classmethod
+    def check(cls, name: str, holds: bool, evidence: str = "") -> "SubClaim":
+        """A sub-claim decided by a yes/no criterion (no inconclusive band)."""
+        return cls(name, "holds" if holds else "fails", evidence)
+
+
+def band(value: float, holds_if, fails_if) -> str:
+    """Status of a sub-claim judged with a margin: "holds" where ``holds_if(value)``, "fails" where
+    ``fails_if(value)``, "inconclusive" in between (or for NaN), so that noise moves a value between
+    "holds" and "inconclusive", or "inconclusive" and "fails", never straight across."""
+    h, f = bool(holds_if(value)), bool(fails_if(value))
+    if h and f:
+        raise ValueError(f"{value}: both holds and fails; the two conditions must not overlap")
+    return "holds" if h else "fails" if f else "inconclusive"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An item's verdict: the vocabulary word, a detail naming the sub-claims by status, and the
+    sub-claims themselves. Made by :func:`verdict` or :func:`illustration`."""
+    word: str
+    detail: str
+    subclaims: tuple = field(default=())
+    data: str = "thesis"
+
+    def __post_init__(self):
+        if self.word not in VERDICTS:
+            raise ValueError(f"a verdict is one of {VERDICTS}, got {self.word!r}")
+
+    def __str__(self):
+        return self.word
+
+    def table(self) -> pd.DataFrame:
+        """The sub-claims as a table (sub-claim, status, evidence), for display."""
+        return pd.DataFrame([{"sub-claim": c.name, "status": c.status, "evidence": c.evidence} for c in self.subclaims],
+                            columns=["sub-claim", "status", "evidence"])
+
+
+def _names(claims, status):
+    return "; ".join(c.name for c in claims if c.status == status)
+
+
+def _detail(claims) -> str:
+    parts = []
+    for status in STATUSES:
+        names = _names(claims, status)
+        if names:
+            parts.append(f"{status}: {names}")
+    return ". ".join(parts)
+
+
+def verdict(subclaims, data: str = "thesis") -> Verdict:
+    """The verdict of an item from its sub-claims (see the module's docstring for the rule).
+
+    ``data``: "thesis" when the sub-claims were judged on the thesis's kind of data, "stand-in" when
+    the thesis's data could not be used: the verdict is then "not run" whatever the sub-claims say
+    on the stand-in (they are kept in the detail, marked as the stand-in's)."""
+    claims = tuple(subclaims)
+    if not claims:
+        raise ValueError("a verdict needs at least one sub-claim (an illustration: use illustration())")
+    if not all(isinstance(c, SubClaim) for c in claims):
+        raise TypeError("sub-claims must be SubClaim objects")
+    if data not in ("thesis", "stand-in"):
+        raise ValueError(f"data is 'thesis' or 'stand-in', got {data!r}")
+    detail = _detail(claims)
+    if data == "stand-in":
+        return Verdict("not run", "The thesis's data could not be used here; on the stand-in, shown beside as an "
+                                  f"illustration only: {detail}", claims, data)
+    n = {s: sum(c.status == s for c in claims) for s in STATUSES}
+    if n["holds"] == len(claims):
+        word = "confirmed"
+    elif n["holds"] and n["fails"]:
+        word = "partly confirmed"
+    elif n["fails"]:
+        word = "not confirmed"
+    else:
+        word = "inconclusive"
+    return Verdict(word, detail, claims, data)
+
+
+def illustration(what: str) -> Verdict:
+    """The verdict of a figure that illustrates and makes no claim: "reproduced"."""
+    return Verdict("reproduced", f"an illustration, no claim to check: {what}")
 
 
 def save_verdicts(store, rows: list[dict]) -> Path:
-    """Write ``verdicts.csv`` into a :class:`~aprlib.provenance.ResultStore`'s directory. Each row:
-    item (a key of :data:`THESIS_ITEMS`), ours (our number, as text) and verdict (one of
-    :data:`VERDICTS`, optionally followed by a qualifier such as "on the stand-in")."""
-    df = pd.DataFrame(rows, columns=["item", "ours", "verdict"])
-    unknown = sorted(set(df.item) - set(THESIS_ITEMS))
-    if unknown:
-        raise ValueError(f"unknown thesis items {unknown}")
-    bad = [v for v in df.verdict if not any(str(v).startswith(w) for w in VERDICTS)]
-    if bad:
-        raise ValueError(f"verdicts must start with one of {VERDICTS}, got {bad}")
+    """Write ``verdicts.csv`` (item, ours, verdict, detail) and ``subclaims.csv`` (item, data, name,
+    status, evidence) into a :class:`~aprlib.provenance.ResultStore`'s directory. Each row: item (a
+    key of :data:`THESIS_ITEMS`), ours (our number, as text) and verdict, a :class:`Verdict` from
+    :func:`verdict` or :func:`illustration`: a verdict typed as text is refused, and so is any word
+    outside :data:`VERDICTS`."""
+    table, claims = [], []
+    for row in rows:
+        if row["item"] not in THESIS_ITEMS:
+            raise ValueError(f"unknown thesis items {[row['item']]}")
+        v = row["verdict"]
+        if not isinstance(v, Verdict):
+            raise ValueError(f"{row['item']}: a verdict must come from aprlib.verdicts.verdict() or illustration(), "
+                             f"got {v!r}")
+        if v.word not in VERDICTS:  # a Verdict checks this itself; checked again for objects built around it
+            raise ValueError(f"verdicts must be one of {VERDICTS}, got {v.word!r}")
+        table.append({"item": row["item"], "ours": row.get("ours", ""), "verdict": v.word, "detail": v.detail})
+        claims += [{"item": row["item"], "data": v.data, "name": c.name, "status": c.status, "evidence": c.evidence}
+                   for c in v.subclaims]
+    df = pd.DataFrame(table, columns=["item", "ours", "verdict", "detail"])
+    dup = df.item[df.item.duplicated()].tolist()
+    if dup:
+        raise ValueError(f"items given twice: {dup}")
+    store.save_table("subclaims", pd.DataFrame(claims, columns=["item", "data", "name", "status", "evidence"]))
     return store.save_table("verdicts", df)
 
 
 def collect_verdicts(results_dir, profile: str = "book") -> pd.DataFrame:
-    """One row per thesis item (in thesis order) with the thesis's claim, our number, the verdict,
-    and where it comes from (notebook, commit, profile, date, source directory)."""
+    """One row per thesis item (in thesis order) with the thesis's claim, our number, the verdict
+    word, its detail, and where it comes from (notebook, commit, profile, date, source directory).
+    An item without a stored verdict has the status :data:`NOT_YET`; a stored word outside
+    :data:`VERDICTS` (a ``verdicts.csv`` of an older format) is an error."""
     root = Path(results_dir)
     found = []
     for path in sorted(root.glob(f"**/{profile}/verdicts.csv")):
         prov_path = path.parent / "provenance.json"
         prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
-        df = pd.read_csv(path, dtype=str)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "detail" not in df:
+            raise ValueError(f"{path} has no detail column: written before verdicts were derived from sub-claims; "
+                             "re-execute its notebook")
+        bad = sorted(set(df.verdict) - set(VERDICTS))
+        if bad:
+            raise ValueError(f"{path}: verdicts outside the vocabulary {VERDICTS}: {bad}")
         df["notebook"] = prov.get("notebook")
         df["commit"] = (prov.get("commit") or "unknown")[:12]
         df["date"] = (prov.get("finished_utc") or "")[:10]
         df["results"] = path.parent.relative_to(root).as_posix()
         found.append(df)
     got = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
-        columns=["item", "ours", "verdict", "notebook", "commit", "date", "results"])
+        columns=["item", "ours", "verdict", "detail", "notebook", "commit", "date", "results"])
     dup = got.item[got.item.duplicated()].tolist()
     if dup:
         raise ValueError(f"items with verdicts from more than one place: {dup}")
     table = pd.DataFrame({"item": list(THESIS_ITEMS), "thesis": list(THESIS_ITEMS.values())})
     table = table.merge(got, on="item", how="left")
-    table["verdict"] = table["verdict"].fillna("not yet reproduced")
+    table["verdict"] = table["verdict"].fillna(NOT_YET)
     table["profile"] = [profile if isinstance(n, str) else "" for n in table.notebook]
     return table.fillna("")

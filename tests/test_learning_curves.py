@@ -96,3 +96,86 @@ def test_epoch_curve_claims_accepts_the_thesis_shape_and_rejects_others():
     assert epoch_curve_claims(close, n_val=100).holds[0] and not epoch_curve_claims(close, n_val=100000).holds[0]
     with pytest.raises(ValueError, match="lacks"):
         epoch_curve_claims({"APR": thesis_like["APR"]}, n_val=10)
+
+
+# --- what the learning claims need: convergence, a noise floor for dips, seeds, the sd floor ---
+
+def test_converged_flat_stream_and_still_learning_stream():
+    from aprlib.learning_curves import converged
+    rng = np.random.default_rng(0)
+    flat = rng.binomial(36, 0.8, 1500) / 36
+    ok, num = converged(curve(flat))
+    assert ok and num["n"] == 150 and num["drop"] <= 2 * num["se"]  # one-sided: a worse end is no improvement
+    rising = rng.binomial(36, np.linspace(0.3, 0.9, 1500)) / 36  # still improving at the end
+    ok, num = converged(curve(rising))
+    assert not ok and num["drop"] > 2 * num["se"] and "beyond" in num["reason"]
+    # the numbers are the stated ones: two windows of frac * n batches, se of the difference of means
+    err = 1 - rising
+    last, before = err[-150:], err[-300:-150]
+    assert num["drop"] == pytest.approx(before.mean() - last.mean())
+    assert num["se"] == pytest.approx(np.sqrt(last.var(ddof=1) / 150 + before.var(ddof=1) / 150))
+    ok, num = converged(curve([0.5, 0.6, 0.7]))
+    assert not ok and "too short" in num["reason"]
+
+
+def test_noise_floor_covers_the_dips_of_pure_noise():
+    from aprlib.learning_curves import dip_noise_floor
+    # pure Bernoulli noise at p = 0.5 over 1500 batches of 36 gives dips of 0.06-0.11 (the range
+    # the stored runs show), so the floor is about 0.1 and the typical noise dip is below it
+    floor = dip_noise_floor(0.5, 1500, window=20, after=50)
+    assert 0.09 < floor < 0.16
+    rng = np.random.default_rng(1)
+    noise_dips = [max_dip(curve(rng.binomial(36, 0.5, 1500) / 36), 20, 50) for _ in range(40)]
+    assert np.mean(np.array(noise_dips) > floor) < 0.2
+    assert 0.05 < np.median(noise_dips) < floor
+    # reproducible (fixed seed) and lower near p = 1, where a batch's accuracy varies little
+    assert dip_noise_floor(0.5, 1500, 20, 50) == floor
+    assert dip_noise_floor(0.97, 1500, 20, 50) < floor
+    # a real dip far beyond noise exceeds it
+    acc = np.r_[rng.binomial(36, 0.9, 700), rng.binomial(36, 0.5, 40), rng.binomial(36, 0.9, 760)] / 36
+    assert max_dip(curve(acc), 20, 50) > dip_noise_floor(0.9, 1500, 20, 50)
+
+
+def test_seeds_beat_needs_every_seed_and_three_of_each():
+    from aprlib.learning_curves import seeds_beat
+    assert seeds_beat([800, 850, 900], [1000, np.nan, 1200])[0] == "holds"  # NaN: never reached = slowest
+    assert seeds_beat([800, 1100, 900], [1000, 1050, 1200])[0] == "fails"  # one seed of A is slower
+    status, text = seeds_beat([800], [1000, 1100, 1200])
+    assert status == "inconclusive" and "underpowered" in text
+    assert seeds_beat([800, 850], [900, 1000])[0] == "inconclusive"
+    assert seeds_beat([0.9, 0.95, 0.93], [0.5, 0.6, 0.7], lower_is_better=False)[0] == "holds"
+    assert seeds_beat([np.nan] * 3, [np.nan] * 3)[0] == "fails"  # neither reached: no seed beats another
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 35), st.integers(0, 36), st.integers(2, 200))
+def test_min_batch_sd_is_a_lower_bound(k, spread, n):
+    from aprlib.learning_curves import min_batch_sd
+    # any integer-count sequence of n batches of 36 has an sd (ddof = 0 or 1) at least the bound at its mean
+    rng = np.random.default_rng(k * 1000 + spread + n)
+    counts = np.clip(rng.integers(k - spread // 2, k + spread // 2 + 1, n), 0, 36)
+    err = counts / 36
+    assert err.std(ddof=0) >= min_batch_sd(err.mean()) - 1e-12
+    # and the two nearest multiples, mixed, reach it
+    f = 0.25
+    mix = np.r_[np.full(75, k), np.full(25, k + 1)] / 36
+    assert mix.std(ddof=0) == pytest.approx(min_batch_sd(mix.mean()))
+    assert min_batch_sd((k + f) / 36) == pytest.approx(np.sqrt(f * (1 - f)) / 36)
+
+
+def test_thesis_table_4_2_sds_five_of_seven_below_the_floor():
+    from aprlib.learning_curves import min_batch_sd, sd_below_floor
+    res = sd_below_floor({k: (THESIS[k], THESIS_SD[k]) for k in THESIS}).set_index("input")
+    assert res.below.sum() == 5
+    assert not res.loc["APR 0.8", "below"] and not res.loc["Pix 64", "below"]
+    # a mean printed to four decimals that can be a multiple of 1/36 has no floor
+    assert min_batch_sd(1 / 36, rounding=5e-5) == 0.0
+    assert min_batch_sd(0.0013, rounding=5e-5) <= min_batch_sd(0.0013)
+
+
+def test_kept_early():
+    from aprlib.learning_curves import kept_early
+    assert kept_early(480, 600) and kept_early(50, 600)
+    assert not kept_early(500, 600) and not kept_early(600, 600)
+    with pytest.raises(ValueError):
+        kept_early(10, 0)

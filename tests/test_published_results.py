@@ -69,3 +69,28 @@ def test_no_glue_role_inside_a_literal():
             if cell["cell_type"] == "markdown":
                 # a fenced ```{glue:figure} directive is fine; a single backtick before the role is not
                 assert not re.search(r"(?<!`)`\{glue:", "".join(cell["source"])), f"{nb.name}: glue role in a literal"
+
+
+def test_published_verdicts_follow_from_their_subclaims():
+    """Every committed `book` verdict is the rule of `aprlib.verdicts.verdict` applied to the sub-claims
+    stored beside it (`subclaims.csv`): no verdict typed by hand, none outside the vocabulary, and an
+    item judged on the stand-in is "not run"."""
+    from aprlib.verdicts import VERDICTS, SubClaim, verdict
+    found = sorted(RESULTS.glob("**/book/verdicts.csv"))
+    if not found:
+        pytest.skip("no book verdicts committed")
+    for path in found:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert "detail" in table, f"{path}: no detail column (re-execute its notebook)"
+        claims = pd.read_csv(path.parent / "subclaims.csv", dtype=str, keep_default_na=False)
+        for row in table.itertuples():
+            assert row.verdict in VERDICTS, f"{path}: {row.item}: {row.verdict!r}"
+            mine = claims[claims.item == row.item]
+            if row.verdict == "reproduced":  # an illustration: no sub-claims
+                assert mine.empty, f"{path}: {row.item} is an illustration with sub-claims"
+                continue
+            assert not mine.empty, f"{path}: {row.item} has a verdict but no sub-claims"
+            data = set(mine.data)
+            assert len(data) == 1, f"{path}: {row.item} mixes data {data}"
+            derived = verdict([SubClaim(c.name, c.status, c.evidence) for c in mine.itertuples()], data=data.pop())
+            assert (derived.word, derived.detail) == (row.verdict, row.detail), f"{path}: {row.item}"
