@@ -42,7 +42,8 @@ import torch
 from .provenance import ResultStore
 from .training import InputSpec, train_streamed
 
-__all__ = ["FACTORS", "PILOT_NETWORKS", "pilot_runs", "run_pilot", "pilot_store", "compute_pilot", "pilot_summary"]
+__all__ = ["FACTORS", "PILOT_NETWORKS", "pilot_runs", "run_pilot", "pilot_store", "compute_pilot", "pilot_summary",
+           "factor_table", "pilot_figure"]
 
 PILOT_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
 
@@ -180,3 +181,24 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int = 50):
+    """Learning curves of the pilots: one panel per network, one line per factor (the mean over
+    seeds of the ``smooth``-batch running accuracy), the baseline in black. Returns the figure."""
+    import matplotlib.pyplot as plt
+    nets = [n for n in PILOT_NETWORKS if any(r["network"] == n and r["id"] in metrics for r in runs)]
+    fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 4.2), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        for i, factor in enumerate(FACTORS):
+            ids = [r["id"] for r in runs if r["network"] == net and r["factor"] == factor and r["id"] in metrics]
+            if not ids:
+                continue
+            acc = pd.concat([metrics[k].accuracy.rolling(smooth, min_periods=1).mean() for k in ids], axis=1)
+            style = {"color": "black", "lw": 2.2} if factor == "baseline" else {"color": f"C{i}", "lw": 1.2}
+            ax.plot(acc.index, acc.mean(axis=1), label=f"{factor} ({len(ids)} seeds)", **style)
+        ax.set(xlabel="mini-batch", ylabel=f"accuracy (running mean of {smooth})", title=net, ylim=(0, 1))
+        ax.axhline(1 / 6, color="grey", ls=":", lw=1)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
