@@ -220,6 +220,37 @@ def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int 
                 speedup=t_pix / t_cached, speedup_with_tables=t_pix / (t_fresh + t_form))
 
 
+def _check_options(ap, args) -> None:
+    """``ap.error`` (exit status 2, naming the option) for values the benchmark cannot use."""
+    from pathlib import Path
+    if args.size < 8:
+        ap.error(f"--size {args.size}: the canvas must be at least 8 pixels")
+    tiles = (args.size // max(args.size // 4, 8)) ** 2
+    bad = [n for n in args.objects if n < -1 or n > tiles]
+    if bad:
+        ap.error(f"--objects {bad}: each must be -1 (noise) or 0 ... {tiles} (objects that fit on a "
+                 f"{args.size}x{args.size} canvas)")
+    bad = [k for k in args.kernels if k < 1 or k % 2 == 0]
+    if bad:
+        ap.error(f"--kernels {bad}: kernel sizes must be positive and odd")
+    bad = [c for c in args.channels if c < 1]
+    if bad:
+        ap.error(f"--channels {bad}: channel counts must be positive")
+    bad = [t for t in args.threads if t < 0]
+    if bad:
+        ap.error(f"--threads {bad}: thread counts must be 0 (all cores) or positive")
+    if len(args.threads) not in (1, len(args.channels)):
+        ap.error(f"--threads: give one thread count, or one per channel count ({len(args.channels)})")
+    if args.calls < 1:
+        ap.error(f"--calls {args.calls}: at least one timed call")
+    if args.burn_in < 0:
+        ap.error(f"--burn-in {args.burn_in}: must be 0 or more")
+    if args.csv is not None:
+        csv = Path(args.csv)
+        if csv.is_dir() or not csv.parent.is_dir():
+            ap.error(f"--csv {args.csv}: must name a file in an existing directory")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aprlib.bench", description=__doc__)
     ap.add_argument("--size", type=int, default=512, help="canvas side in pixels (default 512)")
@@ -236,6 +267,7 @@ def main(argv=None) -> int:
     ap.add_argument("--training", action="store_true", help="also time APR_A/B vs Pix_A/B training steps")
     ap.add_argument("--csv", default=None, help="write the per-op table here")
     args = ap.parse_args(argv)
+    _check_options(ap, args)
     n_threads = tuple(t or None for t in args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {_core.num_threads()} OpenMP threads")
     tile = max(args.size // 4, 8)

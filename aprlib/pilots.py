@@ -158,7 +158,7 @@ def factor_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     import argparse
-    from .profiles import profile_settings
+    from .profiles import check_options, profile_settings
     ap = argparse.ArgumentParser(prog="python -m aprlib.pilots", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="book", choices=["smoke", "book"])
     ap.add_argument("--results-dir", default="results")
@@ -166,6 +166,7 @@ def main(argv=None) -> None:
     ap.add_argument("--list", action="store_true", help="print the pilot ids and stop")
     ap.add_argument("runs", nargs="*", help="pilot ids (default: every pilot)")
     args = ap.parse_args(argv)
+    check_options(ap, profile=args.profile, results_dir=args.results_dir)
     cfg = profile_settings("pilots", args.profile)
     runs = {r["id"]: r for r in pilot_runs(cfg)}
     if args.list:
@@ -177,10 +178,6 @@ def main(argv=None) -> None:
     for rid in args.runs or list(runs):
         store = compute_pilot(runs[rid], cfg, args.profile, args.results_dir, args.recompute)
         print(f"{rid}: {store.dir}", flush=True)
-
-
-if __name__ == "__main__":
-    main()
 
 
 def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int = 50):
@@ -202,3 +199,7 @@ def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+if __name__ == "__main__":
+    main()

@@ -117,3 +117,69 @@ def profile_settings(experiment: str, profile: str) -> dict:
     if profile not in table:
         raise ValueError(f"unknown profile {profile!r} for {experiment}; choose one of {sorted(table)}")
     return dict(table[profile])
+
+
+PROFILE_NAMES = ("smoke", "book", "paper")
+
+# The parameters of the notebooks (papermill) and what each may be.
+_BOOL_PARAMS = ("recompute", "train_missing")
+_PATH_PARAMS = ("results_dir", "checkpoint_dir")
+_INT_PARAMS = ("seed",)
+
+
+def check_parameters(**params) -> None:
+    """Validate a notebook's parameters (as papermill injected them); ValueError naming the
+    parameter, the value it got and what is allowed. Called first thing in every notebook, so a
+    mistyped parameter stops the run (papermill exits non-zero) instead of giving a wrong answer:
+
+    - ``profile``: one of :data:`PROFILE_NAMES`;
+    - ``recompute``, ``train_missing``: a real bool (``-p recompute False``; the string ``'no'``,
+      which would be true, is refused);
+    - ``results_dir``, ``checkpoint_dir``: a non-empty path (str or os.PathLike), which need not
+      exist yet, but is not an existing file;
+    - ``data_dir``: None or an existing directory;
+    - ``seed``: an int (not a bool).
+
+    An unknown parameter name is a ValueError too (the notebook passed something this function does
+    not know how to check)."""
+    import os
+    from pathlib import Path
+
+    for name, value in params.items():
+        if name == "profile":
+            if not isinstance(value, str) or value not in PROFILE_NAMES:
+                raise ValueError(f"parameter profile={value!r}: must be one of {', '.join(PROFILE_NAMES)}")
+        elif name in _BOOL_PARAMS:
+            if not isinstance(value, bool):
+                raise ValueError(f"parameter {name}={value!r} ({type(value).__name__}): must be True or False "
+                                 f"(a bool: papermill -p {name} True / -p {name} False)")
+        elif name in _PATH_PARAMS:
+            if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+                raise ValueError(f"parameter {name}={value!r}: must be a path (a non-empty string)")
+            if Path(value).exists() and not Path(value).is_dir():
+                raise ValueError(f"parameter {name}={str(value)!r}: exists but is not a directory")
+        elif name == "data_dir":
+            if value is None:
+                continue
+            if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+                raise ValueError(f"parameter data_dir={value!r}: must be None (the stand-in data) or the path "
+                                 "of a directory")
+            if not Path(value).is_dir():
+                raise ValueError(f"parameter data_dir={str(value)!r}: no such directory (without a data folder the "
+                                 "stand-in data are used)")
+        elif name in _INT_PARAMS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"parameter {name}={value!r} ({type(value).__name__}): must be an int")
+        else:
+            raise ValueError(f"unknown parameter {name!r}: check_parameters knows profile, "
+                             f"{', '.join(_BOOL_PARAMS + _PATH_PARAMS)}, data_dir, {', '.join(_INT_PARAMS)}")
+
+
+def check_options(parser, **params) -> None:
+    """:func:`check_parameters` for a command line: ``parser.error`` (exit status 2) with the
+    message in the option's spelling (``--results-dir`` for ``results_dir``)."""
+    import re
+    try:
+        check_parameters(**params)
+    except ValueError as e:
+        parser.error(re.sub(r"parameter (\w+)", lambda m: "option --" + m.group(1).replace("_", "-"), str(e)))

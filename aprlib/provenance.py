@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 __all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
-           "package_versions", "figure_note"]
+           "package_versions", "figure_note", "summary_params", "runs_record"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
@@ -278,16 +278,65 @@ class ResultStore:
         return prov
 
 
+def _run_time(prov: dict) -> float:
+    return float(prov.get("compute_s", prov.get("wall_time_s")) or 0.0)
+
+
+def summary_params(provs: dict, **more) -> dict:
+    """Parameters of a summary store, i.e. one whose tables and figures are made from stored runs
+    (``provs``: run id -> the run's provenance): each run's ``params_hash`` and ``finished_utc``, and
+    ``more`` (e.g. the runs still missing). The summary is then fresh exactly while the runs it
+    summarises are unchanged (a run recomputed, added or removed makes it stale), so a notebook
+    calls :meth:`ResultStore.finish` on it only when it is not fresh, and rendering stored runs
+    again rewrites nothing."""
+    return {"runs": {rid: {"params_hash": p.get("params_hash"), "finished_utc": p.get("finished_utc")}
+                     for rid, p in sorted(provs.items())}, **more}
+
+
+def runs_record(provs: dict) -> dict:
+    """Provenance of the runs a summary store summarises (``provs``: run id -> provenance), for
+    ``finish(extra=...)``: ``n_runs``, ``commits_of_runs`` (sorted, 12 characters),
+    ``runs_finished_utc`` (when the last of them finished), ``latest_run_commit`` (that run's
+    commit) and ``compute_s`` (their summed compute time). :func:`figure_note` credits these, not
+    the commit and date at which the summary was written."""
+    latest = max(provs.values(), key=lambda p: p.get("finished_utc") or "", default={})
+    return {"n_runs": len(provs),
+            "commits_of_runs": sorted({(p.get("commit") or "unknown")[:12] for p in provs.values()}),
+            "runs_finished_utc": latest.get("finished_utc"),
+            "latest_run_commit": latest.get("commit"),
+            "compute_s": round(sum(_run_time(p) for p in provs.values()), 1)}
+
+
+def _duration(s) -> str:
+    return "" if s is None else (f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else
+                                 f"{s:.0f} s")
+
+
 def figure_note(store: ResultStore, name: str, book_root: str = "..") -> str:
     """Markdown provenance line for figure ``name`` of ``store`` (after :meth:`ResultStore.finish`):
     notebook, commit, profile, date and wall time, with download links to the PNG and PDF (paths
-    from ``book_root``, the book's source directory as seen from where the notebook runs)."""
+    from ``book_root``, the book's source directory as seen from where the notebook runs). For a
+    summary of stored runs (provenance written with :func:`runs_record`) the commits and date are the
+    runs', and the time their summed compute time."""
     prov = store.provenance() or {}
     rel = "/" + Path(os.path.relpath(store.dir, book_root)).as_posix()
-    wall = prov.get("compute_s", prov.get("wall_time_s"))
-    wall_txt = "" if wall is None else (f"{wall / 3600:.1f} h" if wall >= 3600 else
-                                        f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s")
-    return (f"Made by `{prov.get('notebook') or store.notebook}` at commit "
+    notebook = prov.get("notebook") or store.notebook
+    links = f"Download: {{download}}`PNG <{rel}/{name}.png>`, {{download}}`PDF <{rel}/{name}.pdf>`."
+    if "runs_finished_utc" in prov:
+        commits = prov.get("commits_of_runs") or []
+        n = prov.get("n_runs", len(prov.get("params", {}).get("runs", {})))
+        latest = (prov.get("latest_run_commit") or "unknown")[:12]
+        when = (prov.get("runs_finished_utc") or "")[:10]
+        if len(commits) <= 3:
+            at = ("commit " if len(commits) == 1 else "commits ") + ", ".join(f"`{c}`" for c in commits)
+            at += f" (the last finished {when})" if n > 1 else f" (finished {when})"
+        else:
+            at = f"{len(commits)} commits (the last run finished {when}, at `{latest}`)"
+        took = _duration(prov.get("compute_s"))
+        return (f"Made by `{notebook}` from {n} stored run{'s' if n != 1 else ''} at {at}, profile "
+                f"`{store.profile}`" + (f", training time {took}" if took else "") + f". {links}")
+    wall_txt = _duration(prov.get("compute_s", prov.get("wall_time_s")))
+    return (f"Made by `{notebook}` at commit "
             f"`{(prov.get('commit') or 'unknown')[:12]}`, profile `{store.profile}`, "
             f"{(prov.get('finished_utc') or '')[:10]}" + (f", wall time {wall_txt}" if wall_txt else "") +
-            f". Download: {{download}}`PNG <{rel}/{name}.png>`, {{download}}`PDF <{rel}/{name}.pdf>`.")
+            f". {links}")

@@ -336,7 +336,7 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
 
 def main(argv=None) -> None:
     import argparse
-    from .profiles import profile_settings
+    from .profiles import check_options, profile_settings
     ap = argparse.ArgumentParser(prog="python -m aprlib.runs", description=__doc__.split("\n\n")[0])
     ap.add_argument("experiment", choices=["streamed", "converged", "finite", "natural"],
                     help="converged: the streamed runs trained to convergence (profiles 'streamed_converged')")
@@ -347,6 +347,11 @@ def main(argv=None) -> None:
     ap.add_argument("--recompute", action="store_true")
     ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
     args = ap.parse_intermixed_args(argv)
+    # a data folder must exist; results and checkpoints go to directories (created if absent)
+    check_options(ap, profile=args.profile, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
+                  data_dir=args.data_dir)
+    if args.data_dir is not None and args.experiment != "natural":
+        ap.error(f"--data-dir is for the natural-image runs only, not {args.experiment}")
     name, list_runs, compute = {"streamed": ("streamed_training", streamed_runs, compute_streamed),
                                 "converged": ("streamed_converged", streamed_runs, compute_streamed),
                                 "finite": ("finite_datasets", finite_runs, compute_finite),
