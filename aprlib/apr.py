@@ -7,11 +7,68 @@ Coordinates: a cell at level ``l`` with indices ``(y, x)`` covers pixel rows
 """
 from __future__ import annotations
 
+import numbers
+import operator
+
 import numpy as np
 
 from . import _core
 
 __all__ = ["APR"]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _size(value, name: str) -> int:
+    """A positive integer image size (Python or numpy integer, not bool or float)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if v < 1:
+        raise ValueError(f"APR image size must be positive, got {name} = {v}")
+    return v
+
+
+def _index_array(values, name: str, dtype) -> np.ndarray:
+    """A 1D integer array converted to ``dtype`` without silent wrap-around."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1D, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.size:
+        info = np.iinfo(dtype)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"{name} has values in [{lo}, {hi}], outside the range of {np.dtype(dtype).name}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _real_values(values, name: str) -> np.ndarray:
+    """A real (bool, integer or float) array as float32, refusing complex and object data and
+    finite values that float32 cannot hold."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    with np.errstate(over="ignore"):  # an overflow is reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        finite = np.isfinite(arr)
+        if not np.array_equal(finite, np.isfinite(out)):
+            raise ValueError(f"{name} has finite values beyond the float32 range (largest magnitude "
+                             f"{float(np.abs(arr[finite]).max()):.3g} > {_FLOAT32_MAX:.3g})")
+    return out
+
+
+def _level_index(level) -> int:
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Integral):
+        raise TypeError(f"level must be an integer, got {type(level).__name__} {level!r}")
+    return int(level)
 
 
 def _offsets(levels: np.ndarray, level_max: int) -> np.ndarray:
@@ -25,21 +82,24 @@ class APR:
     Attributes (numpy arrays): ``level`` (N,) int8, ``y``/``x`` (N,) int32 cell indices,
     ``parent`` (N,) int64 tree index (-1 at level_min), ``tree_level``/``tree_y``/``tree_x``
     (T,), ``tree_parent`` (T,), ``intensities`` (N,) or (N, C) float32 (or None).
+
+    With ``validate`` (the default) the arrays are checked to be an APR: particle cells that
+    partition the image, sorted by (level, y, x), with the tree and parent indices that these
+    cells imply (ValueError otherwise). aprlib's own code skips the check for the structures its
+    kernels build.
     """
 
     def __init__(self, height, width, level, y, x, parent, tree_level, tree_y, tree_x, tree_parent,
-                 intensities=None, params=None):
-        self.height, self.width = int(height), int(width)
-        if self.height < 1 or self.width < 1:
-            raise ValueError(f"APR image size must be positive, got {height}x{width}")
-        self.level = np.ascontiguousarray(level, dtype=np.int8)
-        self.y = np.ascontiguousarray(y, dtype=np.int32)
-        self.x = np.ascontiguousarray(x, dtype=np.int32)
-        self.parent = np.ascontiguousarray(parent, dtype=np.int64)
-        self.tree_level = np.ascontiguousarray(tree_level, dtype=np.int8)
-        self.tree_y = np.ascontiguousarray(tree_y, dtype=np.int32)
-        self.tree_x = np.ascontiguousarray(tree_x, dtype=np.int32)
-        self.tree_parent = np.ascontiguousarray(tree_parent, dtype=np.int64)
+                 intensities=None, params=None, validate: bool = True):
+        self.height, self.width = _size(height, "height"), _size(width, "width")
+        self.level = _index_array(level, "level", np.int8)
+        self.y = _index_array(y, "y", np.int32)
+        self.x = _index_array(x, "x", np.int32)
+        self.parent = _index_array(parent, "parent", np.int64)
+        self.tree_level = _index_array(tree_level, "tree_level", np.int8)
+        self.tree_y = _index_array(tree_y, "tree_y", np.int32)
+        self.tree_x = _index_array(tree_x, "tree_x", np.int32)
+        self.tree_parent = _index_array(tree_parent, "tree_parent", np.int64)
         n, t = len(self.level), len(self.tree_level)
         if not (len(self.y) == len(self.x) == len(self.parent) == n):
             raise ValueError("level, y, x and parent must have the same length")
@@ -53,17 +113,38 @@ class APR:
             raise ValueError("particles and tree nodes must be sorted by level")
         if np.any((self.parent < -1) | (self.parent >= t)) or np.any((self.tree_parent < -1) | (self.tree_parent >= t)):
             raise ValueError("parent indices out of range")
+        if validate:
+            self._validate()
         self.level_offsets = _offsets(self.level, self.level_max)
         self.tree_offsets = _offsets(self.tree_level, self.level_max)
         self.params = params
         self._intensities = None
         self.intensities = intensities
 
+    def _validate(self) -> None:
+        """ValueError unless the arrays are the APR that their particle cells define."""
+        # raises ValueError("not a valid APR: ...") for cells outside the image, duplicates,
+        # overlaps and gaps
+        s = _core.structure_from_cells(self.level, self.y, self.x, self.height, self.width)
+        for name in ("level", "y", "x"):
+            if not np.array_equal(s[name], getattr(self, name)):
+                raise ValueError("not a valid APR: particles must be sorted by (level, y, x)")
+        for name in ("parent", "tree_level", "tree_y", "tree_x", "tree_parent"):
+            if not np.array_equal(s[name], getattr(self, name)):
+                raise ValueError(f"not a valid APR: {name} does not match the particle cells (the tree "
+                                 f"must be the ancestors of the particles, sorted by (level, y, x))")
+
     @classmethod
-    def from_structure(cls, s: dict, intensities=None, params=None) -> "APR":
+    def from_structure(cls, s: dict, intensities=None, params=None, validate: bool = True) -> "APR":
         """Build from the dict returned by ``aprlib._core.form_structure``."""
+        if not isinstance(s, dict):
+            raise TypeError(f"a structure must be a dict, got {type(s).__name__}")
+        missing = [k for k in ("height", "width") + cls._FIELDS if k not in s]
+        if missing:
+            raise ValueError(f"structure dict lacks {missing}")
         return cls(s["height"], s["width"], s["level"], s["y"], s["x"], s["parent"], s["tree_level"],
-                   s["tree_y"], s["tree_x"], s["tree_parent"], intensities=intensities, params=params)
+                   s["tree_y"], s["tree_x"], s["tree_parent"], intensities=intensities, params=params,
+                   validate=validate)
 
     # --- basic properties -------------------------------------------------------------------
     @property
@@ -95,10 +176,13 @@ class APR:
     @intensities.setter
     def intensities(self, values):
         if values is not None:
-            values = np.ascontiguousarray(values, dtype=np.float32)
+            values = _real_values(values, "intensities")
             if values.ndim not in (1, 2) or values.shape[0] != self.n_particles:
                 raise ValueError(f"intensities must have shape (N,) or (N, C) with N = {self.n_particles}, "
                                  f"got {values.shape}")
+            if values.ndim == 2 and values.shape[1] == 0:
+                raise ValueError("intensities must have at least one channel, got shape "
+                                 f"{values.shape}")
         self._intensities = values
 
     def levels_present(self) -> list[int]:
@@ -106,12 +190,14 @@ class APR:
 
     def particles_at(self, level: int) -> slice:
         """Slice of the particles of one level."""
+        level = _level_index(level)
         if not 0 <= level <= self.level_max:
             raise ValueError(f"level must be in [0, {self.level_max}], got {level}")
         return slice(int(self.level_offsets[level]), int(self.level_offsets[level + 1]))
 
     def tree_at(self, level: int) -> slice:
         """Slice of the tree nodes of one level."""
+        level = _level_index(level)
         if not 0 <= level <= self.level_max:
             raise ValueError(f"level must be in [0, {self.level_max}], got {level}")
         return slice(int(self.tree_offsets[level]), int(self.tree_offsets[level + 1]))
@@ -127,12 +213,18 @@ class APR:
 
     # --- sampling and reconstruction --------------------------------------------------------
     def sample(self, image) -> np.ndarray:
-        """Mean of ``image`` over each particle cell: (H, W) -> (N,), (H, W, C) -> (N, C)."""
-        img = np.ascontiguousarray(image, dtype=np.float32)
+        """Mean of ``image`` over each particle cell: (H, W) -> (N,), (H, W, C) -> (N, C).
+
+        Finite real images only (ValueError for NaN, inf or values beyond float32); the means of
+        finite pixels are finite."""
+        arr = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError("image contains NaN or infinite values")
+        img = _real_values(arr, "image")
         if img.shape[:2] != self.shape or img.ndim not in (2, 3):
             raise ValueError(f"image must have shape {self.shape} or {self.shape} + (C,), got {img.shape}")
-        if not np.isfinite(img).all():
-            raise ValueError("image contains NaN or infinite values")
+        if img.ndim == 3 and img.shape[2] == 0:
+            raise ValueError(f"image must have at least one channel, got shape {img.shape}")
         out = _core.cell_means(self.level, self.y, self.x, img if img.ndim == 3 else img[..., None])
         return out if img.ndim == 3 else out[:, 0]
 
@@ -144,9 +236,7 @@ class APR:
         values = self.intensities if values is None else values
         if values is None:
             raise ValueError("this APR has no intensities; pass values")
-        if hasattr(values, "detach"):
-            values = values.detach().cpu().numpy()
-        vals = np.ascontiguousarray(values, dtype=np.float32)
+        vals = _real_values(values, "values")
         if vals.ndim not in (1, 2):
             raise ValueError(f"values must be (N,) or (N, C), got shape {vals.shape}")
         out = _core.reconstruct(self.level, self.y, self.x, vals if vals.ndim == 2 else vals[:, None],
@@ -161,10 +251,17 @@ class APR:
         """Tree node values as means of their children, bottom-up: (N[, C]) -> (T[, C]), float64 for
         float64 input, else float32."""
         values = self.intensities if values is None else values
-        out_dtype = np.float64 if np.asarray(values).dtype == np.float64 else np.float32
-        vals = np.asarray(values, dtype=np.float64)
-        if vals.shape[0] != self.n_particles:
-            raise ValueError(f"values must have {self.n_particles} rows, got {vals.shape[0]}")
+        if values is None:
+            raise ValueError("this APR has no intensities; pass values")
+        if hasattr(values, "detach"):
+            values = values.detach().cpu().numpy()
+        values = np.asarray(values)
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"values must be real numbers, got dtype {values.dtype}")
+        out_dtype = np.float64 if values.dtype == np.float64 else np.float32
+        vals = values.astype(np.float64)
+        if vals.ndim == 0 or vals.shape[0] != self.n_particles:
+            raise ValueError(f"values must have {self.n_particles} rows, got shape {vals.shape}")
         flat = vals.reshape(self.n_particles, -1)
         sums = np.zeros((self.n_tree, flat.shape[1]))
         counts = np.zeros(self.n_tree)
@@ -194,8 +291,11 @@ class APR:
 
     @classmethod
     def from_dict(cls, d: dict) -> "APR":
-        return cls(int(d["height"]), int(d["width"]), *(d[k] for k in cls._FIELDS),
-                   intensities=d.get("intensities"))
+        """Inverse of :meth:`to_dict` (the structure is validated)."""
+        missing = [k for k in ("height", "width") + cls._FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"an APR dict needs {missing}")
+        return cls(d["height"], d["width"], *(d[k] for k in cls._FIELDS), intensities=d.get("intensities"))
 
     def save(self, path) -> None:
         np.savez_compressed(path, **self.to_dict())

@@ -1,6 +1,7 @@
 """Batches of APRs of different sizes, concatenated along the particle axis (like graph batches)."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ class APRBatch:
     """
 
     def __init__(self, aprs: Sequence[APR]):
+        if isinstance(aprs, (APR, str, bytes)) or not hasattr(aprs, "__iter__"):
+            raise TypeError(f"APRBatch takes a sequence of APRs, got {type(aprs).__name__}")
         aprs = list(aprs)
         if not aprs:
             raise ValueError("an APRBatch needs at least one APR")
@@ -60,7 +63,9 @@ class APRBatch:
         return self._cat("level")
 
     def features(self, dtype=torch.float32) -> torch.Tensor:
-        """Intensities of all particles as a tensor (N_total, C)."""
+        """Intensities of all particles as a tensor (N_total, C) of a floating-point ``dtype``."""
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"features need a floating-point torch dtype, got {dtype!r}")
         if self.aprs[0].intensities is None:
             raise ValueError("the APRs of this batch have no intensities")
         vals = [a.intensities if a.intensities.ndim == 2 else a.intensities[:, None] for a in self.aprs]
@@ -68,6 +73,9 @@ class APRBatch:
 
     def split(self, values) -> list:
         """Split a (N_total, ...) array or tensor into one piece per APR."""
+        if not hasattr(values, "shape") or len(values.shape) == 0:
+            raise TypeError(f"values must be an array or tensor with {self.n_particles} rows, got "
+                            f"{type(values).__name__}")
         if values.shape[0] != self.n_particles:
             raise ValueError(f"values must have {self.n_particles} rows, got {values.shape[0]}")
         o = self.particle_offsets
@@ -85,5 +93,16 @@ class APRBatch:
 
 def collate_aprs(items):
     """DataLoader collate_fn for (APR, label) pairs -> (APRBatch, labels int64 tensor)."""
+    items = list(items)
+    if not items:
+        raise ValueError("collate_aprs needs at least one (APR, label) pair")
+    for k, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(f"item {k} must be an (APR, label) pair, got {type(item).__name__}")
     aprs, labels = zip(*items)
-    return APRBatch(aprs), torch.as_tensor(labels, dtype=torch.int64)
+    for k, label in enumerate(labels):
+        if isinstance(label, torch.Tensor) and label.numel() == 1:
+            label = label.item()
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
+            raise ValueError(f"label of item {k} must be an integer class index, got {label!r}")
+    return APRBatch(aprs), torch.as_tensor([int(label) for label in labels], dtype=torch.int64)

@@ -3,12 +3,25 @@
 Pipeline (Cheeseman et al. 2018; ``reproduction-spec.md`` section 1):
 smoothing B-spline gradient -> local intensity scale -> local resolution from E ->
 pulling scheme with one-level grading -> particle intensities as cell means.
+
+Scale: like LibAPR's, the structure depends on the image only through ratios |grad I| / sigma, so
+it does not change when the image is multiplied by a positive constant c (with the absolute
+thresholds ``sigma_th``, ``sigma_th_max``, ``grad_th``, ``Ip_th`` multiplied by c too, or zero as by
+default). The kernels work in float32, where |grad I|^2 of an image near 1e25 overflows and that
+of an image near 1e-20 underflows, so :func:`form_apr` first multiplies the image (and the
+thresholds) by the power of two that brings its largest magnitude into (0.5, 1]: exact in binary
+floating point, so nothing changes for images whose maximum is already there (images in [0, 1]
+with a maximum above 0.5) and the structure of ``2**j * image`` is exactly that of ``image``; for
+any other c it is that of ``image`` up to the rounding of ``c * image`` to float32, which moves a
+cell's level only when its resolution ratio lies within that rounding of a power of two, or where
+the structure rests on rounding noise anyway (``sigma_th = 0`` with smoothing: APRParameters).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+import warnings
 
 import numpy as np
 
@@ -34,6 +47,12 @@ class APRParameters:
     pulling_scheme: "libapr" (LibAPR / pyapr 1.0.7: the 3x3 neighbours of every cell that holds
         particles two or more levels finer are refined too) or "minimal" (an aprlib extension:
         the smallest cell set with one-level grading). Both satisfy the same resolution bound.
+
+    The four thresholds are absolute intensities, as in LibAPR: scale them with the image (for
+    example ``sigma_th = 0.05 * (image.max() - image.min())``) if the image's range may vary.
+    With ``sigma_th = 0`` (LibAPR's default) and smoothing on, the local intensity scale of flat
+    regions is float rounding noise, so the structure there is arbitrary and changes when the
+    image is multiplied by anything but a power of two (pyapr 1.0.7's does too): form_apr warns.
     """
 
     rel_error: float = 0.1
@@ -51,6 +70,8 @@ class APRParameters:
                 raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value}")
+        if not isinstance(self.pulling_scheme, str):
+            raise TypeError(f"pulling_scheme must be a str, got {type(self.pulling_scheme).__name__}")
         if self.rel_error <= 0:
             raise ValueError(f"rel_error (E) must be > 0, got {self.rel_error}")
         if self.gradient_smoothing < 0:
@@ -61,6 +82,10 @@ class APRParameters:
             raise ValueError(f"pulling_scheme must be 'libapr' or 'minimal', got {self.pulling_scheme!r}")
 
     def replace(self, **changes) -> "APRParameters":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown APR parameter(s) {unknown}; the parameters are "
+                            f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
 
 
@@ -91,26 +116,57 @@ def bspline_recursion(lam: float, tol: float = 1e-7) -> tuple[float, float, floa
 def as_float_image(image, name: str = "image", allow_rgb: bool = True) -> np.ndarray:
     """Validate an image and return it as C-contiguous float32, shape (H, W) or (H, W, 3).
 
-    Raises TypeError for unsupported dtypes and ValueError for wrong shapes, empty or
-    non-finite images.
+    Raises TypeError for unsupported types and dtypes (anything but real float or integer
+    arrays) and ValueError for wrong shapes (RGBA included: composite the alpha channel first),
+    empty images, NaN or infinite values, and finite values beyond the float32 range.
     """
     if hasattr(image, "detach"):  # torch tensor
         image = image.detach().cpu().numpy()
-    arr = np.asarray(image)
+    if image is None or isinstance(image, (str, bytes)):
+        raise TypeError(f"{name} must be an array, got {type(image).__name__}")
+    try:
+        arr = np.asarray(image)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"{name} is not a rectangular array: {e}") from None
     if arr.dtype.kind not in _SUPPORTED_KINDS:
         raise TypeError(f"{name} must have a float or integer dtype, got {arr.dtype}")
-    rgb = allow_rgb and arr.ndim == 3 and arr.shape[-1] in (3, 4)
+    rgb = allow_rgb and arr.ndim == 3 and arr.shape[-1] == 3
+    if allow_rgb and arr.ndim == 3 and arr.shape[-1] == 4:
+        raise ValueError(f"{name} has 4 channels (RGBA?), got shape {arr.shape}: aprlib takes grayscale "
+                         f"(H, W) or RGB (H, W, 3) images; composite the alpha channel onto a background "
+                         f"first (aprlib.natural.load_rgb composites onto black)")
     if arr.ndim != 2 and not rgb:
         expected = "(H, W) or (H, W, 3)" if allow_rgb else "(H, W)"
         raise ValueError(f"{name} must be 2D {expected}, got shape {arr.shape}")
     if arr.size == 0 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    if rgb:
-        out = np.ascontiguousarray(out[..., :3])
+    with np.errstate(over="ignore"):  # an overflow is reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and not np.isfinite(out).all():
+        raise ValueError(f"{name} has finite values beyond the float32 range (largest magnitude "
+                         f"{float(np.abs(arr).max()):.3g} > {float(np.finfo(np.float32).max):.3g}): aprlib "
+                         f"computes in float32; rescale the image")
     return out
+
+
+def _power_of_two_exponent(img: np.ndarray) -> int:
+    """k such that max|img| / 2**k lies in (0.5, 1] (0 for an all-zero image)."""
+    m = float(np.max(np.abs(img)))
+    if m == 0.0:
+        return 0
+    mantissa, exponent = math.frexp(m)  # m = mantissa * 2**exponent, mantissa in [0.5, 1)
+    return exponent - 1 if mantissa == 0.5 else exponent
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _scaled_threshold(value: float, e: int) -> float:
+    """An absolute threshold divided by 2**e (exact), clipped to the float32 range the kernels use
+    (a threshold beyond every image value acts the same clipped)."""
+    return min(max(math.ldexp(float(value), -e), -_FLOAT32_MAX), _FLOAT32_MAX)
 
 
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
@@ -123,9 +179,12 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
 
     image: (H, W) float or integer array (any H, W >= 1), or (H, W, 3) RGB, in which case the
         particle cells are those of the grayscale image and each channel is sampled as the
-        mean over each cell (thesis 4.2.2).
+        mean over each cell (thesis 4.2.2). Finite values only (NaN or inf raise ValueError), in
+        the float32 range; the structure does not depend on the image's scale (module docstring).
     params: APRParameters; keyword overrides (e.g. ``rel_error=0.4``) replace its fields.
-    Returns an APR whose intensities have shape (N,) (grayscale) or (N, 3) (RGB).
+    Returns an APR whose intensities have shape (N,) (grayscale) or (N, 3) (RGB): the cell means
+        of the image as given, always finite (means are summed in double where float32 sums
+        would overflow).
     """
     params = APRParameters() if params is None else params
     if not isinstance(params, APRParameters):
@@ -133,16 +192,25 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
     if overrides:
         params = params.replace(**overrides)
     img = as_float_image(image)
-    gray = to_grayscale(img) if img.ndim == 3 else img
+    if params.sigma_th == 0 and params.gradient_smoothing > 0:
+        warnings.warn("sigma_th = 0 with gradient smoothing: in flat regions the local intensity scale is the "
+                      "smoothing's float rounding noise, so the structure there depends on rounding (LibAPR "
+                      "warns about sigma_th = 0 too); set sigma_th > 0, e.g. 1% of the image's range",
+                      RuntimeWarning, stacklevel=2)
+    # Exact rescaling by a power of two into the range where float32 neither overflows nor
+    # underflows; the absolute thresholds follow. A no-op when the maximum is already in (0.5, 1].
+    e = _power_of_two_exponent(img)
+    work = np.ldexp(img, -e) if e else img
+    gray = to_grayscale(work) if work.ndim == 3 else work
     lam = float(params.gradient_smoothing)
     b1, b2, norm, k = bspline_recursion(lam) if lam > 0 else (0.0, 0.0, 1.0, 0)
     s = _core.form_structure(
         gray,
         rel_error=float(params.rel_error),
-        grad_th=float(params.grad_th),
-        Ip_th=float(params.Ip_th),
-        sigma_th=float(params.sigma_th),
-        sigma_th_max=float(params.sigma_th_max),
+        grad_th=_scaled_threshold(params.grad_th, e),
+        Ip_th=_scaled_threshold(params.Ip_th, e),
+        sigma_th=_scaled_threshold(params.sigma_th, e),
+        sigma_th_max=_scaled_threshold(params.sigma_th_max, e),
         smooth=lam > 0,
         b1=b1,
         b2=b2,
@@ -150,6 +218,6 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
         bspline_k=k,
         minimal_grading=params.pulling_scheme == "minimal",
     )
-    apr = APR.from_structure(s, params=params)
+    apr = APR.from_structure(s, params=params, validate=False)  # the kernels' own output
     apr.intensities = apr.sample(img)
     return apr

@@ -33,6 +33,12 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
+def _check_batch(batch):
+    from .batch import APRBatch
+    if not isinstance(batch, APRBatch):
+        raise TypeError(f"batch must be an APRBatch (wrap a single APR as APRBatch([apr])), got {type(batch).__name__}")
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
@@ -70,6 +76,7 @@ def tree_values(x: torch.Tensor, batch, backend: str = "auto") -> torch.Tensor:
 
     Differentiable with either backend.
     """
+    _check_batch(batch)
     plan = tree_plan(batch)
     _check_features(x, plan.N)
     if resolve_backend(backend, x) == "torch":
@@ -93,8 +100,10 @@ class _TreeValues(torch.autograd.Function):
 
 # --- convolution --------------------------------------------------------------------------------
 def _check_features(x: torch.Tensor, n: int) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 2:
-        raise ValueError(f"features must be a 2D (N, C) tensor, got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor (N, C), got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2D (N, C) tensor, got shape {tuple(x.shape)}")
     if x.shape[0] != n:
         raise ValueError(f"features have {x.shape[0]} rows but the APR batch has {n} particles")
     if not x.is_floating_point():
@@ -191,19 +200,30 @@ def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor 
     reconstructed through the tree (means of finer particles, piecewise-constant copies of coarser
     ones, zero outside the image). bias: (D,) or None.
     """
+    _check_batch(batch)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.ndim != 5 or weight.shape[3] != weight.shape[4]:
         raise ValueError(f"weight must be (D, C, n_kernels, k, k), got {tuple(weight.shape)}")
     k = weight.shape[3]
     if k % 2 != 1:
         raise ValueError(f"kernel size must be odd, got {k}")
+    if weight.shape[2] < 1 or weight.shape[0] < 1:
+        raise ValueError(f"weight needs at least one output channel and one level kernel, got shape "
+                         f"{tuple(weight.shape)}")
     plan = conv_plan(batch, k, weight.shape[2])
     _check_features(x, plan.N)
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"features have {x.shape[1]} channels but the weight expects {weight.shape[1]}")
     if x.dtype != weight.dtype:
         raise TypeError(f"features are {x.dtype} but the weight is {weight.dtype}")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor):
+            raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(f"bias is {bias.dtype} but the weight is {weight.dtype}")
     tplan = tree_plan(batch)
     if resolve_backend(backend, x) == "torch":
         return _conv_torch(x, weight, bias, plan, tplan)
@@ -229,8 +249,12 @@ def apr_max_pool2d(x: torch.Tensor, batch, backend: str = "auto"):
     """APR max pooling (thesis 3.2.1): returns (pooled features (M, C), pooled APRBatch).
 
     The particles of each APR's finest level are max-reduced into their parent cells; the others
-    are copied. The backward pass routes each gradient to the input that was the maximum.
+    are copied. The backward pass routes each gradient to the input that was the maximum (the
+    first one on ties). NaN propagates as in torch: a cell with a NaN child is NaN, and its
+    gradient goes to its first NaN child, with both backends (``F.max_pool2d`` picks the last NaN
+    of a window holding several).
     """
+    _check_batch(batch)
     plan = pool_plan(batch)
     _check_features(x, plan.n_in)
     if resolve_backend(backend, x) == "torch":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,8 @@ class APRFeatures:
     def __post_init__(self):
         if not isinstance(self.batch, APRBatch):
             raise TypeError(f"batch must be an APRBatch, got {type(self.batch).__name__}")
+        if not isinstance(self.features, torch.Tensor):
+            raise TypeError(f"features must be a torch.Tensor (N, C), got {type(self.features).__name__}")
         if self.features.ndim != 2 or self.features.shape[0] != self.batch.n_particles:
             raise ValueError(f"features must be (N, C) with N = {self.batch.n_particles} particles, "
                              f"got {tuple(self.features.shape)}")
@@ -48,8 +51,14 @@ class APRFeatures:
 
 def level_channel(batch: APRBatch, dtype=torch.float32) -> torch.Tensor:
     """(N, 1) particle level normalised to [0, 1]: (level - level_min) / (level_max - level_min)."""
+    if not isinstance(batch, APRBatch):
+        raise TypeError(f"batch must be an APRBatch, got {type(batch).__name__}")
     vals = [(a.level.astype("float64") - a.level_min) / max(a.level_max - a.level_min, 1) for a in batch.aprs]
     return torch.cat([torch.from_numpy(v) for v in vals]).to(dtype)[:, None]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _check(inp) -> APRFeatures:
@@ -68,12 +77,14 @@ class APRConv2d(nn.Module):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("n_level_kernels", n_level_kernels)):
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        in_channels, out_channels = int(in_channels), int(out_channels)
+        kernel_size, n_level_kernels = int(kernel_size), int(n_level_kernels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.n_level_kernels, self.backend = kernel_size, n_level_kernels, backend
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n_level_kernels, kernel_size, kernel_size))
@@ -138,9 +149,9 @@ class APRSpatialDropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
 
     def forward(self, inp: APRFeatures) -> APRFeatures:
         inp = _check(inp)

@@ -8,6 +8,8 @@ the convolution. Networks end with global average pooling and return logits (B, 
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -38,8 +40,34 @@ NATURAL_SPECS = {
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
+_AFTER = ("bn_relu_pool", "relu", None)
+
+
+def _check_spec(spec) -> list:
+    """The spec as a list of 4-tuples; ValueError/TypeError naming the first malformed layer."""
+    if isinstance(spec, (str, bytes)) or not hasattr(spec, "__iter__"):
+        raise TypeError(f"spec must be a list of (out_channels, kernel_size, n_level_kernels, after) "
+                        f"tuples, got {type(spec).__name__}")
+    layers = list(spec)
+    if not layers:
+        raise ValueError("spec must have at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, (tuple, list)) or len(layer) != 4:
+            raise ValueError(f"spec[{i}] must be (out_channels, kernel_size, n_level_kernels, after), got {layer!r}")
+        d, k, nk, after = layer
+        for name, v in (("out_channels", d), ("kernel_size", k), ("n_level_kernels", nk)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"spec[{i}]: {name} must be a positive integer, got {v!r}")
+        if k % 2 == 0:
+            raise ValueError(f"spec[{i}]: kernel_size must be odd, got {k}")
+        if after not in _AFTER:
+            raise ValueError(f"spec[{i}]: what follows the convolution must be one of {_AFTER}, got {after!r}")
+    return [tuple(layer) for layer in layers]
+
+
 def _variant(spec, variant: str):
     """'full': as specified; 'same': one kernel per layer; 'close': two in layer 1, one after."""
+    spec = _check_spec(spec)
     if variant == "full":
         return list(spec)
     if variant == "same":
@@ -79,7 +107,9 @@ class APRNet(nn.Module):
     def __init__(self, spec, in_channels: int = 1, with_level: bool = False, spatial_dropout: float = 0.0,
                  dropout: float = 0.0, backend: str = "auto"):
         super().__init__()
-        self.spec, self.with_level = list(spec), with_level
+        if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        self.spec, self.with_level = _check_spec(spec), bool(with_level)
         blocks, c = [], in_channels + (1 if with_level else 0)
         for d, k, nk, after in self.spec:
             layers = [APRConv2d(c, d, k, nk, bias=after != "bn_relu_pool", backend=backend)]
@@ -94,6 +124,8 @@ class APRNet(nn.Module):
         self.pool = APRGlobalAvgPool()
 
     def forward(self, inp) -> torch.Tensor:
+        if not isinstance(inp, (APRBatch, APRFeatures)):
+            raise TypeError(f"an APRNet takes an APRBatch or APRFeatures, got {type(inp).__name__}")
         if isinstance(inp, APRBatch):
             inp = APRFeatures.from_batch(inp, with_level=self.with_level, dtype=next(self.parameters()).dtype)
         return self.pool(self.features(inp))
@@ -107,7 +139,7 @@ class PixelNet(nn.Module):
     def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0,
                  padding_mode: str = "zeros"):
         super().__init__()
-        self.spec = list(spec)
+        self.spec = _check_spec(spec)
         blocks, c = [], in_channels
         for d, k, _, after in self.spec:
             layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool", padding_mode=padding_mode)]
@@ -130,8 +162,8 @@ def _classes(spec, n_classes: int | None):
     """The spec with ``n_classes`` outputs instead of the thesis's (6 synthetic classes; 2, cats and dogs)."""
     if n_classes is None:
         return spec
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     d, k, nk, after = spec[-1]
     return spec[:-1] + [(n_classes, k, nk, after)]
 
@@ -165,6 +197,8 @@ def conv_weight_count(model: nn.Module) -> int:
 
 def vgg16_features(apr: bool, in_channels: int = 3, n_level_kernels: int = 1, backend: str = "auto") -> nn.Sequential:
     """VGG16's convolutional part (13 3x3 convolutions with ReLU, 5 max poolings), APR or pixel."""
+    if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
     layers, c = [], in_channels
     for v in VGG16_CFG:
         if v == "M":

@@ -76,7 +76,7 @@ def apr_pooled(apr: APR) -> tuple[APR, np.ndarray]:
     new_y = np.concatenate([apr.y[keep], apr.tree_y[t]])
     new_x = np.concatenate([apr.x[keep], apr.tree_x[t]])
     s = _core.structure_from_cells(new_level, new_y, new_x, apr.height, apr.width)
-    pooled = APR.from_structure(s, params=apr.params)
+    pooled = APR.from_structure(s, params=apr.params, validate=False)  # the kernels' own output
     # map each pooled particle back to its source: a kept particle or a level top-1 tree node
     L = apr.level_max
     key = lambda lv, yy, xx: (lv.astype(np.int64) << (2 * L + 2)) | (yy.astype(np.int64) << (L + 1)) | xx  # noqa: E731

@@ -286,7 +286,14 @@ def render_shape(spec: ShapeSpec, size: SizeLike = (256, 256)) -> np.ndarray:
     the rounded points is filled (``skimage.draw.polygon``) and the rounded
     contour pixels themselves are set to the foreground too.
     """
+    if not isinstance(spec, ShapeSpec):
+        raise TypeError(f"spec must be a ShapeSpec, got {type(spec).__name__}")
     h, w = _check_size(size)
+    for name in ("radius", "rotation", "amplitude", "phase", "foreground", "background"):
+        if not math.isfinite(getattr(spec, name)):
+            raise ValueError(f"spec.{name} must be finite, got {getattr(spec, name)!r}")
+    if not all(math.isfinite(c) for c in spec.center):
+        raise ValueError(f"spec.center must be finite, got {spec.center!r}")
     pts = _contour(_check_label(spec.label), spec.radius, spec.rotation, spec.amplitude,
                    spec.frequency, spec.phase)
     pix = np.rint(pts + np.asarray(spec.center)).astype(np.int64)
@@ -444,6 +451,9 @@ def error_kinds(confusion) -> dict:
     perturbation was missed or imagined) and of errors between different base shapes ("shape").
     """
     base = {name: name.removeprefix("fuzzy_") for name in CLASS_NAMES}
+    missing = [c for c in ("true", "predicted", "count") if c not in getattr(confusion, "columns", ())]
+    if missing:
+        raise ValueError(f"confusion must be a table with columns true, predicted and count; missing {missing}")
     unknown = set(confusion["true"]) | set(confusion["predicted"])
     if not unknown <= set(CLASS_NAMES):
         raise ValueError(f"unknown class names {sorted(unknown - set(CLASS_NAMES))}")

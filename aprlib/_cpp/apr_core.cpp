@@ -443,6 +443,14 @@ void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
                     for (int64_t x = x0; x < x1; ++x) rs += row[x];
                     s += rs;
                 }
+                if (!std::isfinite(s)) {
+                    // a float row sum overflowed (pixels near the float32 maximum): sum in double,
+                    // where the mean of finite pixels is always finite (the fast path's results
+                    // are unchanged for every other cell)
+                    s = 0.0;
+                    for (int64_t y = y0; y < y1; ++y)
+                        for (int64_t x = x0; x < x1; ++x) s += img[y * W + x];
+                }
                 out[i] = static_cast<float>(s * inv);
                 continue;
             }

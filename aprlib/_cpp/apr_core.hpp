@@ -113,7 +113,8 @@ CellView view_of(const Structure& s);
 int64_t first_invalid_cell(const CellView& v);
 
 // Mean of the pixels of each particle cell (clipped to the image), for C channels:
-// img is (H, W, C) row-major; out is (N, C).
+// img is (H, W, C) row-major; out is (N, C). Finite pixels give finite means (sums that would
+// overflow float32 are taken in double).
 void cell_means(const CellView& v, const float* img, int64_t C, float* out);
 
 // Piecewise-constant reconstruction: values (N, C) -> out (H, W, C). Pixels covered by no

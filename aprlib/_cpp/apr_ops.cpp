@@ -2,6 +2,7 @@
 #include "apr_ops.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -270,8 +271,10 @@ int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int64_t* table, i
             if (src < 0) continue;
             if (src >= n_x) { ++bad; continue; }
             const F* xs = x + src * C;
+            // NaN propagates as in torch (torch.max over a dim, F.max_pool2d): the first NaN of the
+            // window wins and keeps its index, as the torch backend's max(dim=1) does.
             for (int64_t c = 0; c < C; ++c)
-                if (xs[c] > o[c]) {
+                if (xs[c] > o[c] || (std::isnan(xs[c]) && !std::isnan(o[c]))) {
                     o[c] = xs[c];
                     a[c] = src;
                 }

@@ -64,7 +64,8 @@ int64_t scatter_add_rows(const F* grad_cols, int64_t C, const int64_t* table, in
                          F* grad_vals);
 
 // Max pooling: out[i, c] = max_j x[table[i, j], c] over the valid (>= 0) entries of the (M, 4)
-// table (x has n_x rows), argmax[i, c] = that input row. Backward: grad_x[argmax[i, c], c] +=
+// table (x has n_x rows), argmax[i, c] = that input row (the first one on ties). NaN propagates as
+// in torch: a window holding a NaN gives NaN, and argmax is its first NaN. Backward: grad_x[argmax[i, c], c] +=
 // grad_out[i, c]. Each input row must feed at most one output row.
 template <typename F>
 int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int64_t* table, int64_t M, F* out,

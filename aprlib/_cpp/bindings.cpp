@@ -22,9 +22,20 @@ using bindutil::structure_to_dict;
 
 namespace {
 
+// Non-finite pixels would make every max and comparison of the kernels below meaningless.
+void check_finite(const carray<float>& img, const std::string& name) {
+    const float* d = img.data();
+    const int64_t n = img.size();
+    for (int64_t i = 0; i < n; ++i)
+        if (!std::isfinite(d[i]))
+            throw py::value_error(name + " contains NaN or infinite values (first at flat index " +
+                                  std::to_string(i) + ")");
+}
+
 void check_image(const carray<float>& img, const char* name) {
     require(img.ndim() == 2, std::string(name) + " must be 2D (H, W), got ndim=" + std::to_string(img.ndim()));
     require(img.shape(0) > 0 && img.shape(1) > 0, std::string(name) + " must not be empty");
+    check_finite(img, name);
 }
 
 Params make_params(double rel_error, double grad_th, double Ip_th, double sigma_th, double sigma_th_max,
@@ -167,6 +178,7 @@ PYBIND11_MODULE(_core, m) {
              const carray<float>& img) {
               require(img.ndim() == 3, "image must be (H, W, C)");
               require(img.shape(2) > 0, "image must have at least one channel");
+              check_finite(img, "image");
               const CellView v = checked_view(level, y, x, img.shape(0), img.shape(1));
               const int64_t C = img.shape(2);
               carray<float> out({static_cast<int64_t>(v.n), C});
