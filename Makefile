@@ -19,20 +19,21 @@ help:
 	@echo "make bench                  APR formation vs pyapr; APR conv/pool and training steps vs dense torch"
 	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4)"
 
+# Said when a step that needs the network fails: the install is the only one (the book build and the
+# notebooks download nothing; MathJax comes from a PyPI package).
+PIP_HINT := echo "make install: pip failed. The first make needs PyPI (network access, or a pip cache or wheelhouse holding the pinned packages: PIP_FIND_LINKS) and a C++17 compiler with OpenMP to build aprlib; see README.md, prerequisites" >&2; exit 1
+
 $(STAMP): pyproject.toml setup.py $(wildcard aprlib/_cpp/*)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make install: could not create $(VENV) with $(PYTHON): Python 3.11 with its venv module is needed (Debian: apt-get install python3.11-venv)" >&2; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip || { $(PIP_HINT); }
 	# torch first and pinned: the CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,book]"
+	$(BIN)/python -m pip install -q torch==2.13.0 || { $(PIP_HINT); }
+	$(BIN)/python -m pip install -q -e ".[test,book]" || { $(PIP_HINT); }
 	# pyapr (LibAPR) is an optional cross-check: its tests skip where it cannot be installed
 	$(BIN)/python -m pip install -q -e ".[crosscheck]" || echo "pyapr not installable here: cross-checks will be skipped"
 	touch $@
 
 install: $(STAMP)
-
-book/_static/mathjax/tex-chtml.js:
-	bash tools/vendor_mathjax.sh
 
 # Execute the notebooks in place at PROFILE; they load committed results when they match, and the
 # training notebooks render only the runs already stored (train_missing False): make book never trains.
@@ -42,7 +43,8 @@ notebooks: $(STAMP)
 	done
 	$(BIN)/python tools/hide_injected_parameters.py $(NOTEBOOKS)
 
-book-html: $(STAMP) book/_static/mathjax/tex-chtml.js
+# Offline: MathJax comes from the sphinx-mathjax-offline package (the `book` extra), no npm.
+book-html: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "book: _build/html/index.html"
 
@@ -79,9 +81,17 @@ unit: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 -m "not browser" tests
 
 # The built book in headless Chromium: chapters, figures, math, links, no outside host; screenshots
-# in _build/screenshots/ (skips where Chromium is absent).
+# in _build/screenshots/. Without Chromium (CHROMIUM empty) it says how to enable the check and
+# succeeds; with Chromium but no built book it fails and says to build it first.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
 browser: $(STAMP)
-	$(BIN)/python -m pytest -q -m browser tests/test_book_browser.py
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  echo "browser: SKIPPED (not run, not passed): Chromium is not installed, so the built book was not opened in a browser. To enable this check: apt-get install chromium (Debian/Ubuntu), then make browser"; \
+	else \
+	  CHROMIUM="$(CHROMIUM)" $(BIN)/python -m pytest -q -m browser tests/test_book_browser.py; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "browser: no test ran: build the book first (make book-html)" >&2; fi; \
+	  exit $$rc; \
+	fi
 
 # Every notebook at the smoke profile, recomputed, into _build/smoke (the committed notebooks stay as they are).
 smoke: $(STAMP)

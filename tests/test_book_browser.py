@@ -1,14 +1,16 @@
-"""The built book in headless Chromium (Debian's `chromium`): every chapter opens, every figure is
-a readable image, math is typeset by the vendored MathJax, no internal link is broken, and no page
-loads anything from another host; every figure has its provenance note. Screenshots go to `_build/screenshots/`.
+"""The built book in headless Chromium (Debian's `chromium`, or the browser named by $CHROMIUM):
+every chapter opens, every figure is a readable image, math is typeset by the local MathJax (from
+the sphinx-mathjax-offline package), no internal link is broken, and no page loads anything from
+another host; every figure has its provenance note. Screenshots go to `_build/screenshots/`.
 
-Run after `jupyter-book build` (`make browser`, part of `make test`); skips where Chromium or the
-built book is absent.
+Run after `jupyter-book build` (`make browser`, part of `make test`, which says how to enable the
+check where Chromium is absent); skips where Chromium or the built book is absent.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import socketserver
 import subprocess
@@ -26,13 +28,13 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", "--virtual-time-budget=15000"]
 
 if CHROMIUM is None:
-    pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)", allow_module_level=True)
+    pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)", allow_module_level=True)
 if not (HTML / "index.html").exists():
     pytest.skip("the book is not built (jupyter-book build .)", allow_module_level=True)
 
