@@ -43,9 +43,12 @@ from .provenance import ResultStore
 from .training import InputSpec, train_streamed
 
 __all__ = ["FACTORS", "PILOT_NETWORKS", "pilot_runs", "run_pilot", "pilot_store", "compute_pilot", "pilot_summary",
-           "factor_table", "pilot_figure"]
+           "factor_table", "pilot_figure", "factor_effects", "DECISION_RULE"]
 
-PILOT_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
+PILOT_NOTEBOOK = "notebooks/05a_pilots.ipynb"
+
+#: The decision rule of the module docstring (written before any pilot finished), for the chapter.
+DECISION_RULE = __doc__[__doc__.index("1. A pilot"):__doc__.index("Command line")].strip()
 
 #: The networks of the pilots: (family, variant, input kind, pixel resolution or None).
 PILOT_NETWORKS = {"APR_B": ("B", "full", "apr", None), "Pix_B_px64": ("B", "pixel", "pixel", 64)}
@@ -203,3 +206,16 @@ def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int
 
 if __name__ == "__main__":
     main()
+
+
+def factor_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """Reads :func:`factor_table`: a factor ``speeds up`` (``slows down``) a network when the change
+    of its seed-mean accuracy over the last batches against the baseline's exceeds (falls below
+    minus) the larger seed range of the two, and has ``no clear effect`` otherwise; with fewer than
+    two seeds on either side it is ``untested`` (no noise to judge against)."""
+    t = table[table.factor != "baseline"].copy()
+    base_seeds = t.network.map(table[table.factor == "baseline"].set_index("network").seeds)
+    t["effect"] = np.where((t.seeds < 2) | (base_seeds.fillna(0) < 2), "untested",
+                           np.where(t.change_vs_baseline > t.seed_range, "speeds up",
+                                    np.where(t.change_vs_baseline < -t.seed_range, "slows down", "no clear effect")))
+    return t

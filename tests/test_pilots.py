@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aprlib.models import pixel_network
-from aprlib.pilots import FACTORS, compute_pilot, factor_table, pilot_runs, pilot_summary
+from aprlib.pilots import DECISION_RULE, FACTORS, compute_pilot, factor_effects, factor_table, pilot_runs, pilot_summary
 from aprlib.profiles import profile_settings
 from aprlib.runs import compute_streamed, run_streamed, streamed_runs
 from aprlib.synthetic import generate_batch
@@ -81,3 +81,18 @@ def test_staged_budgets_equal_a_straight_run(tmp_path):
                                   straight[["batch", "loss", "accuracy"]], check_exact=True)
     with pytest.raises(ValueError, match="budgets must increase"):
         compute_streamed(run, {**cfg, "budgets": [4, 2]}, "smoke", tmp_path / "r2", tmp_path / "c2", progress=False)
+
+
+def test_factor_effects_judge_changes_against_the_seed_range():
+    rows = [("baseline", 1, 0.50), ("baseline", 2, 0.56),     # baseline range 0.06
+            ("fast", 1, 0.70), ("fast", 2, 0.72),             # +0.21 > 0.06
+            ("slow", 1, 0.30), ("slow", 2, 0.40),             # -0.18 < -0.10 (its own range)
+            ("noise", 1, 0.45), ("noise", 2, 0.65),           # +0.02 within 0.20
+            ("single", 1, 0.90)]                              # one seed: no noise to judge against
+    summary = pd.DataFrame([{"factor": f, "network": "N", "seed": s, "acc_last": a} for f, s, a in rows])
+    eff = factor_effects(factor_table(summary)).set_index("factor").effect
+    assert eff.to_dict() == {"fast": "speeds up", "slow": "slows down", "noise": "no clear effect", "single": "untested"}
+
+
+def test_decision_rule_is_stated():
+    assert DECISION_RULE.startswith("1. A pilot") and "Per-image standardisation is not adopted" in DECISION_RULE
