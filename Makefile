@@ -4,13 +4,22 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= book
+RECOMPUTE ?= True
+# Checked before anything runs: to a notebook RECOMPUTE=no would be the string 'no' (true: recompute
+# everything), and a misspelt PROFILE would render nothing.
+ifneq ($(filter-out smoke book paper,$(PROFILE))$(words $(PROFILE)),1)
+$(error PROFILE=$(PROFILE): must be smoke, book or paper)
+endif
+ifneq ($(filter-out True False,$(RECOMPUTE))$(words $(RECOMPUTE)),1)
+$(error RECOMPUTE=$(RECOMPUTE): must be True or False)
+endif
 # The book renders the notebooks listed in _toc.yml; the smoke test runs every notebook.
 NOTEBOOKS := $(patsubst %,%.ipynb,$(shell grep -o 'notebooks/[^ ]*' _toc.yml))
 ALL_NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 SMOKE_DIR := _build/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: help install book notebooks reproduce test unit smoke book-html browser bench clean
+.PHONY: help install book book-src notebooks reproduce test unit smoke book-html browser bench clean
 
 help:
 	@echo "make book                   render the book from committed results (creates .venv)"
@@ -35,34 +44,62 @@ $(STAMP): pyproject.toml setup.py $(wildcard aprlib/_cpp/*)
 
 install: $(STAMP)
 
-# Execute the notebooks in place at PROFILE; they load committed results when they match, and the
-# training notebooks render only the runs already stored (train_missing False): make book never trains.
-notebooks: $(STAMP)
-	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p train_missing False --cwd notebooks --no-progress-bar || exit 1; \
+# The book is built from a copy of its sources in _build/src (results/ linked there, not copied), so
+# that building it changes nothing in the tree: the committed notebooks stay as they are.
+BOOK_SRC := _build/src
+book-src:
+	rm -rf $(BOOK_SRC)
+	mkdir -p $(BOOK_SRC)
+	cp -R _config.yml _toc.yml book notebooks $(BOOK_SRC)/
+	ln -s ../../results $(BOOK_SRC)/results
+
+# Execute the copies of the notebooks at PROFILE in _build/src; they load the committed results when
+# they match (a summary of stored runs rewrites nothing then), and the training notebooks render only
+# the runs already stored (train_missing False): make book never trains. A notebook that fails stops
+# the build, naming it; the committed notebook is never touched.
+notebooks: $(STAMP) book-src
+	@for nb in $(NOTEBOOKS); do \
+	  echo "executing $$nb at profile $(PROFILE) (in $(BOOK_SRC))"; \
+	  $(BIN)/papermill "$(BOOK_SRC)/$$nb" "$(BOOK_SRC)/$$nb" -p profile $(PROFILE) -p train_missing False \
+	    --cwd $(BOOK_SRC)/notebooks --no-progress-bar \
+	    || { echo "make book: $$nb FAILED at profile $(PROFILE): the executed copy with the error is $(BOOK_SRC)/$$nb; the committed notebook is unchanged" >&2; exit 1; }; \
 	done
-	$(BIN)/python tools/hide_injected_parameters.py $(NOTEBOOKS)
+	$(BIN)/python tools/hide_injected_parameters.py $(addprefix $(BOOK_SRC)/,$(NOTEBOOKS))
+
+# _build/src -> _build/html
+BOOK_BUILD = $(BIN)/jupyter-book build $(BOOK_SRC) --path-output . -W -n --keep-going
 
 # Offline: MathJax comes from the sphinx-mathjax-offline package (the `book` extra), no npm.
-book-html: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+# book-html renders the committed notebooks as they are (make test); book renders them executed.
+book-html: $(STAMP) book-src
+	$(BOOK_BUILD)
 	@echo "book: _build/html/index.html"
 
-book: notebooks book-html
+book: notebooks
+	$(BOOK_BUILD)
+	@echo "book: _build/html/index.html"
 
+# reproduce and nb-% recompute and update the committed notebooks (and results): each notebook runs
+# into _build/run/ and replaces the committed one only when it ran through.
+RUN_DIR := _build/run
 reproduce: $(STAMP)
-	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/papermill "$$nb" "$$nb" -p profile $(PROFILE) -p recompute True --cwd notebooks || exit 1; \
+	mkdir -p $(RUN_DIR)
+	@for nb in $(NOTEBOOKS); do \
+	  out="$(RUN_DIR)/$$(basename $$nb)"; \
+	  { $(BIN)/papermill "$$nb" "$$out" -p profile $(PROFILE) -p recompute True --cwd notebooks \
+	    && $(BIN)/python tools/hide_injected_parameters.py "$$out" && mv "$$out" "$$nb"; } \
+	    || { echo "make reproduce: $$nb FAILED at profile $(PROFILE): left unchanged (the failed run is $$out)" >&2; exit 1; }; \
 	done
-	$(BIN)/python tools/hide_injected_parameters.py $(NOTEBOOKS)
 	$(MAKE) book-html
 
 # One target per notebook and per thesis figure/table: recompute exactly that (PROFILE=smoke|book|paper;
 # RECOMPUTE=False reuses stored results and runs), e.g. `make fig4.7 PROFILE=book`.
-RECOMPUTE ?= True
 nb-%: $(STAMP)
-	$(BIN)/papermill notebooks/$*.ipynb notebooks/$*.ipynb -p profile $(PROFILE) -p recompute $(RECOMPUTE) --cwd notebooks
-	$(BIN)/python tools/hide_injected_parameters.py notebooks/$*.ipynb
+	mkdir -p $(RUN_DIR)
+	$(BIN)/papermill notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb -p profile $(PROFILE) -p recompute $(RECOMPUTE) --cwd notebooks \
+	  || { echo "make: notebooks/$*.ipynb FAILED at profile $(PROFILE): left unchanged (the failed run is $(RUN_DIR)/$*.ipynb)" >&2; exit 1; }
+	$(BIN)/python tools/hide_injected_parameters.py $(RUN_DIR)/$*.ipynb
+	mv $(RUN_DIR)/$*.ipynb notebooks/$*.ipynb
 
 fig4.1 fig4.2: nb-01_apr_synthetic
 table4.1 fig4.5: nb-04_synthetic_networks
