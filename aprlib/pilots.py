@@ -142,7 +142,8 @@ def pilot_summary(metrics: dict[str, pd.DataFrame], runs: list[dict], window: in
                      "batches_to_0.5": batches_to_accuracy(m, 0.5, 50),
                      "batches_to_0.8": batches_to_accuracy(m, 0.8, 50),
                      "step_s": float(m.step_s.median())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["factor", "network", "seed", "batches", "acc_last", "acc_mean", "batches_to_0.5",
+                                       "batches_to_0.8", "step_s"])
 
 
 def factor_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -156,6 +157,43 @@ def factor_table(summary: pd.DataFrame) -> pd.DataFrame:
     t["change_vs_baseline"] = t.acc_last_mean - t.network.map(base.acc_last_mean)
     t["seed_range"] = np.maximum(t.acc_last_max - t.acc_last_min,
                                  t.network.map(base.acc_last_max - base.acc_last_min))
+    return t
+
+
+def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int = 50):
+    """Learning curves of the pilots: one panel per network, one line per factor (the mean over
+    seeds of the ``smooth``-batch running accuracy), the baseline in black. Returns the figure."""
+    import matplotlib.pyplot as plt
+    nets = list(PILOT_NETWORKS)
+    fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 4.2), squeeze=False)
+    for ax, net in zip(axes[0], nets):
+        for i, factor in enumerate(FACTORS):
+            ids = [r["id"] for r in runs if r["network"] == net and r["factor"] == factor and r["id"] in metrics]
+            if not ids:
+                continue
+            acc = pd.concat([metrics[k].accuracy.rolling(smooth, min_periods=1).mean() for k in ids], axis=1)
+            style = {"color": "black", "lw": 2.2} if factor == "baseline" else {"color": f"C{i}", "lw": 1.2}
+            ax.plot(acc.index, acc.mean(axis=1), label=f"{factor} ({len(ids)} seeds)", **style)
+        ax.set(xlabel="mini-batch", ylabel=f"accuracy (running mean of {smooth})", title=net, ylim=(0, 1))
+        ax.axhline(1 / 6, color="grey", ls=":", lw=1)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+
+
+def factor_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """Reads :func:`factor_table`: a factor ``speeds up`` (``slows down``) a network when the change
+    of its seed-mean accuracy over the last batches against the baseline's exceeds (falls below
+    minus) the larger seed range of the two, and has ``no clear effect`` otherwise; with fewer than
+    two seeds on either side it is ``untested`` (no noise to judge against)."""
+    t = table[table.factor != "baseline"].copy()
+    base_seeds = t.network.map(table[table.factor == "baseline"].set_index("network").seeds)
+    t["effect"] = np.where((t.seeds < 2) | (base_seeds.fillna(0) < 2), "untested",
+                           np.where(t.change_vs_baseline > t.seed_range, "speeds up",
+                                    np.where(t.change_vs_baseline < -t.seed_range, "slows down", "no clear effect")))
     return t
 
 
@@ -183,39 +221,5 @@ def main(argv=None) -> None:
         print(f"{rid}: {store.dir}", flush=True)
 
 
-def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int = 50):
-    """Learning curves of the pilots: one panel per network, one line per factor (the mean over
-    seeds of the ``smooth``-batch running accuracy), the baseline in black. Returns the figure."""
-    import matplotlib.pyplot as plt
-    nets = [n for n in PILOT_NETWORKS if any(r["network"] == n and r["id"] in metrics for r in runs)]
-    fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 4.2), squeeze=False)
-    for ax, net in zip(axes[0], nets):
-        for i, factor in enumerate(FACTORS):
-            ids = [r["id"] for r in runs if r["network"] == net and r["factor"] == factor and r["id"] in metrics]
-            if not ids:
-                continue
-            acc = pd.concat([metrics[k].accuracy.rolling(smooth, min_periods=1).mean() for k in ids], axis=1)
-            style = {"color": "black", "lw": 2.2} if factor == "baseline" else {"color": f"C{i}", "lw": 1.2}
-            ax.plot(acc.index, acc.mean(axis=1), label=f"{factor} ({len(ids)} seeds)", **style)
-        ax.set(xlabel="mini-batch", ylabel=f"accuracy (running mean of {smooth})", title=net, ylim=(0, 1))
-        ax.axhline(1 / 6, color="grey", ls=":", lw=1)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 if __name__ == "__main__":
     main()
-
-
-def factor_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """Reads :func:`factor_table`: a factor ``speeds up`` (``slows down``) a network when the change
-    of its seed-mean accuracy over the last batches against the baseline's exceeds (falls below
-    minus) the larger seed range of the two, and has ``no clear effect`` otherwise; with fewer than
-    two seeds on either side it is ``untested`` (no noise to judge against)."""
-    t = table[table.factor != "baseline"].copy()
-    base_seeds = t.network.map(table[table.factor == "baseline"].set_index("network").seeds)
-    t["effect"] = np.where((t.seeds < 2) | (base_seeds.fillna(0) < 2), "untested",
-                           np.where(t.change_vs_baseline > t.seed_range, "speeds up",
-                                    np.where(t.change_vs_baseline < -t.seed_range, "slows down", "no clear effect")))
-    return t
