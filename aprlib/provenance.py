@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 __all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
-           "package_versions", "figure_note", "summary_params", "runs_record"]
+           "package_versions", "figure_note", "summary_params", "runs_record", "run_time"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
@@ -278,7 +278,9 @@ class ResultStore:
         return prov
 
 
-def _run_time(prov: dict) -> float:
+def run_time(prov: dict) -> float:
+    """Seconds a stored run computed: its ``compute_s`` (every session of a resumed run), else its
+    ``wall_time_s`` (runs stored before compute_s was recorded)."""
     return float(prov.get("compute_s", prov.get("wall_time_s")) or 0.0)
 
 
@@ -304,7 +306,7 @@ def runs_record(provs: dict) -> dict:
             "commits_of_runs": sorted({(p.get("commit") or "unknown")[:12] for p in provs.values()}),
             "runs_finished_utc": latest.get("finished_utc"),
             "latest_run_commit": latest.get("commit"),
-            "compute_s": round(sum(_run_time(p) for p in provs.values()), 1)}
+            "compute_s": round(sum(run_time(p) for p in provs.values()), 1)}
 
 
 def _duration(s) -> str:
