@@ -37,6 +37,8 @@ def _index_array(values, name: str, dtype) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1D, got shape {arr.shape}")
+    if arr.dtype == dtype:  # nothing to convert, so nothing can wrap around
+        return np.ascontiguousarray(arr)
     if arr.size and arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.size:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 
 from . import _core
 from .plans import ConvPlan, PoolPlan, TreePlan, conv_plan, pool_plan, tree_plan
@@ -110,32 +111,53 @@ def _check_features(x: torch.Tensor, n: int) -> None:
         raise TypeError(f"features must be a floating-point tensor, got {x.dtype}")
 
 
+_TORCH_CHUNK_BYTES = 64 << 20  # the torch backend's gathered columns per chunk (64 MB)
+
+
 def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
+    """Per kernel group: gather the neighbourhoods (n_i, k*k, C) and multiply by the kernel. Large
+    groups go in chunks of at most ``_TORCH_CHUNK_BYTES`` of gathered columns, each recomputed in the
+    backward pass (activation checkpointing), so the full (N, k*k, C) temporary never exists."""
     n = x.shape[0]
     d = weight.shape[0]
     vals = x if plan.k == 1 else _tree_values_torch(x, tplan)
     out = x.new_zeros(n, d)
+    width = plan.k * plan.k * x.shape[1]
+    step = max(1, _TORCH_CHUNK_BYTES // (width * x.element_size()))
     for i, rows, table in plan.torch_groups(x.device):
         if len(rows) == 0:
             continue
-        cols = vals[table].reshape(len(rows), -1)  # for k = 1 the table is the particle itself
-        out = out.index_copy(0, rows, cols @ _weight_matrix(weight, i).t())
+        wm = _weight_matrix(weight, i).t()
+        if len(rows) <= step:
+            out = out.index_copy(0, rows, vals[table].reshape(len(rows), -1) @ wm)
+            continue
+        for s in range(0, len(rows), step):
+            tab = table[s:s + step]
+            part = torch.utils.checkpoint.checkpoint(
+                lambda v, w, tab=tab: v[tab].reshape(len(tab), -1) @ w, vals, wm, use_reentrant=False)
+            out = out.index_copy(0, rows[s:s + step], part)
     return out if bias is None else out + bias
 
 
 _CHUNK_FLOATS = 1 << 20  # gathered columns per chunk (4 MB in float32): they stay in cache
 
 
-def _chunks(n: int, width: int):
-    step = max(1, _CHUNK_FLOATS // max(width, 1))
-    return [slice(s, min(s + step, n)) for s in range(0, n, step)]
+def _chunk_rows(width: int) -> int:
+    return max(1, _CHUNK_FLOATS // max(width, 1))
+
+
+def _gather(vals: torch.Tensor, vals_np: np.ndarray, plan: ConvPlan, segs: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
+    """Columns (n, k*k*C) of the particles in ``segs`` (a 1x1 convolution reads the rows themselves)."""
+    if plan.k == 1:
+        return vals.index_select(0, rows)
+    return torch.from_numpy(_core.gather_segments(vals_np, plan.tables, plan.maps, segs, plan.zero))
 
 
 class _ConvCpp(torch.autograd.Function):
-    """Forward: tree means, then per kernel group and chunk of particles a gather (im2col) and a
-    GEMM. Backward: per chunk the gather again and the weight-gradient GEMM, the column-gradient
-    GEMM and its scatter-add into the value array (threads split the channels), then the
-    transposed tree means."""
+    """Forward: tree means, then per kernel group and chunk of particles a gather (im2col, straight
+    from the APRs' own int32 tables) and a GEMM. Backward: per chunk the gather again and the
+    weight-gradient GEMM, the column-gradient GEMM and its scatter-add into the value array (threads
+    split the channels), then the transposed tree means."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan: ConvPlan, tplan: TreePlan):
@@ -144,11 +166,12 @@ class _ConvCpp(torch.autograd.Function):
         vals = x if plan.k == 1 else _tree_values_cpp(x, tplan)
         out = x.new_empty(x.shape[0], w.shape[0])
         vals_np = vals.numpy()
-        for (i, rows, table), (_, rows_t, _) in zip(plan.groups, plan.torch_groups("cpu")):
+        step = _chunk_rows(plan.k * plan.k * vals.shape[1])
+        for i, _, _ in plan.groups:
             wm = _weight_matrix(w, i).t()
-            for sl in _chunks(len(rows), table.shape[1] * vals.shape[1]):
-                cols = torch.from_numpy(_core.gather_rows(vals_np, table[sl]))
-                out.index_copy_(0, rows_t[sl], cols @ wm)
+            rows_t = plan.rows_tensor(i)
+            for segs, sl in plan.chunks(i, step):
+                out.index_copy_(0, rows_t[sl], _gather(vals, vals_np, plan, segs, rows_t[sl]) @ wm)
         if bias is not None:
             out += bias.detach()
         ctx.save_for_backward(vals, w)
@@ -164,22 +187,25 @@ class _ConvCpp(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_vals = torch.zeros_like(vals) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        for (i, rows, table), (_, rows_t, _) in zip(plan.groups, plan.torch_groups("cpu")):
+        step = _chunk_rows(k * k * c)
+        for i, _, rows in plan.groups:
             if len(rows) == 0:
                 continue
+            rows_t = plan.rows_tensor(i)
             g = grad_out[rows_t]
             wm = _weight_matrix(w, i)
             if grad_w is not None:
                 gw = w.new_zeros(wm.shape)
-                for sl in _chunks(len(rows), table.shape[1] * c):
-                    gw += g[sl].t() @ torch.from_numpy(_core.gather_rows(vals_np, table[sl]))
+                for segs, sl in plan.chunks(i, step):
+                    gw += g[sl].t() @ _gather(vals, vals_np, plan, segs, rows_t[sl])
                 grad_w[:, :, i] = gw.reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
             if grad_vals is not None:
                 if k == 1:
                     grad_vals.index_add_(0, rows_t, g @ wm)
                 else:
-                    for sl in _chunks(len(rows), table.shape[1] * c):
-                        _core.scatter_add_rows((g[sl] @ wm).contiguous().numpy(), table[sl], grad_vals.numpy())
+                    for segs, sl in plan.chunks(i, step):
+                        _core.scatter_add_segments((g[sl] @ wm).contiguous().numpy(), plan.tables, plan.maps, segs,
+                                                   plan.zero, grad_vals.numpy())
         grad_x = None
         if grad_vals is not None:
             if k > 1:

@@ -32,7 +32,7 @@ def _cache(apr: APR) -> dict:
 
 
 def apr_children(apr: APR) -> tuple[np.ndarray, np.ndarray]:
-    """Children of each tree node as local value rows, (T, 4) -1 padded, and counts (T,)."""
+    """Children of each tree node as local value rows, (T, 4) int32 -1 padded, and counts (T,) int32."""
     c = _cache(apr)
     if "children" not in c:
         c["children"] = _core.child_table(*_structure_args(apr))
@@ -40,7 +40,9 @@ def apr_children(apr: APR) -> tuple[np.ndarray, np.ndarray]:
 
 
 def apr_neighbours(apr: APR, k: int) -> np.ndarray:
-    """(N, k*k) local value rows of each particle's k x k neighbourhood (zero row = N + T)."""
+    """(N, k*k) int32 local value rows of each particle's k x k neighbourhood (zero row = N + T).
+
+    Built from the sorted structure by per-row bisection: O(N k^2 log) time, no dense map."""
     c = _cache(apr)
     key = ("nbr", int(k))
     if key not in c:
@@ -54,55 +56,24 @@ def top_level(apr: APR) -> int:
 
 
 def apr_pooled(apr: APR) -> tuple[APR, np.ndarray]:
-    """Max-pooling plan: the pooled APR and its (M, 4) table of input particle rows (-1 padded).
+    """Max-pooling plan: the pooled APR and its (M, 4) int32 table of input particle rows (-1 padded).
 
-    The particles of the finest level present are pooled into their parent cells; the others are
-    copied. When the finest level is already ``level_min`` nothing is pooled (every row copies).
+    The particles of the finest level present are pooled into their parent cells (the tree nodes of
+    the level above become particles); the others are copied. Derived from the APR's structure in
+    O(N + T). When the finest level is already ``level_min`` nothing is pooled (every row copies).
     """
     c = _cache(apr)
-    if "pooled" in c:
-        return c["pooled"]
-    top = top_level(apr)
-    keep = apr.level < top
-    if top <= apr.level_min:
-        pooled, table = apr, np.full((apr.n_particles, 4), -1, np.int64)
-        table[:, 0] = np.arange(apr.n_particles)
+    if "pooled" not in c:
+        s, table = _core.pool_structure(*_structure_args(apr))
+        pooled = apr if top_level(apr) <= apr.level_min else APR.from_structure(s, params=apr.params, validate=False)
         c["pooled"] = (pooled, table)
-        return c["pooled"]
-    fine = np.flatnonzero(~keep)
-    parents = apr.parent[fine]  # tree nodes at level top - 1, all of whose children are fine particles
-    t = apr.tree_at(top - 1)
-    new_level = np.concatenate([apr.level[keep], apr.tree_level[t]])
-    new_y = np.concatenate([apr.y[keep], apr.tree_y[t]])
-    new_x = np.concatenate([apr.x[keep], apr.tree_x[t]])
-    s = _core.structure_from_cells(new_level, new_y, new_x, apr.height, apr.width)
-    pooled = APR.from_structure(s, params=apr.params, validate=False)  # the kernels' own output
-    # map each pooled particle back to its source: a kept particle or a level top-1 tree node
-    L = apr.level_max
-    key = lambda lv, yy, xx: (lv.astype(np.int64) << (2 * L + 2)) | (yy.astype(np.int64) << (L + 1)) | xx  # noqa: E731
-    src_keys = key(new_level, new_y, new_x)
-    order = np.argsort(src_keys)
-    pos = order[np.searchsorted(src_keys[order], key(pooled.level, pooled.y, pooled.x))]
-    n_keep = int(keep.sum())
-    table = np.full((pooled.n_particles, 4), -1, np.int64)
-    from_keep = pos < n_keep
-    table[from_keep, 0] = np.flatnonzero(keep)[pos[from_keep]]
-    # children of each pooled tree node, in order of appearance
-    tree_rank = np.full(apr.n_tree, -1, np.int64)
-    tree_rank[np.arange(t.start, t.stop)] = np.arange(t.stop - t.start)
-    rank = tree_rank[parents]
-    srt = np.argsort(rank, kind="stable")
-    rank_sorted = rank[srt]
-    first = np.searchsorted(rank_sorted, rank_sorted, side="left")
-    slot = np.arange(len(rank_sorted)) - first
-    child_tab = np.full((t.stop - t.start, 4), -1, np.int64)
-    child_tab[rank_sorted, slot] = fine[srt]
-    table[~from_keep] = child_tab[pos[~from_keep] - n_keep]
-    c["pooled"] = (pooled, table)
     return c["pooled"]
 
 
 # --- batch plans --------------------------------------------------------------------------------
+_INT32_MAX = np.iinfo(np.int32).max
+
+
 class _Layout:
     """Row layout of a batch's value array: particles of every APR, then tree nodes, then zero."""
 
@@ -113,16 +84,25 @@ class _Layout:
         self.toff = np.concatenate([[0], np.cumsum(self.t)])
         self.N, self.T = int(self.poff[-1]), int(self.toff[-1])
         self.zero = self.N + self.T
+        if self.zero >= _INT32_MAX:
+            raise ValueError(f"a batch of {self.N} particles and {self.T} tree nodes has more value rows than "
+                             f"int32 tables can index ({_INT32_MAX}): use smaller batches")
 
-    def globalise(self, b: int, rows: np.ndarray) -> np.ndarray:
+    def maps(self) -> np.ndarray:
+        """(B, 4) int64: each APR's (n, t, first particle row, first tree row) in the batch."""
+        return np.ascontiguousarray(np.stack([self.n, self.t, self.poff[:-1], self.N + self.toff[:-1]], 1))
+
+    def globalise(self, b: int, rows: np.ndarray, dtype=np.int32) -> np.ndarray:
         """Local value rows of APR b -> rows of the batch value array (-1 padding stays -1)."""
-        return _core.offset_rows(np.ascontiguousarray(rows, np.int64), int(self.n[b]), int(self.t[b]),
-                                 int(self.poff[b]), int(self.N + self.toff[b]), int(self.zero))
+        v = rows.astype(np.int64)
+        n, t = int(self.n[b]), int(self.t[b])
+        out = np.where(v < n, v + self.poff[b], np.where(v < n + t, v - n + self.N + self.toff[b], self.zero))
+        return np.where(v < 0, -1, out).astype(dtype)
 
 
 class TreePlan:
-    """Tree means of a batch: children (T, 4) and counts (T,) in batch rows, and the tree nodes
-    grouped by level (order, offsets) so that finer levels are filled first."""
+    """Tree means of a batch: children (T, 4) int32 and counts (T,) int32 in batch rows, and the
+    tree nodes grouped by level (order, offsets) so that finer levels are filled first."""
 
     def __init__(self, aprs):
         lay = _Layout(aprs)
@@ -133,8 +113,8 @@ class TreePlan:
             kids.append(lay.globalise(b, ch))
             counts.append(cn)
             levels.append(a.tree_level.astype(np.int64))
-        self.children = np.ascontiguousarray(np.concatenate(kids)) if kids else np.zeros((0, 4), np.int64)
-        self.counts = np.ascontiguousarray(np.concatenate(counts)).astype(np.int64)
+        self.children = np.ascontiguousarray(np.concatenate(kids)) if kids else np.zeros((0, 4), np.int32)
+        self.counts = np.ascontiguousarray(np.concatenate(counts)).astype(np.int32)
         lv = np.concatenate(levels) if levels else np.zeros(0, np.int64)
         self.order = np.argsort(lv, kind="stable").astype(np.int64)
         top = int(lv.max()) + 1 if len(lv) else 1
@@ -151,45 +131,97 @@ class TreePlan:
                 idx = self.order[self.offsets[lv]:self.offsets[lv + 1]]
                 if len(idx) == 0:
                     continue
-                ch = self.children[idx]
+                ch = self.children[idx].astype(np.int64)
                 out.append((torch.as_tensor(idx, device=device), torch.as_tensor(np.where(ch < 0, zero, ch), device=device),
-                            torch.as_tensor(self.counts[idx], device=device)))
+                            torch.as_tensor(self.counts[idx].astype(np.int64), device=device)))
             self._torch[key] = out
         return self._torch[key]
 
 
 class ConvPlan:
-    """Neighbourhood tables of a batch for kernel size k and n_kernels level-specific kernels:
-    for each kernel index i, the particle rows using it (kernel i for the i-th level below the
-    APR's finest level, the last kernel for all coarser ones) and their (n_i, k*k) table."""
+    """Neighbourhood tables of a batch for kernel size k and n_kernels level-specific kernels.
+
+    Kernel i applies to the i-th level below each APR's finest level (the last kernel to all coarser
+    ones): in each APR a contiguous run of particles. ``groups[i] = (i, segs, rows)``: ``segs``
+    (S, 3) int64 = (APR, first, stop) local particle ranges in output order, ``rows`` their batch
+    rows. The batch keeps no copy of the tables: ``tables`` are the APRs' own (N_b, k*k) int32 tables
+    and ``maps`` (B, 4) translates their rows in the kernels (``_core.gather_segments``).
+    """
 
     def __init__(self, aprs, k: int, n_kernels: int):
         lay = _Layout(aprs)
         self.k, self.n_kernels, self.N, self.T = k, n_kernels, lay.N, lay.T
+        self.zero = lay.zero
         self.n_vals = lay.zero + 1
-        tables, kidx = [], []
-        for b, a in enumerate(aprs):
-            if k > 1:  # a 1x1 convolution reads each particle itself: no table needed
-                tables.append(lay.globalise(b, apr_neighbours(a, k)))
-            kidx.append(np.minimum(top_level(a) - a.level.astype(np.int64), n_kernels - 1))
-        table = np.concatenate(tables) if k > 1 else np.arange(lay.N, dtype=np.int64)[:, None]
-        kidx = np.concatenate(kidx)
+        self.maps = lay.maps()
+        self.tables = [apr_neighbours(a, k) for a in aprs] if k > 1 else None
         self.groups = []
         for i in range(n_kernels):
-            rows = np.flatnonzero(kidx == i).astype(np.int64)
-            self.groups.append((i, rows, np.ascontiguousarray(table[rows])))
+            segs = []
+            for b, a in enumerate(aprs):
+                lv = top_level(a) - i
+                if i < n_kernels - 1:  # one level
+                    start, stop = (a.level_offsets[lv], a.level_offsets[lv + 1]) if lv >= 0 else (0, 0)
+                else:  # this level and every coarser one
+                    start, stop = 0, (a.level_offsets[lv + 1] if lv >= 0 else 0)
+                if stop > start:
+                    segs.append((b, int(start), int(stop)))
+            segs = np.array(segs, np.int64).reshape(-1, 3)
+            rows = (np.concatenate([np.arange(s, e) + lay.poff[b] for b, s, e in segs]) if len(segs)
+                    else np.zeros(0, np.int64)).astype(np.int64)
+            self.groups.append((i, segs, rows))
+        self._chunks = {}
         self._torch = {}
 
-    def torch_groups(self, device):
-        key = str(device)
+    def chunks(self, i: int, step: int):
+        """Group i cut into pieces of at most ``step`` rows: [(segs (S, 3), slice of the group's rows)]."""
+        key = (i, int(step))
+        if key not in self._chunks:
+            _, segs, rows = self.groups[i]
+            out, cur, start, filled = [], [], 0, 0
+            for b, s, e in segs.tolist():
+                while s < e:
+                    take = min(e - s, step - filled)
+                    cur.append((b, s, s + take))
+                    s += take
+                    filled += take
+                    if filled == step:
+                        out.append((np.array(cur, np.int64), slice(start, start + filled)))
+                        cur, start, filled = [], start + filled, 0
+            if cur:
+                out.append((np.array(cur, np.int64), slice(start, start + filled)))
+            self._chunks[key] = out
+        return self._chunks[key]
+
+    def rows_tensor(self, i: int, device="cpu") -> torch.Tensor:
+        key = ("rows", i, str(device))
         if key not in self._torch:
-            self._torch[key] = [(i, torch.as_tensor(rows, device=device), torch.as_tensor(tab, device=device))
-                                for i, rows, tab in self.groups]
+            self._torch[key] = torch.as_tensor(self.groups[i][2], device=device)
+        return self._torch[key]
+
+    def torch_groups(self, device):
+        """[(i, rows (n_i,), table (n_i, k*k))] int64 tensors in batch rows, for the torch backend
+        (built on first use: a copy of the tables, which the C++ backend never makes)."""
+        key = ("groups", str(device))
+        if key not in self._torch:
+            lay_n, out = self.maps, []
+            for i, segs, rows in self.groups:
+                if self.k == 1:
+                    table = rows[:, None]
+                else:
+                    parts = []
+                    for b, s, e in segs.tolist():
+                        n, t, pb, tb = (int(v) for v in lay_n[b])
+                        v = self.tables[b][s:e].astype(np.int64)
+                        parts.append(np.where(v < n, v + pb, np.where(v < n + t, v - n + tb, self.zero)))
+                    table = np.concatenate(parts) if parts else np.zeros((0, self.k * self.k), np.int64)
+                out.append((i, self.rows_tensor(i, device), torch.as_tensor(table, device=device)))
+            self._torch[key] = out
         return self._torch[key]
 
 
 class PoolPlan:
-    """Max pooling of a batch: the pooled batch and the (M, 4) table of input particle rows."""
+    """Max pooling of a batch: the pooled batch and the (M, 4) int32 table of input particle rows."""
 
     def __init__(self, aprs):
         from .batch import APRBatch
@@ -198,18 +230,21 @@ class PoolPlan:
         for a in aprs:
             p, tab = apr_pooled(a)
             pooled.append(p)
-            tables.append(np.where(tab < 0, -1, tab + poff))
+            tables.append(np.where(tab < 0, -1, tab.astype(np.int64) + poff))
             poff += a.n_particles
+        if poff >= _INT32_MAX:
+            raise ValueError(f"a batch of {poff} particles has more rows than int32 tables can index")
         self.n_in = poff
         self.out = APRBatch(pooled)
-        self.table = np.ascontiguousarray(np.concatenate(tables))
+        self.table = np.ascontiguousarray(np.concatenate(tables)).astype(np.int32)
         self._torch = {}
 
     def torch_table(self, device):
-        """(M, 4) table with -1 replaced by n_in (a -inf row appended to the input)."""
+        """(M, 4) int64 table with -1 replaced by n_in (a -inf row appended to the input)."""
         key = str(device)
         if key not in self._torch:
-            self._torch[key] = torch.as_tensor(np.where(self.table < 0, self.n_in, self.table), device=device)
+            self._torch[key] = torch.as_tensor(np.where(self.table < 0, self.n_in, self.table).astype(np.int64),
+                                               device=device)
         return self._torch[key]
 
 

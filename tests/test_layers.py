@@ -306,13 +306,13 @@ def test_cpp_kernels_check_indices():
     from aprlib import _core
     vals = np.zeros((5, 2), np.float32)
     with pytest.raises(ValueError, match="out of range"):
-        _core.gather_rows(vals, np.array([[0, 7]], np.int64))
+        _core.gather_rows(vals, np.array([[0, 7]], np.int32))
     with pytest.raises(ValueError, match="out of range"):
-        _core.pool_forward(vals, np.array([[0, 9, -1, -1]], np.int64))
+        _core.pool_forward(vals, np.array([[0, 9, -1, -1]], np.int32))
     with pytest.raises(ValueError, match="out of range"):
         _core.pool_backward(np.zeros((1, 2), np.float32), np.array([[0, 11]], np.int64), 5)
     with pytest.raises(ValueError, match="out of range"):
-        _core.scatter_add_rows(np.zeros((1, 4), np.float32), np.array([[0, 5]], np.int64), vals)
+        _core.scatter_add_rows(np.zeros((1, 4), np.float32), np.array([[0, 5]], np.int32), vals)
     with pytest.raises(ValueError, match="not a valid APR"):  # overlapping cells
         _core.structure_from_cells(np.array([2, 3], np.int8), np.array([0, 0], np.int32),
                                    np.array([0, 0], np.int32), 8, 8)

@@ -2,9 +2,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <pybind11/stl.h>
+
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "apr_ops.hpp"
+#include "apr_tables.hpp"
 #include "binding_utils.hpp"
 
 namespace py = pybind11;
@@ -60,7 +65,33 @@ Structure structure_from_arrays(const carray<int8_t>& level, const carray<int32_
         require(s.parent[i] >= -1 && s.parent[i] < T, "parent index out of range");
     }
     for (int64_t i = 0; i < T; ++i) require(s.tree_parent[i] >= -1 && s.tree_parent[i] < T, "tree_parent out of range");
+    // the tables search rows by bisection: particles and tree nodes must be sorted by (level, y, x)
+    auto sorted = [](const std::vector<int8_t>& l, const std::vector<int32_t>& yy, const std::vector<int32_t>& xx) {
+        for (size_t i = 1; i < l.size(); ++i) {
+            if (l[i] != l[i - 1]) { if (l[i] < l[i - 1]) return false; continue; }
+            if (yy[i] < yy[i - 1] || (yy[i] == yy[i - 1] && xx[i] <= xx[i - 1])) return false;
+        }
+        return true;
+    };
+    require(sorted(s.level, s.y, s.x), "particles must be sorted by (level, y, x) without duplicates");
+    require(sorted(s.tree_level, s.tree_y, s.tree_x), "tree nodes must be sorted by (level, y, x) without duplicates");
+    require(N + T < (int64_t(1) << 31) - 1, "an APR's value rows (particles + tree nodes + 1) must fit in int32");
     return s;
+}
+
+// References to APR tables (n_b, K) int32 with their row maps (B, 4) = (n, t, particle base, tree base).
+std::vector<aprops::TableRef> table_refs(const std::vector<carray<int32_t>>& tables, const carray<int64_t>& maps) {
+    require(maps.ndim() == 2 && maps.shape(1) == 4 && maps.shape(0) == static_cast<py::ssize_t>(tables.size()),
+            "maps must be (B, 4) with one row per table");
+    std::vector<aprops::TableRef> refs(tables.size());
+    const int64_t K = tables.empty() ? 1 : tables[0].shape(1);
+    for (size_t b = 0; b < tables.size(); ++b) {
+        require(tables[b].ndim() == 2 && tables[b].shape(1) == K, "tables must be 2D with the same number of columns");
+        const int64_t* m = maps.data() + 4 * b;
+        require(m[0] >= 0 && m[1] >= 0 && m[2] >= 0 && m[3] >= 0, "maps must be >= 0");
+        refs[b] = aprops::TableRef{tables[b].data(), tables[b].shape(0), m[0], m[1], m[2], m[3]};
+    }
+    return refs;
 }
 
 }  // namespace
@@ -72,7 +103,7 @@ template <typename F>
 void bind_data_ops(py::module_& m) {
     m.def("tree_fill",
           [](carray<F>& vals, int64_t N, int64_t T, const carray<int64_t>& order, const carray<int64_t>& offsets,
-             const carray<int64_t>& children, const carray<int64_t>& counts, bool transpose) {
+             const carray<int32_t>& children, const carray<int32_t>& counts, bool transpose) {
               require(vals.ndim() == 2 && vals.shape(0) >= N + T && N >= 0 && T >= 0,
                       "vals must be (>= N + T, C)");
               require_1d(order, T, "order");
@@ -98,7 +129,7 @@ void bind_data_ops(py::module_& m) {
           "In place: tree rows of vals <- means of children (transpose: tree gradients -> children).");
 
     m.def("gather_rows",
-          [](const carray<F>& vals, const carray<int64_t>& table) {
+          [](const carray<F>& vals, const carray<int32_t>& table) {
               require(vals.ndim() == 2, "vals must be (n_vals, C)");
               require(table.ndim() == 2, "table must be (n, K)");
               const int64_t n = table.shape(0), K = table.shape(1), C = vals.shape(1);
@@ -114,7 +145,7 @@ void bind_data_ops(py::module_& m) {
           py::arg("vals"), py::arg("table"), "cols (n, K*C): cols[i, j*C + c] = vals[table[i, j], c].");
 
     m.def("scatter_add_rows",
-          [](const carray<F>& grad_cols, const carray<int64_t>& table, carray<F>& grad_vals) {
+          [](const carray<F>& grad_cols, const carray<int32_t>& table, carray<F>& grad_vals) {
               require(table.ndim() == 2, "table must be (n, K)");
               require(grad_vals.ndim() == 2, "grad_vals must be (n_vals, C)");
               const int64_t n = table.shape(0), K = table.shape(1), C = grad_vals.shape(1);
@@ -131,8 +162,53 @@ void bind_data_ops(py::module_& m) {
           py::arg("grad_cols"), py::arg("table"), py::arg("grad_vals"),
           "In place: grad_vals[table[i, j]] += grad_cols[i, j*C:(j+1)*C] (transpose of gather_rows).");
 
+    m.def("gather_segments",
+          [](const carray<F>& vals, const std::vector<carray<int32_t>>& tables, const carray<int64_t>& maps,
+             const carray<int64_t>& segs, int64_t zero) {
+              require(vals.ndim() == 2, "vals must be (n_vals, C)");
+              const std::vector<aprops::TableRef> refs = table_refs(tables, maps);
+              require(segs.ndim() == 2 && segs.shape(1) == 3, "segs must be (S, 3): table, start, stop");
+              const int64_t K = tables.empty() ? 1 : tables[0].shape(1), C = vals.shape(1);
+              int64_t n = 0;
+              for (int64_t s = 0; s < segs.shape(0); ++s) n += std::max<int64_t>(segs.at(s, 2) - segs.at(s, 1), 0);
+              carray<F> cols({n, K * C});
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = aprops::gather_segments(vals.data(), vals.shape(0), C, K, refs.data(), refs.size(), segs.data(),
+                                                segs.shape(0), zero, cols.mutable_data());
+              }
+              require_valid(bad, "gather_segments");
+              return cols;
+          },
+          py::arg("vals"), py::arg("tables"), py::arg("maps"), py::arg("segs"), py::arg("zero"),
+          "cols (n, K*C) gathered through rows [start, stop) of APR tables (segs (S, 3)), translated to "
+          "batch rows by maps (B, 4) = (n, t, particle base, tree base).");
+
+    m.def("scatter_add_segments",
+          [](const carray<F>& grad_cols, const std::vector<carray<int32_t>>& tables, const carray<int64_t>& maps,
+             const carray<int64_t>& segs, int64_t zero, carray<F>& grad_vals) {
+              require(grad_vals.ndim() == 2, "grad_vals must be (n_vals, C)");
+              const std::vector<aprops::TableRef> refs = table_refs(tables, maps);
+              require(segs.ndim() == 2 && segs.shape(1) == 3, "segs must be (S, 3): table, start, stop");
+              const int64_t K = tables.empty() ? 1 : tables[0].shape(1), C = grad_vals.shape(1);
+              int64_t n = 0;
+              for (int64_t s = 0; s < segs.shape(0); ++s) n += std::max<int64_t>(segs.at(s, 2) - segs.at(s, 1), 0);
+              require(grad_cols.ndim() == 2 && grad_cols.shape(0) == n && grad_cols.shape(1) == K * C,
+                      "grad_cols must be (n, K*C) for the segments' n rows and C channels");
+              int64_t bad;
+              {
+                  py::gil_scoped_release release;
+                  bad = aprops::scatter_add_segments(grad_cols.data(), C, K, refs.data(), refs.size(), segs.data(),
+                                                     segs.shape(0), zero, grad_vals.shape(0), grad_vals.mutable_data());
+              }
+              require_valid(bad, "scatter_add_segments");
+          },
+          py::arg("grad_cols"), py::arg("tables"), py::arg("maps"), py::arg("segs"), py::arg("zero"),
+          py::arg("grad_vals"), "In place: the transpose of gather_segments.");
+
     m.def("pool_forward",
-          [](const carray<F>& x, const carray<int64_t>& table) {
+          [](const carray<F>& x, const carray<int32_t>& table) {
               require(x.ndim() == 2, "x must be (N, C)");
               require(table.ndim() == 2 && table.shape(1) == 4, "pool table must be (M, 4)");
               const int64_t M = table.shape(0), C = x.shape(1);
@@ -183,34 +259,25 @@ void bind_ops(py::module_& m) {
               bool ok;
               {
                   py::gil_scoped_release release;
-                  ok = aprops::structure_from_cells(v, s, error);
+                  ok = aprtables::structure_from_cells(v, s, error);
               }
               require(ok, "not a valid APR: " + error);
               return bindutil::structure_to_dict(std::move(s));
           },
           py::arg("level"), py::arg("y"), py::arg("x"), py::arg("height"), py::arg("width"),
-          "Sorted structure (dict of arrays) of particle cells that partition an HxW image.");
+          "Sorted structure (dict of arrays) of particle cells that partition an HxW image (O(n log n), no "
+          "dense map).");
 
-    m.def("offset_rows",
-          [](const carray<int64_t>& local, int64_t n, int64_t t, int64_t particle_offset, int64_t tree_offset,
-             int64_t zero) {
-              require(n >= 0 && t >= 0 && particle_offset >= 0 && tree_offset >= 0 && zero >= 0,
-                      "sizes and offsets must be >= 0");
-              py::array_t<int64_t> out(std::vector<py::ssize_t>(local.shape(), local.shape() + local.ndim()));
-              {
-                  py::gil_scoped_release release;
-                  aprops::offset_rows(local.data(), local.size(), n, t, particle_offset, tree_offset, zero,
-                                      out.mutable_data());
-              }
-              return out;
-          },
-          py::arg("local"), py::arg("n"), py::arg("t"), py::arg("particle_offset"), py::arg("tree_offset"),
-          py::arg("zero"), "Value rows of one APR -> rows of a batch value array (-1 stays -1).");
+#define APR_STRUCTURE_ARGS                                                                                     \
+    const carray<int8_t>&level, const carray<int32_t>&y, const carray<int32_t>&x, const carray<int64_t>&parent, \
+        const carray<int8_t>&tree_level, const carray<int32_t>&tree_y, const carray<int32_t>&tree_x,           \
+        const carray<int64_t>&tree_parent, int64_t H, int64_t W
+#define APR_STRUCTURE_NAMES                                                                                    \
+    py::arg("level"), py::arg("y"), py::arg("x"), py::arg("parent"), py::arg("tree_level"), py::arg("tree_y"),  \
+        py::arg("tree_x"), py::arg("tree_parent"), py::arg("height"), py::arg("width")
 
     m.def("child_table",
-          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
-             const carray<int64_t>& parent, const carray<int8_t>& tree_level, const carray<int32_t>& tree_y,
-             const carray<int32_t>& tree_x, const carray<int64_t>& tree_parent, int64_t H, int64_t W) {
+          [](APR_STRUCTURE_ARGS) {
               const Structure s = structure_from_arrays(level, y, x, parent, tree_level, tree_y, tree_x, tree_parent, H, W);
               const int64_t T = tree_level.shape(0);
               std::vector<int64_t> counts_check(T, 0);
@@ -218,32 +285,53 @@ void bind_ops(py::module_& m) {
               for (int64_t p : s.tree_parent) if (p >= 0) ++counts_check[p];
               for (int64_t t = 0; t < T; ++t)
                   require(counts_check[t] >= 1 && counts_check[t] <= 4, "every tree node needs 1 to 4 children");
-              carray<int64_t> children({T, int64_t(4)});
-              carray<int64_t> counts({T});
-              aprops::child_table(s, children.mutable_data(), counts.mutable_data());
+              carray<int32_t> children({T, int64_t(4)});
+              carray<int32_t> counts({T});
+              aprtables::child_table(s, children.mutable_data(), counts.mutable_data());
               return py::make_tuple(children, counts);
           },
-          "Children (T, 4) of each tree node as rows of the value array (-1 padded) and their counts (T).");
+          APR_STRUCTURE_NAMES,
+          "Children (T, 4) int32 of each tree node as rows of the value array (-1 padded) and their counts (T).");
 
     m.def("neighbour_table",
-          [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
-             const carray<int64_t>& parent, const carray<int8_t>& tree_level, const carray<int32_t>& tree_y,
-             const carray<int32_t>& tree_x, const carray<int64_t>& tree_parent, int64_t H, int64_t W, int k) {
+          [](APR_STRUCTURE_ARGS, int k) {
               require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
               require(k <= 255, "kernel size must be <= 255");
               const Structure s = structure_from_arrays(level, y, x, parent, tree_level, tree_y, tree_x, tree_parent, H, W);
               const int64_t N = level.shape(0), K = int64_t(k) * k;
-              carray<int64_t> table({N, K});
+              carray<int32_t> table({N, K});
+              int64_t missing;
               {
                   py::gil_scoped_release release;
-                  aprops::neighbour_table(s, k, table.mutable_data());
+                  missing = aprtables::neighbour_table(s, k, table.mutable_data());
               }
-              const int64_t* t = table.data();
-              for (int64_t i = 0; i < N * K; ++i)
-                  require(t[i] >= 0, "the particle cells do not cover the image (a neighbour has no covering particle)");
+              require(missing == 0, "the particle cells do not cover the image (a neighbour has no covering particle)");
               return table;
           },
-          "Neighbourhood table (N, k*k) into the value array [particles; tree; zero].");
+          APR_STRUCTURE_NAMES, py::arg("k"),
+          "Neighbourhood table (N, k*k) int32 into the value array [particles; tree; zero] (O(N k^2 log), no "
+          "dense map).");
+
+    m.def("pool_structure",
+          [](APR_STRUCTURE_ARGS) {
+              const Structure s = structure_from_arrays(level, y, x, parent, tree_level, tree_y, tree_x, tree_parent, H, W);
+              for (int64_t i = 0; i < static_cast<int64_t>(s.parent.size()); ++i)
+                  require(s.level[i] == s.g.level_min || s.parent[i] >= 0, "a particle above level_min has no parent");
+              Structure out;
+              std::vector<int32_t> table;
+              {
+                  py::gil_scoped_release release;
+                  aprtables::pool_structure(s, out, table);
+              }
+              const int64_t M = static_cast<int64_t>(out.y.size());
+              auto tab = bindutil::to_numpy(std::move(table));
+              return py::make_tuple(bindutil::structure_to_dict(std::move(out)), tab.reshape({M, int64_t(4)}));
+          },
+          APR_STRUCTURE_NAMES,
+          "Max pooling of the finest level present: (pooled structure dict, (M, 4) int32 table of the input "
+          "particle rows of each pooled particle, -1 padded), derived from the structure in O(N + T).");
+#undef APR_STRUCTURE_ARGS
+#undef APR_STRUCTURE_NAMES
 
     bind_data_ops<float>(m);
     bind_data_ops<double>(m);
