@@ -16,7 +16,24 @@ from . import _core
 from .apr import APR
 
 __all__ = ["apr_children", "apr_neighbours", "apr_pooled", "TreePlan", "ConvPlan", "PoolPlan", "tree_plan",
-           "conv_plan", "pool_plan", "prepare"]
+           "conv_plan", "pool_plan", "build_tables", "layer_entries", "prepare"]
+
+
+_POOL = {"size": 0, "executor": None}
+
+
+def _map(fn, items: list) -> list:
+    """``[fn(a) for a in items]``, spread over the C++ kernels' thread count (their calls release the
+    GIL) when it is above one and there is more than one item."""
+    n = _core.num_threads()
+    if n <= 1 or len(items) <= 1:
+        return [fn(a) for a in items]
+    if _POOL["size"] != n:
+        from concurrent.futures import ThreadPoolExecutor
+        if _POOL["executor"] is not None:
+            _POOL["executor"].shutdown(wait=False)
+        _POOL.update(size=n, executor=ThreadPoolExecutor(n, thread_name_prefix="aprlib-tables"))
+    return list(_POOL["executor"].map(fn, items))
 
 
 def _structure_args(apr: APR):
@@ -108,8 +125,7 @@ class TreePlan:
         lay = _Layout(aprs)
         self.N, self.T = lay.N, lay.T
         kids, counts, levels = [], [], []
-        for b, a in enumerate(aprs):
-            ch, cn = apr_children(a)
+        for b, (a, (ch, cn)) in enumerate(zip(aprs, _map(apr_children, aprs))):
             kids.append(lay.globalise(b, ch))
             counts.append(cn)
             levels.append(a.tree_level.astype(np.int64))
@@ -154,7 +170,7 @@ class ConvPlan:
         self.zero = lay.zero
         self.n_vals = lay.zero + 1
         self.maps = lay.maps()
-        self.tables = [apr_neighbours(a, k) for a in aprs] if k > 1 else None
+        self.tables = _map(lambda a: apr_neighbours(a, k), aprs) if k > 1 else None
         self.groups = []
         for i in range(n_kernels):
             segs = []
@@ -227,8 +243,7 @@ class PoolPlan:
         from .batch import APRBatch
         pooled, tables = [], []
         poff = 0
-        for a in aprs:
-            p, tab = apr_pooled(a)
+        for a, (p, tab) in zip(aprs, _map(apr_pooled, aprs)):
             pooled.append(p)
             tables.append(np.where(tab < 0, -1, tab.astype(np.int64) + poff))
             poff += a.n_particles
@@ -277,14 +292,35 @@ def pool_plan(batch) -> PoolPlan:
     return c["pool"]
 
 
+def build_tables(batch, entries) -> None:
+    """Build (and cache) the tables of ``entries`` on ``batch``, in layer order: ('conv', k,
+    n_kernels) builds the tree and neighbourhood tables, ('pool',) the pooled structure (the following
+    entries apply to the pooled batch)."""
+    for entry in entries:
+        if entry[0] == "conv":
+            conv_plan(batch, entry[1], entry[2])
+            tree_plan(batch)
+        elif entry[0] == "pool":
+            batch = pool_plan(batch).out
+        else:
+            raise ValueError(f"unknown table entry {entry!r}: expected ('conv', k, n_kernels) or ('pool',)")
+
+
+def layer_entries(network) -> list[tuple]:
+    """The index tables ``network`` needs, in order: ('conv', k, n_kernels) and ('pool',) entries."""
+    from .layers import APRConv2d, APRMaxPool2d
+    out = []
+    for m in network.modules():
+        if isinstance(m, APRConv2d):
+            out.append(("conv", m.kernel_size, m.n_level_kernels))
+        elif isinstance(m, APRMaxPool2d):
+            out.append(("pool",))
+    return out
+
+
 def prepare(batch, network) -> None:
     """Build (and cache) every index table ``network`` will need on ``batch``: the tree, the
     neighbourhood table of each convolution and the pooled structure of each pooling, in layer
-    order. Call it in DataLoader workers (or before timing) so the forward pass only computes."""
-    from .layers import APRConv2d, APRMaxPool2d
-    for module in network.modules():
-        if isinstance(module, APRConv2d):
-            conv_plan(batch, module.kernel_size, module.n_level_kernels)
-            tree_plan(batch)
-        elif isinstance(module, APRMaxPool2d):
-            batch = pool_plan(batch).out
+    order. Call it in DataLoader workers (or before timing) so the forward pass only computes: the
+    tables are int32 arrays held once, by the APRs, and a pickled batch carries each of them once."""
+    build_tables(batch, layer_entries(network))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .batch import APRBatch
 from .formation import form_apr
-from .plans import conv_plan, pool_plan, tree_plan
+from .plans import build_tables, layer_entries
 from .provenance import atomic_write
 
 #: The values of :attr:`InputSpec.normalise`.
@@ -76,14 +76,7 @@ class InputSpec:
 
 def layer_plan(network) -> list[tuple]:
     """The index tables a network needs, in order: ('conv', k, n_kernels) and ('pool',) entries."""
-    from .layers import APRConv2d, APRMaxPool2d
-    out = []
-    for m in network.modules():
-        if isinstance(m, APRConv2d):
-            out.append(("conv", m.kernel_size, m.n_level_kernels))
-        elif isinstance(m, APRMaxPool2d):
-            out.append(("pool",))
-    return out
+    return layer_entries(network)
 
 
 class BatchBuilder:
@@ -103,13 +96,7 @@ class BatchBuilder:
                     apr.intensities = ((apr.intensities - shift) / scale).astype(np.float32)
                 aprs.append(apr)
             batch = APRBatch(aprs)
-            b = batch
-            for entry in self.plan:  # build every table here (in the worker), not in the forward pass
-                if entry[0] == "conv":
-                    conv_plan(b, entry[1], entry[2])
-                    tree_plan(b)
-                else:
-                    b = pool_plan(b).out
+            build_tables(batch, self.plan)  # every table here (in the worker), not in the forward pass
             return batch
         x = np.stack([np.asarray(im, np.float32) for im in images])
         if s.normalise is not None:

@@ -12,7 +12,12 @@
 
 namespace aprops {
 
-using aprcore::kMinParallelWork;
+namespace {
+int64_t g_parallel_threshold = aprcore::kMinParallelWork;
+}  // namespace
+
+int64_t parallel_threshold() { return g_parallel_threshold; }
+void set_parallel_threshold(int64_t work) { g_parallel_threshold = work; }
 
 namespace {
 
@@ -46,7 +51,7 @@ int64_t tree_fill(F* vals, int64_t N, int64_t T, int64_t C, const int64_t* order
     int64_t bad = 0;
     for (int l = levels - 1; l >= 0; --l) {  // finest tree level first
         const int64_t t0 = offsets[l], t1 = offsets[l + 1];
-#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * 4 >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * 4 >= g_parallel_threshold)
         for (int64_t o = t0; o < t1; ++o) {
             const int64_t t = order[o];
             if (t < 0 || t >= T || counts[t] < 1 || counts[t] > 4) { ++bad; continue; }
@@ -71,7 +76,7 @@ int64_t tree_unfill(F* grad, int64_t N, int64_t T, int64_t C, const int64_t* ord
     int64_t bad = 0;
     for (int l = 0; l < levels; ++l) {  // coarsest tree level first
         const int64_t t0 = offsets[l], t1 = offsets[l + 1];
-#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * 4 >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * 4 >= g_parallel_threshold)
         for (int64_t o = t0; o < t1; ++o) {
             const int64_t t = order[o];
             if (t < 0 || t >= T || counts[t] < 1 || counts[t] > 4) { ++bad; continue; }
@@ -92,7 +97,7 @@ template <typename F>
 int64_t gather_rows(const F* vals, int64_t n_vals, int64_t C, const int32_t* table, int64_t K, int64_t n,
                     F* cols) {
     int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (n * K * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (n * K * C >= g_parallel_threshold)
     for (int64_t i = 0; i < n; ++i) {
         const int32_t* nb = table + i * K;
         F* dst = cols + i * K * C;
@@ -121,7 +126,7 @@ int64_t scatter_add_rows(const F* grad_cols, int64_t C, const int32_t* table, in
 #endif
     const int64_t block = std::max<int64_t>(16, ((C + threads - 1) / threads + 15) / 16 * 16);
     const int64_t nblocks = (C + block - 1) / block;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1 && n * K * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1 && n * K * C >= g_parallel_threshold)
     for (int64_t cb = 0; cb < nblocks; ++cb) {
         const int64_t c0 = cb * block, c1 = std::min(C, c0 + block);
         for (int64_t i = 0; i < n; ++i) {
@@ -148,7 +153,7 @@ int64_t gather_segments(const F* vals, int64_t n_vals, int64_t C, int64_t K, con
     std::vector<int64_t> start;
     int64_t bad = segment_starts(refs, n_refs, segs, S, start);
     const int64_t n = start[S];
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : bad) if (n * K * C >= kMinParallelWork)
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : bad) if (n * K * C >= g_parallel_threshold)
     for (int64_t s = 0; s < S; ++s) {
         if (start[s + 1] == start[s]) continue;
         const TableRef& r = refs[segs[3 * s]];
@@ -182,7 +187,7 @@ int64_t scatter_add_segments(const F* grad_cols, int64_t C, int64_t K, const Tab
 #endif
     const int64_t block = std::max<int64_t>(16, ((C + threads - 1) / threads + 15) / 16 * 16);
     const int64_t nblocks = (C + block - 1) / block;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1 && start[S] * K * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1 && start[S] * K * C >= g_parallel_threshold)
     for (int64_t cb = 0; cb < nblocks; ++cb) {
         const int64_t c0 = cb * block, c1 = std::min(C, c0 + block);
         for (int64_t s = 0; s < S; ++s) {
@@ -211,7 +216,7 @@ template <typename F>
 int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int32_t* table, int64_t M, F* out,
                      int64_t* argmax) {
     int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= g_parallel_threshold)
     for (int64_t i = 0; i < M; ++i) {
         F* o = out + i * C;
         int64_t* a = argmax + i * C;
@@ -248,7 +253,7 @@ int64_t pool_backward(const F* grad_out, int64_t C, const int64_t* argmax, int64
                       F* grad_x) {
     // Every input row feeds at most one output row, so each grad_x row is written by one i only.
     int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= g_parallel_threshold)
     for (int64_t i = 0; i < M; ++i)
         for (int64_t c = 0; c < C; ++c) {
             const int64_t src = argmax[i * C + c];

@@ -13,6 +13,12 @@
 
 namespace aprops {
 
+// Work (table entries x channels) below which a data kernel runs on one thread. Starts at
+// aprcore::kMinParallelWork; settable at run time so that a benchmark can measure where a second
+// thread starts to pay (python -m aprlib.bench threshold).
+int64_t parallel_threshold();
+void set_parallel_threshold(int64_t work);
+
 // One APR's table in a batch: its local (n_rows, K) table of value rows and the map from its
 // value rows to the batch's: v < n -> pbase + v, n <= v < n + t -> tbase + v - n, v == n + t (its
 // zero row) -> the batch's zero row. The batch's tables are never copied: the kernels translate.

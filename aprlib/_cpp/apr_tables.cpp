@@ -1,12 +1,13 @@
 // Sparse APR structures and index tables; see apr_tables.hpp for the contract of each function.
 #include "apr_tables.hpp"
 
+#include "apr_ops.hpp"
+
 #include <algorithm>
 #include <utility>
 
 namespace aprtables {
 
-using aprcore::kMinParallelWork;
 
 namespace {
 
@@ -331,7 +332,7 @@ int64_t neighbour_table(const Structure& s, int k, int32_t* table) {
     group.push_back(N);
     const int64_t G = static_cast<int64_t>(group.size()) - 1;
     int64_t missing = 0;
-#pragma omp parallel reduction(+ : missing) if (N * K >= kMinParallelWork)
+#pragma omp parallel reduction(+ : missing) if (N * K >= aprops::parallel_threshold())
     {
         std::vector<int32_t> strip;
 #pragma omp for schedule(dynamic, 16)

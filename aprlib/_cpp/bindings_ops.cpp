@@ -246,6 +246,14 @@ void bind_data_ops(py::module_& m) {
 }
 
 void bind_ops(py::module_& m) {
+    m.def("parallel_threshold", &aprops::parallel_threshold,
+          "Work (entries x channels) below which the APR op and table kernels run on one thread.");
+    m.def("set_parallel_threshold",
+          [](int64_t work) {
+              require(work >= 0, "the parallel threshold must be >= 0");
+              aprops::set_parallel_threshold(work);
+          },
+          py::arg("work"), "Set the work below which the APR op and table kernels run on one thread.");
     m.def("structure_from_cells",
           [](const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x, int64_t H, int64_t W) {
               require(H > 0 && W > 0, "image height and width must be positive");
