@@ -245,3 +245,28 @@ def test_a_canvas_no_dense_map_could_hold():
     assert out.shape[0] == 1 and torch.isfinite(out).all()
     table_bytes = sum(v.nbytes for k, v in apr.__dict__["_plan_cache"].items() if isinstance(v, np.ndarray))
     assert table_bytes < 1 << 20
+
+
+def test_results_do_not_depend_on_threads_or_the_parallel_threshold():
+    from aprlib.functional import apr_conv2d, apr_max_pool2d
+    aprs = [apr_of(random_cells(33, 17, seed=s), 33, 17) for s in (7, 8)]
+    x = torch.randn(sum(a.n_particles for a in aprs), 64, dtype=torch.float64, requires_grad=True)  # 64: threads split the channels
+    w = torch.randn(8, 64, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    results = []
+    old_threads, old_work = _core.num_threads(), _core.parallel_threshold()
+    try:
+        for threads, work in ((1, 1 << 62), (2, 0)):
+            _core.set_num_threads(threads)
+            _core.set_parallel_threshold(work)
+            batch = APRBatch([APR.from_dict(a.to_dict()) for a in aprs])  # tables built afresh
+            y = apr_conv2d(x, batch, w)
+            p, _ = apr_max_pool2d(y, batch)
+            gx, gw = torch.autograd.grad(p.square().sum(), (x, w))
+            results.append((y.detach(), p.detach(), gx, gw, apr_neighbours(batch.aprs[0], 3).copy()))
+    finally:
+        _core.set_num_threads(old_threads)
+        _core.set_parallel_threshold(old_work)
+    for a, b in zip(*results):
+        assert (a == b).all() if isinstance(a, np.ndarray) else torch.equal(a, b)
+    with pytest.raises(ValueError, match="threshold"):
+        _core.set_parallel_threshold(-1)

@@ -13,7 +13,11 @@
 namespace aprops {
 
 namespace {
-int64_t g_parallel_threshold = aprcore::kMinParallelWork;
+// Measured with benchmarks/bench_threads.py on a 2-core machine shared with other busy processes
+// (2026-11-30): a parallel region costs up to a scheduler slice (~10 ms) when the second core is
+// busy, so two threads paid only from about 4M entries x channels (gather, scatter-add) and never
+// lost from there on.
+int64_t g_parallel_threshold = int64_t(1) << 22;
 }  // namespace
 
 int64_t parallel_threshold() { return g_parallel_threshold; }

@@ -13,8 +13,8 @@
 
 namespace aprops {
 
-// Work (table entries x channels) below which a data kernel runs on one thread. Starts at
-// aprcore::kMinParallelWork; settable at run time so that a benchmark can measure where a second
+// Work (table entries x channels) below which a data kernel or table builder runs on one thread
+// (default 2^22, measured: see apr_ops.cpp); settable at run time so that a benchmark can measure where a second
 // thread starts to pay (python -m aprlib.bench threshold).
 int64_t parallel_threshold();
 void set_parallel_threshold(int64_t work);
