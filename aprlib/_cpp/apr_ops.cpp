@@ -163,6 +163,15 @@ int64_t gather_segments(const F* vals, int64_t n_vals, int64_t C, int64_t K, con
         const TableRef& r = refs[segs[3 * s]];
         const int64_t a = segs[3 * s + 1], b = segs[3 * s + 2];
         F* dst = cols + start[s] * K * C;
+        if (C == 1) {  // one channel (a network's input): a plain indexed load per entry
+            for (int64_t e = a * K; e < b * K; ++e) {
+                const int64_t v = translate(r, r.table[e], zero);
+                const bool ok = v >= 0 && v < n_vals;
+                bad += !ok;
+                *dst++ = ok ? vals[v] : F(0);
+            }
+            continue;
+        }
         for (int64_t i = a; i < b; ++i) {
             const int32_t* nb = r.table + i * K;
             for (int64_t j = 0; j < K; ++j, dst += C) {
