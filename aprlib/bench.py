@@ -262,9 +262,9 @@ def _csv_option(ap, csv) -> None:
 # setting of aprlib.scaling.check_settings -> the option that sets it, per subcommand
 _SETTING_OPTIONS = {"sizes": "--sizes", "content": "--content", "objects": "--objects", "repeats": "--repeats",
                     "burn_in": "--burn-in", "threads": "--threads", "mem_limit_gb": "--mem-limit-gb",
-                    "step_batch_size": "--batch-size", "step_size": "--size", "step_threads": "--threads",
-                    "step_repeats": "--repeats", "step_burn_in": "--burn-in", "tables_batch_size": "--batch-size",
-                    "tables_size": "--size"}
+                    "budget_s": "--budget-s", "step_batch_size": "--batch-size", "step_size": "--size",
+                    "step_threads": "--threads", "step_repeats": "--repeats", "step_burn_in": "--burn-in",
+                    "tables_batch_size": "--batch-size", "tables_size": "--size"}
 
 
 def _check_settings(ap, settings: dict) -> None:
@@ -295,12 +295,17 @@ def _scaling_main(argv) -> int:
     ap.add_argument("--mem-limit-gb", type=float, default=12.0,
                     help="address-space limit of each measuring process in GB; a pass beyond it is reported as "
                          "'did not fit' (default 12; 0: no limit)")
+    ap.add_argument("--budget-s", type=float, default=60.0,
+                    help="seconds of calls per side and size (burn-in included) after which a side that has one "
+                         "timed call is not repeated (default 60; 0: no budget)")
     ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
     ap.add_argument("--csv", default=None, help="write the table here")
     args = ap.parse_args(argv)
     limit = args.mem_limit_gb or None
     if args.mem_limit_gb < 0:
         ap.error(f"--mem-limit-gb {args.mem_limit_gb}: must be 0 (no limit) or positive")
+    if args.budget_s < 0:
+        ap.error(f"--budget-s {args.budget_s}: must be 0 (no budget) or positive")
     _check_settings(ap, {"sizes": args.sizes, "content": args.content, "objects": args.objects,
                          "repeats": args.repeats, "burn_in": args.burn_in, "threads": args.threads,
                          "mem_limit_gb": limit})
@@ -308,9 +313,10 @@ def _scaling_main(argv) -> int:
     print(f"cost against canvas size at fixed content ({args.objects} objects on a {args.content}x{args.content} "
           f"patch), {args.threads} thread(s), medians of {args.repeats} interleaved rounds after {args.burn_in}; "
           f"peak memory above the memory held before, fresh process each, address space "
-          f"{'limited to %g GB' % limit if limit else 'unlimited'}", flush=True)
+          f"{'limited to %g GB' % limit if limit else 'unlimited'}; a side stops repeating after "
+          f"{args.budget_s:g} s of calls at a size once it has one timed call", flush=True)
     df = cost_vs_size(args.sizes, args.content, args.objects, args.seed, args.repeats, args.burn_in, args.threads,
-                      limit, args.backend, progress=True)
+                      limit, budget_s=args.budget_s or None, backend=args.backend, progress=True)
     if args.csv:
         df.to_csv(args.csv, index=False)
     print()

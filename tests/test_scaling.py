@@ -142,6 +142,7 @@ def test_bad_settings_are_named(setting, value, says):
     (["scaling", "--sizes", "128", "256", "--content", "256"], "--sizes"),
     (["scaling", "--repeats", "0"], "--repeats"),
     (["scaling", "--mem-limit-gb", "-1"], "--mem-limit-gb"),
+    (["scaling", "--budget-s", "-1"], "--budget-s"),
     (["scaling", "--csv", "/no/such/dir/x.csv"], "--csv"),
     (["step", "--threads", "0"], "--threads"),
     (["step", "--size", "8"], "--size"),
@@ -151,3 +152,13 @@ def test_bad_settings_are_named(setting, value, says):
 def test_bad_options_exit_2_naming_the_option(args, says):
     r = subprocess.run([sys.executable, "-m", "aprlib.bench", *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and says in r.stderr, r.stderr[-2000:]
+
+
+def test_the_scaling_command_runs_at_tiny_sizes(tmp_path):
+    csv = tmp_path / "scaling.csv"
+    r = subprocess.run([sys.executable, "-m", "aprlib.bench", "scaling", "--sizes", "32", "64", "--content", "32",
+                        "--objects", "1", "--repeats", "1", "--burn-in", "0", "--csv", str(csv)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "growth from 32^2 to 64^2" in r.stdout and "criterion" in r.stdout
+    assert SCALING_COLUMNS <= set(pd.read_csv(csv).columns)
