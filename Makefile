@@ -25,7 +25,7 @@ help:
 	@echo "make book                   render the book from committed results (creates .venv)"
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
 	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
-	@echo "make bench                  APR formation vs pyapr; APR conv/pool and training steps vs dense torch"
+	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B"
 	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4)"
 
 # Said when a step that needs the network fails: the install is the only one (the book build and the
@@ -139,9 +139,16 @@ smoke: $(STAMP)
 
 test: unit smoke book-html browser
 
+# Benchmarks (never run by the tests; nothing asserted, the printed ratios are the result): formation
+# vs pyapr; cost against canvas size at fixed content, 256^2 ... 8192^2 (formation, APR_B tables +
+# forward, Pix_B forward: time and peak memory); the end-to-end streamed training step, APR_B vs
+# Pix_B at 1 and 2 threads; the memory of one batch's index tables. About 15 minutes on two cores.
+# The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprlib.bench [--training]`.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_formation.py
-	$(BIN)/python -m aprlib.bench --training
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
+	$(BIN)/python -m aprlib.bench scaling
+	$(BIN)/python -m aprlib.bench step
+	$(BIN)/python -m aprlib.bench tables
 
 clean:
 	rm -rf _build $(VENV) build *.egg-info aprlib/*.so results/*/smoke

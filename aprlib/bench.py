@@ -24,6 +24,8 @@ from .synthetic import GeneratorParams, render_shape, sample_shape
 
 __all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "training_step_benchmark",
            "main"]
+# The benchmarks of cost against image size, of the end-to-end streamed training step and of the
+# index tables' memory live in aprlib.scaling (python -m aprlib.bench scaling | step | tables).
 
 
 def object_canvas(n_objects: int, seed: int, size: int = 512, tile: int = 128) -> np.ndarray:
@@ -251,8 +253,139 @@ def _check_options(ap, args) -> None:
             ap.error(f"--csv {args.csv}: must name a file in an existing directory")
 
 
+def _csv_option(ap, csv) -> None:
+    from pathlib import Path
+    if csv is not None and (Path(csv).is_dir() or not Path(csv).parent.is_dir()):
+        ap.error(f"--csv {csv}: must name a file in an existing directory")
+
+
+# setting of aprlib.scaling.check_settings -> the option that sets it, per subcommand
+_SETTING_OPTIONS = {"sizes": "--sizes", "content": "--content", "objects": "--objects", "repeats": "--repeats",
+                    "burn_in": "--burn-in", "threads": "--threads", "mem_limit_gb": "--mem-limit-gb",
+                    "budget_s": "--budget-s", "step_batch_size": "--batch-size", "step_size": "--size",
+                    "step_threads": "--threads", "step_repeats": "--repeats", "step_burn_in": "--burn-in",
+                    "tables_batch_size": "--batch-size", "tables_size": "--size"}
+
+
+def _check_settings(ap, settings: dict) -> None:
+    """``aprlib.scaling.check_settings`` as ``ap.error`` naming the option."""
+    import re
+    from .scaling import check_settings
+    try:
+        check_settings(settings)
+    except ValueError as e:
+        ap.error(re.sub(r"setting (\w+)=", lambda m: f"option {_SETTING_OPTIONS.get(m.group(1), m.group(1))} ",
+                        str(e)))
+
+
+def _scaling_main(argv) -> int:
+    from .scaling import cost_vs_size, scaling_text
+    ap = argparse.ArgumentParser(prog="python -m aprlib.bench scaling", description=(
+        "Cost against canvas size at fixed content: the same objects in the top-left corner of "
+        "ever larger canvases; formation, APR_B tables + forward and Pix_B forward, time (medians of "
+        "interleaved repeats) and peak memory (fresh processes, address space limited)."))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192],
+                    help="canvas sides in pixels (default 256 ... 8192)")
+    ap.add_argument("--content", type=int, default=256, help="side of the content patch in pixels (default 256)")
+    ap.add_argument("--objects", type=int, default=2, help="objects in the content patch, 0 ... 4 (default 2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds per size (default 3)")
+    ap.add_argument("--burn-in", type=int, default=1, help="untimed rounds first (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="threads of torch and the C++ kernels (default 1)")
+    ap.add_argument("--mem-limit-gb", type=float, default=12.0,
+                    help="address-space limit of each measuring process in GB; a pass beyond it is reported as "
+                         "'did not fit' (default 12; 0: no limit)")
+    ap.add_argument("--budget-s", type=float, default=60.0,
+                    help="seconds of calls per side and size (burn-in included) after which a side that has one "
+                         "timed call is not repeated (default 60; 0: no budget)")
+    ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
+    ap.add_argument("--csv", default=None, help="write the table here")
+    args = ap.parse_args(argv)
+    limit = args.mem_limit_gb or None
+    if args.mem_limit_gb < 0:
+        ap.error(f"--mem-limit-gb {args.mem_limit_gb}: must be 0 (no limit) or positive")
+    if args.budget_s < 0:
+        ap.error(f"--budget-s {args.budget_s}: must be 0 (no budget) or positive")
+    _check_settings(ap, {"sizes": args.sizes, "content": args.content, "objects": args.objects,
+                         "repeats": args.repeats, "burn_in": args.burn_in, "threads": args.threads,
+                         "mem_limit_gb": limit})
+    _csv_option(ap, args.csv)
+    print(f"cost against canvas size at fixed content ({args.objects} objects on a {args.content}x{args.content} "
+          f"patch), {args.threads} thread(s), medians of {args.repeats} interleaved rounds after {args.burn_in}; "
+          f"peak memory above the memory held before, fresh process each, address space "
+          f"{'limited to %g GB' % limit if limit else 'unlimited'}; a side stops repeating after "
+          f"{args.budget_s:g} s of calls at a size once it has one timed call", flush=True)
+    df = cost_vs_size(args.sizes, args.content, args.objects, args.seed, args.repeats, args.burn_in, args.threads,
+                      limit, budget_s=args.budget_s or None, backend=args.backend, progress=True)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    print()
+    print(df[["size", "pixels", "particles", "formation_s", "formation_px_per_s", "formation_peak_mb", "tables_s",
+              "forward_s", "apr_s", "tables_peak_mb", "forward_peak_mb", "pixel_s", "pixel_peak_mb", "pixel_fit",
+              "pixel_featmap_mb"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print()
+    print(scaling_text(df))
+    return 0
+
+
+def _step_main(argv) -> int:
+    from .scaling import step_summary, step_text, training_step
+    ap = argparse.ArgumentParser(prog="python -m aprlib.bench step", description=(
+        "End-to-end streamed training step, images in: APR_B (formation, tables, forward, cross entropy, "
+        "backward, Adam) against Pix_B (forward, cross entropy, backward, Adam), interleaved repeats."))
+    ap.add_argument("--batch-size", type=int, default=36)
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    ap.add_argument("--burn-in", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
+    ap.add_argument("--csv", default=None, help="write the per-round table here")
+    args = ap.parse_args(argv)
+    _check_settings(ap, {"step_batch_size": args.batch_size, "step_size": args.size, "step_threads": args.threads,
+                         "step_repeats": args.repeats, "step_burn_in": args.burn_in})
+    _csv_option(ap, args.csv)
+    print(f"streamed training step, batch {args.batch_size} of {args.size}x{args.size} synthetic images, threads "
+          f"{args.threads}, {args.repeats} rounds after {args.burn_in}", flush=True)
+    df = training_step(args.batch_size, args.size, tuple(args.threads), args.repeats, args.burn_in, args.seed,
+                       args.backend, progress=True)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    print()
+    print(step_text(step_summary(df), args.batch_size, args.size))
+    return 0
+
+
+def _tables_main(argv) -> int:
+    from .scaling import table_memory, tables_text
+    ap = argparse.ArgumentParser(prog="python -m aprlib.bench tables", description=(
+        "Memory of APR_B's index tables of one batch: bytes the tables keep (walking the caches) and the "
+        "RSS high-water mark of prepare, in a fresh process."))
+    ap.add_argument("--batch-size", type=int, default=36)
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
+    args = ap.parse_args(argv)
+    _check_settings(ap, {"tables_batch_size": args.batch_size, "tables_size": args.size})
+    print(tables_text(table_memory(args.batch_size, args.size, args.seed, args.backend)))
+    return 0
+
+
+_SUBCOMMANDS = {"scaling": _scaling_main, "step": _step_main, "tables": _tables_main}
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aprlib.bench", description=__doc__)
+    """``python -m aprlib.bench [ops] [options]``: the operation benchmark (the default); ``scaling``,
+    ``step`` and ``tables``: the benchmarks of :mod:`aprlib.scaling` (``--help`` on each)."""
+    import sys
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _SUBCOMMANDS:
+        return _SUBCOMMANDS[argv[0]](argv[1:])
+    if argv and argv[0] == "ops":
+        argv = argv[1:]
+    ap = argparse.ArgumentParser(prog="python -m aprlib.bench [ops]", description=__doc__, epilog=(
+        "Other benchmarks: python -m aprlib.bench scaling | step | tables [--help] (cost against canvas size at "
+        "fixed content; the end-to-end streamed training step; the memory of one batch's index tables)."))
     ap.add_argument("--size", type=int, default=512, help="canvas side in pixels (default 512)")
     ap.add_argument("--objects", type=int, nargs="+", default=[16, 8, 4, 2, 1],
                     help="objects per canvas, one image each (-1: a noise image)")

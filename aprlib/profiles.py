@@ -100,6 +100,27 @@ PROFILES = {
                   "threads": [1, 0], "backends": ["cpp", "torch"], "calls": 5000, "burn_in": 500,
                   "pool_calls": 10000, "pool_burn_in": 1000, "dense_calls": 50},
     },
+    # Beyond the thesis (its 4.3 promise that cost follows particles, not pixels): the same content
+    # (`objects` shapes on a `content`-pixel patch in the top-left corner) on canvases of `sizes`;
+    # formation, APR_B tables + forward and Pix_B forward, time (medians of `repeats` interleaved
+    # rounds after `burn_in`, `threads` threads; a side that has taken `budget_s` seconds at a size is
+    # not repeated further once timed) and peak memory (fresh processes, address space
+    # limited to `mem_limit_gb`); the end-to-end streamed training step (APR_B vs Pix_B, images in);
+    # the memory of one batch's index tables. No thesis counterpart: `paper` is `book`.
+    "cost_scaling": {
+        "smoke": {"sizes": [64, 128, 256], "content": 64, "objects": 1, "repeats": 1, "burn_in": 0, "threads": 1,
+                  "mem_limit_gb": 12.0, "budget_s": 60.0, "step_batch_size": 2, "step_size": 64,
+                  "step_threads": [1, 2], "step_repeats": 1, "step_burn_in": 0, "tables_batch_size": 2,
+                  "tables_size": 64},
+        "book": {"sizes": [256, 512, 1024, 2048, 4096, 8192], "content": 256, "objects": 2, "repeats": 3,
+                 "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0, "step_batch_size": 36,
+                 "step_size": 256, "step_threads": [1, 2], "step_repeats": 5, "step_burn_in": 1,
+                 "tables_batch_size": 36, "tables_size": 256},
+        "paper": {"sizes": [256, 512, 1024, 2048, 4096, 8192], "content": 256, "objects": 2, "repeats": 3,
+                  "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0, "step_batch_size": 36,
+                  "step_size": 256, "step_threads": [1, 2], "step_repeats": 5, "step_burn_in": 1,
+                  "tables_batch_size": 36, "tables_size": 256},
+    },
     # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
     "cost_memory": {
         "smoke": {"size": 64, "objects": [1, 4], "measure": [1]},

@@ -1,0 +1,164 @@
+"""The cost-scaling benchmarks (aprlib.scaling, python -m aprlib.bench scaling | step | tables): the
+columns they promise, the growth factors, the memory walker, the 'did not fit' path and the
+checks of their options. No timing is asserted."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aprlib import scaling
+from aprlib.apr import APR
+from aprlib.batch import APRBatch
+from aprlib.formation import form_apr
+from aprlib.profiles import profile_settings
+
+SCALING_COLUMNS = {
+    "size", "pixels", "particles", "formation_s", "formation_px_per_s", "formation_peak_mb", "tables_s", "forward_s",
+    "apr_s", "tables_peak_mb", "forward_peak_mb", "apr_peak_mb", "pixel_s", "pixel_peak_mb", "pixel_fit",
+    "pixel_featmap_mb"}
+
+
+def test_fixed_content_is_the_same_on_every_canvas():
+    small, large = scaling.fixed_content_image(64, 64, 1, seed=3), scaling.fixed_content_image(128, 64, 1, seed=3)
+    assert small.shape == (64, 64) and large.shape == (128, 128) and small.dtype == np.float32
+    assert np.array_equal(large[:64, :64], small)
+    assert np.all(large[64:] == large[-1, -1]) and np.all(large[:, 64:] == large[-1, -1])
+    with pytest.raises(ValueError, match="does not fit"):
+        scaling.fixed_content_image(32, 64)
+
+
+def test_cost_vs_size_at_tiny_sizes_returns_the_promised_columns():
+    df = scaling.cost_vs_size([32, 64], content=32, objects=1, repeats=1, burn_in=0, progress=False)
+    assert SCALING_COLUMNS <= set(df.columns)
+    assert df["size"].tolist() == [32, 64] and df.pixels.tolist() == [32 ** 2, 64 ** 2]
+    assert (df.particles > 0).all() and df.pixel_fit.all()
+    for col in ("formation_s", "tables_s", "forward_s", "apr_s", "pixel_s"):
+        assert (df[col] > 0).all() and np.isfinite(df[col]).all(), col
+    assert (df.pixel_featmap_mb > 0).all()
+    g = scaling.growth_factors(df)
+    assert g["pixels"] == pytest.approx(4.0) and isinstance(g["criterion_holds"], bool)
+
+
+def test_growth_factors_from_a_constructed_table():
+    df = pd.DataFrame({  # rows out of order: the growth is from the fewest to the most pixels
+        "size": [1024, 256, 512], "pixels": [1024 ** 2, 256 ** 2, 512 ** 2], "particles": [1200, 1000, 1100],
+        "formation_s": [1.6, 0.1, 0.4], "tables_s": [3.0, 0.5, 1.0], "forward_s": [0.2, 0.1, 0.15],
+        "apr_s": [3.2, 0.6, 1.15], "pixel_s": [math.nan, 1.0, 4.0], "pixel_fit": [False, True, True]})
+    g = scaling.growth_factors(df)
+    assert (g["from_size"], g["to_size"]) == (256, 1024)
+    assert g["particles"] == pytest.approx(1.2) and g["pixels"] == pytest.approx(16.0)
+    assert g["formation_s"] == pytest.approx(16.0) and g["apr_s"] == pytest.approx(3.2 / 0.6)
+    assert g["tables_s"] == pytest.approx(6.0) and g["forward_s"] == pytest.approx(2.0)
+    assert g["pixel_to_size"] == 512 and g["pixel_s"] == pytest.approx(4.0) and g["pixel_pixels"] == pytest.approx(4.0)
+    assert g["criterion_holds"] is False  # x5.3 > 2 * x1.2
+    df2 = df.assign(apr_s=[1.4, 0.6, 1.0])
+    assert scaling.growth_factors(df2)["criterion_holds"] is True  # x2.33 <= x2.4
+    text = scaling.scaling_text(df.assign(mem_limit_gb=12.0))
+    assert "DOES NOT HOLD" in text and "did not fit at 1024^2 (address space limited to 12 GB)" in text
+    with pytest.raises(ValueError, match="two canvas sizes"):
+        scaling.growth_factors(df.iloc[:1])
+
+
+def _tiny_batch():
+    img = scaling.fixed_content_image(64, 64, 1, seed=0)
+    return APRBatch([form_apr(img, **scaling.FORMATION), form_apr(img[::-1].copy(), **scaling.FORMATION)])
+
+
+def test_table_bytes_counts_an_array_referenced_twice_once():
+    batch = _tiny_batch()
+    assert scaling.table_bytes(batch) == {"bytes": 0, "n_buffers": 0}  # nothing built yet: the structure is not counted
+    arr = np.arange(1000, dtype=np.int64)
+    apr = batch.aprs[0]
+    apr.__dict__["_some_cache"] = {"a": arr, "b": [arr, arr[10:]], "c": torch.from_numpy(arr)}
+    batch.__dict__["_other_cache"] = (arr, {"t": torch.ones(5, dtype=torch.float64)})
+    r = scaling.table_bytes(batch)
+    assert r == {"bytes": arr.nbytes + 5 * 8, "n_buffers": 2}
+    apr.__dict__["_some_cache"]["own"] = apr.level  # a cache pointing at the APR's own structure adds nothing
+    assert scaling.table_bytes(batch) == r
+
+
+def test_table_bytes_finds_the_tables_prepare_builds():
+    from aprlib.models import apr_network
+    from aprlib.plans import prepare
+    batch = _tiny_batch()
+    prepare(batch, apr_network("B"))
+    r = scaling.table_bytes(batch)
+    assert r["bytes"] > 0 and r["n_buffers"] > 0
+    fresh = APRBatch([APR.from_dict(a.to_dict()) for a in batch.aprs])
+    assert scaling.table_bytes(fresh)["bytes"] == 0
+
+
+def test_did_not_fit_is_reported_not_raised():
+    spec = {"mode": "pixel", "size": 64, "content": 64, "objects": 1, "seed": 0, "threads": 1,
+            "mem_limit_bytes": 1_000_000}  # far below what the process already maps: the forward cannot allocate
+    r = scaling._run_child(spec)
+    assert r["fit"] is False and r["error"]
+    df = scaling.cost_vs_size([32, 64], content=32, objects=1, repeats=1, burn_in=0, mem_limit_gb=0.2, progress=False)
+    assert not df.pixel_fit.any() and df.pixel_s.isna().all() and (df.pixel_error != "").all()
+
+
+def test_a_failure_other_than_memory_raises():
+    with pytest.raises(RuntimeError, match="unknown mode"):
+        scaling._run_child({"mode": "nonsense", "size": 64, "content": 64, "objects": 1, "seed": 0})
+
+
+def test_table_memory_and_training_step_at_tiny_sizes():
+    r = scaling.table_memory(2, 64)
+    assert r["fit"] and r["retained_bytes"] > 0 and r["particles"] > 0 and r["rss_peak_bytes"] >= 0
+    df = scaling.training_step(2, 64, threads=(1, 2), repeats=1, burn_in=0, progress=False)
+    assert len(df) == 4 and set(df.network) == {"APR_B", "Pix_B"} and set(df.threads) == {1, 2}
+    apr = df[df.network == "APR_B"]
+    assert np.allclose(apr.formation_s + apr.tables_s + apr.network_s, apr.step_s)
+    s = scaling.step_summary(df)
+    assert s.threads.tolist() == [1, 2]
+    assert np.allclose(s.ratio_pixel_over_apr, s.pixel_step_s / s.apr_step_s)
+    assert s.apr_slower_than_fewer_threads.iloc[0] == False  # noqa: E712 - nothing to compare the first with
+
+
+def test_profile_settings_are_valid():
+    for profile in ("smoke", "book", "paper"):
+        scaling.check_settings(profile_settings("cost_scaling", profile))
+
+
+@pytest.mark.parametrize("setting, value, says", [
+    ("sizes", [64], "at least two"), ("sizes", [64, 16], "smaller"), ("sizes", [64, 64], "repeated"),
+    ("repeats", 0, "positive"), ("burn_in", -1, ">= 0"), ("objects", 5, "at most 4"),
+    ("mem_limit_gb", 0.0, "GB"), ("step_threads", [0], "thread counts"), ("step_size", 16, "at least"),
+])
+def test_bad_settings_are_named(setting, value, says):
+    with pytest.raises(ValueError, match=setting) as err:
+        scaling.check_settings({"content": 32, setting: value})
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["scaling", "--sizes", "512"], "--sizes"),
+    (["scaling", "--sizes", "128", "256", "--content", "256"], "--sizes"),
+    (["scaling", "--repeats", "0"], "--repeats"),
+    (["scaling", "--mem-limit-gb", "-1"], "--mem-limit-gb"),
+    (["scaling", "--budget-s", "-1"], "--budget-s"),
+    (["scaling", "--csv", "/no/such/dir/x.csv"], "--csv"),
+    (["step", "--threads", "0"], "--threads"),
+    (["step", "--size", "8"], "--size"),
+    (["tables", "--batch-size", "0"], "--batch-size"),
+    (["--kernels", "2"], "--kernels"),  # the operation benchmark, still the default
+])
+def test_bad_options_exit_2_naming_the_option(args, says):
+    r = subprocess.run([sys.executable, "-m", "aprlib.bench", *args], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and says in r.stderr, r.stderr[-2000:]
+
+
+def test_the_scaling_command_runs_at_tiny_sizes(tmp_path):
+    csv = tmp_path / "scaling.csv"
+    r = subprocess.run([sys.executable, "-m", "aprlib.bench", "scaling", "--sizes", "32", "64", "--content", "32",
+                        "--objects", "1", "--repeats", "1", "--burn-in", "0", "--csv", str(csv)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "growth from 32^2 to 64^2" in r.stdout and "criterion" in r.stdout
+    assert SCALING_COLUMNS <= set(pd.read_csv(csv).columns)
