@@ -41,6 +41,14 @@ class APRBatch:
     def __len__(self) -> int:
         return len(self.aprs)
 
+    def batch_index_tensor(self, device="cpu") -> torch.Tensor:
+        """``batch_index`` as an int64 tensor on ``device`` (made once per device)."""
+        cache = self.__dict__.setdefault("_index_cache", {})
+        key = str(torch.device(device))
+        if key not in cache:
+            cache[key] = torch.as_tensor(self.batch_index, device=device)
+        return cache[key]
+
     def __getitem__(self, i: int) -> APR:
         return self.aprs[i]
 

@@ -73,8 +73,9 @@ class APRConv2d(nn.Module):
     reused for all coarser levels). Weight: (out, in, n_level_kernels, k, k)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_level_kernels: int = 1,
-                 bias: bool = True, backend: str = "auto"):
+                 bias: bool = True, backend: str = "auto", device=None, dtype=None):
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("n_level_kernels", n_level_kernels)):
             if not _is_int(v) or v < 1:
@@ -87,8 +88,12 @@ class APRConv2d(nn.Module):
         kernel_size, n_level_kernels = int(kernel_size), int(n_level_kernels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.n_level_kernels, self.backend = kernel_size, n_level_kernels, backend
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n_level_kernels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n_level_kernels, kernel_size, kernel_size,
+                                               **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -122,6 +127,9 @@ class APRMaxPool2d(nn.Module):
         inp = _check(inp)
         out, batch = apr_max_pool2d(inp.features, inp.batch, backend=self.backend)
         return APRFeatures(out, batch)
+
+    def extra_repr(self):
+        return f"backend={self.backend!r}"
 
 
 class APRBatchNorm(nn.BatchNorm1d):
@@ -159,8 +167,10 @@ class APRSpatialDropout(nn.Module):
             return inp
         x = inp.features
         keep = torch.empty(len(inp.batch), x.shape[1], dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
-        index = torch.as_tensor(inp.batch.batch_index, device=x.device)
-        return inp.with_features(x * keep[index] / (1 - self.p))
+        return inp.with_features(x * keep[inp.batch.batch_index_tensor(x.device)] / (1 - self.p))
+
+    def extra_repr(self):
+        return f"p={self.p}"
 
 
 class APRGlobalAvgPool(nn.Module):
@@ -169,7 +179,6 @@ class APRGlobalAvgPool(nn.Module):
     def forward(self, inp: APRFeatures) -> torch.Tensor:
         inp = _check(inp)
         x = inp.features
-        index = torch.as_tensor(inp.batch.batch_index, device=x.device)
-        sums = x.new_zeros(len(inp.batch), x.shape[1]).index_add(0, index, x)
+        sums = x.new_zeros(len(inp.batch), x.shape[1]).index_add(0, inp.batch.batch_index_tensor(x.device), x)
         counts = torch.as_tensor(inp.batch.particle_offsets, device=x.device).diff().to(x.dtype)
         return sums / counts[:, None]

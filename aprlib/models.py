@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .batch import APRBatch
-from .layers import (APRBatchNorm, APRConv2d, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
+from .layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
                      APRSpatialDropout)
 
 __all__ = ["SYNTHETIC_SPECS", "NATURAL_SPECS", "VGG16_CFG", "APRNet", "PixelNet", "apr_network", "pixel_network",
@@ -88,17 +88,8 @@ def _insert_regularisation(layers, spec, spatial_dropout: float, dropout: float,
         if i == last_pool and spatial_dropout:
             out.append(APRSpatialDropout(spatial_dropout) if apr else nn.Dropout2d(spatial_dropout))
         if spec[i][1] == 1 and spec[i][3] == "relu" and dropout:
-            out.append(_FeatureDropout(dropout) if apr else nn.Dropout(dropout))
+            out.append(APRDropout(dropout) if apr else nn.Dropout(dropout))
     return out
-
-
-class _FeatureDropout(nn.Module):
-    def __init__(self, p):
-        super().__init__()
-        self.drop = nn.Dropout(p)
-
-    def forward(self, inp: APRFeatures) -> APRFeatures:
-        return inp.with_features(self.drop(inp.features))
 
 
 class APRNet(nn.Module):
@@ -127,7 +118,8 @@ class APRNet(nn.Module):
         if not isinstance(inp, (APRBatch, APRFeatures)):
             raise TypeError(f"an APRNet takes an APRBatch or APRFeatures, got {type(inp).__name__}")
         if isinstance(inp, APRBatch):
-            inp = APRFeatures.from_batch(inp, with_level=self.with_level, dtype=next(self.parameters()).dtype)
+            p = next(self.parameters())
+            inp = APRFeatures.from_batch(inp, with_level=self.with_level, dtype=p.dtype, device=p.device)
         return self.pool(self.features(inp))
 
 

@@ -322,3 +322,18 @@ def test_cpp_kernels_check_indices():
         apr = multi_level_batch(seed=11).aprs[0]
         _core.neighbour_table(apr.level, apr.y, apr.x, apr.parent, apr.tree_level, apr.tree_y, apr.tree_x,
                               apr.tree_parent, apr.height, apr.width, 4)
+
+
+def test_layers_follow_the_torch_nn_conventions():
+    conv = APRConv2d(2, 3, 3, 2, bias=False, dtype=torch.float64, device="cpu")
+    assert conv.weight.dtype == torch.float64 and conv.bias is None
+    assert "bias" in dict(conv.named_parameters(recurse=False)) or "bias" in conv._parameters
+    assert set(conv.state_dict()) == {"weight"}
+    assert "n_level_kernels=2" in repr(conv) and "backend='auto'" in repr(APRMaxPool2d())
+    assert "p=0.25" in repr(APRSpatialDropout(0.25))
+    batch = multi_level_batch(seed=12)
+    assert batch.batch_index_tensor() is batch.batch_index_tensor("cpu")  # made once per device
+    from aprlib.models import apr_network
+    net = apr_network("A", dropout=0.5).double()
+    out = net(batch)  # the model's dtype reaches the input features
+    assert out.dtype == torch.float64
