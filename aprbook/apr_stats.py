@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .formation import APRParameters, form_apr
-from .pyapr_compat import available as pyapr_available
-from .pyapr_compat import pyapr_form
+from aprlib.apr import APRParameters, form_apr
+
+from .pyapr_compat import available as pyapr_available, pyapr_form
 
 __all__ = ["FORMATION_SETTINGS", "apr_statistics", "summarize", "pyapr_comparison", "pyapr_available"]
 

@@ -1,5 +1,5 @@
 """Benchmarks of the APRNet operations against the dense torch operations a user would run on the
-pixel image instead, measured in the same run (``python -m aprlib.bench --help``).
+pixel image instead, measured in the same run (``python -m aprbook.bench --help``).
 
 Timings are medians over repeats after a warm-up; index tables are built before timing and their
 cost is reported separately. Nothing here asserts a speed: the printed ratios are the result.
@@ -16,34 +16,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import _core
-from .batch import APRBatch
-from .formation import form_apr
-from .functional import apr_conv2d, apr_max_pool2d
-from .synthetic import GeneratorParams, render_shape, sample_shape
+from aprlib import _core
+from aprlib.apr import APRBatch, form_apr
+from aprlib.data.synthetic import object_canvas
+from aprlib.ops import apr_conv2d, apr_max_pool2d
 
 __all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "training_step_benchmark",
            "main"]
 # The benchmarks of cost against image size, of the end-to-end streamed training step and of the
-# index tables' memory live in aprlib.scaling (python -m aprlib.bench scaling | step | tables).
-
-
-def object_canvas(n_objects: int, seed: int, size: int = 512, tile: int = 128) -> np.ndarray:
-    """(size, size) float32 image with ``n_objects`` synthetic shapes on tiles of ``tile`` pixels;
-    more objects -> more particles (lower CR). n_objects = -1 gives uniform noise (CR near 1)."""
-    rng = np.random.default_rng(seed)
-    if n_objects < 0:
-        return rng.random((size, size), dtype=np.float32)
-    img = np.full((size, size), 0.2, np.float32)
-    n_tiles = (size // tile) ** 2
-    if n_objects > n_tiles:
-        raise ValueError(f"at most {n_tiles} objects fit on a {size}x{size} canvas with {tile}-pixel tiles")
-    for t in rng.choice(n_tiles, n_objects, replace=False):
-        ty, tx = divmod(int(t), size // tile)
-        spec = sample_shape(int(rng.integers(6)), rng, size=(tile, tile), params=GeneratorParams.default())
-        patch = render_shape(spec, size=(tile, tile))
-        img[ty * tile:(ty + 1) * tile, tx * tile:(tx + 1) * tile] = patch - patch[0, 0] + 0.2
-    return img
+# index tables' memory live in aprbook.scaling (python -m aprbook.bench scaling | step | tables).
 
 
 def time_call(fn, calls: int = 5, burn_in: int = 1, stat: str = "median") -> float:
@@ -200,8 +181,8 @@ def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int 
     Pix_<network> on one batch of synthetic images: the APR step with its index tables already
     built (fixed data sets, after the first epoch) and including building them (streamed data),
     and the time to form the APRs."""
-    from .models import apr_network, pixel_network
-    from .synthetic import generate_batch
+    from aprlib.data.synthetic import generate_batch
+    from aprlib.models import apr_network, pixel_network
     torch.manual_seed(seed)
     imgs, labels = generate_batch(batch_size, seed=seed, size=(size, size))
     t0 = time.perf_counter()
@@ -259,7 +240,7 @@ def _csv_option(ap, csv) -> None:
         ap.error(f"--csv {csv}: must name a file in an existing directory")
 
 
-# setting of aprlib.scaling.check_settings -> the option that sets it, per subcommand
+# setting of aprbook.scaling.check_settings -> the option that sets it, per subcommand
 _SETTING_OPTIONS = {"sizes": "--sizes", "content": "--content", "objects": "--objects", "repeats": "--repeats",
                     "burn_in": "--burn-in", "threads": "--threads", "mem_limit_gb": "--mem-limit-gb",
                     "budget_s": "--budget-s", "step_batch_size": "--batch-size", "step_size": "--size",
@@ -268,7 +249,7 @@ _SETTING_OPTIONS = {"sizes": "--sizes", "content": "--content", "objects": "--ob
 
 
 def _check_settings(ap, settings: dict) -> None:
-    """``aprlib.scaling.check_settings`` as ``ap.error`` naming the option."""
+    """``aprbook.scaling.check_settings`` as ``ap.error`` naming the option."""
     import re
     from .scaling import check_settings
     try:
@@ -280,7 +261,7 @@ def _check_settings(ap, settings: dict) -> None:
 
 def _scaling_main(argv) -> int:
     from .scaling import cost_vs_size, scaling_text
-    ap = argparse.ArgumentParser(prog="python -m aprlib.bench scaling", description=(
+    ap = argparse.ArgumentParser(prog="python -m aprbook.bench scaling", description=(
         "Cost against canvas size at fixed content: the same objects in the top-left corner of "
         "ever larger canvases; formation, APR_B tables + forward and Pix_B forward, time (medians of "
         "interleaved repeats) and peak memory (fresh processes, address space limited)."))
@@ -330,7 +311,7 @@ def _scaling_main(argv) -> int:
 
 def _step_main(argv) -> int:
     from .scaling import step_summary, step_text, training_step
-    ap = argparse.ArgumentParser(prog="python -m aprlib.bench step", description=(
+    ap = argparse.ArgumentParser(prog="python -m aprbook.bench step", description=(
         "End-to-end streamed training step, images in: APR_B (formation, tables, forward, cross entropy, "
         "backward, Adam) against Pix_B (forward, cross entropy, backward, Adam), interleaved repeats."))
     ap.add_argument("--batch-size", type=int, default=36)
@@ -358,7 +339,7 @@ def _step_main(argv) -> int:
 
 def _tables_main(argv) -> int:
     from .scaling import table_memory, tables_text
-    ap = argparse.ArgumentParser(prog="python -m aprlib.bench tables", description=(
+    ap = argparse.ArgumentParser(prog="python -m aprbook.bench tables", description=(
         "Memory of APR_B's index tables of one batch: bytes the tables keep (walking the caches) and the "
         "RSS high-water mark of prepare, in a fresh process."))
     ap.add_argument("--batch-size", type=int, default=36)
@@ -375,16 +356,16 @@ _SUBCOMMANDS = {"scaling": _scaling_main, "step": _step_main, "tables": _tables_
 
 
 def main(argv=None) -> int:
-    """``python -m aprlib.bench [ops] [options]``: the operation benchmark (the default); ``scaling``,
-    ``step`` and ``tables``: the benchmarks of :mod:`aprlib.scaling` (``--help`` on each)."""
+    """``python -m aprbook.bench [ops] [options]``: the operation benchmark (the default); ``scaling``,
+    ``step`` and ``tables``: the benchmarks of :mod:`aprbook.scaling` (``--help`` on each)."""
     import sys
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _SUBCOMMANDS:
         return _SUBCOMMANDS[argv[0]](argv[1:])
     if argv and argv[0] == "ops":
         argv = argv[1:]
-    ap = argparse.ArgumentParser(prog="python -m aprlib.bench [ops]", description=__doc__, epilog=(
-        "Other benchmarks: python -m aprlib.bench scaling | step | tables [--help] (cost against canvas size at "
+    ap = argparse.ArgumentParser(prog="python -m aprbook.bench [ops]", description=__doc__, epilog=(
+        "Other benchmarks: python -m aprbook.bench scaling | step | tables [--help] (cost against canvas size at "
         "fixed content; the end-to-end streamed training step; the memory of one batch's index tables)."))
     ap.add_argument("--size", type=int, default=512, help="canvas side in pixels (default 512)")
     ap.add_argument("--objects", type=int, nargs="+", default=[16, 8, 4, 2, 1],

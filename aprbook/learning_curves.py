@@ -2,7 +2,7 @@
 thesis's claims on them: convergence speed, accuracy dips, and Table 4.2's ordering of errors by
 information loss; and the claims of Fig 4.9 on per-epoch validation curves.
 
-``metrics`` is the per-batch table of :func:`aprlib.training.train_streamed` (columns batch,
+``metrics`` is the per-batch table of :func:`aprlib.train.train_streamed` (columns batch,
 loss, accuracy, ...; accuracy of each fresh batch before its update).
 """
 from __future__ import annotations

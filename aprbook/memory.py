@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .apr import APR
-from .models import VGG16_CFG
-from .plans import apr_pooled
+from aprlib.apr import APR, apr_pooled
+from aprlib.models import VGG16_CFG
 
 __all__ = ["feature_map_sizes", "measure_peak"]
 
@@ -50,7 +49,7 @@ import json, resource, sys
 import numpy as np, torch
 import aprlib
 from aprlib.models import vgg16_features
-from aprlib.plans import prepare
+from aprlib.nn.prepare import prepare
 
 def rss_kb():
     with open("/proc/self/statm") as f:
@@ -95,7 +94,7 @@ def measure_peak(image: np.ndarray, mode: str, threads: int = 1) -> dict:
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick manual check
-    from .bench import object_canvas
+    from aprlib.data.synthetic import object_canvas
     for n in (1, 4, 16):
         img = object_canvas(n, seed=n)
         print(n, {m: measure_peak(img, m)["extra_peak_kb"] for m in ("apr", "pixel")},

@@ -6,7 +6,7 @@ than the thesis reports. The pilots test the candidate causes that the thesis le
 intensities reach the network, the pixel networks' zero padding, the generator's unstated ranges,
 the learning rate), each on APR_B at 256x256 and on Pix_B on images bilinearly downsampled to 64x64
 (the cheap pixel proxy; its error at convergence is higher, its speed of learning is what is
-compared). A pilot is a :func:`aprlib.training.train_streamed` run of ``n_batches`` batches; it is
+compared). A pilot is a :func:`aprlib.train.train_streamed` run of ``n_batches`` batches; it is
 stored on its own under ``results/pilots/<pilot id>/<profile>/`` (table ``metrics``) and
 summarised by :func:`pilot_summary` into ``results/pilots/<profile>/pilot_summary.csv``.
 
@@ -28,7 +28,7 @@ Decision rule, written down before any pilot had finished (what becomes the book
 3. Whatever the pilots show, the chapter shows every factor's effect (the sensitivity), and a
    factor that explains the slow learning but is not adopted is named as the explanation.
 
-Command line: ``python -m aprlib.pilots --profile book [PILOT_ID ...]`` computes the missing pilots
+Command line: ``python -m aprbook.pilots --profile book [PILOT_ID ...]`` computes the missing pilots
 (those named, in the order named, else all); ``--list`` prints the ids.
 """
 from __future__ import annotations
@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aprlib.train import InputSpec, train_streamed
+
 from .provenance import ResultStore
-from .training import InputSpec, train_streamed
 
 __all__ = ["FACTORS", "PILOT_NETWORKS", "pilot_runs", "run_pilot", "pilot_store", "compute_pilot", "pilot_summary",
            "factor_table", "pilot_figure", "factor_effects", "DECISION_RULE"]
@@ -83,8 +84,8 @@ def pilot_runs(cfg: dict) -> list[dict]:
 
 def _setting(run: dict, cfg: dict):
     """(model, InputSpec, GeneratorParams, lr) of a pilot."""
-    from .models import apr_network, pixel_network
-    from .synthetic import GeneratorParams
+    from aprlib.data.synthetic import GeneratorParams
+    from aprlib.models import apr_network, pixel_network
     f = FACTORS[run["factor"]]
     family, variant, kind, res = PILOT_NETWORKS[run["network"]]
     if res is not None:
@@ -99,8 +100,8 @@ def _setting(run: dict, cfg: dict):
 
 
 def run_pilot(run: dict, cfg: dict, progress: bool = True) -> pd.DataFrame:
-    """Train one pilot (seeded initialisation and stream, as :func:`aprlib.runs.run_streamed`)."""
-    from .synthetic import SyntheticShapesStream
+    """Train one pilot (seeded initialisation and stream, as :func:`aprbook.runs.run_streamed`)."""
+    from aprlib.data.synthetic import SyntheticShapesStream
     model, spec, params, lr = _setting(run, cfg)
     stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]), params=params)
     return train_streamed(model, stream, spec, cfg["n_batches"], cfg["batch_size"], lr, progress=progress,
@@ -200,7 +201,7 @@ def factor_effects(table: pd.DataFrame) -> pd.DataFrame:
 def main(argv=None) -> None:
     import argparse
     from .profiles import check_options, profile_settings
-    ap = argparse.ArgumentParser(prog="python -m aprlib.pilots", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m aprbook.pilots", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="book", choices=["smoke", "book"])
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--recompute", action="store_true")

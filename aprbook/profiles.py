@@ -27,7 +27,7 @@ PROFILES = {
         "paper": {"size": 256, "batch_size": 36, "n_batches": 3000, "seeds": [1, 2, 3], "lr": 5e-4, "smooth": 50,
                   "last": 100, "extra_seeds_for": []},
     },
-    # Pilots of the slow learning (aprlib.pilots): one factor at a time against the book's setting,
+    # Pilots of the slow learning (aprbook.pilots): one factor at a time against the book's setting,
     # APR_B at 256x256 and Pix_B at 64x64, two seeds, 300 streamed batches (the thesis's B networks
     # are "virtually perfect after a few hundred batches").
     "pilots": {
@@ -35,9 +35,9 @@ PROFILES = {
         "book": {"size": 256, "batch_size": 36, "n_batches": 300, "seeds": [1, 2], "lr": 5e-4},
     },
     # Fig 4.3 / 4.4 and Table 4.2 again, to convergence (issue 13): the streamed runs with the
-    # intensities standardised as the pilots' decision rule fixed in advance (aprlib.pilots), each
+    # intensities standardised as the pilots' decision rule fixed in advance (aprbook.pilots), each
     # trained to 3000 batches (the thesis's budget) and extended by 3000 at a time until it has
-    # converged by aprlib.learning_curves.converged or 9000 batches are spent; three seeds for APR_A,
+    # converged by aprbook.learning_curves.converged or 9000 batches are spent; three seeds for APR_A,
     # Pix_A, APR_B and Pix_B. Stored under results/streamed_converged/<run>/<profile>/, beside the
     # earlier 1500-batch runs of "streamed_training".
     "streamed_converged": {
@@ -67,7 +67,7 @@ PROFILES = {
                   "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
     },
     # Fig 4.7 / 4.8: APR of natural images (thesis 4.2.2), RGB at 256x256; on the stand-in patches
-    # (aprlib.natural.StandInPatches) unless a Dogs-vs-Cats folder is given.
+    # (aprlib.data.natural.StandInPatches) unless a Dogs-vs-Cats folder is given.
     "natural_apr": {
         "smoke": {"n_images": 6, "e_values": [0.2, 0.4, 0.6, 0.8], "size": 64},
         "book": {"n_images": 1000, "e_values": [0.2, 0.4, 0.6, 0.8], "size": 256},
@@ -76,7 +76,7 @@ PROFILES = {
     # Fig 4.9 / Table 4.4: natural-image networks (thesis 4.2.4): Adam, lr 1e-4, batches of 24,
     # augmentation, validation after every epoch. The thesis trains on 24000 Dogs-vs-Cats images and
     # validates on 1000 without saying for how many epochs; `book` trains on the stand-in
-    # (aprlib.natural.StandInPatches, 12 classes) at the size this machine affords.
+    # (aprlib.data.natural.StandInPatches, 12 classes) at the size this machine affords.
     "natural_training": {
         "smoke": {"size": 32, "n_train": 24, "n_val": 12, "n_epochs": 2, "batch_size": 4, "lr": 1e-4,
                   "e_values": [0.2, 0.8], "data_seed": 7, "seeds": [1]},

@@ -16,36 +16,16 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from aprlib.train.checkpoint import atomic_write
 
 __all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
            "package_versions", "figure_note", "summary_params", "runs_record", "run_time"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
-    """Open a temporary file next to ``path``; rename it over ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def remove_orphan_temporaries(directory, older_than_s: float = 3600.0) -> list[Path]:

@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 
-from .formation import APRParameters
+from aprlib.apr import APRParameters
 
 __all__ = ["available", "pyapr_parameters", "pyapr_form"]
 

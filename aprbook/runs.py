@@ -8,14 +8,14 @@ across sessions and processes:
 - natural images (Fig 4.9, Table 4.4): ``results/natural_training/<run>/<profile>/`` (stand-in) or
   ``results/natural_training_dogs_vs_cats/<run>/<profile>/`` (the real data).
 
-Command line: ``python -m aprlib.runs streamed|converged|finite|natural --profile book [RUN_ID ...]``
+Command line: ``python -m aprbook.runs streamed|converged|finite|natural --profile book [RUN_ID ...]``
 computes the runs of a profile (those named, in the order named, else all), as notebooks 05, 06
 and 08 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
 
 Checkpoints. A run's checkpoint belongs to one configuration: it is
 ``<checkpoint_dir>/<experiment>/<profile>/<run id>-<key>.ckpt``, where ``key``
-(:func:`aprlib.training.checkpoint_key`) hashes the run's parameters as its result store records
-them, the profile, the aprlib version and :data:`aprlib.training.CHECKPOINT_FORMAT`, but not the
+(:func:`aprlib.train.checkpoint_key`) hashes the run's parameters as its result store records
+them, the profile, the aprlib version and :data:`aprlib.train.CHECKPOINT_FORMAT`, but not the
 run's budget (``n_batches``, ``n_iterations`` or ``n_epochs``). The file stores that configuration
 and the loop's settings, and is resumed only if they equal the requested ones: a run whose settings
 changed (e.g. the learning rate) starts afresh. All three loops give the same first batches whatever
@@ -45,10 +45,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aprlib.train import (BatchBuilder, Checkpoint, InputSpec, checkpoint_key, evaluate_in_order, layer_plan,
+                          train_epochs, train_fixed, train_streamed)
+
 from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
-from .training import (BatchBuilder, Checkpoint, InputSpec, checkpoint_key, evaluate_in_order, layer_plan,
-                       train_epochs, train_fixed, train_streamed)
 
 __all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
            "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural", "run_checkpoint"]
@@ -59,7 +60,7 @@ NATURAL_NOTEBOOK = "notebooks/08_natural_networks.ipynb"
 
 
 def _networks(family: str, variant: str, **kw):
-    from .models import apr_network, pixel_network
+    from aprlib.models import apr_network, pixel_network
     return pixel_network(family, **kw) if variant == "pixel" else apr_network(family, variant, **kw)
 
 
@@ -138,8 +139,8 @@ def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n
                  ) -> pd.DataFrame:
     """Train one run of :func:`streamed_runs` (seeded initialisation and data stream) for
     ``n_batches`` (default ``cfg['n_batches']``); intensities reach the network as
-    ``cfg['normalise']`` says (:class:`aprlib.training.InputSpec`; default: as generated)."""
-    from .synthetic import SyntheticShapesStream
+    ``cfg['normalise']`` says (:class:`aprlib.train.InputSpec`; default: as generated)."""
+    from aprlib.data.synthetic import SyntheticShapesStream
     torch.manual_seed(run["seed"])
     model = _networks(run["family"], run["variant"])
     norm = cfg.get("normalise")
@@ -164,7 +165,7 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
 
     With ``cfg['budgets']`` (e.g. 3000, 6000, 9000 batches) the run trains to the first budget, and
     is extended to the next (resuming its checkpoint) until it has converged by
-    :func:`aprlib.learning_curves.converged` or the last budget is spent; the provenance records
+    :func:`aprbook.learning_curves.converged` or the last budget is spent; the provenance records
     ``converged``, its reason and the batches trained."""
     from .learning_curves import converged
     budgets = _budgets(cfg)
@@ -196,7 +197,7 @@ def finite_runs(cfg: dict) -> list[dict]:
 def finite_datasets(cfg: dict) -> dict:
     """Training (largest size; smaller sets are its prefixes), validation, test and the shifted
     ("more extreme") test set of Fig 4.6, each balanced over the six classes."""
-    from .synthetic import NUM_CLASSES, GeneratorParams, SyntheticShapes
+    from aprlib.data.synthetic import NUM_CLASSES, GeneratorParams, SyntheticShapes
     size, seed = (cfg["size"], cfg["size"]), cfg["data_seed"]
     return {"train": SyntheticShapes(NUM_CLASSES * max(cfg["per_class"]), seed, size),
             "val": SyntheticShapes(NUM_CLASSES * cfg["eval_per_class"], seed + 1, size),
@@ -224,7 +225,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> 
     """Train one run of :func:`finite_runs`, select the minimum-validation-loss model and test it
     on both test sets. Returns (metrics per evaluation, test results with Wilson 95% CIs, confusion
     counts: one row per test set, true class and predicted class)."""
-    from .synthetic import CLASS_NAMES, NUM_CLASSES
+    from aprlib.data.synthetic import CLASS_NAMES, NUM_CLASSES
     torch.manual_seed(run["seed"])
     family, variant = "B", ("pixel" if run["network"].startswith("Pix") else "full")
     model = _networks(family, variant, spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
@@ -288,7 +289,7 @@ def natural_datasets(cfg: dict, data_dir=None) -> tuple:
     """(train, validation) sets: the Dogs-vs-Cats folder split ``n_train`` / ``n_val`` (thesis
     24000 / 1000) when ``data_dir`` is given, else the stand-in patches (train and validation from
     disjoint parts of each photograph). Training items are augmented per epoch."""
-    from .natural import ImageFiles, StandInPatches, dogs_vs_cats_files, split_files
+    from aprlib.data.natural import ImageFiles, StandInPatches, dogs_vs_cats_files, split_files
     if data_dir:
         files = dogs_vs_cats_files(data_dir)
         train, val = split_files(files, n_val=cfg["n_val"], seed=cfg["data_seed"])
@@ -302,7 +303,7 @@ def natural_datasets(cfg: dict, data_dir=None) -> tuple:
 
 def run_natural(run: dict, cfg: dict, data_dir=None, checkpoint=None, progress: bool = True) -> pd.DataFrame:
     """Train one run of :func:`natural_runs`; returns one row per epoch (validation accuracy: Fig 4.9)."""
-    from .models import apr_network, pixel_network
+    from aprlib.models import apr_network, pixel_network
     train, val = natural_datasets(cfg, data_dir)
     n_classes = 2 if data_dir else train.n_classes
     torch.manual_seed(run["seed"])
@@ -337,7 +338,7 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
 def main(argv=None) -> None:
     import argparse
     from .profiles import check_options, profile_settings
-    ap = argparse.ArgumentParser(prog="python -m aprlib.runs", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m aprbook.runs", description=__doc__.split("\n\n")[0])
     ap.add_argument("experiment", choices=["streamed", "converged", "finite", "natural"],
                     help="converged: the streamed runs trained to convergence (profiles 'streamed_converged')")
     ap.add_argument("--data-dir", default=None, help="natural: the Dogs-vs-Cats training folder (default: stand-in)")

@@ -1,4 +1,4 @@
-"""Does the cost of APRNet follow particles, not pixels? (thesis 4.3; ``python -m aprlib.bench scaling``,
+"""Does the cost of APRNet follow particles, not pixels? (thesis 4.3; ``python -m aprbook.bench scaling``,
 ``step``, ``tables``).
 
 - :func:`cost_vs_size`: the same content (a few synthetic objects of fixed pixel size in the top-left
@@ -39,16 +39,16 @@ __all__ = ["FORMATION", "fixed_content_image", "cost_vs_size", "growth_factors",
            "training_step", "step_summary", "table_bytes", "table_memory", "check_settings", "cost_scaling",
            "scaling_text", "step_text", "tables_text"]
 
-# The book's APR settings (aprlib.formation.form_apr keyword arguments).
+# The book's APR settings (aprlib.apr.formation.form_apr keyword arguments).
 FORMATION = {"rel_error": 0.1, "gradient_smoothing": 0.0, "sigma_th": 0.01}
-_BACKGROUND = 0.2  # aprlib.bench.object_canvas's background level
+_BACKGROUND = 0.2  # aprlib.data.synthetic.object_canvas's background level
 
 
 def fixed_content_image(size: int, content: int = 256, objects: int = 2, seed: int = 0) -> np.ndarray:
     """(size, size) float32 canvas of ``object_canvas``'s background with the same ``content``-pixel
-    patch of ``objects`` synthetic shapes (``aprlib.bench.object_canvas(objects, seed, content,
+    patch of ``objects`` synthetic shapes (``aprlib.data.synthetic.object_canvas(objects, seed, content,
     content // 2)``) in its top-left corner: the content does not change with ``size``."""
-    from .bench import object_canvas
+    from aprlib.data.synthetic import object_canvas
     if content > size:
         raise ValueError(f"content of {content} pixels does not fit on a {size}x{size} canvas")
     patch = object_canvas(objects, seed=seed, size=content, tile=max(content // 2, 8))
@@ -99,12 +99,10 @@ def _is_memory_error(e: BaseException) -> bool:
 
 # --- the subprocess ----------------------------------------------------------------------------------
 def _child(spec: dict) -> dict:
-    from . import _core
-    from .apr import APR
-    from .batch import APRBatch
-    from .formation import form_apr
-    from .models import apr_network, pixel_network
-    from .plans import prepare
+    from aprlib import _core
+    from aprlib.apr import APR, APRBatch, form_apr
+    from aprlib.models import apr_network, pixel_network
+    from aprlib.nn.prepare import prepare
 
     n = int(spec.get("threads", 1))
     torch.set_num_threads(n)
@@ -113,7 +111,7 @@ def _child(spec: dict) -> dict:
     mode = spec["mode"]
     out = {"mode": mode, "threads": n}
     if mode == "tables":
-        from .synthetic import generate_batch
+        from aprlib.data.synthetic import generate_batch
         imgs, _ = generate_batch(spec["batch_size"], seed=spec["seed"], size=(spec["size"], spec["size"]))
         aprs = [form_apr(im, **FORMATION) for im in imgs]
         out.update(particles=int(sum(a.n_particles for a in aprs)), pixels=int(imgs.size))
@@ -193,10 +191,8 @@ def _interleaved_times(img, x, apr_net, pix_net, spec) -> dict:
     """Rounds of (formation, tables, forward, pixel forward) in a rotating order; medians after
     ``burn_in`` rounds. The pixel pass is skipped with ``pixel=False`` and dropped (pixel_fit False)
     if it runs out of memory."""
-    from .apr import APR
-    from .batch import APRBatch
-    from .formation import form_apr
-    from .plans import prepare
+    from aprlib.apr import APR, APRBatch, form_apr
+    from aprlib.nn.prepare import prepare
     times = {"formation_s": [], "tables_s": [], "forward_s": [], "pixel_s": []}
     pixel = bool(spec.get("pixel", True))
     pixel_error = None
@@ -256,8 +252,8 @@ def _interleaved_times(img, x, apr_net, pix_net, spec) -> dict:
     return res
 
 
-_PRELOAD = ("aprlib.scaling", "aprlib.apr", "aprlib.batch", "aprlib.formation", "aprlib.models", "aprlib.plans",
-            "aprlib.synthetic", "aprlib.bench")
+_PRELOAD = ("aprbook.scaling", "aprlib.apr", "aprlib.ops", "aprlib.nn.prepare", "aprlib.models", "aprlib.data.synthetic",
+            "aprbook.bench")
 
 
 def _server() -> None:
@@ -311,7 +307,7 @@ class _ForkServer:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])  # the aprlib this process runs, in the server too
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-c", "from aprlib.scaling import _server; _server()"],
+        self.proc = subprocess.Popen([sys.executable, "-c", "from aprbook.scaling import _server; _server()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
     def run(self, spec: dict) -> dict:
@@ -358,7 +354,7 @@ def pixel_feature_map_bytes(size: int, network: str = "B") -> dict:
     image, found by running the network on torch's ``meta`` device (no memory used): ``total`` (what
     a training step keeps for the backward pass) and ``largest`` (the largest single map; a no_grad
     forward needs at least about two of those at once)."""
-    from .models import pixel_network
+    from aprlib.models import pixel_network
     net = pixel_network(network).eval().to("meta")
     sizes = []
     hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() * o.element_size()))
@@ -485,12 +481,11 @@ def training_step(batch_size: int = 36, size: int = 256, threads=(1, 2), repeats
     same batch. Rounds alternate the sides' order and run each thread count in turn; the first
     ``burn_in`` rounds are dropped. One row per (round, threads, network), times in seconds."""
     import torch.nn.functional as F
-    from .batch import APRBatch
+    from aprlib.apr import APRBatch, form_apr
+    from aprlib.data.synthetic import generate_batch
+    from aprlib.models import apr_network, pixel_network
+    from aprlib.nn.prepare import prepare
     from .bench import threads as n_threads
-    from .formation import form_apr
-    from .models import apr_network, pixel_network
-    from .plans import prepare
-    from .synthetic import generate_batch
     check_settings({"step_batch_size": batch_size, "step_size": size, "step_threads": list(threads),
                     "step_repeats": repeats, "step_burn_in": burn_in})
     torch.manual_seed(seed)
@@ -628,13 +623,12 @@ def _walk(obj, seen_ids: set, buffers: dict) -> None:
 
 
 def table_bytes(batch) -> dict:
-    """Bytes retained by the index tables built on ``batch`` (after ``aprlib.plans.prepare``): every
+    """Bytes retained by the index tables built on ``batch`` (after ``aprlib.nn.prepare.prepare``): every
     numpy array and torch tensor reachable from the attributes of the batch and of each of its APRs
     that a newly made batch or APR does not have (their caches), counted once per memory block
     (arrays and tensors sharing memory, views included, count once), and never the APRs' own
     structure and intensities or the batch's own offsets. Returns ``bytes`` and ``n_buffers``."""
-    from .apr import APR
-    from .batch import APRBatch
+    from aprlib.apr import APR, APRBatch
     aprs = list(batch.aprs)
     own_apr = set(vars(APR.from_dict(aprs[0].to_dict())))  # what an APR holds before any table is built
     own_batch = set(vars(APRBatch(aprs[:1])))
@@ -734,7 +728,7 @@ def check_settings(cfg: dict) -> None:
 
 
 def cost_scaling(cfg: dict, seed: int = 0, progress: bool = False) -> dict:
-    """All three measurements of a ``cost_scaling`` profile entry (``aprlib.profiles``):
+    """All three measurements of a ``cost_scaling`` profile entry (``aprbook.profiles``):
     ``scaling`` (:func:`cost_vs_size`), ``training_step`` (:func:`training_step`, one row per round)
     and ``table_memory`` (one row, :func:`table_memory`). The content patch and the step's images
     derive from ``seed``."""

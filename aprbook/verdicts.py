@@ -169,7 +169,7 @@ def illustration(what: str) -> Verdict:
 
 def save_verdicts(store, rows: list[dict]) -> Path:
     """Write ``verdicts.csv`` (item, ours, verdict, detail) and ``subclaims.csv`` (item, data, name,
-    status, evidence) into a :class:`~aprlib.provenance.ResultStore`'s directory. Each row: item (a
+    status, evidence) into a :class:`~aprbook.provenance.ResultStore`'s directory. Each row: item (a
     key of :data:`THESIS_ITEMS`), ours (our number, as text) and verdict, a :class:`Verdict` from
     :func:`verdict` or :func:`illustration`: a verdict typed as text is refused, and so is any word
     outside :data:`VERDICTS`."""
@@ -179,7 +179,7 @@ def save_verdicts(store, rows: list[dict]) -> Path:
             raise ValueError(f"unknown thesis items {[row['item']]}")
         v = row["verdict"]
         if not isinstance(v, Verdict):
-            raise ValueError(f"{row['item']}: a verdict must come from aprlib.verdicts.verdict() or illustration(), "
+            raise ValueError(f"{row['item']}: a verdict must come from aprbook.verdicts.verdict() or illustration(), "
                              f"got {v!r}")
         if v.word not in VERDICTS:  # a Verdict checks this itself; checked again for objects built around it
             raise ValueError(f"verdicts must be one of {VERDICTS}, got {v.word!r}")

@@ -1,10 +1,15 @@
-"""aprlib: the Adaptive Particle Representation and APRNet layers, with C++ kernels."""
-from .apr import APR
-from .batch import APRBatch, collate_aprs
-from .formation import APRParameters, form_apr
-from .functional import apr_conv2d, apr_max_pool2d, tree_values
-from .layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
-                     APRSpatialDropout, level_channel)
+"""aprlib: the Adaptive Particle Representation and APRNet layers, with C++ kernels.
+
+Layers, each using only those above it in this list: ``aprlib._core`` (C++ kernels), ``aprlib.apr``
+(the APR, batches, formation), ``aprlib.ops`` (batch index plans and the operations), ``aprlib.nn``
+(torch.nn layers, adapters, prepare), ``aprlib.models`` (the thesis's networks), ``aprlib.data``
+(synthetic and natural images) and ``aprlib.train`` (training loops, checkpoints). ``import aprlib``
+loads the APR, the operations and the layers (numpy and torch), no plotting, table or image library.
+"""
+from .apr import APR, APRBatch, APRParameters, collate_aprs, form_apr
+from .nn.layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
+                        APRSpatialDropout, level_channel)
+from .ops.functional import apr_conv2d, apr_max_pool2d, tree_values
 
 __version__ = "0.1.0"
 __all__ = ["APR", "APRBatch", "APRParameters", "collate_aprs", "form_apr", "apr_conv2d", "apr_max_pool2d",

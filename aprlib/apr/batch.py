@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .apr import APR
+from .structure import APR
 
 __all__ = ["APRBatch", "collate_aprs"]
 

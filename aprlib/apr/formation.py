@@ -25,8 +25,8 @@ import warnings
 
 import numpy as np
 
-from . import _core
-from .apr import APR
+from .. import _core
+from .structure import APR
 
 __all__ = ["APRParameters", "form_apr", "as_float_image", "to_grayscale"]
 
@@ -134,7 +134,7 @@ def as_float_image(image, name: str = "image", allow_rgb: bool = True) -> np.nda
     if allow_rgb and arr.ndim == 3 and arr.shape[-1] == 4:
         raise ValueError(f"{name} has 4 channels (RGBA?), got shape {arr.shape}: aprlib takes grayscale "
                          f"(H, W) or RGB (H, W, 3) images; composite the alpha channel onto a background "
-                         f"first (aprlib.natural.load_rgb composites onto black)")
+                         f"first (aprlib.data.natural.load_rgb composites onto black)")
     if arr.ndim != 2 and not rgb:
         expected = "(H, W) or (H, W, 3)" if allow_rgb else "(H, W)"
         raise ValueError(f"{name} must be 2D {expected}, got shape {arr.shape}")

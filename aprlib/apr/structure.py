@@ -4,6 +4,11 @@ Coordinates: a cell at level ``l`` with indices ``(y, x)`` covers pixel rows
 ``[y * 2^(L-l), (y+1) * 2^(L-l))`` and columns likewise (clipped to the image), where
 ``L = level_max = max(ceil(log2(max(H, W))), 2)``. Particles and tree nodes are sorted by
 (level, y, x); ``level_offsets[l]:level_offsets[l+1]`` are the particles of level ``l``.
+
+The index tables an APR's structure determines (the children of each tree node, the neighbourhood
+table of each kernel size, the pooled structure with its pooling table) are built on first use and
+cached on the APR object (:func:`apr_children`, :func:`apr_neighbours`, :func:`apr_pooled`); the
+batch plans of :mod:`aprlib.ops.plans` are made from them.
 """
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ import operator
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
-__all__ = ["APR"]
+__all__ = ["APR", "apr_children", "apr_neighbours", "apr_pooled", "top_level"]
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -306,3 +311,55 @@ class APR:
     def load(cls, path) -> "APR":
         with np.load(path) as f:
             return cls.from_dict({k: f[k] for k in f.files})
+
+
+# --- per-APR index tables, cached on the APR (the batch plans of aprlib.ops.plans use them) ----------
+def _structure_args(apr: APR):
+    return (apr.level, apr.y, apr.x, apr.parent, apr.tree_level, apr.tree_y, apr.tree_x, apr.tree_parent,
+            apr.height, apr.width)
+
+
+def _cache(apr: APR) -> dict:
+    cache = apr.__dict__.get("_plan_cache")
+    if cache is None:
+        cache = apr.__dict__["_plan_cache"] = {}
+    return cache
+
+
+def apr_children(apr: APR) -> tuple[np.ndarray, np.ndarray]:
+    """Children of each tree node as local value rows, (T, 4) int32 -1 padded, and counts (T,) int32."""
+    c = _cache(apr)
+    if "children" not in c:
+        c["children"] = _core.child_table(*_structure_args(apr))
+    return c["children"]
+
+
+def apr_neighbours(apr: APR, k: int) -> np.ndarray:
+    """(N, k*k) int32 local value rows of each particle's k x k neighbourhood (zero row = N + T).
+
+    Built from the sorted structure by per-row bisection: O(N k^2 log) time, no dense map."""
+    c = _cache(apr)
+    key = ("nbr", int(k))
+    if key not in c:
+        c[key] = _core.neighbour_table(*_structure_args(apr), int(k))
+    return c[key]
+
+
+def top_level(apr: APR) -> int:
+    """Finest level present: the level the next pooling pools and kernel 0 applies to."""
+    return int(apr.level[-1])  # particles are sorted by level
+
+
+def apr_pooled(apr: APR) -> tuple[APR, np.ndarray]:
+    """Max-pooling plan: the pooled APR and its (M, 4) int32 table of input particle rows (-1 padded).
+
+    The particles of the finest level present are pooled into their parent cells (the tree nodes of
+    the level above become particles); the others are copied. Derived from the APR's structure in
+    O(N + T). When the finest level is already ``level_min`` nothing is pooled (every row copies).
+    """
+    c = _cache(apr)
+    if "pooled" not in c:
+        s, table = _core.pool_structure(*_structure_args(apr))
+        pooled = apr if top_level(apr) <= apr.level_min else APR.from_structure(s, params=apr.params, validate=False)
+        c["pooled"] = (pooled, table)
+    return c["pooled"]

@@ -2,7 +2,7 @@
 and an offline stand-in built from the photographs and textures bundled with scikit-image.
 
 Images are float32 RGB arrays ``(H, W, 3)`` in [0, 1]; datasets have ``image(i)`` returning
-``(image, label)`` like :class:`aprlib.synthetic.SyntheticShapes`, so the training code treats them
+``(image, label)`` like :class:`aprlib.data.synthetic.SyntheticShapes`, so the training code treats them
 alike. Augmentation is drawn from ``numpy.random.default_rng([seed, epoch, i])``: an item looks the
 same in every process (DataLoader workers) and in a resumed run.
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
 __all__ = ["DOGS_VS_CATS_CLASSES", "dogs_vs_cats_files", "split_files", "load_rgb", "augment", "ImageFiles",
            "ImageReadError", "STAND_IN_SOURCES", "StandInPatches", "stand_in_photographs"]
@@ -84,6 +83,7 @@ def _has_alpha(im: Image.Image) -> bool:
 
 def _to_rgb(im: Image.Image, size: int) -> np.ndarray:
     """An opened PIL image as float32 RGB (size, size, 3) in [0, 1] (see load_rgb)."""
+    from PIL import Image
     if im.mode in _SIXTEEN_BIT_MODES or im.mode in ("I", "F"):
         grey = np.asarray(im).astype(np.float32)
         if im.mode == "F":
@@ -117,6 +117,7 @@ def load_rgb(path, size: int = 256) -> np.ndarray:
     missing, truncated, corrupt or of an unsupported kind (float images outside [0, 1], 32-bit
     integer images beyond 16 bits).
     """
+    from PIL import Image
     size = _integer(size, "size", 1)
     try:
         with Image.open(path) as im:
@@ -132,6 +133,7 @@ def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     or translation (at most 5% of the size) with scaling (0.9-1.1), chosen uniformly; then a
     horizontal flip with probability 0.5. Uncovered pixels are black. Returns float32 (H, W, 3).
     The image is quantised to 8 bits on the way (PIL); values outside [0, 1] or NaN raise ValueError."""
+    from PIL import Image, ImageEnhance
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     arr = np.asarray(image)
@@ -244,6 +246,7 @@ STAND_IN_SOURCES = ("astronaut", "brick", "camera", "chelsea", "coffee", "grass"
 def stand_in_photographs(short_side: int = 512) -> dict[str, np.ndarray]:
     """The stand-in's source images as float32 RGB (grey ones replicated), resized (bilinear) so
     that the short side is ``short_side`` pixels."""
+    from PIL import Image
     short_side = _integer(short_side, "short_side", 1)
     from skimage import data
     out = {}
@@ -302,6 +305,7 @@ class StandInPatches:
                               _photos=self.photos)
 
     def image(self, i: int) -> tuple[np.ndarray, int]:
+        from PIL import Image
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, numbers.Integral):
             raise TypeError(f"index must be an integer, got {type(i).__name__}")
         if not 0 <= i < self.n:

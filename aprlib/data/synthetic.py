@@ -25,7 +25,6 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from skimage.draw import polygon as _sk_polygon
 
 __all__ = [
     "CLASS_NAMES",
@@ -39,6 +38,7 @@ __all__ = [
     "SyntheticShapes",
     "SyntheticShapesStream",
     "error_kinds",
+    "object_canvas",
 ]
 
 CLASS_NAMES = ("circle", "square", "triangle", "fuzzy_circle", "fuzzy_square", "fuzzy_triangle")
@@ -286,6 +286,7 @@ def render_shape(spec: ShapeSpec, size: SizeLike = (256, 256)) -> np.ndarray:
     the rounded points is filled (``skimage.draw.polygon``) and the rounded
     contour pixels themselves are set to the foreground too.
     """
+    from skimage.draw import polygon as _sk_polygon  # imported on first use: import aprlib stays light
     if not isinstance(spec, ShapeSpec):
         raise TypeError(f"spec must be a ShapeSpec, got {type(spec).__name__}")
     h, w = _check_size(size)
@@ -462,3 +463,21 @@ def error_kinds(confusion) -> dict:
     return {"images": int(confusion["count"].sum()), "errors": int(wrong["count"].sum()),
             "regular/fuzzy": int(wrong.loc[same_base, "count"].sum()),
             "shape": int(wrong.loc[~same_base, "count"].sum())}
+
+
+def object_canvas(n_objects: int, seed: int, size: int = 512, tile: int = 128) -> np.ndarray:
+    """(size, size) float32 image with ``n_objects`` synthetic shapes on tiles of ``tile`` pixels;
+    more objects -> more particles (lower CR). n_objects = -1 gives uniform noise (CR near 1)."""
+    rng = np.random.default_rng(seed)
+    if n_objects < 0:
+        return rng.random((size, size), dtype=np.float32)
+    img = np.full((size, size), 0.2, np.float32)
+    n_tiles = (size // tile) ** 2
+    if n_objects > n_tiles:
+        raise ValueError(f"at most {n_tiles} objects fit on a {size}x{size} canvas with {tile}-pixel tiles")
+    for t in rng.choice(n_tiles, n_objects, replace=False):
+        ty, tx = divmod(int(t), size // tile)
+        spec = sample_shape(int(rng.integers(6)), rng, size=(tile, tile), params=GeneratorParams.default())
+        patch = render_shape(spec, size=(tile, tile))
+        img[ty * tile:(ty + 1) * tile, tx * tile:(tx + 1) * tile] = patch - patch[0, 0] + 0.2
+    return img

@@ -13,8 +13,8 @@ import numbers
 import torch
 from torch import nn
 
-from .batch import APRBatch
-from .layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
+from ..apr.batch import APRBatch
+from ..nn.layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
                      APRSpatialDropout)
 
 __all__ = ["SYNTHETIC_SPECS", "NATURAL_SPECS", "VGG16_CFG", "APRNet", "PixelNet", "apr_network", "pixel_network",

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .apr import APR
-from .batch import APRBatch
+from ..apr.batch import APRBatch
+from ..apr.structure import APR
 from .layers import APRFeatures
 
 __all__ = ["pixel_owner", "apr_to_dense", "dense_to_apr", "APRToDense", "DenseToAPR"]

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from . import _core
+from .. import _core
+from ..apr.batch import APRBatch
 from .plans import ConvPlan, PoolPlan, TreePlan, conv_plan, pool_plan, tree_plan
 
 __all__ = ["resolve_backend", "tree_values", "apr_conv2d", "apr_max_pool2d"]
@@ -35,7 +36,6 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
 
 
 def _check_batch(batch):
-    from .batch import APRBatch
     if not isinstance(batch, APRBatch):
         raise TypeError(f"batch must be an APRBatch (wrap a single APR as APRBatch([apr])), got {type(batch).__name__}")
 

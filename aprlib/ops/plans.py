@@ -1,22 +1,22 @@
-"""Index tables of the APRNet operations, built once per APR structure and cached (thesis 3.3;
+"""Batch index plans of the APRNet operations, built once per batch and cached (thesis 3.3;
 ``reproduction-spec.md`` section 4).
 
 A layer's input lives in one value array ``[particle values (N); tree means (T); zero row]``.
-Per APR (cached on the APR object): the children of each tree node, the neighbourhood table of
-each kernel size, and the pooled structure with its pooling table. Per batch (cached on the
-APRBatch): the same tables with rows shifted into the batch's value array, where the particles of
-all APRs come first, then all tree nodes, then one zero row.
+Per APR (cached on the APR object, :mod:`aprlib.apr.structure`): the children of each tree node, the
+neighbourhood table of each kernel size, and the pooled structure with its pooling table. Per batch
+(cached on the APRBatch, here): the same tables with rows shifted into the batch's value array, where
+the particles of all APRs come first, then all tree nodes, then one zero row.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from . import _core
-from .apr import APR
+from .. import _core
+from ..apr.batch import APRBatch
+from ..apr.structure import apr_children, apr_neighbours, apr_pooled, top_level
 
-__all__ = ["apr_children", "apr_neighbours", "apr_pooled", "TreePlan", "ConvPlan", "PoolPlan", "tree_plan",
-           "conv_plan", "pool_plan", "build_tables", "layer_entries", "prepare"]
+__all__ = ["TreePlan", "ConvPlan", "PoolPlan", "tree_plan", "conv_plan", "pool_plan", "build_tables"]
 
 
 _POOL = {"size": 0, "executor": None}
@@ -34,57 +34,6 @@ def _map(fn, items: list) -> list:
             _POOL["executor"].shutdown(wait=False)
         _POOL.update(size=n, executor=ThreadPoolExecutor(n, thread_name_prefix="aprlib-tables"))
     return list(_POOL["executor"].map(fn, items))
-
-
-def _structure_args(apr: APR):
-    return (apr.level, apr.y, apr.x, apr.parent, apr.tree_level, apr.tree_y, apr.tree_x, apr.tree_parent,
-            apr.height, apr.width)
-
-
-def _cache(apr: APR) -> dict:
-    cache = apr.__dict__.get("_plan_cache")
-    if cache is None:
-        cache = apr.__dict__["_plan_cache"] = {}
-    return cache
-
-
-def apr_children(apr: APR) -> tuple[np.ndarray, np.ndarray]:
-    """Children of each tree node as local value rows, (T, 4) int32 -1 padded, and counts (T,) int32."""
-    c = _cache(apr)
-    if "children" not in c:
-        c["children"] = _core.child_table(*_structure_args(apr))
-    return c["children"]
-
-
-def apr_neighbours(apr: APR, k: int) -> np.ndarray:
-    """(N, k*k) int32 local value rows of each particle's k x k neighbourhood (zero row = N + T).
-
-    Built from the sorted structure by per-row bisection: O(N k^2 log) time, no dense map."""
-    c = _cache(apr)
-    key = ("nbr", int(k))
-    if key not in c:
-        c[key] = _core.neighbour_table(*_structure_args(apr), int(k))
-    return c[key]
-
-
-def top_level(apr: APR) -> int:
-    """Finest level present: the level the next pooling pools and kernel 0 applies to."""
-    return int(apr.level[-1])  # particles are sorted by level
-
-
-def apr_pooled(apr: APR) -> tuple[APR, np.ndarray]:
-    """Max-pooling plan: the pooled APR and its (M, 4) int32 table of input particle rows (-1 padded).
-
-    The particles of the finest level present are pooled into their parent cells (the tree nodes of
-    the level above become particles); the others are copied. Derived from the APR's structure in
-    O(N + T). When the finest level is already ``level_min`` nothing is pooled (every row copies).
-    """
-    c = _cache(apr)
-    if "pooled" not in c:
-        s, table = _core.pool_structure(*_structure_args(apr))
-        pooled = apr if top_level(apr) <= apr.level_min else APR.from_structure(s, params=apr.params, validate=False)
-        c["pooled"] = (pooled, table)
-    return c["pooled"]
 
 
 # --- batch plans --------------------------------------------------------------------------------
@@ -240,7 +189,6 @@ class PoolPlan:
     """Max pooling of a batch: the pooled batch and the (M, 4) int32 table of input particle rows."""
 
     def __init__(self, aprs):
-        from .batch import APRBatch
         pooled, tables = [], []
         poff = 0
         for a, (p, tab) in zip(aprs, _map(apr_pooled, aprs)):
@@ -304,23 +252,3 @@ def build_tables(batch, entries) -> None:
             batch = pool_plan(batch).out
         else:
             raise ValueError(f"unknown table entry {entry!r}: expected ('conv', k, n_kernels) or ('pool',)")
-
-
-def layer_entries(network) -> list[tuple]:
-    """The index tables ``network`` needs, in order: ('conv', k, n_kernels) and ('pool',) entries."""
-    from .layers import APRConv2d, APRMaxPool2d
-    out = []
-    for m in network.modules():
-        if isinstance(m, APRConv2d):
-            out.append(("conv", m.kernel_size, m.n_level_kernels))
-        elif isinstance(m, APRMaxPool2d):
-            out.append(("pool",))
-    return out
-
-
-def prepare(batch, network) -> None:
-    """Build (and cache) every index table ``network`` will need on ``batch``: the tree, the
-    neighbourhood table of each convolution and the pooled structure of each pooling, in layer
-    order. Call it in DataLoader workers (or before timing) so the forward pass only computes: the
-    tables are int32 arrays held once, by the APRs, and a pickled batch carries each of them once."""
-    build_tables(batch, layer_entries(network))

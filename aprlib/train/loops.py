@@ -9,30 +9,28 @@ is deterministic given its seeds and can resume at any batch.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import re
 import time
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from .batch import APRBatch
-from .formation import form_apr
-from .plans import build_tables, layer_entries
-from .provenance import atomic_write
+if TYPE_CHECKING:
+    import pandas as pd
+
+from ..apr.batch import APRBatch
+from ..apr.formation import form_apr
+from ..nn.prepare import layer_entries
+from ..ops.plans import build_tables
+from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_checkpoint
 
 #: The values of :attr:`InputSpec.normalise`.
 NORMALISATIONS = (None, "dataset", "image")
 
 __all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed", "train_fixed",
-           "train_epochs", "Checkpoint", "checkpoint_key", "CHECKPOINT_FORMAT"]
+           "train_epochs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +70,18 @@ class InputSpec:
         im = np.asarray(image, dtype=np.float64)
         sd = float(im.std())
         return float(im.mean()), (sd if sd > 0 else 1.0)
+
+
+def _table(rows: list[dict]):
+    """The rows a loop recorded as a pandas DataFrame (pandas is imported here, not with aprlib)."""
+    import pandas as pd
+    return pd.DataFrame(rows)
+
+
+def _progress(*args, **kwargs):
+    """A tqdm progress bar (tqdm is imported here, not with aprlib)."""
+    from tqdm import tqdm
+    return tqdm(*args, **kwargs)
 
 
 def layer_plan(network) -> list[tuple]:
@@ -180,189 +190,6 @@ def evaluate(model, batches) -> dict:
     return {"loss": loss_sum / total, "accuracy": correct / total, "n": total, "confusion": confusion.numpy()}
 
 
-#: The layout of a checkpoint (the header and the keys the loops save and restore); bump it when that
-#: changes, so that no checkpoint of another layout is resumed (it is part of every checkpoint's key).
-CHECKPOINT_FORMAT = 2
-
-
-def _plain(x):
-    """``x`` as plain JSON types (dicts, lists, str, int, float, bool, None): numpy scalars and
-    arrays become Python numbers and lists, tuples lists, other objects their ``str``."""
-    return json.loads(json.dumps(x, sort_keys=True, default=_json_default))
-
-
-def _json_default(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
-
-
-def _python_values(x):
-    """``x`` with numpy scalars replaced by Python numbers, in nested lists, tuples and dicts (what a
-    loop saves besides tensors must load with ``torch.load(weights_only=True)``)."""
-    if isinstance(x, dict):
-        return {k: _python_values(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(_python_values(v) for v in x)
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
-def checkpoint_key(config: dict | None) -> str:
-    """16 hex digits of a sha256 of a run's configuration (normalised as :class:`ResultStore
-    <aprlib.provenance.ResultStore>` normalises its parameters), :data:`CHECKPOINT_FORMAT` and the
-    aprlib version: checkpoints of different configurations or code versions never share a key."""
-    from . import __version__
-    blob = json.dumps({"config": _plain(config), "format": CHECKPOINT_FORMAT, "aprlib": __version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """Where a training loop saves its progress, for which configuration, and what it may resume.
-
-    ``path``: the file the loop writes (atomically). ``config``: every setting that changes the run's
-    result except its budget (number of batches, iterations or epochs), stored in the file and
-    compared on load, so a file written for other settings is never resumed. ``archive``: the
-    checkpoint of a completed run of the same configuration (see :mod:`aprlib.runs`), resumed when
-    ``path`` is absent or cannot be resumed; the loop never writes it. A loop given a plain path uses
-    ``Checkpoint(path)`` (no config; the loop's own settings are still compared)."""
-
-    path: Path
-    config: dict | None = None
-    archive: Path | None = None
-
-    @property
-    def key(self) -> str:
-        return checkpoint_key(self.config)
-
-
-def _as_checkpoint(checkpoint) -> Checkpoint | None:
-    if checkpoint is None or isinstance(checkpoint, Checkpoint):
-        return checkpoint
-    return Checkpoint(Path(checkpoint))
-
-
-def _header(ck: Checkpoint, loop: dict) -> dict:
-    """What a checkpoint records about the run that wrote it (compared on load)."""
-    from . import __version__
-    return {"format": CHECKPOINT_FORMAT, "aprlib": __version__, "key": ck.key, "config": _plain(ck.config),
-            "loop": _plain(loop)}
-
-
-def _save_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, **progress):
-    """Atomically save model, optimizer, the torch RNG, the run's header (:func:`_header`) and a
-    loop's ``progress`` (Python numbers, strings, lists, dicts and tensors only: the file must load
-    with ``torch.load(weights_only=True)``)."""
-    if ck is None:
-        return
-    state = {"checkpoint": _header(ck, loop), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "torch_rng": torch.get_rng_state(), **_python_values(progress)}
-    with atomic_write(ck.path, "wb") as f:
-        torch.save(state, f)
-
-
-def _move_aside(path: Path) -> Path:
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    n = 1
-    while aside.exists():
-        aside, n = aside.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}"), n + 1
-    os.replace(path, aside)
-    return aside
-
-
-def _differences(stored, expected, prefix="") -> list[str]:
-    """Names of the entries in which two headers differ (e.g. ``config.params.lr``)."""
-    if isinstance(stored, dict) and isinstance(expected, dict):
-        out = []
-        for k in sorted(set(stored) | set(expected), key=str):
-            out += _differences(stored.get(k), expected.get(k), f"{prefix}{k}.")
-        return out
-    return [] if stored == expected else [prefix.rstrip(".") or "header"]
-
-
-def _load_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, resumable) -> dict | None:
-    """Restore model and optimizer from the first of ``ck.path``, ``ck.archive`` that exists and can
-    be resumed by this run; returns its whole saved state (the caller restores ``torch_rng`` around
-    the creation of its DataLoader iterator, which draws from it), or None: the run starts from scratch.
-
-    A file is resumed only if it loads with ``torch.load(weights_only=True)``, its header equals this
-    run's (:func:`_header`: format, aprlib version, configuration, the loop's settings), its model
-    fits ``model`` and ``resumable(state)`` (the loop's check of the progress against its budget)
-    returns None rather than a reason. An unreadable file (truncated, corrupt, or holding anything
-    but tensors and plain data) is moved aside to ``<name>.corrupt-<time>`` with a warning naming it;
-    a file that cannot be resumed for another reason is left in place (the run overwrites ``path``
-    when it next saves) and a printed line says why."""
-    if ck is None:
-        return None
-    expected, notes = _header(ck, loop), []
-    for path in (ck.path, ck.archive):
-        if path is None or not path.exists():
-            continue
-        try:
-            state = torch.load(path, weights_only=True)
-            missing = {"model", "optimizer", "torch_rng"} - set(state if isinstance(state, dict) else ())
-            if missing:
-                raise ValueError(f"not an aprlib.training checkpoint: no {sorted(missing)}")
-            if not (isinstance(state["model"], dict) and all(torch.is_tensor(v) for v in state["model"].values())):
-                raise ValueError("its model is not a state dict of tensors")
-        except Exception as e:  # noqa: BLE001  any failure to read means: do not resume this file
-            aside = _move_aside(path)
-            notes.append(("warn", f"checkpoint {path} is unreadable ({_load_error(e)}): moved aside to {aside.name}"))
-            continue
-        if "checkpoint" not in state:
-            notes.append(("print", f"checkpoint {path} was written by an older aprlib, which did not record the "
-                                   "run's settings: not resumed"))
-            continue
-        diff = _differences(state["checkpoint"], expected)
-        if diff:
-            notes.append(("print", f"checkpoint {path} was written for another configuration (differs in "
-                                   f"{', '.join(diff)}): not resumed"))
-            continue
-        reason = resumable(state)
-        if reason:
-            notes.append(("print", f"checkpoint {path} {reason}: not resumed"))
-            continue
-        have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        if {k: tuple(v.shape) for k, v in state["model"].items()} != have:
-            notes.append(("print", f"checkpoint {path} holds another model architecture: not resumed"))
-            continue
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        _report(notes, f"; resuming from {path} instead")
-        if path != ck.path:
-            print(f"resuming from {path} (a completed run of the same configuration)", flush=True)
-        return state
-    _report(notes, "; the run restarts from scratch")
-    return None
-
-
-def _load_error(e: Exception) -> str:
-    """A one-line account of why ``torch.load`` failed (for a refused object, the refused global)."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(e).splitlines()]
-    refused = [line.split("Unsupported global:", 1)[1].split(" was not ")[0].strip()
-               for line in lines if "Unsupported global:" in line]
-    if refused:
-        return f"{type(e).__name__}: holds {refused[0]}, which torch.load(weights_only=True) refuses to unpickle"
-    if any("WeightsUnpickler error" in line for line in lines):  # not a pickle torch.load(weights_only) reads
-        detail = next((line for line in lines[[i for i, x in enumerate(lines) if "WeightsUnpickler error" in x][0]:]
-                       if line and "WeightsUnpickler error" not in line), "")
-        return f"{type(e).__name__}: torch.load(weights_only=True) cannot read it ({detail[:120]})"
-    first = next((line for line in lines if line), "").split(". ")[0]
-    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
-
-
-def _report(notes, outcome: str) -> None:
-    for kind, text in notes:
-        if kind == "warn":
-            warnings.warn(text + outcome, RuntimeWarning, stacklevel=4)
-        else:
-            print(text + outcome, flush=True)
-
-
 def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) -> dict:
     """:func:`evaluate` on ``dataset`` in order, in batches of ``batch_size`` built on the fly (kept,
     APR index tables grow large) and without a DataLoader (its iterator draws from the torch RNG)."""
@@ -410,7 +237,7 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
     loader = iter(_loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers))
     if rng_state is not None:
         torch.set_rng_state(rng_state)
-    with tqdm(total=n_batches, initial=first, desc=desc, disable=not progress, mininterval=2.0) as bar:
+    with _progress(total=n_batches, initial=first, desc=desc, disable=not progress, mininterval=2.0) as bar:
         for b, (inputs, labels) in enumerate(loader, start=first):
             wait = time.perf_counter() - t_wait
             loss, acc, step_s = _step(model, opt, inputs, labels)
@@ -421,7 +248,7 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
                 last_save = time.perf_counter()
             t_wait = time.perf_counter()
     save(n_batches)
-    return pd.DataFrame(rows)
+    return _table(rows)
 
 
 def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
@@ -482,7 +309,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
         if rng_state is not None:
             torch.set_rng_state(rng_state)
         last_save = last_row = time.perf_counter()
-        for it, (inputs, labels) in enumerate(tqdm(loader, desc=desc, disable=not progress, mininterval=2.0,
+        for it, (inputs, labels) in enumerate(_progress(loader, desc=desc, disable=not progress, mininterval=2.0,
                                                    initial=first, total=n_iterations), start=first + 1):
             window.append(_step(model, opt, inputs, labels))
             if it % eval_every == 0 or it == n_iterations:
@@ -501,7 +328,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                     save(it)
                     last_save = time.perf_counter()
         save(n_iterations)
-    return pd.DataFrame(rows), best_state
+    return _table(rows), best_state
 
 
 def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batch_size: int = 24, lr: float = 1e-4,
@@ -543,7 +370,7 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
         _save_checkpoint(ck, loop, model, opt, rows=rows, epoch=e, next_batch=b, window=window, epoch_time_s=t)
 
     last_save = time.perf_counter()
-    with tqdm(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
+    with _progress(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
               mininterval=2.0) as bar:
         while epoch < n_epochs:
             view = train_set.augmented(epoch) if hasattr(train_set, "augmented") else train_set
@@ -576,4 +403,4 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
             if ck is not None and (time.perf_counter() - last_save >= checkpoint_every_s or epoch == n_epochs):
                 save(epoch, 0, 0.0)
                 last_save = time.perf_counter()
-    return pd.DataFrame(rows)
+    return _table(rows)
