@@ -143,12 +143,12 @@ test: unit smoke book-html browser
 # vs pyapr; cost against canvas size at fixed content, 256^2 ... 8192^2 (formation, APR_B tables +
 # forward, Pix_B forward: time and peak memory); the end-to-end streamed training step, APR_B vs
 # Pix_B at 1 and 2 threads; the memory of one batch's index tables. About 15 minutes on two cores.
-# The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprlib.bench [--training]`.
+# The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprbook.bench [--training]`.
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
-	$(BIN)/python -m aprlib.bench scaling
-	$(BIN)/python -m aprlib.bench step
-	$(BIN)/python -m aprlib.bench tables
+	$(BIN)/python -m aprbook.bench scaling
+	$(BIN)/python -m aprbook.bench step
+	$(BIN)/python -m aprbook.bench tables
 
 clean:
 	rm -rf _build $(VENV) build *.egg-info aprlib/*.so results/*/smoke

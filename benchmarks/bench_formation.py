@@ -76,8 +76,8 @@ def main(argv=None) -> int:
 
 
     import aprlib
+    from aprbook.pyapr_compat import pyapr_parameters
     from aprlib import _core
-    from aprlib.pyapr_compat import pyapr_parameters
 
     try:
         import pyapr

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from aprlib import _core
-from aprlib.formation import bspline_recursion
+from aprlib.apr.formation import bspline_recursion
 
 
 def expected_level_max(H, W):

@@ -8,11 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprlib.adapters import APRToDense, DenseToAPR, apr_to_dense, dense_to_apr
-from aprlib.batch import APRBatch
-from aprlib.formation import form_apr
-from aprlib.layers import APRBatchNorm, APRConv2d, APRMaxPool2d, APRReLU
-from aprlib.synthetic import generate_batch
+from aprlib.apr import APRBatch, form_apr
+from aprlib.data.synthetic import generate_batch
+from aprlib.nn import APRBatchNorm, APRConv2d, APRMaxPool2d, APRReLU, APRToDense, DenseToAPR, apr_to_dense, dense_to_apr
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from skimage.color import rgb2gray
 
 import aprlib
 from aprlib import APR, APRBatch, APRParameters, _core, collate_aprs, form_apr
-from aprlib.formation import bspline_recursion
+from aprlib.apr.formation import bspline_recursion
 from libapr_reference import expected_level_max, libapr_level_map, minimal_graded_level_map, required_half_levels
 
 C_2D = 28.7069  # local intensity scale constant in 2D

@@ -1,6 +1,6 @@
 """Bad inputs (issue 14, "no silent wrong answer"): every public entry point (formation, APR,
-APRBatch, the operations, layers and models, the data loaders of aprlib.natural and
-aprlib.synthetic) refuses invalid values with an error that names the problem, or returns the
+APRBatch, the operations, layers and models, the data loaders of aprlib.data.natural and
+aprlib.data.synthetic) refuses invalid values with an error that names the problem, or returns the
 documented result. Add a case here for every new bad input found."""
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ from PIL import Image
 
 import aprlib
 from aprlib import APR, APRBatch, APRFeatures, APRParameters, collate_aprs, form_apr
-from aprlib.functional import apr_conv2d, apr_max_pool2d, tree_values
-from aprlib.layers import (APRBatchNorm, APRConv2d, APRGlobalAvgPool, APRMaxPool2d, APRReLU, APRSpatialDropout,
-                           level_channel)
+from aprlib.data.natural import (ImageFiles, ImageReadError, StandInPatches, augment, dogs_vs_cats_files, load_rgb,
+                                 split_files, stand_in_photographs)
+from aprlib.data.synthetic import (GeneratorParams, ShapeSpec, SyntheticShapes, SyntheticShapesStream, error_kinds,
+                                   generate_batch, generate_image, render_shape, sample_shape)
 from aprlib.models import APRNet, PixelNet, apr_network, pixel_network, vgg16_features
-from aprlib.natural import (ImageFiles, ImageReadError, StandInPatches, augment, dogs_vs_cats_files, load_rgb,
-                            split_files, stand_in_photographs)
-from aprlib.synthetic import (GeneratorParams, ShapeSpec, SyntheticShapes, SyntheticShapesStream, error_kinds,
-                              generate_batch, generate_image, render_shape, sample_shape)
+from aprlib.nn import APRBatchNorm, APRConv2d, APRGlobalAvgPool, APRMaxPool2d, APRReLU, APRSpatialDropout, level_channel
+from aprlib.ops import apr_conv2d, apr_max_pool2d, tree_values
 
 F32_MAX = float(np.finfo(np.float32).max)
 BACKENDS = ("cpp", "torch")

@@ -1,5 +1,5 @@
 """Checkpoints: one configuration per checkpoint, extension of completed runs, budgets, unreadable and
-unsafe files, archiving of completed runs (aprlib.training, aprlib.runs)."""
+unsafe files, archiving of completed runs (aprlib.train, aprbook.runs)."""
 from __future__ import annotations
 
 import re
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from aprlib.data.synthetic import SyntheticShapes, SyntheticShapesStream
 from aprlib.models import apr_network, pixel_network
-from aprlib.synthetic import SyntheticShapes, SyntheticShapesStream
-from aprlib.training import CHECKPOINT_FORMAT, Checkpoint, InputSpec, train_epochs, train_fixed, train_streamed
+from aprlib.train import CHECKPOINT_FORMAT, Checkpoint, InputSpec, train_epochs, train_fixed, train_streamed
 
 SIZE = (48, 48)
 
@@ -204,17 +204,17 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
     np.testing.assert_array_equal(out[["batch", "loss"]], ref[["batch", "loss"]])
 
 
-# --- aprlib.runs: keyed checkpoints, archive, recompute ---------------------------------------------
+# --- aprbook.runs: keyed checkpoints, archive, recompute ---------------------------------------------
 def _smoke_streamed(**changes):
-    from aprlib.profiles import profile_settings
-    from aprlib.runs import streamed_runs
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import streamed_runs
     cfg = {**profile_settings("streamed_training", "smoke"), **changes}
     run = next(r for r in streamed_runs(cfg) if r["network"] == "Pix_A")
     return run, cfg
 
 
 def _metrics(tmp, run, cfg, **kw):
-    from aprlib.runs import compute_streamed
+    from aprbook.runs import compute_streamed
     store = compute_streamed(run, cfg, "smoke", tmp / "results", tmp / "ckpt", progress=False, **kw)
     assert store.fresh
     return store.load_table("metrics")[["batch", "loss", "accuracy"]]
@@ -262,7 +262,7 @@ def test_budget_shrink_restarts(tmp_path, capsys):
 def test_damaged_store_and_truncated_archive_recompute_from_scratch(tmp_path):
     """A truncated stored table makes the store stale; its truncated archived checkpoint is moved
     aside (with a warning naming it) and the run restarts, storing what a fresh run stores."""
-    from aprlib.runs import streamed_store
+    from aprbook.runs import streamed_store
     run, cfg = _smoke_streamed()
     reference = _metrics(tmp_path / "a", run, cfg)
     store = streamed_store(run, cfg, "smoke", tmp_path / "a" / "results")

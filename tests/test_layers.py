@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import aprlib
 from aprlib import APRBatch, APRFeatures, form_apr
-from aprlib.functional import apr_conv2d, apr_max_pool2d, tree_values
-from aprlib.layers import APRConv2d, APRGlobalAvgPool, APRMaxPool2d, APRSpatialDropout, level_channel
-from aprlib.plans import apr_pooled
+from aprlib.apr import apr_pooled
+from aprlib.nn import APRConv2d, APRGlobalAvgPool, APRMaxPool2d, APRSpatialDropout, level_channel
+from aprlib.ops import apr_conv2d, apr_max_pool2d, tree_values
 
 BACKENDS = ("cpp", "torch")
 
@@ -26,7 +26,7 @@ def full_resolution_apr(H, W, seed=0):
 
 
 def multi_level_batch(seed=0, sizes=((40, 33), (32, 32), (20, 24)), E=0.3, require_multilevel=True):
-    from aprlib.synthetic import generate_image
+    from aprlib.data.synthetic import generate_image
     rng = np.random.default_rng(seed)
     aprs = []
     for i, (H, W) in enumerate(sizes):

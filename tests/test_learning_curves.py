@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from aprlib.learning_curves import (batches_to_accuracy, final_error, information_ordering, max_dip,
-                                    run_summary)
+from aprbook.learning_curves import batches_to_accuracy, final_error, information_ordering, max_dip, run_summary
 
 
 def curve(acc):
@@ -82,7 +81,7 @@ def _curve(values):
 
 
 def test_epoch_curve_claims_accepts_the_thesis_shape_and_rejects_others():
-    from aprlib.learning_curves import epoch_curve_claims
+    from aprbook.learning_curves import epoch_curve_claims
     thesis_like = {"Pixels": _curve([0.70, 0.80, 0.85, 0.80, 0.90, 0.96, 0.92, 0.97]),
                    "Pixels (expanded)": _curve([0.80, 0.90, 0.93, 0.86, 0.96, 0.97, 0.93, 0.97]),
                    "APR": _curve([0.85, 0.92, 0.94, 0.95, 0.96, 0.97, 0.97, 0.974])}
@@ -101,7 +100,7 @@ def test_epoch_curve_claims_accepts_the_thesis_shape_and_rejects_others():
 # --- what the learning claims need: convergence, a noise floor for dips, seeds, the sd floor ---
 
 def test_converged_flat_stream_and_still_learning_stream():
-    from aprlib.learning_curves import converged
+    from aprbook.learning_curves import converged
     rng = np.random.default_rng(0)
     flat = rng.binomial(36, 0.8, 1500) / 36
     ok, num = converged(curve(flat))
@@ -119,7 +118,7 @@ def test_converged_flat_stream_and_still_learning_stream():
 
 
 def test_noise_floor_covers_the_dips_of_pure_noise():
-    from aprlib.learning_curves import dip_noise_floor
+    from aprbook.learning_curves import dip_noise_floor
     # pure Bernoulli noise at p = 0.5 over 1500 batches of 36 gives dips of 0.06-0.11 (the range
     # the stored runs show), so the floor is about 0.1 and the typical noise dip is below it
     floor = dip_noise_floor(0.5, 1500, window=20, after=50)
@@ -137,7 +136,7 @@ def test_noise_floor_covers_the_dips_of_pure_noise():
 
 
 def test_seeds_beat_needs_every_seed_and_three_of_each():
-    from aprlib.learning_curves import seeds_beat
+    from aprbook.learning_curves import seeds_beat
     assert seeds_beat([800, 850, 900], [1000, np.nan, 1200])[0] == "holds"  # NaN: never reached = slowest
     assert seeds_beat([800, 1100, 900], [1000, 1050, 1200])[0] == "fails"  # one seed of A is slower
     status, text = seeds_beat([800], [1000, 1100, 1200])
@@ -150,7 +149,7 @@ def test_seeds_beat_needs_every_seed_and_three_of_each():
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 35), st.integers(0, 36), st.integers(2, 200))
 def test_min_batch_sd_is_a_lower_bound(k, spread, n):
-    from aprlib.learning_curves import min_batch_sd
+    from aprbook.learning_curves import min_batch_sd
     # any integer-count sequence of n batches of 36 has an sd (ddof = 0 or 1) at least the bound at its mean
     rng = np.random.default_rng(k * 1000 + spread + n)
     counts = np.clip(rng.integers(k - spread // 2, k + spread // 2 + 1, n), 0, 36)
@@ -164,7 +163,7 @@ def test_min_batch_sd_is_a_lower_bound(k, spread, n):
 
 
 def test_thesis_table_4_2_sds_five_of_seven_below_the_floor():
-    from aprlib.learning_curves import min_batch_sd, sd_below_floor
+    from aprbook.learning_curves import min_batch_sd, sd_below_floor
     res = sd_below_floor({k: (THESIS[k], THESIS_SD[k]) for k in THESIS}).set_index("input")
     assert res.below.sum() == 5
     assert not res.loc["APR 0.8", "below"] and not res.loc["Pix 64", "below"]
@@ -174,7 +173,7 @@ def test_thesis_table_4_2_sds_five_of_seven_below_the_floor():
 
 
 def test_kept_early():
-    from aprlib.learning_curves import kept_early
+    from aprbook.learning_curves import kept_early
     assert kept_early(480, 600) and kept_early(50, 600)
     assert not kept_early(500, 600) and not kept_early(600, 600)
     with pytest.raises(ValueError):

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import aprlib
+from aprlib.data.synthetic import generate_batch
 from aprlib.models import apr_network, conv_weight_count, pixel_network, vgg16_features
-from aprlib.synthetic import generate_batch
 
 
 @pytest.mark.parametrize("name,apr_count,pix_count", [("A", 85088, 23520), ("B", 226592, 109728)])

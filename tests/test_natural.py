@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from aprlib.data.natural import (ImageFiles, StandInPatches, augment, dogs_vs_cats_files, load_rgb, split_files,
+                                 stand_in_photographs)
 from aprlib.models import apr_network, pixel_network
-from aprlib.natural import (ImageFiles, StandInPatches, augment, dogs_vs_cats_files, load_rgb, split_files,
-                            stand_in_photographs)
-from aprlib.training import InputSpec, train_fixed
+from aprlib.train import InputSpec, train_fixed
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ class _Interrupting:
 
 @pytest.mark.parametrize("kind", ["apr", "pixel"])
 def test_epoch_training_resumes_mid_epoch_exactly(tmp_path, kind):
-    from aprlib.training import train_epochs
+    from aprlib.train import train_epochs
     photos = stand_in_photographs()
     train = StandInPatches(12, "train", seed=2, size=32, _photos=photos)
     val = StandInPatches(12, "val", seed=2, size=32, _photos=photos)
@@ -169,8 +169,8 @@ def test_natural_networks_class_count():
 
 
 def test_natural_runs_smoke(tmp_path):
-    from aprlib.profiles import profile_settings
-    from aprlib.runs import compute_natural, natural_runs
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_natural, natural_runs
     cfg = profile_settings("natural_training", "smoke")
     runs = natural_runs(cfg)
     assert [r["network"] for r in runs] == ["pixels", "pixels_expanded"] + ["apr"] * len(cfg["e_values"])

@@ -15,8 +15,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from aprlib.profiles import PROFILE_NAMES, check_parameters
-from aprlib.provenance import ResultStore, figure_note, runs_record, summary_params
+from aprbook.profiles import PROFILE_NAMES, check_parameters
+from aprbook.provenance import ResultStore, figure_note, runs_record, summary_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -111,22 +111,22 @@ def test_notebook_with_a_bad_parameter_fails_naming_it(tmp_path, notebook, name,
 
 # --- the command lines --------------------------------------------------------------------------------
 @pytest.mark.parametrize("module, args, says", [
-    ("aprlib.runs", ["streamed", "--profile", "smoke", "--results-dir", "{file}"], "--results-dir"),
-    ("aprlib.runs", ["finite", "--profile", "smoke", "--checkpoint-dir", "{file}"], "--checkpoint-dir"),
-    ("aprlib.runs", ["natural", "--profile", "smoke", "--data-dir", "{missing}"], "--data-dir"),
-    ("aprlib.runs", ["streamed", "--profile", "smoke", "--data-dir", "{tmp}"], "--data-dir"),
-    ("aprlib.runs", ["streamed", "--profile", "huge"], "--profile"),
-    ("aprlib.runs", ["streamed", "--profile", "smoke", "no_such_run"], "unknown run ids"),
-    ("aprlib.pilots", ["--profile", "smoke", "--results-dir", "{file}"], "--results-dir"),
-    ("aprlib.pilots", ["--profile", "paper"], "--profile"),
-    ("aprlib.bench", ["--kernels", "2"], "--kernels"),
-    ("aprlib.bench", ["--size", "4"], "--size"),
-    ("aprlib.bench", ["--objects", "99"], "--objects"),
-    ("aprlib.bench", ["--threads", "1", "1", "1"], "--threads"),
-    ("aprlib.bench", ["--calls", "0"], "--calls"),
-    ("aprlib.bench", ["--burn-in", "-1"], "--burn-in"),
-    ("aprlib.bench", ["--channels", "0"], "--channels"),
-    ("aprlib.bench", ["--csv", "{missing}/x.csv"], "--csv"),
+    ("aprbook.runs", ["streamed", "--profile", "smoke", "--results-dir", "{file}"], "--results-dir"),
+    ("aprbook.runs", ["finite", "--profile", "smoke", "--checkpoint-dir", "{file}"], "--checkpoint-dir"),
+    ("aprbook.runs", ["natural", "--profile", "smoke", "--data-dir", "{missing}"], "--data-dir"),
+    ("aprbook.runs", ["streamed", "--profile", "smoke", "--data-dir", "{tmp}"], "--data-dir"),
+    ("aprbook.runs", ["streamed", "--profile", "huge"], "--profile"),
+    ("aprbook.runs", ["streamed", "--profile", "smoke", "no_such_run"], "unknown run ids"),
+    ("aprbook.pilots", ["--profile", "smoke", "--results-dir", "{file}"], "--results-dir"),
+    ("aprbook.pilots", ["--profile", "paper"], "--profile"),
+    ("aprbook.bench", ["--kernels", "2"], "--kernels"),
+    ("aprbook.bench", ["--size", "4"], "--size"),
+    ("aprbook.bench", ["--objects", "99"], "--objects"),
+    ("aprbook.bench", ["--threads", "1", "1", "1"], "--threads"),
+    ("aprbook.bench", ["--calls", "0"], "--calls"),
+    ("aprbook.bench", ["--burn-in", "-1"], "--burn-in"),
+    ("aprbook.bench", ["--channels", "0"], "--channels"),
+    ("aprbook.bench", ["--csv", "{missing}/x.csv"], "--csv"),
 ])
 def test_command_line_refuses_bad_options(tmp_path, capsys, module, args, says):
     import importlib

@@ -6,12 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
+from aprbook.pilots import (DECISION_RULE, FACTORS, compute_pilot, factor_effects, factor_table, pilot_runs,
+                            pilot_summary)
+from aprbook.profiles import profile_settings
+from aprbook.runs import compute_streamed, run_streamed, streamed_runs
+from aprlib.data.synthetic import generate_batch
 from aprlib.models import pixel_network
-from aprlib.pilots import DECISION_RULE, FACTORS, compute_pilot, factor_effects, factor_table, pilot_runs, pilot_summary
-from aprlib.profiles import profile_settings
-from aprlib.runs import compute_streamed, run_streamed, streamed_runs
-from aprlib.synthetic import generate_batch
-from aprlib.training import BatchBuilder, InputSpec
+from aprlib.train import BatchBuilder, InputSpec
 
 
 @pytest.mark.parametrize("norm", ["dataset", "image"])

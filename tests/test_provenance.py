@@ -4,8 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from aprlib.profiles import PROFILES, profile_settings
-from aprlib.provenance import ResultStore, atomic_write
+from aprbook.profiles import PROFILES, profile_settings
+from aprbook.provenance import ResultStore
+from aprlib.train import atomic_write
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -60,7 +61,7 @@ def test_finish_records_checksums_of_the_files_written(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from aprlib.provenance import file_record
+    from aprbook.provenance import file_record
     store = ResultStore(tmp_path, "exp", "smoke", {"n": 1})
     store.start()
     store.save_table("t", pd.DataFrame({"a": [1, 2]}))

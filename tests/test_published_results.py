@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aprlib.learning_curves import final_error, information_ordering
-from aprlib.profiles import profile_settings
-from aprlib.runs import streamed_runs, streamed_store
+from aprbook.learning_curves import final_error, information_ordering
+from aprbook.profiles import profile_settings
+from aprbook.runs import streamed_runs, streamed_store
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STREAMED = RESULTS / "streamed_training" / "book"
@@ -72,10 +72,10 @@ def test_no_glue_role_inside_a_literal():
 
 
 def test_published_verdicts_follow_from_their_subclaims():
-    """Every committed `book` verdict is the rule of `aprlib.verdicts.verdict` applied to the sub-claims
+    """Every committed `book` verdict is the rule of `aprbook.verdicts.verdict` applied to the sub-claims
     stored beside it (`subclaims.csv`): no verdict typed by hand, none outside the vocabulary, and an
     item judged on the stand-in is "not run"."""
-    from aprlib.verdicts import VERDICTS, SubClaim, verdict
+    from aprbook.verdicts import VERDICTS, SubClaim, verdict
     found = sorted(RESULTS.glob("**/book/verdicts.csv"))
     if not found:
         pytest.skip("no book verdicts committed")

@@ -28,7 +28,7 @@ import pytest
 from skimage import draw
 
 import aprlib
-from aprlib.pyapr_compat import pyapr_parameters
+from aprbook.pyapr_compat import pyapr_parameters
 from libapr_reference import libapr_level_map, required_half_levels
 
 pyapr = pytest.importorskip("pyapr")

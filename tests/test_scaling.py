@@ -1,4 +1,4 @@
-"""The cost-scaling benchmarks (aprlib.scaling, python -m aprlib.bench scaling | step | tables): the
+"""The cost-scaling benchmarks (aprbook.scaling, python -m aprbook.bench scaling | step | tables): the
 columns they promise, the growth factors, the memory walker, the 'did not fit' path and the
 checks of their options. No timing is asserted."""
 from __future__ import annotations
@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from aprlib import scaling
-from aprlib.apr import APR
-from aprlib.batch import APRBatch
-from aprlib.formation import form_apr
-from aprlib.profiles import profile_settings
+from aprbook import scaling
+from aprbook.profiles import profile_settings
+from aprlib.apr import APR, APRBatch, form_apr
 
 SCALING_COLUMNS = {
     "size", "pixels", "particles", "formation_s", "formation_px_per_s", "formation_peak_mb", "tables_s", "forward_s",
@@ -85,7 +83,7 @@ def test_table_bytes_counts_an_array_referenced_twice_once():
 
 def test_table_bytes_finds_the_tables_prepare_builds():
     from aprlib.models import apr_network
-    from aprlib.plans import prepare
+    from aprlib.nn.prepare import prepare
     batch = _tiny_batch()
     prepare(batch, apr_network("B"))
     r = scaling.table_bytes(batch)
@@ -150,13 +148,13 @@ def test_bad_settings_are_named(setting, value, says):
     (["--kernels", "2"], "--kernels"),  # the operation benchmark, still the default
 ])
 def test_bad_options_exit_2_naming_the_option(args, says):
-    r = subprocess.run([sys.executable, "-m", "aprlib.bench", *args], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "aprbook.bench", *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and says in r.stderr, r.stderr[-2000:]
 
 
 def test_the_scaling_command_runs_at_tiny_sizes(tmp_path):
     csv = tmp_path / "scaling.csv"
-    r = subprocess.run([sys.executable, "-m", "aprlib.bench", "scaling", "--sizes", "32", "64", "--content", "32",
+    r = subprocess.run([sys.executable, "-m", "aprbook.bench", "scaling", "--sizes", "32", "64", "--content", "32",
                         "--objects", "1", "--repeats", "1", "--burn-in", "0", "--csv", str(csv)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -10,16 +10,8 @@ from scipy.spatial import cKDTree
 from skimage.measure import points_in_poly
 from hypothesis import given, settings, strategies as st
 
-from aprlib.synthetic import (
-    CLASS_NAMES,
-    GeneratorParams,
-    SyntheticShapes,
-    SyntheticShapesStream,
-    generate_batch,
-    generate_image,
-    render_shape,
-    sample_shape,
-)
+from aprlib.data.synthetic import (CLASS_NAMES, GeneratorParams, SyntheticShapes, SyntheticShapesStream, generate_batch,
+                                   generate_image, render_shape, sample_shape)
 
 SMALL = (64, 64)
 DEFAULT = GeneratorParams.default()
@@ -331,7 +323,7 @@ def test_property_valid_image(seed, h, w, label, extreme):
 
 def test_error_kinds_splits_regular_fuzzy_from_shape_errors():
     import pandas as pd
-    from aprlib.synthetic import error_kinds
+    from aprlib.data.synthetic import error_kinds
     conf = pd.DataFrame([("circle", "circle", 5), ("circle", "fuzzy_circle", 3), ("fuzzy_square", "square", 2),
                          ("triangle", "square", 1), ("fuzzy_triangle", "circle", 4)],
                         columns=["true", "predicted", "count"])

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aprlib import _core
-from aprlib.apr import APR
-from aprlib.batch import APRBatch
+from aprlib.apr import APR, APRBatch, apr_children, apr_neighbours, apr_pooled
 from aprlib.models import apr_network
-from aprlib.plans import apr_children, apr_neighbours, apr_pooled, conv_plan, prepare
+from aprlib.nn.prepare import prepare
+from aprlib.ops import conv_plan
 
 
 def level_max(H, W):
@@ -248,7 +248,7 @@ def test_a_canvas_no_dense_map_could_hold():
 
 
 def test_results_do_not_depend_on_threads_or_the_parallel_threshold():
-    from aprlib.functional import apr_conv2d, apr_max_pool2d
+    from aprlib.ops import apr_conv2d, apr_max_pool2d
     aprs = [apr_of(random_cells(33, 17, seed=s), 33, 17) for s in (7, 8)]
     x = torch.randn(sum(a.n_particles for a in aprs), 64, dtype=torch.float64, requires_grad=True)  # 64: threads split the channels
     w = torch.randn(8, 64, 2, 3, 3, dtype=torch.float64, requires_grad=True)

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from aprlib.data.synthetic import SyntheticShapes, SyntheticShapesStream
 from aprlib.models import apr_network, pixel_network
-from aprlib.synthetic import SyntheticShapes, SyntheticShapesStream
-from aprlib.training import BatchBuilder, InputSpec, evaluate, layer_plan, train_fixed, train_streamed
+from aprlib.train import BatchBuilder, InputSpec, evaluate, layer_plan, train_fixed, train_streamed
 
 SIZE = (48, 48)
 
@@ -84,8 +84,8 @@ def test_fixed_training_resumes_exactly(tmp_path):
 
 def test_finite_runs_smoke(tmp_path):
     """Fig 4.6 runs: nested training sets, both test sets with Wilson intervals, stored results."""
-    from aprlib.profiles import profile_settings
-    from aprlib.runs import compute_finite, finite_datasets, finite_runs
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_finite, finite_datasets, finite_runs
     cfg = profile_settings("finite_datasets", "smoke")
     runs = finite_runs(cfg)
     assert {r["network"] for r in runs} == {"APR_B", "Pix_B"}
@@ -110,7 +110,7 @@ def test_finite_runs_smoke(tmp_path):
 
 
 def test_accuracy_ci_is_wilson():
-    from aprlib.learning_curves import accuracy_ci
+    from aprbook.learning_curves import accuracy_ci
     lo, hi = accuracy_ci(2850, 3000)
     p, z, n = 0.95, 1.959964, 3000  # Wilson score interval by hand
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
@@ -137,8 +137,8 @@ def test_bad_arguments():
 
 
 def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
-    from aprlib.profiles import profile_settings
-    from aprlib.runs import streamed_runs
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import streamed_runs
     for profile in ("smoke", "book", "paper"):
         cfg = profile_settings("streamed_training", profile)
         runs = streamed_runs(cfg)

@@ -2,9 +2,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from aprlib.provenance import ResultStore, figure_note
-from aprlib.verdicts import (NOT_YET, STATUSES, THESIS_ITEMS, VERDICTS, SubClaim, Verdict, band, collect_verdicts,
-                             illustration, save_verdicts, verdict)
+from aprbook.provenance import ResultStore, figure_note
+from aprbook.verdicts import (NOT_YET, STATUSES, SubClaim, THESIS_ITEMS, VERDICTS, Verdict, band, collect_verdicts,
+                              illustration, save_verdicts, verdict)
 
 subclaims = st.lists(st.builds(SubClaim, name=st.text(min_size=1, max_size=8).filter(str.strip),
                                status=st.sampled_from(STATUSES), evidence=st.text(max_size=8)),

@@ -1,5 +1,5 @@
 """One-off: add the ``files`` map (sha256 and size of every table and figure) to the committed
-``results/**/provenance.json`` written before :meth:`aprlib.provenance.ResultStore.finish` recorded it.
+``results/**/provenance.json`` written before :meth:`aprbook.provenance.ResultStore.finish` recorded it.
 
 The checksums are those of the committed files (``git show HEAD:<path>``: the versions git vouches
 for), for every CSV, PNG and PDF that git tracks in the provenance file's own directory. Nothing else

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aprlib.data.synthetic import CLASS_NAMES, SyntheticShapesStream, generate_image, sample_shape
 from aprlib.models import apr_network
-from aprlib.synthetic import CLASS_NAMES, SyntheticShapesStream, generate_image, sample_shape
-from aprlib.training import BatchBuilder, InputSpec, layer_plan, train_streamed
+from aprlib.train import BatchBuilder, InputSpec, layer_plan, train_streamed
 
 
 def main():
