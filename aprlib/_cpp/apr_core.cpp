@@ -5,7 +5,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <cstdlib>
 #include <memory>
+#include <new>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace aprcore {
 
@@ -35,48 +40,108 @@ inline int ceil_log2(int64_t v) {
     return l;
 }
 
-// Uninitialised scratch buffer (std::vector would zero-fill what is overwritten anyway).
+// Uninitialised, 64-byte aligned scratch buffer (std::vector would zero-fill what is overwritten
+// anyway). Large ones are 2 MiB aligned and, on Linux, advised to use transparent huge pages:
+// the B-spline's column pass reads and writes one line per image row (one 4 KiB page each),
+// which without huge pages costs a TLB miss per sample.
 template <typename T>
 struct Scratch {
-    std::unique_ptr<T[]> p;
-    explicit Scratch(int64_t n) : p(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]) {}
+    struct Free {
+        void operator()(T* q) const { std::free(q); }
+    };
+    std::unique_ptr<T, Free> p;
+    explicit Scratch(int64_t n) {
+        constexpr size_t kHuge = size_t(1) << 21;
+        size_t bytes = sizeof(T) * static_cast<size_t>(std::max<int64_t>(n, 1));
+        const size_t align = bytes >= 2 * kHuge ? kHuge : 64;
+        bytes = (bytes + align - 1) / align * align;
+        p.reset(static_cast<T*>(std::aligned_alloc(align, bytes)));
+        if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+        if (align == kHuge) madvise(p.get(), bytes, MADV_HUGEPAGE);  // advice only: errors ignored
+#endif
+    }
     T* data() { return p.get(); }
     const T* data() const { return p.get(); }
-    T& operator[](int64_t i) { return p[i]; }
-    const T& operator[](int64_t i) const { return p[i]; }
+    T& operator[](int64_t i) { return p.get()[i]; }
+    const T& operator[](int64_t i) const { return p.get()[i]; }
 };
+
+// v.resize(n) for a vector about to be filled; large buffers are advised to use transparent huge
+// pages first (on Linux), which spares most of the page faults of first touching them.
+template <typename T>
+void resize_for_fill(std::vector<T>& v, int64_t n) {
+#ifdef MADV_HUGEPAGE
+    constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+    if (v.capacity() < static_cast<size_t>(n) && sizeof(T) * static_cast<size_t>(n) >= 2 * kHuge) {
+        v.reserve(static_cast<size_t>(n));
+        const uintptr_t a = (reinterpret_cast<uintptr_t>(v.data()) + kHuge - 1) & ~(kHuge - 1);
+        const uintptr_t b = (reinterpret_cast<uintptr_t>(v.data() + n)) & ~(kHuge - 1);
+        if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);  // advice only
+    }
+#endif
+    v.resize(static_cast<size_t>(n));
+}
 
 constexpr int64_t kLanes = 16;  // lines filtered together (one SIMD-friendly block)
 
+// kLanes doubles as 4 vectors of 4 (GCC/Clang vector extensions: element-wise IEEE operations,
+// the same results as the scalar code, in SIMD registers).
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
 // The smoothing B-spline's causal then anti-causal 2nd-order recursion
-// y[i] = x[i] + b1 y[i-1] + b2 y[i-2] (in double, from a zero state) over kLanes lines of m samples
-// each, the input of line j at sample i being float(load(i, j)). The causal pass runs as the samples
-// are loaded (into t, m * kLanes doubles, sample i of line j at t[i * kLanes + j]); the anti-causal
-// pass runs from the end down to sample `first` and hands each result, times `norm` and rounded to
-// float, to store(i, j, value). Lines are independent, so lanes past the last real line may hold
-// anything.
-template <typename Load, typename Store>
-inline void iir_block(double* t, int64_t m, int64_t first, double b1, double b2, double norm, Load load,
-                      Store store) {
-    double y1[kLanes] = {0}, y2[kLanes] = {0};
+// y[i] = x[i] + b1 y[i-1] + b2 y[i-2] (in double, from a zero state) over kLanes lines of m samples:
+// sample i of line j is the float in[src[i] * stride + j]. The causal results go to t
+// (m * kLanes doubles); the anti-causal pass runs from the end down to sample `first`, and the
+// samples i in [first, end) are written, times `norm` and rounded to float, to
+// res[(i - first) * res_stride + j].
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// Two builds picked at load time (GCC function multi-versioning): with AVX2 the 16 lanes' state
+// fits in registers. Neither build has FMA, so no multiply-add is fused: the same roundings.
+#define APRCORE_IIR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define APRCORE_IIR_CLONES
+#endif
+APRCORE_IIR_CLONES
+void iir_block(const float* in, const int64_t* src, int64_t stride, int64_t m, int64_t first, int64_t end,
+               double b1, double b2, double norm, double* t, float* res, int64_t res_stride) {
+    const v4d B1 = {b1, b1, b1, b1}, B2 = {b2, b2, b2, b2}, NRM = {norm, norm, norm, norm};
+    v4d y1[4], y2[4];
+    for (int q = 0; q < 4; ++q) y1[q] = y2[q] = v4d{0.0, 0.0, 0.0, 0.0};
+    constexpr int64_t kAhead = 24;  // samples prefetched ahead (strided lines cross pages: no
+                                    // hardware prefetch)
     for (int64_t i = 0; i < m; ++i) {
+        const float* x = in + src[i] * stride;
+        if (i + kAhead < m) __builtin_prefetch(in + src[i + kAhead] * stride);
         double* row = t + i * kLanes;
-        for (int64_t j = 0; j < kLanes; ++j) {
-            const double v = static_cast<double>(load(i, j)) + b1 * y1[j] + b2 * y2[j];
-            row[j] = v;
-            y2[j] = y1[j];
-            y1[j] = v;
+        for (int q = 0; q < 4; ++q) {
+            v4f xf;
+            std::memcpy(&xf, x + 4 * q, sizeof xf);
+            const v4d v = __builtin_convertvector(xf, v4d) + B1 * y1[q] + B2 * y2[q];
+            std::memcpy(row + 4 * q, &v, sizeof v);
+            y2[q] = y1[q];
+            y1[q] = v;
         }
     }
-    for (int64_t j = 0; j < kLanes; ++j) y1[j] = y2[j] = 0.0;
+    for (int q = 0; q < 4; ++q) y1[q] = y2[q] = v4d{0.0, 0.0, 0.0, 0.0};
     for (int64_t i = m - 1; i >= first; --i) {
         const double* row = t + i * kLanes;
-        for (int64_t j = 0; j < kLanes; ++j) {
-            const double v = row[j] + b1 * y1[j] + b2 * y2[j];
-            y2[j] = y1[j];
-            y1[j] = v;
+        for (int q = 0; q < 4; ++q) {
+            v4d x;
+            std::memcpy(&x, row + 4 * q, sizeof x);
+            const v4d v = x + B1 * y1[q] + B2 * y2[q];
+            y2[q] = y1[q];
+            y1[q] = v;
         }
-        store(i, y1, norm);
+        if (i - kAhead >= first && i - kAhead < end) __builtin_prefetch(res + (i - kAhead - first) * res_stride, 1);
+        if (i < end) {
+            float* o = res + (i - first) * res_stride;
+            for (int q = 0; q < 4; ++q) {
+                const v4f f = __builtin_convertvector(NRM * y1[q], v4f);
+                std::memcpy(o + 4 * q, &f, sizeof f);
+            }
+        }
     }
 }
 
@@ -95,65 +160,77 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
     // Each line is extended by k mirrored samples at both ends (so the recursions start from a
     // zero state far enough out), filtered, and the central part kept: rows first (rounded to
     // float), then columns. Lines are processed kLanes at a time (sample i of the kLanes lines
-    // side by side): a block of rows is gathered column by column, a block of columns read
-    // row by row.
+    // side by side).
     const int64_t k = p.bspline_k;
     const double b1 = p.b1, b2 = p.b2, norm = p.norm;
     Scratch<float> rows(H * W);
     {
-        std::vector<int64_t> src(W + 2 * k);  // source column of each extended sample
-        for (int64_t i = 0; i < W + 2 * k; ++i) src[i] = reflect(i - k, W);
+        const int64_t m = W + 2 * k;
+        std::vector<int64_t> src(m), ident(m);  // source column of each extended sample
+        for (int64_t i = 0; i < m; ++i) {
+            src[i] = reflect(i - k, W);
+            ident[i] = i;
+        }
 #pragma omp parallel if (H * W >= kMinParallelWork)
         {
-            Scratch<double> t((W + 2 * k) * kLanes);
+            // A block of rows is transposed into `in` (sample i of row j at in[i * kLanes + j]) and
+            // the results out of `res` tile by tile (kLanes columns at a time), so that each
+            // cache line of the image is used whole at once.
+            Scratch<double> t(m * kLanes);
+            Scratch<float> in(m * kLanes), res(W * kLanes);
 #pragma omp for schedule(static)
             for (int64_t r0 = 0; r0 < H; r0 += kLanes) {
                 const int64_t nb = std::min(kLanes, H - r0);
-                const float* line[kLanes];
-                float* dst[kLanes];
                 for (int64_t j = 0; j < kLanes; ++j) {  // lanes past the last row repeat it
-                    line[j] = img + (r0 + std::min(j, nb - 1)) * W;
-                    dst[j] = rows.data() + (r0 + std::min(j, nb - 1)) * W;
+                    const float* line = img + (r0 + std::min(j, nb - 1)) * W;
+                    for (int64_t i = 0; i < k; ++i) {
+                        in[i * kLanes + j] = line[src[i]];
+                        in[(k + W + i) * kLanes + j] = line[src[k + W + i]];
+                    }
                 }
-                iir_block(t.data(), W + 2 * k, k, b1, b2, norm,
-                          [&](int64_t i, int64_t j) { return line[j][src[i]]; },
-                          [&](int64_t i, const double* v, double nrm) {
-                              if (i < k + W)
-                                  for (int64_t j = 0; j < nb; ++j) dst[j][i - k] = static_cast<float>(nrm * v[j]);
-                          });
+                for (int64_t x0 = 0; x0 < W; x0 += kLanes) {
+                    const int64_t nx = std::min(kLanes, W - x0);
+                    float* tile = in.data() + (k + x0) * kLanes;
+                    for (int64_t j = 0; j < kLanes; ++j) {
+                        const float* line = img + (r0 + std::min(j, nb - 1)) * W + x0;
+                        for (int64_t xx = 0; xx < nx; ++xx) tile[xx * kLanes + j] = line[xx];
+                    }
+                }
+                iir_block(in.data(), ident.data(), kLanes, m, k, k + W, b1, b2, norm, t.data(), res.data(), kLanes);
+                for (int64_t x0 = 0; x0 < W; x0 += kLanes) {
+                    const int64_t nx = std::min(kLanes, W - x0);
+                    const float* tile = res.data() + x0 * kLanes;
+                    for (int64_t j = 0; j < nb; ++j) {
+                        float* d = rows.data() + (r0 + j) * W + x0;
+                        for (int64_t xx = 0; xx < nx; ++xx) d[xx] = tile[xx * kLanes + j];
+                    }
+                }
             }
         }
     }
-    std::vector<int64_t> src(H + 2 * k);  // source row of each extended sample
-    for (int64_t i = 0; i < H + 2 * k; ++i) src[i] = reflect(i - k, H);
+    const int64_t m = H + 2 * k;
+    std::vector<int64_t> src(m), ident(m);  // source row of each extended sample
+    for (int64_t i = 0; i < m; ++i) {
+        src[i] = reflect(i - k, H);
+        ident[i] = i;
+    }
+    const int64_t full = W / kLanes * kLanes;  // columns in full blocks
 #pragma omp parallel if (H * W >= kMinParallelWork)
     {
-        Scratch<double> t((H + 2 * k) * kLanes);
-        float pad[kLanes] = {0};
+        Scratch<double> t(m * kLanes);
 #pragma omp for schedule(static)
-        for (int64_t c0 = 0; c0 < W; c0 += kLanes) {
-            const int64_t nb = std::min(kLanes, W - c0);
-            const float* base = rows.data() + c0;
-            if (nb == kLanes) {
-                iir_block(t.data(), H + 2 * k, k, b1, b2, norm,
-                          [&](int64_t i, int64_t j) { return base[src[i] * W + j]; },
-                          [&](int64_t i, const double* v, double nrm) {
-                              if (i < k + H) {
-                                  float* d = out + (i - k) * W + c0;
-                                  for (int64_t j = 0; j < kLanes; ++j) d[j] = static_cast<float>(nrm * v[j]);
-                              }
-                          });
-            } else {  // the last, partial block of columns
-                iir_block(t.data(), H + 2 * k, k, b1, b2, norm,
-                          [&](int64_t i, int64_t j) { return j < nb ? base[src[i] * W + j] : pad[j]; },
-                          [&](int64_t i, const double* v, double nrm) {
-                              if (i < k + H) {
-                                  float* d = out + (i - k) * W + c0;
-                                  for (int64_t j = 0; j < nb; ++j) d[j] = static_cast<float>(nrm * v[j]);
-                              }
-                          });
-            }
-        }
+        for (int64_t c0 = 0; c0 < full; c0 += kLanes)  // straight from the rows, into the output
+            iir_block(rows.data() + c0, src.data(), W, m, k, k + H, b1, b2, norm, t.data(), out + c0, W);
+    }
+    if (full < W) {  // the last, partial block of columns, through zero-padded buffers
+        const int64_t nb = W - full;
+        Scratch<double> t(m * kLanes);
+        Scratch<float> in(m * kLanes), res(H * kLanes);
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < kLanes; ++j) in[i * kLanes + j] = j < nb ? rows[src[i] * W + full + j] : 0.0f;
+        iir_block(in.data(), ident.data(), kLanes, m, k, k + H, b1, b2, norm, t.data(), res.data(), kLanes);
+        for (int64_t y = 0; y < H; ++y)
+            for (int64_t j = 0; j < nb; ++j) out[y * W + full + j] = res[y * kLanes + j];
     }
 }
 
@@ -430,10 +507,10 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         T = rs[R];
     }
     for (int l = L; l <= L + 1; ++l) out.tree_offsets[l] = T;
-    out.tree_y.resize(T);
-    out.tree_x.resize(T);
-    out.tree_level.resize(T);
-    out.tree_parent.resize(T);
+    resize_for_fill(out.tree_y, T);
+    resize_for_fill(out.tree_x, T);
+    resize_for_fill(out.tree_level, T);
+    resize_for_fill(out.tree_parent, T);
     for (int l = lmin; l < L; ++l) {
         const int64_t R = g.rows(l), C = g.cols(l);
         const std::vector<int64_t>& rs = row_start[l];
@@ -500,10 +577,10 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         N = pr[R];
     }
     out.level_offsets[L + 1] = N;
-    out.y.resize(N);
-    out.x.resize(N);
-    out.level.resize(N);
-    out.parent.resize(N);
+    resize_for_fill(out.y, N);
+    resize_for_fill(out.x, N);
+    resize_for_fill(out.level, N);
+    resize_for_fill(out.parent, N);
     for (int l = lmin; l <= L; ++l) {
         const int64_t R = g.rows(l), C = g.cols(l);
         const std::vector<int64_t>& pr = prow[l];
@@ -679,6 +756,12 @@ void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
 #pragma omp for schedule(dynamic, 1024)
         for (int64_t i = 0; i < v.n; ++i) {
             const int sh = v.g.level_max - v.level[i];
+            if (sh == 0 && C == 1) {
+                // one pixel: what the grayscale path below computes, ((0.0f + p) in double) * 1.0
+                // rounded to float, is 0.0f + p (-0.0 becomes +0.0 there too)
+                out[i] = 0.0f + img[int64_t(v.y[i]) * W + v.x[i]];
+                continue;
+            }
             const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
             const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
             const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));
