@@ -18,7 +18,9 @@ sigma_th_max = 0, pyapr's automatic parameters off). Each library gets one warm-
 --repeats timed calls of the full conversion (particle structure + particle intensities as cell
 means), aprlib and pyapr interleaved (their order alternating) so that both see the same load;
 the medians are reported, with particle counts, pixels per second and the ratio
-pyapr_time / aprlib_time (>= 1 means aprlib is at least as fast).
+pyapr_time / aprlib_time (>= 1 means aprlib is at least as fast). The last column is the same
+ratio of the medians of process CPU time (user + system, all threads), which other processes
+on a shared machine disturb less than wall time.
 If pyapr is not installed only aprlib is timed.
 """
 from __future__ import annotations
@@ -104,16 +106,20 @@ def make(kind: str, size: int, seed: int):
 
 def time_interleaved(fns: dict, repeats: int):
     """One warm-up call of each function, then `repeats` rounds calling each once (order
-    alternating between rounds). Returns {name: (median seconds, all times, last result)}."""
+    alternating between rounds). Returns {name: (median wall seconds, median CPU seconds of the
+    process, last result)}."""
     names = list(fns)
     results = {name: fns[name]() for name in names}  # warm-up
-    times = {name: [] for name in names}
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
     for rep in range(repeats):
         for name in (names if rep % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
+            results[name] = None  # free the previous result first, as a caller replacing it would
+            c0, t0 = time.process_time(), time.perf_counter()
             results[name] = fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(times[name]), times[name], results[name]) for name in names}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name]), results[name]) for name in names}
 
 
 def main(argv=None) -> int:
@@ -136,7 +142,7 @@ def main(argv=None) -> int:
           f"repeats={args.repeats} (interleaved, medians after 1 warm-up each)"
           + ("" if pyapr is not None else "; pyapr is not installed: timing aprlib only"))
     header = f"{'size':>5} {'kind':>6} | {'aprlib ms':>10} {'pyapr ms':>10} | {'aprlib N':>9} {'pyapr N':>9} | " \
-             f"{'aprlib Mpx/s':>12} {'pyapr Mpx/s':>11} | {'pyapr/aprlib':>12}"
+             f"{'aprlib Mpx/s':>12} {'pyapr Mpx/s':>11} | {'pyapr/aprlib':>12} | {'(CPU time)':>10}"
     print(header)
     print("-" * len(header))
     rows = []
@@ -153,14 +159,17 @@ def main(argv=None) -> int:
                         return pyapr.converter.get_apr(img, params=p)
                 fns["pyapr"] = run_pyapr
             res = time_interleaved(fns, args.repeats)
-            t_a, _, apr = res["aprlib"]
+            t_a, c_a, apr = res["aprlib"]
             row = {"size": size, "kind": kind, "threads": _core.num_threads(), "repeats": args.repeats,
-                   "aprlib_s": t_a, "aprlib_particles": apr.n_particles, "aprlib_mpx_s": img.size / t_a / 1e6,
-                   "pyapr_s": None, "pyapr_particles": None, "pyapr_mpx_s": None, "ratio_pyapr_over_aprlib": None}
+                   "aprlib_s": t_a, "aprlib_cpu_s": c_a, "aprlib_particles": apr.n_particles,
+                   "aprlib_mpx_s": img.size / t_a / 1e6, "pyapr_s": None, "pyapr_cpu_s": None,
+                   "pyapr_particles": None, "pyapr_mpx_s": None, "ratio_pyapr_over_aprlib": None,
+                   "cpu_ratio_pyapr_over_aprlib": None}
             if pyapr is not None:
-                t_p, _, (apr_p, _parts) = res["pyapr"]
-                row.update(pyapr_s=t_p, pyapr_particles=int(apr_p.total_number_particles()),
-                           pyapr_mpx_s=img.size / t_p / 1e6, ratio_pyapr_over_aprlib=t_p / t_a)
+                t_p, c_p, (apr_p, _parts) = res["pyapr"]
+                row.update(pyapr_s=t_p, pyapr_cpu_s=c_p, pyapr_particles=int(apr_p.total_number_particles()),
+                           pyapr_mpx_s=img.size / t_p / 1e6, ratio_pyapr_over_aprlib=t_p / t_a,
+                           cpu_ratio_pyapr_over_aprlib=c_p / c_a if c_a > 0 else None)
             rows.append(row)
 
             def fmt(v, spec):
@@ -168,7 +177,8 @@ def main(argv=None) -> int:
             print(f"{size:>5} {kind:>6} | {t_a * 1e3:10.1f} {fmt(row['pyapr_s'] and row['pyapr_s'] * 1e3, '10.1f')} | "
                   f"{row['aprlib_particles']:>9d} {fmt(row['pyapr_particles'], '9d')} | "
                   f"{row['aprlib_mpx_s']:12.1f} {fmt(row['pyapr_mpx_s'], '11.1f')} | "
-                  f"{fmt(row['ratio_pyapr_over_aprlib'], '12.2f')}", flush=True)
+                  f"{fmt(row['ratio_pyapr_over_aprlib'], '12.2f')} | {fmt(row['cpu_ratio_pyapr_over_aprlib'], '10.2f')}",
+                  flush=True)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))

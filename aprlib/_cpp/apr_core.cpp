@@ -159,11 +159,12 @@ Geometry make_geometry(int64_t H, int64_t W) {
 void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, float* out) {
     // Each line is extended by k mirrored samples at both ends (so the recursions start from a
     // zero state far enough out), filtered, and the central part kept: rows first (rounded to
-    // float), then columns. Lines are processed kLanes at a time (sample i of the kLanes lines
-    // side by side).
+    // float, into `out`), then columns, in place in `out` (a block of columns is read whole by
+    // the causal pass before the anti-causal pass writes it). Lines are processed kLanes at a
+    // time (sample i of the kLanes lines side by side).
     const int64_t k = p.bspline_k;
     const double b1 = p.b1, b2 = p.b2, norm = p.norm;
-    Scratch<float> rows(H * W);
+    float* rows = out;
     {
         const int64_t m = W + 2 * k;
         std::vector<int64_t> src(m), ident(m);  // source column of each extended sample
@@ -201,7 +202,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
                     const int64_t nx = std::min(kLanes, W - x0);
                     const float* tile = res.data() + x0 * kLanes;
                     for (int64_t j = 0; j < nb; ++j) {
-                        float* d = rows.data() + (r0 + j) * W + x0;
+                        float* d = rows + (r0 + j) * W + x0;
                         for (int64_t xx = 0; xx < nx; ++xx) d[xx] = tile[xx * kLanes + j];
                     }
                 }
@@ -220,7 +221,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
         Scratch<double> t(m * kLanes);
 #pragma omp for schedule(static)
         for (int64_t c0 = 0; c0 < full; c0 += kLanes)  // straight from the rows, into the output
-            iir_block(rows.data() + c0, src.data(), W, m, k, k + H, b1, b2, norm, t.data(), out + c0, W);
+            iir_block(rows + c0, src.data(), W, m, k, k + H, b1, b2, norm, t.data(), out + c0, W);
     }
     if (full < W) {  // the last, partial block of columns, through zero-padded buffers
         const int64_t nb = W - full;
@@ -740,10 +741,43 @@ CellView view_of(const Structure& s) {
 }
 
 int64_t first_invalid_cell(const CellView& v) {
-    for (int64_t i = 0; i < v.n; ++i) {
+    // Per-level grid sizes once; blocks of cells checked without early exit (vectorisable), the
+    // first bad cell then searched in the first block that has one.
+    const int L = v.g.level_max;
+    int64_t rows[128], cols[128];  // levels 0..L (L <= 64 for any int64 image size)
+    for (int l = 0; l <= L; ++l) {
+        rows[l] = v.g.rows(l);
+        cols[l] = v.g.cols(l);
+    }
+    auto bad = [&](int64_t i) {
         const int l = v.level[i];
-        if (l < 0 || l > v.g.level_max) return i;
-        if (v.y[i] < 0 || v.x[i] < 0 || v.y[i] >= v.g.rows(l) || v.x[i] >= v.g.cols(l)) return i;
+        if (l < 0 || l > L) return true;
+        return v.y[i] < 0 || v.x[i] < 0 || v.y[i] >= rows[l] || v.x[i] >= cols[l];
+    };
+    constexpr int64_t kBlock = 4096;
+    for (int64_t b0 = 0; b0 < v.n; b0 += kBlock) {
+        const int64_t b1 = std::min(v.n, b0 + kBlock);
+        bool any = false;
+        const int l0 = v.level[b0];
+        bool one_level = true;  // the usual case (cells sorted by level): constant bounds
+        for (int64_t i = b0; i < b1; ++i) one_level &= v.level[i] == l0;
+        if (one_level && l0 >= 0 && l0 <= L) {
+            const int32_t R = static_cast<int32_t>(std::min<int64_t>(rows[l0], INT32_MAX));
+            const int32_t C = static_cast<int32_t>(std::min<int64_t>(cols[l0], INT32_MAX));
+            for (int64_t i = b0; i < b1; ++i)  // unsigned compare: negative -> huge
+                any |= (static_cast<uint32_t>(v.y[i]) >= static_cast<uint32_t>(R)) |
+                       (static_cast<uint32_t>(v.x[i]) >= static_cast<uint32_t>(C));
+        } else {
+            for (int64_t i = b0; i < b1; ++i) {
+                const int l = v.level[i];
+                const bool level_ok = l >= 0 && l <= L;
+                const int lc = level_ok ? l : 0;
+                any |= !level_ok | (v.y[i] < 0) | (v.x[i] < 0) | (v.y[i] >= rows[lc]) | (v.x[i] >= cols[lc]);
+            }
+        }
+        if (any)
+            for (int64_t i = b0; i < b1; ++i)
+                if (bad(i)) return i;
     }
     return -1;
 }
