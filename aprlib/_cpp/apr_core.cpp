@@ -16,6 +16,15 @@ namespace aprcore {
 
 namespace {
 
+// Work (elements) below which a formation loop runs on one thread. Every parallel region (fork,
+// barriers, join) stalls whenever a team thread is descheduled: on a 2-core machine shared with
+// other busy processes, the ~25 short regions of one formation made two threads slower than one
+// at every image size. So only the compute-bound passes, the B-spline's two and the cell means,
+// run in parallel, from 2048 x 2048 images on; the other loops are memory-bound (a second thread
+// gains little) and run in parallel only from 8192 x 8192 images on.
+constexpr int64_t kMinParallelSpline = int64_t(1) << 22;
+constexpr int64_t kMinParallelFormation = int64_t(1) << 24;
+
 // Reflective ('d c b a | a b c d') index into [0, n).
 inline int64_t reflect(int64_t i, int64_t n) {
     if (n == 1) return 0;
@@ -172,7 +181,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
             src[i] = reflect(i - k, W);
             ident[i] = i;
         }
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelSpline)
         {
             // A block of rows is transposed into `in` (sample i of row j at in[i * kLanes + j]) and
             // the results out of `res` tile by tile (kLanes columns at a time), so that each
@@ -216,7 +225,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
         ident[i] = i;
     }
     const int64_t full = W / kLanes * kLanes;  // columns in full blocks
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelSpline)
     {
         Scratch<double> t(m * kLanes);
 #pragma omp for schedule(static)
@@ -252,9 +261,9 @@ inline void bspline_eval_row(const float* c, int64_t W, float* o) {
 
 void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
     Scratch<float> tmp(H * W);
-#pragma omp parallel for schedule(static) if (H * W >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (H * W >= kMinParallelFormation)
     for (int64_t y = 0; y < H; ++y) bspline_eval_row(coef + y * W, W, tmp.data() + y * W);
-#pragma omp parallel for schedule(static) if (H * W >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (H * W >= kMinParallelFormation)
     for (int64_t y = 0; y < H; ++y) {
         const float* a = tmp.data() + mirror(y - 1, H) * W;
         const float* b = tmp.data() + y * W;
@@ -268,7 +277,7 @@ void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_h
     // max(sqrt(a), sqrt(b)) == sqrt(max(a, b)) (sqrt is correctly rounded, hence monotone), so the
     // squared magnitudes are max-reduced and one square root taken per half-grid sample.
     const int64_t Wh = (W + 1) / 2;
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelFormation)
     {
         Scratch<float> m2(2 * Wh);
 #pragma omp for schedule(static)
@@ -309,7 +318,7 @@ void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_h
     }
 }
 void threshold_gradient(float* grad_half, const float* image_half, int64_t n, const Params& p) {
-#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelFormation)
     for (int64_t i = 0; i < n; ++i)
         if (grad_half[i] < p.grad_th || image_half[i] <= p.Ip_th) grad_half[i] = 0.0f;
 }
@@ -320,7 +329,7 @@ void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float
     const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2, Wp = W / 2;  // Wp: half columns with 2 pixels
     Scratch<float> means(from_bspline ? Hh * Wh : 0);
     float* dst_all = from_bspline ? means.data() : out_half;
-#pragma omp parallel for schedule(static) if (Hh * Wh >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (Hh * Wh >= kMinParallelFormation)
     for (int64_t yh = 0; yh < Hh; ++yh) {
         const float* a = img + 2 * yh * W;
         float* o = dst_all + yh * Wh;
@@ -369,7 +378,7 @@ void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
         pad_src[i] = mirror(i - r, W);
         pad_src[r + i] = mirror(W + i, W);
     }
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelFormation)
     {
         Scratch<double> line(W + 2 * r);
 #pragma omp for schedule(static)
@@ -392,7 +401,7 @@ void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
     }
     // along columns: a running sum of rows, a block of columns per thread
     const int64_t B = 256;
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelFormation)
     {
         double acc[B];
 #pragma omp for schedule(static)
@@ -435,7 +444,7 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
     const int64_t n = g.rows(g.level_max - 1) * g.cols(g.level_max - 1);
     const double factor = std::ldexp(1.0, g.level_max) / rel_error;
     const int lo = g.level_min, hi = g.level_max - 1;
-#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelFormation)
     for (int64_t i = 0; i < n; ++i) {
         const double ratio = static_cast<double>(grad_half[i]) / sigma_half[i] * factor;
         int l;
@@ -500,7 +509,7 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         std::vector<int64_t>& rs = row_start[l];
         rs.assign(R + 1, 0);
         const uint8_t* sp = split[l];
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
         for (int64_t r = 0; r < R; ++r) rs[r + 1] = count_set(sp + r * C, C);
         rs[0] = T;
         for (int64_t r = 0; r < R; ++r) rs[r + 1] += rs[r];
@@ -517,7 +526,7 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         const std::vector<int64_t>& rs = row_start[l];
         const uint8_t* sp = split[l];
         std::fill(out.tree_level.begin() + rs[0], out.tree_level.begin() + rs[R], static_cast<int8_t>(l));
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
         for (int64_t r = 0; r < R; ++r) {
             int64_t k = rs[r];
             int32_t* ty = out.tree_y.data();
@@ -531,7 +540,7 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         // parents: merge with the parent row (both sorted by x)
         int64_t* tp = out.tree_parent.data();
         const int32_t* tx = out.tree_x.data();
-#pragma omp parallel for schedule(static) if (rs[R] - rs[0] >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (rs[R] - rs[0] >= kMinParallelFormation)
         for (int64_t r = 0; r < R; ++r) {
             int64_t q = 0, q_end = 0;
             if (l > lmin) {
@@ -561,7 +570,7 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         } else {
             const std::vector<int64_t>& prs = row_start[l - 1];
             const int32_t* tx = out.tree_x.data();
-#pragma omp parallel for schedule(static) if (prs[g.rows(l - 1)] - prs[0] >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (prs[g.rows(l - 1)] - prs[0] >= kMinParallelFormation)
             for (int64_t r = 0; r < R; ++r) {
                 int64_t c = 0;
                 const uint8_t* s = sp ? sp + r * C : nullptr;
@@ -604,7 +613,7 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
         }
         const std::vector<int64_t>& prs = row_start[l - 1];
         const int32_t* tx = out.tree_x.data();
-#pragma omp parallel for schedule(static) if (pr[R] - pr[0] >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (pr[R] - pr[0] >= kMinParallelFormation)
         for (int64_t r = 0; r < R; ++r) {
             int64_t k = pr[r];
             const uint8_t* s = sp ? sp + r * C : nullptr;
@@ -645,7 +654,7 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minima
         const uint8_t* f = rq_of[l + 1];
         uint8_t* d = req[l].data();
         const int64_t Cp = Cf / 2;  // cells with two children columns
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
         for (int64_t r = 0; r < R; ++r) {
             const uint8_t* a = f + 2 * r * Cf;
             const uint8_t* b = 2 * r + 1 < Rf ? a + Cf : a;  // one child row at an odd border
@@ -666,7 +675,7 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minima
             // as in LibAPR, if one of its 3x3 neighbours (at level l, itself included) must hold
             // particles two or more levels finer (req > l + 1): the 3x3 max, separably.
             const uint8_t l1 = static_cast<uint8_t>(l), l2 = static_cast<uint8_t>(l + 1);
-#pragma omp parallel if (R * C >= kMinParallelWork)
+#pragma omp parallel if (R * C >= kMinParallelFormation)
             {
                 Scratch<uint8_t> vm(C);
 #pragma omp for schedule(static)
@@ -687,7 +696,7 @@ Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minima
                 }
             }
         } else {
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
             for (int64_t r = 0; r < R; ++r)
                 for (int64_t c = 0; c < C; ++c) {
                     uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
@@ -784,7 +793,7 @@ int64_t first_invalid_cell(const CellView& v) {
 
 void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
     const int64_t H = v.g.H, W = v.g.W;
-#pragma omp parallel if (v.g.H * v.g.W >= kMinParallelWork)
+#pragma omp parallel if (v.g.H * v.g.W >= kMinParallelSpline)
     {
         std::vector<double> acc(C);
 #pragma omp for schedule(dynamic, 1024)
