@@ -19,7 +19,7 @@ ALL_NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 SMOKE_DIR := _build/smoke
 STAMP := $(VENV)/.installed
 
-.PHONY: help install book book-src notebooks reproduce test unit smoke book-html browser bench clean
+.PHONY: help install lock book book-src notebooks reproduce test unit smoke book-html browser bench clean
 
 help:
 	@echo "make book                   render the book from committed results (creates .venv)"
@@ -32,15 +32,27 @@ help:
 # notebooks download nothing; MathJax comes from a PyPI package).
 PIP_HINT := echo "make install: pip failed. The first make needs PyPI (network access, or a pip cache or wheelhouse holding the pinned packages: PIP_FIND_LINKS) and a C++17 compiler with OpenMP to build aprlib; see README.md, prerequisites" >&2; exit 1
 
-$(STAMP): pyproject.toml setup.py $(wildcard aprlib/_cpp/*)
+# Every package, and the build backend of aprlib's extension (PIP_CONSTRAINT reaches pip's isolated
+# build environment), comes from the lock file at its exact version.
+LOCK := book-lock.txt
+PIP_LOCKED := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install -q
+
+$(STAMP): pyproject.toml setup.py $(LOCK) $(wildcard aprlib/_cpp/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make install: could not create $(VENV) with $(PYTHON): Python 3.11 with its venv module is needed (Debian: apt-get install python3.11-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip || { $(PIP_HINT); }
-	# torch first and pinned: the CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
-	$(BIN)/python -m pip install -q torch==2.13.0 || { $(PIP_HINT); }
-	$(BIN)/python -m pip install -q -e ".[test,book]" || { $(PIP_HINT); }
+	# torch first, at the locked version: the CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
+	$(PIP_LOCKED) torch || { $(PIP_HINT); }
+	$(PIP_LOCKED) -e ".[test,book]" || { $(PIP_HINT); }
 	# pyapr (LibAPR) is an optional cross-check: its tests skip where it cannot be installed
-	$(BIN)/python -m pip install -q -e ".[crosscheck]" || echo "pyapr not installable here: cross-checks will be skipped"
+	$(PIP_LOCKED) -e ".[crosscheck]" || echo "pyapr not installable here: cross-checks will be skipped"
 	touch $@
+
+# Regenerate the lock from .venv after a deliberate upgrade (then commit book-lock.txt).
+lock: $(STAMP)
+	{ sed -n '/^#/p' $(LOCK); echo "setuptools==$$(sed -n 's/^setuptools==//p' $(LOCK))"; echo "wheel==$$(sed -n 's/^wheel==//p' $(LOCK))"; \
+	  echo "pybind11==$$(sed -n 's/^pybind11==//p' $(LOCK))"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]*)\+cpu$$/\1/' | grep -v -i -E '^(setuptools|wheel|pybind11)=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 install: $(STAMP)
 

@@ -5,10 +5,25 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace aprcore {
 
 namespace {
+
+// Work (elements) below which a formation loop runs on one thread. Every parallel region (fork,
+// barriers, join) stalls whenever a team thread is descheduled: on a 2-core machine shared with
+// other busy processes, the ~25 short regions of one formation made two threads slower than one
+// at every image size. So only the compute-bound passes, the B-spline's two and the cell means,
+// run in parallel, from 2048 x 2048 images on; the other loops are memory-bound (a second thread
+// gains little) and run in parallel only from 8192 x 8192 images on.
+constexpr int64_t kMinParallelSpline = int64_t(1) << 22;
+constexpr int64_t kMinParallelFormation = int64_t(1) << 24;
 
 // Reflective ('d c b a | a b c d') index into [0, n).
 inline int64_t reflect(int64_t i, int64_t n) {
@@ -34,28 +49,109 @@ inline int ceil_log2(int64_t v) {
     return l;
 }
 
-constexpr int64_t kLanes = 16;  // lines filtered together (one SIMD-friendly block)
-
-// One 2nd-order recursion y[i] = x[i] + b1 y[i-1] + b2 y[i-2] over kLanes interleaved lines of
-// length m stored as t[i * kLanes + j] (sample i of line j), in place, from a zero state; run
-// from the end (anti-causal) when `backward`.
-void recurse_lanes(double* t, int64_t m, double b1, double b2, bool backward) {
-    double y1[kLanes] = {0}, y2[kLanes] = {0};
-    for (int64_t n = 0; n < m; ++n) {
-        double* row = t + (backward ? m - 1 - n : n) * kLanes;
-        for (int64_t j = 0; j < kLanes; ++j) {
-            const double v = row[j] + b1 * y1[j] + b2 * y2[j];
-            row[j] = v;
-            y2[j] = y1[j];
-            y1[j] = v;
-        }
+// Uninitialised, 64-byte aligned scratch buffer (std::vector would zero-fill what is overwritten
+// anyway). Large ones are 2 MiB aligned and, on Linux, advised to use transparent huge pages:
+// the B-spline's column pass reads and writes one line per image row (one 4 KiB page each),
+// which without huge pages costs a TLB miss per sample.
+template <typename T>
+struct Scratch {
+    struct Free {
+        void operator()(T* q) const { std::free(q); }
+    };
+    std::unique_ptr<T, Free> p;
+    explicit Scratch(int64_t n) {
+        constexpr size_t kHuge = size_t(1) << 21;
+        size_t bytes = sizeof(T) * static_cast<size_t>(std::max<int64_t>(n, 1));
+        const size_t align = bytes >= 2 * kHuge ? kHuge : 64;
+        bytes = (bytes + align - 1) / align * align;
+        p.reset(static_cast<T*>(std::aligned_alloc(align, bytes)));
+        if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+        if (align == kHuge) madvise(p.get(), bytes, MADV_HUGEPAGE);  // advice only: errors ignored
+#endif
     }
+    T* data() { return p.get(); }
+    const T* data() const { return p.get(); }
+    T& operator[](int64_t i) { return p.get()[i]; }
+    const T& operator[](int64_t i) const { return p.get()[i]; }
+};
+
+// v.resize(n) for a vector about to be filled; large buffers are advised to use transparent huge
+// pages first (on Linux), which spares most of the page faults of first touching them.
+template <typename T>
+void resize_for_fill(std::vector<T>& v, int64_t n) {
+#ifdef MADV_HUGEPAGE
+    constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+    if (v.capacity() < static_cast<size_t>(n) && sizeof(T) * static_cast<size_t>(n) >= 2 * kHuge) {
+        v.reserve(static_cast<size_t>(n));
+        const uintptr_t a = (reinterpret_cast<uintptr_t>(v.data()) + kHuge - 1) & ~(kHuge - 1);
+        const uintptr_t b = (reinterpret_cast<uintptr_t>(v.data() + n)) & ~(kHuge - 1);
+        if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);  // advice only
+    }
+#endif
+    v.resize(static_cast<size_t>(n));
 }
 
-// Causal then anti-causal recursion (the smoothing B-spline's two passes).
-void iir_lanes(double* t, int64_t m, double b1, double b2) {
-    recurse_lanes(t, m, b1, b2, false);
-    recurse_lanes(t, m, b1, b2, true);
+constexpr int64_t kLanes = 16;  // lines filtered together (one SIMD-friendly block)
+
+// kLanes doubles as 4 vectors of 4 (GCC/Clang vector extensions: element-wise IEEE operations,
+// the same results as the scalar code, in SIMD registers).
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
+// The smoothing B-spline's causal then anti-causal 2nd-order recursion
+// y[i] = x[i] + b1 y[i-1] + b2 y[i-2] (in double, from a zero state) over kLanes lines of m samples:
+// sample i of line j is the float in[src[i] * stride + j]. The causal results go to t
+// (m * kLanes doubles); the anti-causal pass runs from the end down to sample `first`, and the
+// samples i in [first, end) are written, times `norm` and rounded to float, to
+// res[(i - first) * res_stride + j].
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// Two builds picked at load time (GCC function multi-versioning): with AVX2 the 16 lanes' state
+// fits in registers. Neither build has FMA, so no multiply-add is fused: the same roundings.
+#define APRCORE_IIR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define APRCORE_IIR_CLONES
+#endif
+APRCORE_IIR_CLONES
+void iir_block(const float* in, const int64_t* src, int64_t stride, int64_t m, int64_t first, int64_t end,
+               double b1, double b2, double norm, double* t, float* res, int64_t res_stride) {
+    const v4d B1 = {b1, b1, b1, b1}, B2 = {b2, b2, b2, b2}, NRM = {norm, norm, norm, norm};
+    v4d y1[4], y2[4];
+    for (int q = 0; q < 4; ++q) y1[q] = y2[q] = v4d{0.0, 0.0, 0.0, 0.0};
+    constexpr int64_t kAhead = 24;  // samples prefetched ahead (strided lines cross pages: no
+                                    // hardware prefetch)
+    for (int64_t i = 0; i < m; ++i) {
+        const float* x = in + src[i] * stride;
+        if (i + kAhead < m) __builtin_prefetch(in + src[i + kAhead] * stride);
+        double* row = t + i * kLanes;
+        for (int q = 0; q < 4; ++q) {
+            v4f xf;
+            std::memcpy(&xf, x + 4 * q, sizeof xf);
+            const v4d v = __builtin_convertvector(xf, v4d) + B1 * y1[q] + B2 * y2[q];
+            std::memcpy(row + 4 * q, &v, sizeof v);
+            y2[q] = y1[q];
+            y1[q] = v;
+        }
+    }
+    for (int q = 0; q < 4; ++q) y1[q] = y2[q] = v4d{0.0, 0.0, 0.0, 0.0};
+    for (int64_t i = m - 1; i >= first; --i) {
+        const double* row = t + i * kLanes;
+        for (int q = 0; q < 4; ++q) {
+            v4d x;
+            std::memcpy(&x, row + 4 * q, sizeof x);
+            const v4d v = x + B1 * y1[q] + B2 * y2[q];
+            y2[q] = y1[q];
+            y1[q] = v;
+        }
+        if (i - kAhead >= first && i - kAhead < end) __builtin_prefetch(res + (i - kAhead - first) * res_stride, 1);
+        if (i < end) {
+            float* o = res + (i - first) * res_stride;
+            for (int q = 0; q < 4; ++q) {
+                const v4f f = __builtin_convertvector(NRM * y1[q], v4f);
+                std::memcpy(o + 4 * q, &f, sizeof f);
+            }
+        }
+    }
 }
 
 }  // namespace
@@ -71,143 +167,247 @@ Geometry make_geometry(int64_t H, int64_t W) {
 
 void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, float* out) {
     // Each line is extended by k mirrored samples at both ends (so the recursions start from a
-    // zero state far enough out), filtered, and the central part kept. Lines are processed
-    // kLanes at a time: rows through a transposed block, columns directly.
+    // zero state far enough out), filtered, and the central part kept: rows first (rounded to
+    // float, into `out`), then columns, in place in `out` (a block of columns is read whole by
+    // the causal pass before the anti-causal pass writes it). Lines are processed kLanes at a
+    // time (sample i of the kLanes lines side by side).
     const int64_t k = p.bspline_k;
-    std::vector<float> rows(H * W);
-#pragma omp parallel if (H * W >= kMinParallelWork)
+    const double b1 = p.b1, b2 = p.b2, norm = p.norm;
+    float* rows = out;
     {
-        std::vector<double> t((W + 2 * k) * kLanes);
+        const int64_t m = W + 2 * k;
+        std::vector<int64_t> src(m), ident(m);  // source column of each extended sample
+        for (int64_t i = 0; i < m; ++i) {
+            src[i] = reflect(i - k, W);
+            ident[i] = i;
+        }
+#pragma omp parallel if (H * W >= kMinParallelSpline)
+        {
+            // A block of rows is transposed into `in` (sample i of row j at in[i * kLanes + j]) and
+            // the results out of `res` tile by tile (kLanes columns at a time), so that each
+            // cache line of the image is used whole at once.
+            Scratch<double> t(m * kLanes);
+            Scratch<float> in(m * kLanes), res(W * kLanes);
 #pragma omp for schedule(static)
-        for (int64_t r0 = 0; r0 < H; r0 += kLanes) {
-            const int64_t nb = std::min(kLanes, H - r0);
-            std::fill(t.begin(), t.end(), 0.0);
-            for (int64_t i = 0; i < W + 2 * k; ++i) {
-                const int64_t x = reflect(i - k, W);
-                for (int64_t j = 0; j < nb; ++j) t[i * kLanes + j] = img[(r0 + j) * W + x];
+            for (int64_t r0 = 0; r0 < H; r0 += kLanes) {
+                const int64_t nb = std::min(kLanes, H - r0);
+                for (int64_t j = 0; j < kLanes; ++j) {  // lanes past the last row repeat it
+                    const float* line = img + (r0 + std::min(j, nb - 1)) * W;
+                    for (int64_t i = 0; i < k; ++i) {
+                        in[i * kLanes + j] = line[src[i]];
+                        in[(k + W + i) * kLanes + j] = line[src[k + W + i]];
+                    }
+                }
+                for (int64_t x0 = 0; x0 < W; x0 += kLanes) {
+                    const int64_t nx = std::min(kLanes, W - x0);
+                    float* tile = in.data() + (k + x0) * kLanes;
+                    for (int64_t j = 0; j < kLanes; ++j) {
+                        const float* line = img + (r0 + std::min(j, nb - 1)) * W + x0;
+                        for (int64_t xx = 0; xx < nx; ++xx) tile[xx * kLanes + j] = line[xx];
+                    }
+                }
+                iir_block(in.data(), ident.data(), kLanes, m, k, k + W, b1, b2, norm, t.data(), res.data(), kLanes);
+                for (int64_t x0 = 0; x0 < W; x0 += kLanes) {
+                    const int64_t nx = std::min(kLanes, W - x0);
+                    const float* tile = res.data() + x0 * kLanes;
+                    for (int64_t j = 0; j < nb; ++j) {
+                        float* d = rows + (r0 + j) * W + x0;
+                        for (int64_t xx = 0; xx < nx; ++xx) d[xx] = tile[xx * kLanes + j];
+                    }
+                }
             }
-            iir_lanes(t.data(), W + 2 * k, p.b1, p.b2);
-            for (int64_t j = 0; j < nb; ++j)
-                for (int64_t x = 0; x < W; ++x) rows[(r0 + j) * W + x] = static_cast<float>(p.norm * t[(x + k) * kLanes + j]);
         }
     }
-#pragma omp parallel if (H * W >= kMinParallelWork)
+    const int64_t m = H + 2 * k;
+    std::vector<int64_t> src(m), ident(m);  // source row of each extended sample
+    for (int64_t i = 0; i < m; ++i) {
+        src[i] = reflect(i - k, H);
+        ident[i] = i;
+    }
+    const int64_t full = W / kLanes * kLanes;  // columns in full blocks
+#pragma omp parallel if (H * W >= kMinParallelSpline)
     {
-        std::vector<double> t((H + 2 * k) * kLanes);
+        Scratch<double> t(m * kLanes);
 #pragma omp for schedule(static)
-        for (int64_t c0 = 0; c0 < W; c0 += kLanes) {
-            const int64_t nb = std::min(kLanes, W - c0);
-            std::fill(t.begin(), t.end(), 0.0);
-            for (int64_t i = 0; i < H + 2 * k; ++i) {
-                const float* src = rows.data() + reflect(i - k, H) * W + c0;
-                for (int64_t j = 0; j < nb; ++j) t[i * kLanes + j] = src[j];
-            }
-            iir_lanes(t.data(), H + 2 * k, p.b1, p.b2);
-            for (int64_t y = 0; y < H; ++y) {
-                float* dst = out + y * W + c0;
-                for (int64_t j = 0; j < nb; ++j) dst[j] = static_cast<float>(p.norm * t[(y + k) * kLanes + j]);
-            }
-        }
+        for (int64_t c0 = 0; c0 < full; c0 += kLanes)  // straight from the rows, into the output
+            iir_block(rows + c0, src.data(), W, m, k, k + H, b1, b2, norm, t.data(), out + c0, W);
+    }
+    if (full < W) {  // the last, partial block of columns, through zero-padded buffers
+        const int64_t nb = W - full;
+        Scratch<double> t(m * kLanes);
+        Scratch<float> in(m * kLanes), res(H * kLanes);
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < kLanes; ++j) in[i * kLanes + j] = j < nb ? rows[src[i] * W + full + j] : 0.0f;
+        iir_block(in.data(), ident.data(), kLanes, m, k, k + H, b1, b2, norm, t.data(), res.data(), kLanes);
+        for (int64_t y = 0; y < H; ++y)
+            for (int64_t j = 0; j < nb; ++j) out[y * W + full + j] = res[y * kLanes + j];
     }
 }
 
+namespace {
+
+// One row of the [1, 4, 1] / 6 kernel with whole-sample mirror borders.
+inline void bspline_eval_row(const float* c, int64_t W, float* o) {
+    if (W == 1) {
+        o[0] = (c[0] + 4.0f * c[0] + c[0]) / 6.0f;
+        return;
+    }
+    o[0] = (c[1] + 4.0f * c[0] + c[1]) / 6.0f;
+    for (int64_t x = 1; x + 1 < W; ++x) o[x] = (c[x - 1] + 4.0f * c[x] + c[x + 1]) / 6.0f;
+    o[W - 1] = (c[W - 2] + 4.0f * c[W - 1] + c[W - 2]) / 6.0f;
+}
+
+}  // namespace
+
 void bspline_evaluate(const float* coef, int64_t H, int64_t W, float* out) {
-    std::vector<float> tmp(H * W);
-#pragma omp parallel for schedule(static) if (H * W >= kMinParallelWork)
-    for (int64_t y = 0; y < H; ++y)
-        for (int64_t x = 0; x < W; ++x)
-            tmp[y * W + x] = (coef[y * W + mirror(x - 1, W)] + 4.0f * coef[y * W + x] + coef[y * W + mirror(x + 1, W)]) / 6.0f;
-#pragma omp parallel for schedule(static) if (H * W >= kMinParallelWork)
-    for (int64_t y = 0; y < H; ++y)
-        for (int64_t x = 0; x < W; ++x)
-            out[y * W + x] = (tmp[mirror(y - 1, H) * W + x] + 4.0f * tmp[y * W + x] + tmp[mirror(y + 1, H) * W + x]) / 6.0f;
+    Scratch<float> tmp(H * W);
+#pragma omp parallel for schedule(static) if (H * W >= kMinParallelFormation)
+    for (int64_t y = 0; y < H; ++y) bspline_eval_row(coef + y * W, W, tmp.data() + y * W);
+#pragma omp parallel for schedule(static) if (H * W >= kMinParallelFormation)
+    for (int64_t y = 0; y < H; ++y) {
+        const float* a = tmp.data() + mirror(y - 1, H) * W;
+        const float* b = tmp.data() + y * W;
+        const float* c = tmp.data() + mirror(y + 1, H) * W;
+        float* o = out + y * W;
+        for (int64_t x = 0; x < W; ++x) o[x] = (a[x] + 4.0f * b[x] + c[x]) / 6.0f;
+    }
 }
 
 void gradient_magnitude_ds(const float* coef, int64_t H, int64_t W, float* out_half) {
+    // max(sqrt(a), sqrt(b)) == sqrt(max(a, b)) (sqrt is correctly rounded, hence monotone), so the
+    // squared magnitudes are max-reduced and one square root taken per half-grid sample.
     const int64_t Wh = (W + 1) / 2;
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelFormation)
     {
-        std::vector<float> mag(W);
+        Scratch<float> m2(2 * Wh);
 #pragma omp for schedule(static)
         for (int64_t yh = 0; yh < (H + 1) / 2; ++yh) {
             float* o = out_half + yh * Wh;
-            std::fill(o, o + Wh, 0.0f);
+            for (int64_t xh = 0; xh < Wh; ++xh) o[xh] = 0.0f;
             for (int64_t y = 2 * yh; y < std::min(2 * yh + 2, H); ++y) {
-                // |grad| of one row (central differences, replicated borders) ...
+                // squared |grad| of one row (central differences, replicated borders) ...
                 const float* up = coef + std::max<int64_t>(y - 1, 0) * W;
                 const float* dn = coef + std::min<int64_t>(y + 1, H - 1) * W;
                 const float* row = coef + y * W;
-                for (int64_t x = 0; x < W; ++x) {
-                    const float gx = 0.5f * (row[x + 1 < W ? x + 1 : W - 1] - row[x > 0 ? x - 1 : 0]);
-                    const float gy = 0.5f * (dn[x] - up[x]);
-                    mag[x] = std::sqrt(gx * gx + gy * gy);
+                float* g = m2.data();
+                g[2 * Wh - 1] = 0.0f;  // W odd: the last half column has one pixel
+                if (W == 1) {
+                    const float gy = 0.5f * (dn[0] - up[0]);
+                    const float gx = 0.5f * (row[0] - row[0]);
+                    g[0] = gx * gx + gy * gy;
+                } else {
+                    {
+                        const float gx = 0.5f * (row[1] - row[0]), gy = 0.5f * (dn[0] - up[0]);
+                        g[0] = gx * gx + gy * gy;
+                    }
+                    for (int64_t x = 1; x + 1 < W; ++x) {
+                        const float gx = 0.5f * (row[x + 1] - row[x - 1]);
+                        const float gy = 0.5f * (dn[x] - up[x]);
+                        g[x] = gx * gx + gy * gy;
+                    }
+                    {
+                        const float gx = 0.5f * (row[W - 1] - row[W - 2]), gy = 0.5f * (dn[W - 1] - up[W - 1]);
+                        g[W - 1] = gx * gx + gy * gy;
+                    }
                 }
                 // ... max-reduced into the half row
-                for (int64_t x = 0; x < W; ++x) o[x >> 1] = std::max(o[x >> 1], mag[x]);
+                for (int64_t xh = 0; xh < Wh; ++xh) o[xh] = std::max(o[xh], std::max(g[2 * xh], g[2 * xh + 1]));
             }
+            for (int64_t xh = 0; xh < Wh; ++xh) o[xh] = std::sqrt(o[xh]);
         }
     }
 }
-
 void threshold_gradient(float* grad_half, const float* image_half, int64_t n, const Params& p) {
-#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelFormation)
     for (int64_t i = 0; i < n; ++i)
         if (grad_half[i] < p.grad_th || image_half[i] <= p.Ip_th) grad_half[i] = 0.0f;
 }
 
 void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float* out_half) {
-    const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
-#pragma omp parallel for schedule(static) if (Hh * Wh >= kMinParallelWork)
+    // 2x2 means summed in double in the order (y, x) row-major from 0.0; cells cut by an odd
+    // border hold 2 or 1 pixels.
+    const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2, Wp = W / 2;  // Wp: half columns with 2 pixels
+    Scratch<float> means(from_bspline ? Hh * Wh : 0);
+    float* dst_all = from_bspline ? means.data() : out_half;
+#pragma omp parallel for schedule(static) if (Hh * Wh >= kMinParallelFormation)
     for (int64_t yh = 0; yh < Hh; ++yh) {
-        for (int64_t xh = 0; xh < Wh; ++xh) {
-            double s = 0.0;
-            int cnt = 0;
-            for (int64_t y = 2 * yh; y < std::min(2 * yh + 2, H); ++y)
-                for (int64_t x = 2 * xh; x < std::min(2 * xh + 2, W); ++x) {
-                    s += img[y * W + x];
-                    ++cnt;
-                }
-            out_half[yh * Wh + xh] = static_cast<float>(s / cnt);
+        const float* a = img + 2 * yh * W;
+        float* o = dst_all + yh * Wh;
+        if (2 * yh + 1 < H) {
+            const float* b = a + W;
+            for (int64_t xh = 0; xh < Wp; ++xh) {
+                double s = 0.0;
+                s += a[2 * xh];
+                s += a[2 * xh + 1];
+                s += b[2 * xh];
+                s += b[2 * xh + 1];
+                o[xh] = static_cast<float>(s / 4);
+            }
+            if (Wp < Wh) {
+                double s = 0.0;
+                s += a[W - 1];
+                s += b[W - 1];
+                o[Wh - 1] = static_cast<float>(s / 2);
+            }
+        } else {
+            for (int64_t xh = 0; xh < Wp; ++xh) {
+                double s = 0.0;
+                s += a[2 * xh];
+                s += a[2 * xh + 1];
+                o[xh] = static_cast<float>(s / 2);
+            }
+            if (Wp < Wh) {
+                double s = 0.0;
+                s += a[W - 1];
+                o[Wh - 1] = static_cast<float>(s / 1);
+            }
         }
     }
-    if (from_bspline) {
-        // `img` holds B-spline coefficients: evaluate the spline on the half grid, as LibAPR
-        // does (kernel [1, 4, 1] / 6 per axis, whole-sample mirror borders).
-        std::vector<float> tmp(out_half, out_half + Hh * Wh);
-        bspline_evaluate(tmp.data(), Hh, Wh, out_half);
-    }
+    // `img` holds B-spline coefficients: evaluate the spline on the half grid, as LibAPR does
+    // (kernel [1, 4, 1] / 6 per axis, whole-sample mirror borders).
+    if (from_bspline) bspline_evaluate(means.data(), Hh, Wh, out_half);
 }
 
 void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
     // Running sums over mirror-padded lines: O(1) per sample whatever the width.
     const int64_t r = width / 2;
     const double inv = 1.0 / static_cast<double>(width);
-    std::vector<float> tmp(H * W);
-#pragma omp parallel if (H * W >= kMinParallelWork)
+    Scratch<float> tmp(H * W);
+    std::vector<int64_t> pad_src(2 * r);  // source column of the r padded samples at each end
+    for (int64_t i = 0; i < r; ++i) {
+        pad_src[i] = mirror(i - r, W);
+        pad_src[r + i] = mirror(W + i, W);
+    }
+#pragma omp parallel if (H * W >= kMinParallelFormation)
     {
-        std::vector<double> line(W + 2 * r);
+        Scratch<double> line(W + 2 * r);
 #pragma omp for schedule(static)
         for (int64_t y = 0; y < H; ++y) {
             const float* row = in + y * W;
-            for (int64_t i = 0; i < W + 2 * r; ++i) line[i] = row[mirror(i - r, W)];
+            for (int64_t i = 0; i < r; ++i) {
+                line[i] = row[pad_src[i]];
+                line[W + r + i] = row[pad_src[r + i]];
+            }
+            for (int64_t x = 0; x < W; ++x) line[r + x] = row[x];
             double s = 0.0;
             for (int64_t i = 0; i < width; ++i) s += line[i];
             float* t = tmp.data() + y * W;
-            for (int64_t x = 0; x < W; ++x) {
+            for (int64_t x = 0; x + 1 < W; ++x) {
                 t[x] = static_cast<float>(s * inv);
-                if (x + 1 < W) s += line[x + width] - line[x];
+                s += line[x + width] - line[x];
             }
+            t[W - 1] = static_cast<float>(s * inv);
         }
     }
     // along columns: a running sum of rows, a block of columns per thread
     const int64_t B = 256;
-#pragma omp parallel if (H * W >= kMinParallelWork)
+#pragma omp parallel if (H * W >= kMinParallelFormation)
     {
-        std::vector<double> acc(B);
+        double acc[B];
 #pragma omp for schedule(static)
         for (int64_t c0 = 0; c0 < W; c0 += B) {
             const int64_t nb = std::min(B, W - c0);
-            std::fill(acc.begin(), acc.end(), 0.0);
+            for (int64_t j = 0; j < nb; ++j) acc[j] = 0.0;
             for (int64_t d = -r; d <= r; ++d) {
                 const float* t = tmp.data() + mirror(d, H) * W + c0;
                 for (int64_t j = 0; j < nb; ++j) acc[j] += t[j];
@@ -226,12 +426,13 @@ void box_mean(const float* in, int64_t H, int64_t W, int width, float* out) {
 }
 
 void local_intensity_scale(const float* half, int64_t Hh, int64_t Wh, const Params& p, float* out_half) {
-    std::vector<float> smooth(Hh * Wh), diff(Hh * Wh);
-    box_mean(half, Hh, Wh, 3, smooth.data());
-    for (int64_t i = 0; i < Hh * Wh; ++i) diff[i] = std::fabs(half[i] - smooth[i]);
-    box_mean(diff.data(), Hh, Wh, 7, out_half);
+    const int64_t n = Hh * Wh;
+    Scratch<float> work(n);
+    box_mean(half, Hh, Wh, 3, work.data());
+    for (int64_t i = 0; i < n; ++i) work[i] = std::fabs(half[i] - work[i]);
+    box_mean(work.data(), Hh, Wh, 7, out_half);
     const float infinite = std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < Hh * Wh; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
         float v = p.scale_const * out_half[i];
         if (v < p.sigma_th) v = (v < p.sigma_th_max) ? infinite : p.sigma_th;
         out_half[i] = v;
@@ -243,164 +444,297 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
     const int64_t n = g.rows(g.level_max - 1) * g.cols(g.level_max - 1);
     const double factor = std::ldexp(1.0, g.level_max) / rel_error;
     const int lo = g.level_min, hi = g.level_max - 1;
-#pragma omp parallel for schedule(static) if (n >= kMinParallelWork)
+#pragma omp parallel for schedule(static) if (n >= kMinParallelFormation)
     for (int64_t i = 0; i < n; ++i) {
         const double ratio = static_cast<double>(grad_half[i]) / sigma_half[i] * factor;
         int l;
-        if (!(ratio > 0.0)) l = lo;            // zero gradient (or infinite scale)
-        else if (std::isinf(ratio)) l = hi;    // zero scale with a gradient
-        else l = std::clamp(std::ilogb(ratio), lo, hi);  // ilogb = floor(log2) for normal doubles
+        if (!(ratio > 0.0)) {
+            l = lo;  // zero gradient (or infinite scale)
+        } else if (std::isinf(ratio)) {
+            l = hi;  // zero scale with a gradient
+        } else {
+            // floor(log2(ratio)): the exponent field of the (positive, finite) double; a subnormal
+            // ratio gives -1023, below level_min like its true exponent.
+            uint64_t bits;
+            std::memcpy(&bits, &ratio, sizeof bits);
+            l = std::clamp(static_cast<int>((bits >> 52) & 0x7ff) - 1023, lo, hi);
+        }
         req_half[i] = static_cast<uint8_t>(l + 1);
     }
 }
 
 namespace {
 
-// Row-parallel extraction of the set cells of a level-l mask, sorted row-major.
-// Appends coordinates and returns, in `index` (if non-null), each set cell's position.
-void extract_level(const uint8_t* mask, int64_t R, int64_t C, int l, std::vector<int32_t>& ys,
-                   std::vector<int32_t>& xs, std::vector<int8_t>& ls, int64_t* index) {
-    std::vector<int64_t> row_count(R + 1, 0);
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
-    for (int64_t r = 0; r < R; ++r) {
-        int64_t c = 0;
-        for (int64_t x = 0; x < C; ++x) c += mask[r * C + x] != 0;
-        row_count[r + 1] = c;
+// Calls f(x) for each x in [0, n) with p[x] != 0, in increasing order; skips zero runs 8 bytes
+// at a time.
+template <typename F>
+inline void for_each_set(const uint8_t* p, int64_t n, F f) {
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + x, 8);
+        if (w == 0) continue;
+        for (int64_t j = 0; j < 8; ++j)
+            if (p[x + j]) f(x + j);
     }
-    for (int64_t r = 0; r < R; ++r) row_count[r + 1] += row_count[r];
-    const int64_t base = static_cast<int64_t>(ys.size());
-    ys.resize(base + row_count[R]);
-    xs.resize(base + row_count[R]);
-    ls.resize(base + row_count[R], static_cast<int8_t>(l));
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
-    for (int64_t r = 0; r < R; ++r) {
-        int64_t k = base + row_count[r];
-        for (int64_t x = 0; x < C; ++x) {
-            if (mask[r * C + x]) {
-                ys[k] = static_cast<int32_t>(r);
-                xs[k] = static_cast<int32_t>(x);
-                if (index) index[r * C + x] = k;
+    for (; x < n; ++x)
+        if (p[x]) f(x);
+}
+
+inline int64_t count_set(const uint8_t* p, int64_t n) {
+    int64_t c = 0;
+    for (int64_t x = 0; x < n; ++x) c += p[x] != 0;
+    return c;
+}
+
+// The sorted particle and tree arrays from split masks split[l] (rows(l) x cols(l), l in
+// [level_min, level_max]; split[level_max] may be null: no pixel is split).
+//
+// Tree nodes are the split cells of levels level_min..level_max-1, row by row, so the nodes of one
+// row of a level are contiguous (row_start). Particles of level l > level_min are the children of
+// split cells of level l-1 that are not split themselves: each row of level l is read off the
+// tree nodes of its parent row, in increasing x, with the parent index at hand; only the
+// level_min grid is scanned whole. Parents of tree nodes are found by merging a row's nodes with
+// its parent row's (-1 if the parent is not split).
+Structure build_structure(const std::vector<const uint8_t*>& split, const Geometry& g) {
+    const int L = g.level_max, lmin = g.level_min;
+    Structure out;
+    out.g = g;
+    // --- tree nodes
+    std::vector<std::vector<int64_t>> row_start(L);  // row_start[l][r]: first tree node of row r
+    out.tree_offsets.assign(L + 2, 0);
+    int64_t T = 0;
+    for (int l = lmin; l < L; ++l) {
+        const int64_t R = g.rows(l), C = g.cols(l);
+        std::vector<int64_t>& rs = row_start[l];
+        rs.assign(R + 1, 0);
+        const uint8_t* sp = split[l];
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) rs[r + 1] = count_set(sp + r * C, C);
+        rs[0] = T;
+        for (int64_t r = 0; r < R; ++r) rs[r + 1] += rs[r];
+        out.tree_offsets[l] = T;
+        T = rs[R];
+    }
+    for (int l = L; l <= L + 1; ++l) out.tree_offsets[l] = T;
+    resize_for_fill(out.tree_y, T);
+    resize_for_fill(out.tree_x, T);
+    resize_for_fill(out.tree_level, T);
+    resize_for_fill(out.tree_parent, T);
+    for (int l = lmin; l < L; ++l) {
+        const int64_t R = g.rows(l), C = g.cols(l);
+        const std::vector<int64_t>& rs = row_start[l];
+        const uint8_t* sp = split[l];
+        std::fill(out.tree_level.begin() + rs[0], out.tree_level.begin() + rs[R], static_cast<int8_t>(l));
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) {
+            int64_t k = rs[r];
+            int32_t* ty = out.tree_y.data();
+            int32_t* tx = out.tree_x.data();
+            for_each_set(sp + r * C, C, [&](int64_t x) {
+                ty[k] = static_cast<int32_t>(r);
+                tx[k] = static_cast<int32_t>(x);
                 ++k;
-            } else if (index) {
-                index[r * C + x] = -1;
+            });
+        }
+        // parents: merge with the parent row (both sorted by x)
+        int64_t* tp = out.tree_parent.data();
+        const int32_t* tx = out.tree_x.data();
+#pragma omp parallel for schedule(static) if (rs[R] - rs[0] >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) {
+            int64_t q = 0, q_end = 0;
+            if (l > lmin) {
+                q = row_start[l - 1][r >> 1];
+                q_end = row_start[l - 1][(r >> 1) + 1];
+            }
+            for (int64_t k = rs[r]; k < rs[r + 1]; ++k) {
+                const int32_t px = tx[k] >> 1;
+                while (q < q_end && tx[q] < px) ++q;
+                tp[k] = (q < q_end && tx[q] == px) ? q : -1;
             }
         }
     }
+    // --- particles: per row counts, then the arrays
+    std::vector<std::vector<int64_t>> prow(L + 1);  // prow[l][r]: first particle of row r
+    out.level_offsets.assign(L + 2, 0);
+    int64_t N = 0;
+    for (int l = 0; l <= L + 1; ++l) {
+        out.level_offsets[l] = N;
+        if (l < lmin || l > L) continue;
+        const int64_t R = g.rows(l), C = g.cols(l);
+        std::vector<int64_t>& pr = prow[l];
+        pr.assign(R + 1, 0);
+        const uint8_t* sp = split[l];
+        if (l == lmin) {
+            for (int64_t r = 0; r < R; ++r) pr[r + 1] = C - count_set(sp + r * C, C);
+        } else {
+            const std::vector<int64_t>& prs = row_start[l - 1];
+            const int32_t* tx = out.tree_x.data();
+#pragma omp parallel for schedule(static) if (prs[g.rows(l - 1)] - prs[0] >= kMinParallelFormation)
+            for (int64_t r = 0; r < R; ++r) {
+                int64_t c = 0;
+                const uint8_t* s = sp ? sp + r * C : nullptr;
+                for (int64_t q = prs[r >> 1]; q < prs[(r >> 1) + 1]; ++q) {
+                    const int64_t x0 = int64_t(tx[q]) << 1;
+                    const int64_t x1 = std::min(x0 + 2, C);
+                    for (int64_t x = x0; x < x1; ++x) c += !(s && s[x]);
+                }
+                pr[r + 1] = c;
+            }
+        }
+        pr[0] = N;
+        for (int64_t r = 0; r < R; ++r) pr[r + 1] += pr[r];
+        N = pr[R];
+    }
+    out.level_offsets[L + 1] = N;
+    resize_for_fill(out.y, N);
+    resize_for_fill(out.x, N);
+    resize_for_fill(out.level, N);
+    resize_for_fill(out.parent, N);
+    for (int l = lmin; l <= L; ++l) {
+        const int64_t R = g.rows(l), C = g.cols(l);
+        const std::vector<int64_t>& pr = prow[l];
+        std::fill(out.level.begin() + pr[0], out.level.begin() + pr[R], static_cast<int8_t>(l));
+        int32_t* py = out.y.data();
+        int32_t* px = out.x.data();
+        int64_t* pp = out.parent.data();
+        const uint8_t* sp = split[l];
+        if (l == lmin) {
+            int64_t k = pr[0];
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t x = 0; x < C; ++x)
+                    if (!sp[r * C + x]) {
+                        py[k] = static_cast<int32_t>(r);
+                        px[k] = static_cast<int32_t>(x);
+                        pp[k] = -1;
+                        ++k;
+                    }
+            continue;
+        }
+        const std::vector<int64_t>& prs = row_start[l - 1];
+        const int32_t* tx = out.tree_x.data();
+#pragma omp parallel for schedule(static) if (pr[R] - pr[0] >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) {
+            int64_t k = pr[r];
+            const uint8_t* s = sp ? sp + r * C : nullptr;
+            for (int64_t q = prs[r >> 1]; q < prs[(r >> 1) + 1]; ++q) {
+                const int64_t x0 = int64_t(tx[q]) << 1;
+                const int64_t x1 = std::min(x0 + 2, C);
+                for (int64_t x = x0; x < x1; ++x)
+                    if (!(s && s[x])) {
+                        py[k] = static_cast<int32_t>(r);
+                        px[k] = static_cast<int32_t>(x);
+                        pp[k] = q;
+                        ++k;
+                    }
+            }
+        }
+    }
+    return out;
 }
 
 }  // namespace
 
 Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, const Geometry& g) {
-    const int L = g.level_max, lmin = g.level_min;
-    Structure out;
-    out.g = g;
-    // Tree nodes: the split cells, with their indices for parent look-ups.
-    std::vector<std::vector<int64_t>> tree_index(L);
-    out.tree_offsets.assign(L + 2, 0);
-    for (int l = 0; l <= L + 1; ++l) {
-        if (l >= lmin && l < L) {
-            tree_index[l].resize(split[l].size());
-            out.tree_offsets[l] = static_cast<int64_t>(out.tree_y.size());
-            extract_level(split[l].data(), g.rows(l), g.cols(l), l, out.tree_y, out.tree_x, out.tree_level,
-                          tree_index[l].data());
-        } else {
-            out.tree_offsets[l] = static_cast<int64_t>(out.tree_y.size());
-        }
-    }
-    // Particles: cells that are not split and whose parent is split (all at level_min).
-    out.level_offsets.assign(L + 2, 0);
-    std::vector<uint8_t> leaf;
-    for (int l = 0; l <= L + 1; ++l) {
-        out.level_offsets[l] = static_cast<int64_t>(out.y.size());
-        if (l < lmin || l > L) continue;
-        const int64_t R = g.rows(l), C = g.cols(l);
-        leaf.assign(R * C, 0);
-        const uint8_t* sp = split[l].data();
-        const uint8_t* pp = l > lmin ? split[l - 1].data() : nullptr;
-        const int64_t Cp = l > lmin ? g.cols(l - 1) : 0;
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t c = 0; c < C; ++c)
-                leaf[r * C + c] = !sp[r * C + c] && (pp == nullptr || pp[(r >> 1) * Cp + (c >> 1)]);
-        extract_level(leaf.data(), R, C, l, out.y, out.x, out.level, nullptr);
-    }
-    // Parent indices.
-    const int64_t N = static_cast<int64_t>(out.y.size()), T = static_cast<int64_t>(out.tree_y.size());
-    out.parent.assign(N, -1);
-    out.tree_parent.assign(T, -1);
-#pragma omp parallel for schedule(static) if (N >= kMinParallelWork)
-    for (int64_t i = 0; i < N; ++i) {
-        const int l = out.level[i];
-        if (l > lmin) out.parent[i] = tree_index[l - 1][(out.y[i] >> 1) * g.cols(l - 1) + (out.x[i] >> 1)];
-    }
-#pragma omp parallel for schedule(static) if (T >= kMinParallelWork)
-    for (int64_t i = 0; i < T; ++i) {
-        const int l = out.tree_level[i];
-        if (l > lmin) out.tree_parent[i] = tree_index[l - 1][(out.tree_y[i] >> 1) * g.cols(l - 1) + (out.tree_x[i] >> 1)];
-    }
-    return out;
+    std::vector<const uint8_t*> masks(g.level_max + 1, nullptr);
+    for (int l = g.level_min; l <= g.level_max; ++l) masks[l] = split[l].data();
+    return build_structure(masks, g);
 }
 
 Structure pulling_scheme(const uint8_t* req_half, const Geometry& g, bool minimal) {
     const int L = g.level_max, lmin = g.level_min;
-    // req[l]: max required level over each level-l cell; split[l]: cell has children.
+    // req[l]: max required level over each level-l cell (req[L-1] is req_half itself);
+    // split[l]: the cell has children (no pixel has: split[L] stays empty).
     std::vector<std::vector<uint8_t>> req(L), split(L + 1);
-    req[L - 1].assign(req_half, req_half + g.rows(L - 1) * g.cols(L - 1));
+    std::vector<const uint8_t*> rq_of(L, nullptr);
+    rq_of[L - 1] = req_half;
     for (int l = L - 2; l >= lmin; --l) {
         const int64_t R = g.rows(l), C = g.cols(l), Rf = g.rows(l + 1), Cf = g.cols(l + 1);
-        req[l].assign(R * C, 0);
-        const uint8_t* f = req[l + 1].data();
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t c = 0; c < C; ++c) {
-                uint8_t m = 0;
-                for (int64_t y = 2 * r; y < std::min(2 * r + 2, Rf); ++y)
-                    for (int64_t x = 2 * c; x < std::min(2 * c + 2, Cf); ++x) m = std::max(m, f[y * Cf + x]);
-                req[l][r * C + c] = m;
-            }
+        req[l].resize(R * C);
+        const uint8_t* f = rq_of[l + 1];
+        uint8_t* d = req[l].data();
+        const int64_t Cp = Cf / 2;  // cells with two children columns
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) {
+            const uint8_t* a = f + 2 * r * Cf;
+            const uint8_t* b = 2 * r + 1 < Rf ? a + Cf : a;  // one child row at an odd border
+            uint8_t* o = d + r * C;
+            for (int64_t c = 0; c < Cp; ++c)
+                o[c] = std::max(std::max(a[2 * c], a[2 * c + 1]), std::max(b[2 * c], b[2 * c + 1]));
+            if (Cp < C) o[C - 1] = std::max(a[Cf - 1], b[Cf - 1]);
+        }
+        rq_of[l] = d;
     }
-    split[L].assign(g.rows(L) * g.cols(L), 0);  // pixels never split
     for (int l = L - 1; l >= lmin; --l) {
         const int64_t R = g.rows(l), C = g.cols(l);
-        split[l].assign(R * C, 0);
-        const uint8_t* rq = req[l].data();
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelWork)
-        for (int64_t r = 0; r < R; ++r)
-            for (int64_t c = 0; c < C; ++c) {
-                uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
-                if (!minimal) {
-                    // LibAPR: the 3x3 neighbours (at level l) of an ascendant, i.e. of a cell that
-                    // must hold particles two or more levels finer, are split too.
-                    for (int64_t y = std::max<int64_t>(r - 1, 0); !s && y < std::min(r + 2, R); ++y)
-                        for (int64_t x = std::max<int64_t>(c - 1, 0); x < std::min(c + 2, C); ++x)
-                            if (rq[y * C + x] > l + 1) { s = 1; break; }
-                } else if (!s && l + 1 < L) {
-                    // Minimal grading: split only if a child of this cell is an 8-neighbour of a
-                    // split cell at level l+1 (whose leaves would otherwise touch a coarser leaf).
-                    const uint8_t* sf = split[l + 1].data();
-                    const int64_t Rf = g.rows(l + 1), Cf = g.cols(l + 1);
-                    for (int64_t y = std::max<int64_t>(2 * r - 1, 0); !s && y < std::min(2 * r + 3, Rf); ++y)
-                        for (int64_t x = std::max<int64_t>(2 * c - 1, 0); x < std::min(2 * c + 3, Cf); ++x)
-                            if (sf[y * Cf + x]) { s = 1; break; }
+        split[l].resize(R * C);
+        const uint8_t* rq = rq_of[l];
+        uint8_t* sp = split[l].data();
+        if (!minimal) {
+            // a cell is split if it must hold finer particles (req > l: seed or ascendant) or,
+            // as in LibAPR, if one of its 3x3 neighbours (at level l, itself included) must hold
+            // particles two or more levels finer (req > l + 1): the 3x3 max, separably.
+            const uint8_t l1 = static_cast<uint8_t>(l), l2 = static_cast<uint8_t>(l + 1);
+#pragma omp parallel if (R * C >= kMinParallelFormation)
+            {
+                Scratch<uint8_t> vm(C);
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < R; ++r) {
+                    const uint8_t* a = rq + std::max<int64_t>(r - 1, 0) * C;
+                    const uint8_t* b = rq + r * C;
+                    const uint8_t* c = rq + std::min<int64_t>(r + 1, R - 1) * C;
+                    for (int64_t x = 0; x < C; ++x) vm[x] = std::max(std::max(a[x], b[x]), c[x]);
+                    uint8_t* o = sp + r * C;
+                    if (C == 1) {
+                        o[0] = (b[0] > l1) | (vm[0] > l2);
+                        continue;
+                    }
+                    o[0] = (b[0] > l1) | (std::max(vm[0], vm[1]) > l2);
+                    for (int64_t x = 1; x + 1 < C; ++x)
+                        o[x] = (b[x] > l1) | (std::max(std::max(vm[x - 1], vm[x]), vm[x + 1]) > l2);
+                    o[C - 1] = (b[C - 1] > l1) | (std::max(vm[C - 2], vm[C - 1]) > l2);
                 }
-                split[l][r * C + c] = s;
             }
+        } else {
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+            for (int64_t r = 0; r < R; ++r)
+                for (int64_t c = 0; c < C; ++c) {
+                    uint8_t s = rq[r * C + c] > l;  // must hold finer particles (seed or ascendant)
+                    if (!s && l + 1 < L) {
+                        // Minimal grading: split only if a child of this cell is an 8-neighbour of a
+                        // split cell at level l+1 (whose leaves would otherwise touch a coarser leaf).
+                        const uint8_t* sf = split[l + 1].data();
+                        const int64_t Rf = g.rows(l + 1), Cf = g.cols(l + 1);
+                        for (int64_t y = std::max<int64_t>(2 * r - 1, 0); !s && y < std::min(2 * r + 3, Rf); ++y)
+                            for (int64_t x = std::max<int64_t>(2 * c - 1, 0); x < std::min(2 * c + 3, Cf); ++x)
+                                if (sf[y * Cf + x]) { s = 1; break; }
+                    }
+                    sp[r * C + c] = s;
+                }
+        }
     }
-
-    return structure_from_split(split, g);
+    std::vector<const uint8_t*> masks(L + 1, nullptr);
+    for (int l = lmin; l < L; ++l) masks[l] = split[l].data();
+    return build_structure(masks, g);
 }
 
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p) {
     const Geometry g = make_geometry(H, W);
     const int64_t Hh = (H + 1) / 2, Wh = (W + 1) / 2;
-    std::vector<float> coef(H * W), grad(Hh * Wh), half(Hh * Wh), sigma(Hh * Wh);
-    if (p.smooth) bspline_smooth(img, H, W, p, coef.data());
-    else std::memcpy(coef.data(), img, sizeof(float) * H * W);
-    gradient_magnitude_ds(coef.data(), H, W, grad.data());
-    half_image(coef.data(), H, W, p.smooth, half.data());
+    Scratch<float> grad(Hh * Wh), half(Hh * Wh), sigma(Hh * Wh);
+    {
+        Scratch<float> smoothed(p.smooth ? H * W : 0);
+        const float* coef = img;  // without smoothing the gradient is that of the image
+        if (p.smooth) {
+            bspline_smooth(img, H, W, p, smoothed.data());
+            coef = smoothed.data();
+        }
+        gradient_magnitude_ds(coef, H, W, grad.data());
+        half_image(coef, H, W, p.smooth, half.data());
+    }
     threshold_gradient(grad.data(), half.data(), Hh * Wh, p);
     local_intensity_scale(half.data(), Hh, Wh, p, sigma.data());
-    std::vector<uint8_t> req(Hh * Wh);
+    Scratch<uint8_t> req(Hh * Wh);
     required_levels(grad.data(), sigma.data(), g, p.rel_error, req.data());
     return pulling_scheme(req.data(), g, p.minimal_grading);
 }
@@ -416,22 +750,61 @@ CellView view_of(const Structure& s) {
 }
 
 int64_t first_invalid_cell(const CellView& v) {
-    for (int64_t i = 0; i < v.n; ++i) {
+    // Per-level grid sizes once; blocks of cells checked without early exit (vectorisable), the
+    // first bad cell then searched in the first block that has one.
+    const int L = v.g.level_max;
+    int64_t rows[128], cols[128];  // levels 0..L (L <= 64 for any int64 image size)
+    for (int l = 0; l <= L; ++l) {
+        rows[l] = v.g.rows(l);
+        cols[l] = v.g.cols(l);
+    }
+    auto bad = [&](int64_t i) {
         const int l = v.level[i];
-        if (l < 0 || l > v.g.level_max) return i;
-        if (v.y[i] < 0 || v.x[i] < 0 || v.y[i] >= v.g.rows(l) || v.x[i] >= v.g.cols(l)) return i;
+        if (l < 0 || l > L) return true;
+        return v.y[i] < 0 || v.x[i] < 0 || v.y[i] >= rows[l] || v.x[i] >= cols[l];
+    };
+    constexpr int64_t kBlock = 4096;
+    for (int64_t b0 = 0; b0 < v.n; b0 += kBlock) {
+        const int64_t b1 = std::min(v.n, b0 + kBlock);
+        bool any = false;
+        const int l0 = v.level[b0];
+        bool one_level = true;  // the usual case (cells sorted by level): constant bounds
+        for (int64_t i = b0; i < b1; ++i) one_level &= v.level[i] == l0;
+        if (one_level && l0 >= 0 && l0 <= L) {
+            const int32_t R = static_cast<int32_t>(std::min<int64_t>(rows[l0], INT32_MAX));
+            const int32_t C = static_cast<int32_t>(std::min<int64_t>(cols[l0], INT32_MAX));
+            for (int64_t i = b0; i < b1; ++i)  // unsigned compare: negative -> huge
+                any |= (static_cast<uint32_t>(v.y[i]) >= static_cast<uint32_t>(R)) |
+                       (static_cast<uint32_t>(v.x[i]) >= static_cast<uint32_t>(C));
+        } else {
+            for (int64_t i = b0; i < b1; ++i) {
+                const int l = v.level[i];
+                const bool level_ok = l >= 0 && l <= L;
+                const int lc = level_ok ? l : 0;
+                any |= !level_ok | (v.y[i] < 0) | (v.x[i] < 0) | (v.y[i] >= rows[lc]) | (v.x[i] >= cols[lc]);
+            }
+        }
+        if (any)
+            for (int64_t i = b0; i < b1; ++i)
+                if (bad(i)) return i;
     }
     return -1;
 }
 
 void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
     const int64_t H = v.g.H, W = v.g.W;
-#pragma omp parallel if (v.g.H * v.g.W >= kMinParallelWork)
+#pragma omp parallel if (v.g.H * v.g.W >= kMinParallelSpline)
     {
         std::vector<double> acc(C);
 #pragma omp for schedule(dynamic, 1024)
         for (int64_t i = 0; i < v.n; ++i) {
             const int sh = v.g.level_max - v.level[i];
+            if (sh == 0 && C == 1) {
+                // one pixel: what the grayscale path below computes, ((0.0f + p) in double) * 1.0
+                // rounded to float, is 0.0f + p (-0.0 becomes +0.0 there too)
+                out[i] = 0.0f + img[int64_t(v.y[i]) * W + v.x[i]];
+                continue;
+            }
             const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
             const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
             const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));

@@ -153,7 +153,7 @@ def as_float_image(image, name: str = "image", allow_rgb: bool = True) -> np.nda
 
 def _power_of_two_exponent(img: np.ndarray) -> int:
     """k such that max|img| / 2**k lies in (0.5, 1] (0 for an all-zero image)."""
-    m = float(np.max(np.abs(img)))
+    m = max(abs(float(img.max())), abs(float(img.min())))  # max |img| without an |img| temporary
     if m == 0.0:
         return 0
     mantissa, exponent = math.frexp(m)  # m = mantissa * 2**exponent, mantissa in [0.5, 1)
@@ -219,5 +219,7 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
         minimal_grading=params.pulling_scheme == "minimal",
     )
     apr = APR.from_structure(s, params=params, validate=False)  # the kernels' own output
-    apr.intensities = apr.sample(img)
+    # apr.sample(img) without its checks, which as_float_image made above (img is finite float32)
+    means = _core.cell_means(apr.level, apr.y, apr.x, img if img.ndim == 3 else img[..., None])
+    apr.intensities = means if img.ndim == 3 else means[:, 0]
     return apr
