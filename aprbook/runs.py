@@ -335,6 +335,13 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
                     "n_epochs")
 
 
+# The command line's experiments: (profile name, run list, compute, result store) of each.
+EXPERIMENTS = {"streamed": ("streamed_training", streamed_runs, compute_streamed, streamed_store),
+               "converged": ("streamed_converged", streamed_runs, compute_streamed, streamed_store),
+               "finite": ("finite_datasets", finite_runs, compute_finite, finite_store),
+               "natural": ("natural_training", natural_runs, compute_natural, natural_store)}
+
+
 def main(argv=None) -> None:
     import argparse
     from .profiles import check_options, profile_settings
@@ -353,10 +360,7 @@ def main(argv=None) -> None:
                   data_dir=args.data_dir)
     if args.data_dir is not None and args.experiment != "natural":
         ap.error(f"--data-dir is for the natural-image runs only, not {args.experiment}")
-    name, list_runs, compute = {"streamed": ("streamed_training", streamed_runs, compute_streamed),
-                                "converged": ("streamed_converged", streamed_runs, compute_streamed),
-                                "finite": ("finite_datasets", finite_runs, compute_finite),
-                                "natural": ("natural_training", natural_runs, compute_natural)}[args.experiment]
+    name, list_runs, compute, _ = EXPERIMENTS[args.experiment]
     extra = {"data_dir": args.data_dir} if args.experiment == "natural" else {}
     cfg = profile_settings(name, args.profile)
     runs = {r["id"]: r for r in list_runs(cfg)}

@@ -15,7 +15,7 @@ namespace aprops {
 
 // Work (table entries x channels) below which a data kernel or table builder runs on one thread
 // (default 2^22, measured: see apr_ops.cpp); settable at run time so that a benchmark can measure where a second
-// thread starts to pay (python -m aprlib.bench threshold).
+// thread starts to pay (benchmarks/bench_threads.py).
 int64_t parallel_threshold();
 void set_parallel_threshold(int64_t work);
 

@@ -105,7 +105,7 @@ bool structure_from_cells(const CellView& v, Structure& out, std::string& error)
         std::sort(pk[l].begin(), pk[l].end());
         auto d = std::adjacent_find(pk[l].begin(), pk[l].end());
         if (d != pk[l].end()) {
-            error = "the cell at " + where(l, *d) + " appears twice";
+            error = "cell at " + where(l, *d) + " appears twice";
             return false;
         }
     }
@@ -321,7 +321,6 @@ void resolve_strip(const Structure& s, const RowIndex& ri, int l, int64_t yy, in
 int64_t neighbour_table(const Structure& s, int k, int32_t* table) {
     // Particles of one level and row, close together, share their windows' rows: each run of them
     // resolves k strips (rows y - r .. y + r over the run's columns +- r) once and copies its windows.
-    const Geometry& g = s.g;
     const int64_t N = static_cast<int64_t>(s.y.size());
     const int64_t zero = N + static_cast<int64_t>(s.tree_y.size()), K = int64_t(k) * k, r = k / 2;
     const RowIndex ri = row_index(s);
