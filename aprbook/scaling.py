@@ -372,7 +372,8 @@ def pixel_feature_map_bytes(size: int, network: str = "B") -> dict:
 
 def cost_vs_size(sizes=(256, 512, 1024, 2048, 4096, 8192), content: int = 256, objects: int = 2, seed: int = 0,
                  repeats: int = 3, burn_in: int = 1, threads: int = 1, mem_limit_gb: float = 12.0,
-                 budget_s: float | None = 60.0, backend: str = "cpp", progress: bool = True) -> pd.DataFrame:
+                 budget_s: float | None = 60.0, backend: str = "cpp", progress: bool = True,
+                 pixel_max_size: int | None = None) -> pd.DataFrame:
     """One row per canvas size: formation, APR_B tables + forward and Pix_B forward, each its time
     (median of ``repeats`` interleaved rounds after ``burn_in``, one subprocess per size; a side
     whose calls at one size have taken ``budget_s`` seconds, burn-in included, is not called again
@@ -380,15 +381,20 @@ def cost_vs_size(sizes=(256, 512, 1024, 2048, 4096, 8192), content: int = 256, o
     memory (a fresh subprocess each, under an address-space limit of ``mem_limit_gb``; a pass that
     runs out of it has ``*_fit`` False and NaN time and memory). Times in seconds, memory in MB
     (10^6 bytes), pixels per second of formation, particle and pixel counts, and Pix_B's
-    feature-map memory estimate (:func:`pixel_feature_map_bytes`)."""
-    check_settings({"sizes": list(sizes), "content": content, "objects": objects, "repeats": repeats,
+    feature-map memory estimate (:func:`pixel_feature_map_bytes`). Canvases larger than
+    ``pixel_max_size`` (None: no limit) do not run the pixel network (``pixel_run`` False): a setting
+    for machines where it would take too long, not a memory limit."""
+    check_settings({"pixel_max_size": pixel_max_size, "sizes": list(sizes), "content": content, "objects": objects, "repeats": repeats,
                     "burn_in": burn_in, "threads": threads, "mem_limit_gb": mem_limit_gb, "budget_s": budget_s})
     limit = int(mem_limit_gb * 1e9) if mem_limit_gb else None
     rows = []
     for size in sorted(sizes):
         base = {"size": int(size), "content": content, "objects": objects, "seed": seed, "threads": threads,
                 "backend": backend, "mem_limit_bytes": limit}
-        mem = {m: _run_child({**base, "mode": m}) for m in ("formation", "apr", "pixel")}
+        run_pixel = pixel_max_size is None or size <= pixel_max_size
+        mem = {m: _run_child({**base, "mode": m}) for m in ("formation", "apr") + (("pixel",) if run_pixel else ())}
+        if not run_pixel:
+            mem["pixel"] = {"fit": False, "error": f"not run: larger than pixel_max_size = {pixel_max_size}"}
         t = _run_child({**base, "mode": "time", "repeats": repeats, "burn_in": burn_in, "budget_s": budget_s,
                         "pixel": mem["pixel"]["fit"]})
         fm = pixel_feature_map_bytes(size)
@@ -410,7 +416,7 @@ def cost_vs_size(sizes=(256, 512, 1024, 2048, 4096, 8192), content: int = 256, o
             "pixel_fit": pixel_fit,
             "pixel_error": "" if pixel_fit else (p.get("error") or t.get("pixel_error") or t.get("error", "")),
             "pixel_featmap_mb": fm["total"] / 1e6, "pixel_largest_map_mb": fm["largest"] / 1e6,
-            "mem_limit_gb": mem_limit_gb, "peak_reset": bool(f.get("peak_reset", False)),
+            "mem_limit_gb": mem_limit_gb, "peak_reset": bool(f.get("peak_reset", False)), "pixel_run": run_pixel,
         }
         rows.append(row)
         if progress:
@@ -461,7 +467,12 @@ def scaling_text(df: pd.DataFrame) -> str:
     if g["pixel_to_size"]:
         lines.append(f"Pix_B forward time x{g['pixel_s']:.1f} from {g['from_size']}^2 to {g['pixel_to_size']}^2 "
                      f"(pixels x{g['pixel_pixels']:.0f})")
-    no = df[~df.pixel_fit.astype(bool)]
+    ran = df.pixel_run.astype(bool) if "pixel_run" in df else df.pixel_fit.astype(bool) | True
+    skipped = df[~ran]
+    if len(skipped):
+        lines.append("Pix_B forward not run at " + ", ".join(f"{s}^2" for s in skipped["size"]) +
+                     " (larger than the profile's pixel_max_size)")
+    no = df[ran & ~df.pixel_fit.astype(bool)]
     if len(no):
         limit = no.mem_limit_gb.iloc[0] if "mem_limit_gb" in no else None
         lines.append("Pix_B forward did not fit at " + ", ".join(f"{s}^2" for s in no["size"]) +
@@ -721,6 +732,8 @@ def check_settings(cfg: dict) -> None:
         v = cfg["budget_s"]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
             raise ValueError(f"setting budget_s={v!r}: must be None (no budget) or a positive number of seconds")
+    if cfg.get("pixel_max_size") is not None and (not is_int(cfg["pixel_max_size"]) or cfg["pixel_max_size"] < _MIN_SIZE):
+        raise ValueError(f"setting pixel_max_size={cfg['pixel_max_size']!r}: must be None or a canvas size >= {_MIN_SIZE}")
     if "mem_limit_gb" in cfg:
         v = cfg["mem_limit_gb"]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0.1):
@@ -734,7 +747,8 @@ def cost_scaling(cfg: dict, seed: int = 0, progress: bool = False) -> dict:
     derive from ``seed``."""
     check_settings(cfg)
     scaling = cost_vs_size(cfg["sizes"], cfg["content"], cfg["objects"], seed, cfg["repeats"], cfg["burn_in"],
-                           cfg["threads"], cfg["mem_limit_gb"], cfg["budget_s"], progress=progress)
+                           cfg["threads"], cfg["mem_limit_gb"], cfg["budget_s"], progress=progress,
+                           pixel_max_size=cfg.get("pixel_max_size"))
     steps = training_step(cfg["step_batch_size"], cfg["step_size"], cfg["step_threads"], cfg["step_repeats"],
                           cfg["step_burn_in"], seed=seed, progress=progress)
     tables = table_memory(cfg["tables_batch_size"], cfg["tables_size"], seed=seed)
