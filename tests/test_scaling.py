@@ -43,6 +43,14 @@ def test_cost_vs_size_at_tiny_sizes_returns_the_promised_columns():
     assert g["pixels"] == pytest.approx(4.0) and isinstance(g["criterion_holds"], bool)
 
 
+def test_pixel_max_size_skips_the_pixel_network_above_it():
+    df = scaling.cost_vs_size([32, 64], content=32, objects=1, repeats=1, burn_in=0, progress=False,
+                              pixel_max_size=32)
+    assert df.pixel_run.tolist() == [True, False] and df.pixel_fit.tolist() == [True, False]
+    assert np.isnan(df.pixel_s.iloc[1]) and "not run" in df.pixel_error.iloc[1]
+    assert "not run at 64^2" in scaling.scaling_text(df) and "did not fit" not in scaling.scaling_text(df)
+
+
 def test_growth_factors_from_a_constructed_table():
     df = pd.DataFrame({  # rows out of order: the growth is from the fewest to the most pixels
         "size": [1024, 256, 512], "pixels": [1024 ** 2, 256 ** 2, 512 ** 2], "particles": [1200, 1000, 1100],
@@ -128,6 +136,7 @@ def test_profile_settings_are_valid():
     ("sizes", [64], "at least two"), ("sizes", [64, 16], "smaller"), ("sizes", [64, 64], "repeated"),
     ("repeats", 0, "positive"), ("burn_in", -1, ">= 0"), ("objects", 5, "at most 4"),
     ("mem_limit_gb", 0.0, "GB"), ("step_threads", [0], "thread counts"), ("step_size", 16, "at least"),
+    ("pixel_max_size", 8, "canvas size"),
 ])
 def test_bad_settings_are_named(setting, value, says):
     with pytest.raises(ValueError, match=setting) as err:
