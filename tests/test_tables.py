@@ -20,9 +20,9 @@ def level_max(H, W):
     return max(int(np.ceil(np.log2(max(H, W)))), 2)
 
 
-def random_cells(H, W, seed, p_split=0.55):
-    """Leaves of a random quadtree over an H x W image (cells that intersect it), unsorted."""
-    rng = np.random.default_rng(seed)
+def quadtree_cells(H, W, split) -> np.ndarray:
+    """Leaves (level, y, x) of the quadtree over an H x W image (cells that intersect it) whose cell
+    (lv, y, x) is split where ``split(lv, y, x, size)`` is true (size: its side in pixels)."""
     L = level_max(H, W)
     cells = []
 
@@ -30,7 +30,7 @@ def random_cells(H, W, seed, p_split=0.55):
         s = 2 ** (L - lv)
         if y * s >= H or x * s >= W:
             return
-        if lv < L and rng.random() < p_split:
+        if lv < L and split(lv, y, x, s):
             for dy in (0, 1):
                 for dx in (0, 1):
                     rec(lv + 1, 2 * y + dy, 2 * x + dx)
@@ -40,7 +40,13 @@ def random_cells(H, W, seed, p_split=0.55):
     for y in (0, 1):
         for x in (0, 1):
             rec(1, y, x)
-    cells = np.array(cells, np.int64)
+    return np.array(cells, np.int64)
+
+
+def random_cells(H, W, seed, p_split=0.55):
+    """Leaves of a random quadtree over an H x W image (cells that intersect it), unsorted."""
+    rng = np.random.default_rng(seed)
+    cells = quadtree_cells(H, W, lambda lv, y, x, s: rng.random() < p_split)
     rng.shuffle(cells)
     return cells
 
@@ -216,24 +222,10 @@ def test_a_canvas_no_dense_map_could_hold():
     two corners and the centre. Validation, every table of APR_B and a forward pass work on the
     particles alone."""
     H = W = 65536
-    L = level_max(H, W)
     targets = [(0, 0), (H - 1, W - 1), (H // 2, W // 3)]
-    cells = []
-
-    def rec(lv, y, x):
-        s = 2 ** (L - lv)
-        hit = any(y * s <= ty < (y + 1) * s and x * s <= tx < (x + 1) * s for ty, tx in targets)
-        if lv < L and hit:
-            for dy in (0, 1):
-                for dx in (0, 1):
-                    rec(lv + 1, 2 * y + dy, 2 * x + dx)
-        else:
-            cells.append((lv, y, x))
-
-    for y in (0, 1):
-        for x in (0, 1):
-            rec(1, y, x)
-    apr = apr_of(np.array(cells, np.int64), H, W)  # validated
+    cells = quadtree_cells(H, W, lambda lv, y, x, s: any(y * s <= ty < (y + 1) * s and x * s <= tx < (x + 1) * s
+                                                         for ty, tx in targets))
+    apr = apr_of(cells, H, W)  # validated
     assert apr.n_particles < 300 and apr.computational_ratio > 1e7
     apr.intensities = np.linspace(0, 1, apr.n_particles, dtype=np.float32)
     batch = APRBatch([apr])

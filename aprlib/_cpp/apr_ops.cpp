@@ -47,6 +47,18 @@ int64_t segment_starts(const TableRef* refs, int64_t n_refs, const int64_t* segs
     return bad;
 }
 
+// Channels per thread of the scatter-adds: one contiguous block per thread, a multiple of 16
+// channels (a 64-byte cache line of floats) so that threads never share a line; a single block
+// (serial) for few channels.
+int64_t channel_block(int64_t C) {
+#ifdef _OPENMP
+    const int64_t threads = omp_get_max_threads();
+#else
+    const int64_t threads = 1;
+#endif
+    return std::max<int64_t>(16, ((C + threads - 1) / threads + 15) / 16 * 16);
+}
+
 }  // namespace
 
 template <typename F>
@@ -121,14 +133,7 @@ template <typename F>
 int64_t scatter_add_rows(const F* grad_cols, int64_t C, const int32_t* table, int64_t K, int64_t n, int64_t n_vals,
                          F* grad_vals) {
     int64_t bad = 0;
-    // one contiguous channel block per thread, a multiple of 16 channels (a 64-byte cache line of
-    // floats) so that threads never share a line; a single block (serial) for few channels
-#ifdef _OPENMP
-    const int64_t threads = omp_get_max_threads();
-#else
-    const int64_t threads = 1;
-#endif
-    const int64_t block = std::max<int64_t>(16, ((C + threads - 1) / threads + 15) / 16 * 16);
+    const int64_t block = channel_block(C);
     const int64_t nblocks = (C + block - 1) / block;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1 && n * K * C >= g_parallel_threshold)
     for (int64_t cb = 0; cb < nblocks; ++cb) {
@@ -193,12 +198,7 @@ int64_t scatter_add_segments(const F* grad_cols, int64_t C, int64_t K, const Tab
                              const int64_t* segs, int64_t S, int64_t zero, int64_t n_vals, F* grad_vals) {
     std::vector<int64_t> start;
     int64_t bad = segment_starts(refs, n_refs, segs, S, start);
-#ifdef _OPENMP
-    const int64_t threads = omp_get_max_threads();
-#else
-    const int64_t threads = 1;
-#endif
-    const int64_t block = std::max<int64_t>(16, ((C + threads - 1) / threads + 15) / 16 * 16);
+    const int64_t block = channel_block(C);
     const int64_t nblocks = (C + block - 1) / block;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (nblocks > 1 && start[S] * K * C >= g_parallel_threshold)
     for (int64_t cb = 0; cb < nblocks; ++cb) {

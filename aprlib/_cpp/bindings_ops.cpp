@@ -94,6 +94,15 @@ std::vector<aprops::TableRef> table_refs(const std::vector<carray<int32_t>>& tab
     return refs;
 }
 
+// Rows of the segments (S, 3) = (table, start, stop) together (a bad segment counts 0 here; the
+// kernels report it).
+int64_t segment_rows(const carray<int64_t>& segs) {
+    require(segs.ndim() == 2 && segs.shape(1) == 3, "segs must be (S, 3): table, start, stop");
+    int64_t n = 0;
+    for (int64_t s = 0; s < segs.shape(0); ++s) n += std::max<int64_t>(segs.at(s, 2) - segs.at(s, 1), 0);
+    return n;
+}
+
 }  // namespace
 
 
@@ -167,10 +176,8 @@ void bind_data_ops(py::module_& m) {
              const carray<int64_t>& segs, int64_t zero) {
               require(vals.ndim() == 2, "vals must be (n_vals, C)");
               const std::vector<aprops::TableRef> refs = table_refs(tables, maps);
-              require(segs.ndim() == 2 && segs.shape(1) == 3, "segs must be (S, 3): table, start, stop");
               const int64_t K = tables.empty() ? 1 : tables[0].shape(1), C = vals.shape(1);
-              int64_t n = 0;
-              for (int64_t s = 0; s < segs.shape(0); ++s) n += std::max<int64_t>(segs.at(s, 2) - segs.at(s, 1), 0);
+              const int64_t n = segment_rows(segs);
               carray<F> cols({n, K * C});
               int64_t bad;
               {
@@ -190,10 +197,8 @@ void bind_data_ops(py::module_& m) {
              const carray<int64_t>& segs, int64_t zero, carray<F>& grad_vals) {
               require(grad_vals.ndim() == 2, "grad_vals must be (n_vals, C)");
               const std::vector<aprops::TableRef> refs = table_refs(tables, maps);
-              require(segs.ndim() == 2 && segs.shape(1) == 3, "segs must be (S, 3): table, start, stop");
               const int64_t K = tables.empty() ? 1 : tables[0].shape(1), C = grad_vals.shape(1);
-              int64_t n = 0;
-              for (int64_t s = 0; s < segs.shape(0); ++s) n += std::max<int64_t>(segs.at(s, 2) - segs.at(s, 1), 0);
+              const int64_t n = segment_rows(segs);
               require(grad_cols.ndim() == 2 && grad_cols.shape(0) == n && grad_cols.shape(1) == K * C,
                       "grad_cols must be (n, K*C) for the segments' n rows and C channels");
               int64_t bad;

@@ -118,7 +118,7 @@ class ConvPlan:
         self.k, self.n_kernels, self.N, self.T = k, n_kernels, lay.N, lay.T
         self.zero = lay.zero
         self.n_vals = lay.zero + 1
-        self.maps = lay.maps()
+        self._layout, self.maps = lay, lay.maps()
         self.tables = _map(lambda a: apr_neighbours(a, k), aprs) if k > 1 else None
         self.groups = []
         for i in range(n_kernels):
@@ -169,16 +169,12 @@ class ConvPlan:
         (built on first use: a copy of the tables, which the C++ backend never makes)."""
         key = ("groups", str(device))
         if key not in self._torch:
-            lay_n, out = self.maps, []
+            out = []
             for i, segs, rows in self.groups:
                 if self.k == 1:
                     table = rows[:, None]
                 else:
-                    parts = []
-                    for b, s, e in segs.tolist():
-                        n, t, pb, tb = (int(v) for v in lay_n[b])
-                        v = self.tables[b][s:e].astype(np.int64)
-                        parts.append(np.where(v < n, v + pb, np.where(v < n + t, v - n + tb, self.zero)))
+                    parts = [self._layout.globalise(b, self.tables[b][s:e], np.int64) for b, s, e in segs.tolist()]
                     table = np.concatenate(parts) if parts else np.zeros((0, self.k * self.k), np.int64)
                 out.append((i, self.rows_tensor(i, device), torch.as_tensor(table, device=device)))
             self._torch[key] = out
