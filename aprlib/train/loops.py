@@ -5,6 +5,12 @@ Batches are built by a picklable :class:`BatchBuilder` (APR formation and every 
 network needs, or pixel tensors), so DataLoader workers do that work while the main process trains.
 Streamed batch ``b`` holds stream elements ``b * batch_size ... (b + 1) * batch_size - 1``: a run
 is deterministic given its seeds and can resume at any batch.
+
+One loop (:func:`_fit`) does what every run needs: resuming a checkpoint of the same settings,
+the optimizer steps, the torch RNG around DataLoader iterators, atomic checkpoints and the progress
+bar. The three kinds of run (:func:`train_streamed`, :func:`train_fixed`, :func:`train_epochs`)
+only say which batches come in which phase, what they record, and which checkpoints they resume
+(a :class:`_Run` each).
 """
 from __future__ import annotations
 
@@ -156,6 +162,11 @@ def _loader(ds, num_workers: int):
                                        persistent_workers=False)
 
 
+def _builder(spec: InputSpec, model) -> BatchBuilder:
+    """The batch builder of ``model``'s inputs (for APRs: with every index table its layers need)."""
+    return BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
+
+
 def _step(model, optimizer, inputs, labels):
     t0 = time.perf_counter()
     logits = model(inputs)
@@ -198,6 +209,231 @@ def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) ->
     return evaluate(model, (ds[i] for i in range(len(ds))))
 
 
+
+# --- the one training loop ---------------------------------------------------------------------------
+class _Run:
+    """One kind of training run, as the shared loop (:func:`_fit`) drives it: ``n_phases`` phases
+    (epochs) of ``steps`` optimizer steps each, built by :meth:`batches`; a subclass records its
+    metrics (:meth:`after_step`, :meth:`end_phase`), says what its checkpoint holds (:meth:`progress`,
+    :meth:`restore`) and which checkpoints it may resume (:meth:`resumable`)."""
+
+    n_phases = 1
+    steps: int
+
+    def __init__(self, model, header: dict):
+        self.model = model
+        self.header = header  # the loop's settings, recorded in and compared with its checkpoints
+        self.rows = []
+
+    def resumable(self, state) -> str | None:
+        """None if this run may resume ``state``, else why not."""
+        raise NotImplementedError
+
+    def restore(self, state) -> tuple[int, int]:
+        """Take a checkpoint's progress; returns where to continue: (phase, first step in it)."""
+        raise NotImplementedError
+
+    def progress(self, phase: int, step: int) -> dict:
+        """What a checkpoint taken before step ``step`` of ``phase`` holds besides model, optimizer
+        and RNG (plain data and tensors)."""
+        raise NotImplementedError
+
+    def batches(self, phase: int, first: int):
+        """A dataset of the (inputs, labels) batches of ``phase`` from step ``first`` on."""
+        raise NotImplementedError
+
+    def start_phase(self, phase: int, first: int) -> None:
+        """Called when ``phase`` starts or resumes at step ``first``."""
+
+    def after_step(self, phase: int, step: int, result: tuple, wait_s: float) -> bool:
+        """Record step ``step`` of ``phase`` (``result``: loss, accuracy, step time); True if a
+        checkpoint may be taken after it."""
+        raise NotImplementedError
+
+    def end_phase(self, phase: int) -> None:
+        """Called after the last step of ``phase``."""
+
+
+def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s: float, num_workers: int,
+         progress: bool, desc: str) -> None:
+    """The training loop of every run: resume from ``checkpoint`` (if it holds a resumable state of
+    the same settings), then for each remaining phase build its batches through a DataLoader, take
+    one optimizer step per batch (:func:`_step`), let ``run`` record it, checkpoint atomically at
+    least every ``checkpoint_every_s`` seconds where ``run`` allows it and after every phase that
+    is the last or falls due, and show a progress bar over all steps.
+
+    The torch RNG: creating a DataLoader iterator draws from it, so a checkpoint at a phase's start
+    holds the state before that phase's iterator was created (it is restored first) and one within
+    a phase the state after the iterator was created and its batches so far were drawn (it is
+    restored after creating the iterator). A phase with no steps left is skipped."""
+    model = run.model
+    phase, first, rng_state = 0, 0, None
+    state = _load_checkpoint(checkpoint, run.header, model, optimizer, run.resumable)
+    if state is not None:
+        phase, first = run.restore(state)
+        rng_state = state["torch_rng"]
+
+    def save(ph, step):
+        _save_checkpoint(checkpoint, run.header, model, optimizer, **run.progress(ph, step))
+
+    last_save = time.perf_counter()
+    with _progress(total=run.n_phases * run.steps, initial=phase * run.steps + first, desc=desc,
+                   disable=not progress, mininterval=2.0) as bar:
+        while phase < run.n_phases and first < run.steps:
+            if rng_state is not None and first == 0:
+                torch.set_rng_state(rng_state)
+                rng_state = None
+            loader = iter(_loader(run.batches(phase, first), num_workers))
+            if rng_state is not None:
+                torch.set_rng_state(rng_state)
+                rng_state = None
+            model.train()
+            run.start_phase(phase, first)
+            t_wait = time.perf_counter()
+            for step, (inputs, labels) in enumerate(loader, start=first):
+                wait = time.perf_counter() - t_wait
+                may_save = run.after_step(phase, step, _step(model, optimizer, inputs, labels), wait)
+                bar.update()
+                if (checkpoint is not None and may_save and step + 1 < run.steps
+                        and time.perf_counter() - last_save >= checkpoint_every_s):
+                    save(phase, step + 1)
+                    last_save = time.perf_counter()
+                t_wait = time.perf_counter()
+            run.end_phase(phase)
+            phase, first = phase + 1, 0
+            due = time.perf_counter() - last_save >= checkpoint_every_s
+            if checkpoint is not None and (phase == run.n_phases or due):
+                save(phase, 0)
+                last_save = time.perf_counter()
+
+
+# --- the three kinds of run --------------------------------------------------------------------------
+class _Streamed(_Run):
+    """Fresh batches of a stream; one row per batch."""
+
+    def __init__(self, model, stream, builder, n_batches, batch_size, header):
+        super().__init__(model, header)
+        self.stream, self.builder, self.steps, self.batch_size = stream, builder, n_batches, batch_size
+
+    def resumable(self, st):
+        return (None if st["next_batch"] <= self.steps else
+                f"has trained {st['next_batch']} batches, more than this run's {self.steps}")
+
+    def restore(self, st):
+        self.rows = st["rows"]
+        return 0, st["next_batch"]
+
+    def progress(self, phase, step):
+        return {"rows": self.rows, "next_batch": phase * self.steps + step}
+
+    def batches(self, phase, first):
+        return _StreamBatches(self.stream, self.batch_size, self.builder, first, self.steps)
+
+    def after_step(self, phase, step, result, wait_s):
+        loss, acc, step_s = result
+        self.rows.append({"batch": step, "loss": loss, "accuracy": acc, "step_s": step_s, "wait_s": wait_s})
+        return True
+
+
+class _Fixed(_Run):
+    """A fixed training set in a fixed order of batches; evaluation every ``eval_every`` steps and at
+    the last, keeping the model of minimum validation loss; checkpoints only at evaluations."""
+
+    def __init__(self, model, batches, train_set, val_set, builder, eval_every, batch_size, header):
+        super().__init__(model, header)
+        self.order, self.train_set, self.val_set, self.builder = batches, train_set, val_set, builder
+        self.steps, self.eval_every, self.batch_size = len(batches), eval_every, batch_size
+        self.window, self.best, self.best_state, self.last_row = [], float("inf"), None, 0.0
+
+    def resumable(self, st):
+        i = st["next_iteration"]
+        if i > self.steps:
+            return f"has trained {i} iterations, more than this run's {self.steps}"
+        if i < self.steps and i % self.eval_every:
+            return (f"ends with an evaluation at iteration {i}, which a run of {self.steps} iterations "
+                    f"evaluating every {self.eval_every} does not make")
+        return None
+
+    def restore(self, st):
+        self.rows, self.best, self.best_state = st["rows"], st["best"], st["best_state"]
+        return 0, st["next_iteration"]
+
+    def progress(self, phase, step):
+        return {"rows": self.rows, "best": self.best, "best_state": self.best_state,
+                "next_iteration": phase * self.steps + step}
+
+    def batches(self, phase, first):
+        return _IndexBatches(self.train_set, self.order[first:], self.builder)
+
+    def start_phase(self, phase, first):
+        self.last_row = time.perf_counter()
+
+    def after_step(self, phase, step, result, wait_s):
+        self.window.append(result)
+        it = step + 1
+        if it % self.eval_every and it != self.steps:
+            return False
+        val = evaluate_in_order(self.model, self.val_set, self.builder, self.batch_size)
+        w = self.window
+        self.rows.append({"iteration": it, "train_loss": float(np.mean([r[0] for r in w])),
+                          "train_accuracy": float(np.mean([r[1] for r in w])),
+                          "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                          "step_s": float(np.mean([r[2] for r in w])), "wall_s": time.perf_counter() - self.last_row})
+        self.last_row = time.perf_counter()
+        self.window = []
+        if val["loss"] < self.best:
+            self.best = val["loss"]
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return True
+
+
+class _Epochs(_Run):
+    """Epochs over a training set in a fresh order each (drawn from (seed, epoch)), on the set's
+    ``augmented(epoch)`` view if it has one; evaluation after each epoch."""
+
+    def __init__(self, model, train_set, val_set, builder, n_epochs, batch_size, seed, header):
+        super().__init__(model, header)
+        self.train_set, self.val_set, self.builder = train_set, val_set, builder
+        self.n_phases, self.batch_size, self.seed = n_epochs, batch_size, seed
+        self.steps = -(-len(train_set) // batch_size)
+        self.window, self.t_epoch, self.t0 = [], 0.0, 0.0
+
+    def resumable(self, st):
+        if st["epoch"] < self.n_phases or (st["epoch"] == self.n_phases and st["next_batch"] == 0):
+            return None
+        return f"is at epoch {st['epoch']} batch {st['next_batch']}, beyond this run's {self.n_phases} epochs"
+
+    def restore(self, st):
+        self.rows, self.window, self.t_epoch = st["rows"], st["window"], st["epoch_time_s"]
+        return st["epoch"], st["next_batch"]
+
+    def progress(self, phase, step):
+        elapsed = time.perf_counter() - self.t0 if step else 0.0
+        return {"rows": self.rows, "epoch": phase, "next_batch": step, "window": self.window, "epoch_time_s": elapsed}
+
+    def batches(self, phase, first):
+        view = self.train_set.augmented(phase) if hasattr(self.train_set, "augmented") else self.train_set
+        order = np.random.default_rng([self.seed, phase]).permutation(len(self.train_set))
+        return _IndexBatches(view, [order[i * self.batch_size:(i + 1) * self.batch_size]
+                                    for i in range(first, self.steps)], self.builder)
+
+    def start_phase(self, phase, first):
+        self.t0, self.t_epoch = time.perf_counter() - self.t_epoch, 0.0
+
+    def after_step(self, phase, step, result, wait_s):
+        self.window.append(result)
+        return True
+
+    def end_phase(self, phase):
+        val = evaluate_in_order(self.model, self.val_set, self.builder, self.batch_size)
+        w = self.window
+        self.rows.append({"epoch": phase + 1, "train_loss": float(np.mean([r[0] for r in w])),
+                          "train_accuracy": float(np.mean([r[1] for r in w])), "val_loss": val["loss"],
+                          "val_accuracy": val["accuracy"], "step_s": float(np.mean([r[2] for r in w])),
+                          "epoch_s": time.perf_counter() - self.t0})
+        self.window = []
+
+
 def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: int = 36, lr: float = 5e-4,
                    checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
                    num_workers: int = 0, progress: bool = True, desc: str = "train") -> pd.DataFrame:
@@ -214,41 +450,10 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
     if n_batches < 1 or batch_size < 1:
         raise ValueError("n_batches and batch_size must be positive")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    rows, first, rng_state = [], 0, None
-    ck = _as_checkpoint(checkpoint)
-    loop = {"loop": "streamed", "batch_size": batch_size, "lr": lr, "spec": dataclasses.asdict(spec)}
-
-    def resumable(st):
-        return (None if st["next_batch"] <= n_batches else
-                f"has trained {st['next_batch']} batches, more than this run's {n_batches}")
-
-    state = _load_checkpoint(ck, loop, model, opt, resumable)
-    if state is not None:
-        rows, first, rng_state = state["rows"], state["next_batch"], state["torch_rng"]
-    builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
-    model.train()
-    last_save = time.perf_counter()
-    t_wait = time.perf_counter()
-
-    def save(next_batch):
-        _save_checkpoint(ck, loop, model, opt, rows=rows, next_batch=next_batch)
-
-    # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
-    loader = iter(_loader(_StreamBatches(stream, batch_size, builder, first, n_batches), num_workers))
-    if rng_state is not None:
-        torch.set_rng_state(rng_state)
-    with _progress(total=n_batches, initial=first, desc=desc, disable=not progress, mininterval=2.0) as bar:
-        for b, (inputs, labels) in enumerate(loader, start=first):
-            wait = time.perf_counter() - t_wait
-            loss, acc, step_s = _step(model, opt, inputs, labels)
-            rows.append({"batch": b, "loss": loss, "accuracy": acc, "step_s": step_s, "wait_s": wait})
-            bar.update()
-            if ck is not None and time.perf_counter() - last_save >= checkpoint_every_s:
-                save(b + 1)
-                last_save = time.perf_counter()
-            t_wait = time.perf_counter()
-    save(n_batches)
-    return _table(rows)
+    header = {"loop": "streamed", "batch_size": batch_size, "lr": lr, "spec": dataclasses.asdict(spec)}
+    run = _Streamed(model, stream, _builder(spec, model), n_batches, batch_size, header)
+    _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
+    return _table(run.rows)
 
 
 def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
@@ -275,60 +480,13 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     order = np.concatenate([rng.permutation(len(train_set)) for _ in range(
         -(-n_iterations * batch_size // len(train_set)) + 1)])
     batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_iterations)]
-    plan = layer_plan(model) if spec.kind == "apr" else None
-    builder = BatchBuilder(spec, plan)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    rows, window, best, best_state, first, rng_state = [], [], float("inf"), None, 0, None
-    ck = _as_checkpoint(checkpoint)
-    loop = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-            "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
-            "n_val": len(val_set)}
-
-    def resumable(st):
-        i = st["next_iteration"]
-        if i > n_iterations:
-            return f"has trained {i} iterations, more than this run's {n_iterations}"
-        if i < n_iterations and i % eval_every:
-            return (f"ends with an evaluation at iteration {i}, which a run of {n_iterations} iterations "
-                    f"evaluating every {eval_every} does not make")
-        return None
-
-    state = _load_checkpoint(ck, loop, model, opt, resumable)
-    if state is not None:
-        rows, best, best_state, first = state["rows"], state["best"], state["best_state"], state["next_iteration"]
-        rng_state = state["torch_rng"]
-
-    def save(next_iteration):
-        _save_checkpoint(ck, loop, model, opt, rows=rows, best=best, best_state=best_state,
-                         next_iteration=next_iteration)
-
-    if first < n_iterations:
-        model.train()
-        # creating a DataLoader iterator draws from the torch RNG: restore the checkpoint's state after it
-        loader = iter(_loader(_IndexBatches(train_set, batches[first:], builder), num_workers))
-        if rng_state is not None:
-            torch.set_rng_state(rng_state)
-        last_save = last_row = time.perf_counter()
-        for it, (inputs, labels) in enumerate(_progress(loader, desc=desc, disable=not progress, mininterval=2.0,
-                                                   initial=first, total=n_iterations), start=first + 1):
-            window.append(_step(model, opt, inputs, labels))
-            if it % eval_every == 0 or it == n_iterations:
-                val = evaluate_in_order(model, val_set, builder, batch_size)
-                rows.append({"iteration": it, "train_loss": float(np.mean([w[0] for w in window])),
-                             "train_accuracy": float(np.mean([w[1] for w in window])),
-                             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                             "step_s": float(np.mean([w[2] for w in window])),
-                             "wall_s": time.perf_counter() - last_row})
-                last_row = time.perf_counter()
-                window = []
-                if val["loss"] < best:
-                    best = val["loss"]
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if time.perf_counter() - last_save >= checkpoint_every_s:
-                    save(it)
-                    last_save = time.perf_counter()
-        save(n_iterations)
-    return _table(rows), best_state
+    header = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+              "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
+              "n_val": len(val_set)}
+    run = _Fixed(model, batches, train_set, val_set, _builder(spec, model), eval_every, batch_size, header)
+    _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
+    return _table(run.rows), run.best_state
 
 
 def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batch_size: int = 24, lr: float = 1e-4,
@@ -347,60 +505,9 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
         raise ValueError("n_epochs and batch_size must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError("train_set and val_set must not be empty")
-    builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = len(train_set)
-    n_batches = -(-n // batch_size)
-    rows, epoch, first, window, rng_state, t_epoch = [], 0, 0, [], None, 0.0
-    ck = _as_checkpoint(checkpoint)
-    loop = {"loop": "epochs", "batch_size": batch_size, "lr": lr, "seed": seed, "spec": dataclasses.asdict(spec),
-            "n_train": n, "n_val": len(val_set)}
-
-    def resumable(st):
-        if st["epoch"] < n_epochs or (st["epoch"] == n_epochs and st["next_batch"] == 0):
-            return None
-        return f"is at epoch {st['epoch']} batch {st['next_batch']}, beyond this run's {n_epochs} epochs"
-
-    state = _load_checkpoint(ck, loop, model, opt, resumable)
-    if state is not None:
-        rows, epoch, first, window = state["rows"], state["epoch"], state["next_batch"], state["window"]
-        rng_state, t_epoch = state["torch_rng"], state["epoch_time_s"]
-
-    def save(e, b, t):
-        _save_checkpoint(ck, loop, model, opt, rows=rows, epoch=e, next_batch=b, window=window, epoch_time_s=t)
-
-    last_save = time.perf_counter()
-    with _progress(total=n_epochs * n_batches, initial=epoch * n_batches + first, desc=desc, disable=not progress,
-              mininterval=2.0) as bar:
-        while epoch < n_epochs:
-            view = train_set.augmented(epoch) if hasattr(train_set, "augmented") else train_set
-            order = np.random.default_rng([seed, epoch]).permutation(n)
-            batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-            # creating a DataLoader iterator draws from the torch RNG. A checkpoint at an epoch's start
-            # holds the state before the epoch's iterator was created (restore it first); one within an
-            # epoch the state after that iterator's batches so far (restore it after creating the iterator)
-            if rng_state is not None and first == 0:
-                torch.set_rng_state(rng_state)
-                rng_state = None
-            loader = iter(_loader(_IndexBatches(view, batches[first:], builder), num_workers))
-            if rng_state is not None:
-                torch.set_rng_state(rng_state)
-                rng_state = None
-            model.train()
-            t0 = time.perf_counter() - t_epoch
-            for b, (inputs, labels) in enumerate(loader, start=first):
-                window.append(_step(model, opt, inputs, labels))
-                bar.update()
-                if ck is not None and time.perf_counter() - last_save >= checkpoint_every_s and b + 1 < n_batches:
-                    save(epoch, b + 1, time.perf_counter() - t0)
-                    last_save = time.perf_counter()
-            val = evaluate_in_order(model, val_set, builder, batch_size)
-            rows.append({"epoch": epoch + 1, "train_loss": float(np.mean([w[0] for w in window])),
-                         "train_accuracy": float(np.mean([w[1] for w in window])), "val_loss": val["loss"],
-                         "val_accuracy": val["accuracy"], "step_s": float(np.mean([w[2] for w in window])),
-                         "epoch_s": time.perf_counter() - t0})
-            epoch, first, window, t_epoch = epoch + 1, 0, [], 0.0
-            if ck is not None and (time.perf_counter() - last_save >= checkpoint_every_s or epoch == n_epochs):
-                save(epoch, 0, 0.0)
-                last_save = time.perf_counter()
-    return _table(rows)
+    header = {"loop": "epochs", "batch_size": batch_size, "lr": lr, "seed": seed, "spec": dataclasses.asdict(spec),
+              "n_train": len(train_set), "n_val": len(val_set)}
+    run = _Epochs(model, train_set, val_set, _builder(spec, model), n_epochs, batch_size, seed, header)
+    _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
+    return _table(run.rows)
