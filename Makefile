@@ -25,7 +25,7 @@ help:
 	@echo "make book                   render the book from committed results (creates .venv)"
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
 	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
-	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B"
+	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B; the input pipeline"
 	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4)"
 
 # Said when a step that needs the network fails: the install is the only one (the book build and the
@@ -154,13 +154,15 @@ test: unit smoke book-html browser
 # Benchmarks (never run by the tests; nothing asserted, the printed ratios are the result): formation
 # vs pyapr; cost against canvas size at fixed content, 256^2 ... 8192^2 (formation, APR_B tables +
 # forward, Pix_B forward: time and peak memory); the end-to-end streamed training step, APR_B vs
-# Pix_B at 1 and 2 threads; the memory of one batch's index tables. About 15 minutes on two cores.
+# Pix_B at 1 and 2 threads; the memory of one batch's index tables; the input pipeline (handing
+# prepared batches from DataLoader workers to the trainer). About 20 minutes on two cores.
 # The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprbook.bench [--training]`.
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
 	$(BIN)/python -m aprbook.bench scaling
 	$(BIN)/python -m aprbook.bench step
 	$(BIN)/python -m aprbook.bench tables
+	$(BIN)/python -m aprbook.bench pipeline
 
 clean:
 	rm -rf _build $(VENV) build *.egg-info aprlib/*.so results/*/smoke

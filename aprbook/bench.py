@@ -352,7 +352,31 @@ def _tables_main(argv) -> int:
     return 0
 
 
-_SUBCOMMANDS = {"scaling": _scaling_main, "step": _step_main, "tables": _tables_main}
+def _pipeline_main(argv) -> int:
+    from .pipeline import handoff_times, overlap_times, pipeline_text
+    ap = argparse.ArgumentParser(prog="python -m aprbook.bench pipeline", description=(
+        "The streamed APR input pipeline: the trainer's CPU time to receive a prepared APR_B batch from a "
+        "DataLoader worker (packed into shared memory vs pickled arrays), and seconds per batch of the streamed "
+        "loop with 0 and 1 workers (does preparing batch i + 1 overlap the step on batch i?); alternating sides."))
+    ap.add_argument("--batch-size", type=int, default=36)
+    ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of each measurement (default 3)")
+    ap.add_argument("--batches", type=int, default=5, help="streamed batches per overlap round (default 5)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", choices=["handoff", "overlap"], default=None, help="leave one measurement out")
+    args = ap.parse_args(argv)
+    if args.batch_size < 1 or args.size < 8 or args.rounds < 1 or args.batches < 2:
+        ap.error("--batch-size and --rounds must be >= 1, --size >= 8, --batches >= 2")
+    handoff = overlap = None
+    if args.skip != "handoff":
+        handoff = handoff_times(args.batch_size, args.size, args.rounds, seed=args.seed)
+    if args.skip != "overlap":
+        overlap = overlap_times(args.batch_size, args.size, args.rounds, args.batches, args.seed)
+    print(pipeline_text(handoff, overlap))
+    return 0
+
+
+_SUBCOMMANDS = {"scaling": _scaling_main, "step": _step_main, "tables": _tables_main, "pipeline": _pipeline_main}
 
 
 def main(argv=None) -> int:
@@ -365,8 +389,9 @@ def main(argv=None) -> int:
     if argv and argv[0] == "ops":
         argv = argv[1:]
     ap = argparse.ArgumentParser(prog="python -m aprbook.bench [ops]", description=__doc__, epilog=(
-        "Other benchmarks: python -m aprbook.bench scaling | step | tables [--help] (cost against canvas size at "
-        "fixed content; the end-to-end streamed training step; the memory of one batch's index tables)."))
+        "Other benchmarks: python -m aprbook.bench scaling | step | tables | pipeline [--help] (cost against canvas "
+        "size at fixed content; the end-to-end streamed training step; the memory of one batch's index tables; "
+        "handing prepared batches from DataLoader workers to the trainer)."))
     ap.add_argument("--size", type=int, default=512, help="canvas side in pixels (default 512)")
     ap.add_argument("--objects", type=int, nargs="+", default=[16, 8, 4, 2, 1],
                     help="objects per canvas, one image each (-1: a noise image)")

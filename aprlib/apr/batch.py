@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import numbers
+from multiprocessing.reduction import ForkingPickler
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from .packing import pack, unpack
 from .structure import APR
 
 __all__ = ["APRBatch", "collate_aprs"]
@@ -97,6 +99,24 @@ class APRBatch:
 
     def __repr__(self) -> str:
         return f"APRBatch(size={len(self)}, particles={self.n_particles})"
+
+
+
+def _reduce_for_processes(batch: APRBatch):
+    """How torch's DataLoader workers (and other ``multiprocessing`` queues) send a batch: every array
+    of it (its APRs, their cached index tables, the batch's plans) in one tensor, which
+    ``torch.multiprocessing`` passes through shared memory (:mod:`aprlib.apr.packing`). Plain
+    :mod:`pickle` is unaffected."""
+    return _unpack_batch, pack(batch.__dict__)
+
+
+ForkingPickler.register(APRBatch, _reduce_for_processes)
+
+
+def _unpack_batch(skeleton: bytes, buffer: torch.Tensor, layout: list) -> APRBatch:
+    batch = APRBatch.__new__(APRBatch)
+    batch.__dict__.update(unpack(skeleton, buffer, layout))
+    return batch
 
 
 def collate_aprs(items):
