@@ -37,22 +37,29 @@ def apr_statistics(images: Sequence[np.ndarray], e_values: Iterable[float],
     images: sequence of (H, W) arrays (intensity units); errors are in the same units.
     """
     settings = FORMATION_SETTINGS if settings is None else settings
-    e_values = [float(e) for e in e_values]
     rows = []
-    total = len(images) * len(settings) * len(e_values)
-    with tqdm(total=total, desc="APR statistics", disable=not progress, mininterval=1.0) as bar:
+    for i, img, name, params, e in _grid(images, settings, e_values, "APR statistics", progress):
+        apr = form_apr(img, params, rel_error=e)
+        err = np.abs(apr.reconstruct() - img)
+        rows.append({"image": i, "label": None if labels is None else int(labels[i]), "setting": name,
+                     "E": e, "n_particles": apr.n_particles, "cr": apr.computational_ratio,
+                     "mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
+                     "lossless": bool(err.max() <= 1e-6)})
+    return pd.DataFrame(rows)
+
+
+def _grid(images, settings: Mapping[str, APRParameters], e_values, desc: str, progress: bool):
+    """(image index, float32 image, setting name, parameters, E) for every image, setting and E, in
+    that nesting order, with a progress bar."""
+    e_values = [float(e) for e in e_values]
+    with tqdm(total=len(images) * len(settings) * len(e_values), desc=desc, disable=not progress,
+              mininterval=1.0) as bar:
         for i, img in enumerate(images):
             img = np.asarray(img, dtype=np.float32)
             for name, params in settings.items():
                 for e in e_values:
-                    apr = form_apr(img, params, rel_error=e)
-                    err = np.abs(apr.reconstruct() - img)
-                    rows.append({"image": i, "label": None if labels is None else int(labels[i]), "setting": name,
-                                 "E": e, "n_particles": apr.n_particles, "cr": apr.computational_ratio,
-                                 "mean_abs_error": float(err.mean()), "max_abs_error": float(err.max()),
-                                 "lossless": bool(err.max() <= 1e-6)})
+                    yield i, img, name, params, e
                     bar.update()
-    return pd.DataFrame(rows)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -74,19 +81,12 @@ def pyapr_comparison(images: Sequence[np.ndarray], e_values: Iterable[float],
         raise ImportError("pyapr is not installed; `pip install pyapr==1.0.7` for the cross-check")
     if settings is None:  # pyapr implements only LibAPR's pulling scheme
         settings = {k: v for k, v in FORMATION_SETTINGS.items() if v.pulling_scheme == "libapr"}
-    e_values = [float(e) for e in e_values]
     rows = []
-    total = len(images) * len(settings) * len(e_values)
-    with tqdm(total=total, desc="pyapr cross-check", disable=not progress, mininterval=1.0) as bar:
-        for i, img in enumerate(images):
-            img = np.asarray(img, dtype=np.float32)
-            for name, params in settings.items():
-                for e in e_values:
-                    ours = form_apr(img, params, rel_error=e)
-                    ref, _, lv_ref = pyapr_form(img, params.replace(rel_error=e))
-                    n_ref = ref.total_number_particles()
-                    rows.append({"image": i, "setting": name, "E": e, "n_aprlib": ours.n_particles,
-                                 "n_pyapr": int(n_ref), "rel_diff": (ours.n_particles - n_ref) / n_ref,
-                                 "level_mismatch": float(np.mean(ours.level_map() != lv_ref))})
-                    bar.update()
+    for i, img, name, params, e in _grid(images, settings, e_values, "pyapr cross-check", progress):
+        ours = form_apr(img, params, rel_error=e)
+        ref, _, lv_ref = pyapr_form(img, params.replace(rel_error=e))
+        n_ref = ref.total_number_particles()
+        rows.append({"image": i, "setting": name, "E": e, "n_aprlib": ours.n_particles,
+                     "n_pyapr": int(n_ref), "rel_diff": (ours.n_particles - n_ref) / n_ref,
+                     "level_mismatch": float(np.mean(ours.level_map() != lv_ref))})
     return pd.DataFrame(rows)
