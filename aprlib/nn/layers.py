@@ -32,7 +32,10 @@ class APRFeatures:
             raise TypeError(f"batch must be an APRBatch, got {type(self.batch).__name__}")
         if not isinstance(self.features, torch.Tensor):
             raise TypeError(f"features must be a torch.Tensor (N, C), got {type(self.features).__name__}")
-        if self.features.ndim != 2 or self.features.shape[0] != self.batch.n_particles:
+        # the particle count lives in the batch's numpy arrays: reading it under torch.compile would break
+        # the graph at every layer, and there the APR ops' own checks compare rows with the batch plan
+        if self.features.ndim != 2 or (not torch.compiler.is_compiling()
+                                       and self.features.shape[0] != self.batch.n_particles):
             raise ValueError(f"features must be (N, C) with N = {self.batch.n_particles} particles, "
                              f"got {tuple(self.features.shape)}")
 

@@ -1,23 +1,27 @@
 """APRNet operations on feature tensors (thesis 3.2), with two interchangeable backends.
 
 ``"cpp"``: the C++/OpenMP kernels of ``aprlib._core`` (tree means, gathers, scatter-adds,
-pooling with an argmax map) inside ``torch.autograd.Function``s, with the GEMMs done
-by torch (BLAS); CPU tensors, float32 or float64.
+pooling with an argmax map), with the GEMMs done by torch (BLAS), registered as torch operators
+``torch.ops.aprlib.*`` with fake implementations and autograd (:mod:`.library`); CPU tensors,
+float32 or float64.
 ``"torch"``: the same computation with torch indexing ops only (``index_select``-style gathers,
 ``index_copy``); autograd derives the backward pass. Runs on any device; it is the test oracle.
 
 Features are (N, C) tensors whose rows follow the particles of an :class:`~aprlib.APRBatch`.
 Convolution weights have shape (D, C, n_kernels, k, k).
+
+Under ``torch.compile`` the plan lookup (Python and numpy on the APRBatch, with the argument checks)
+runs eagerly in a ``torch.compiler.disable``d helper, one graph break per op call; the operators
+themselves are traced.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from .. import _core
 from ..apr.batch import APRBatch
-from .plans import ConvPlan, PoolPlan, TreePlan, conv_plan, pool_plan, tree_plan
+from . import library as _lib
+from .plans import ConvPlan, TreePlan, conv_plan, pool_plan, tree_plan
 
 __all__ = ["resolve_backend", "tree_values", "apr_conv2d", "apr_max_pool2d"]
 
@@ -40,14 +44,7 @@ def _check_batch(batch):
         raise TypeError(f"batch must be an APRBatch (wrap a single APR as APRBatch([apr])), got {type(batch).__name__}")
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
-
-
-def _weight_matrix(weight: torch.Tensor, i: int) -> torch.Tensor:
-    """Kernel i of a (D, C, n, k, k) bank as a (D, k*k*C) matrix matching the gathered columns."""
-    d = weight.shape[0]
-    return weight[:, :, i].permute(0, 2, 3, 1).reshape(d, -1)
+_weight_matrix = _lib._weight_matrix
 
 
 # --- tree means ---------------------------------------------------------------------------------
@@ -60,16 +57,16 @@ def _tree_values_torch(x: torch.Tensor, plan: TreePlan) -> torch.Tensor:
     return vals
 
 
-def _tree_values_cpp(x: torch.Tensor, plan: TreePlan) -> torch.Tensor:
-    vals = x.new_zeros(plan.N + plan.T + 1, x.shape[1])
-    vals[:plan.N] = x.detach()
-    _core.tree_fill(vals.numpy(), plan.N, plan.T, plan.order, plan.offsets, plan.children, plan.counts)
-    return vals
-
-
-def _tree_unfill_cpp(grad: np.ndarray, plan: TreePlan) -> None:
-    """In place: the transpose of the tree means (tree-row gradients split among children)."""
-    _core.tree_fill(grad, plan.N, plan.T, plan.order, plan.offsets, plan.children, plan.counts, transpose=True)
+@torch.compiler.disable
+def _tree_setup(x, batch, backend):
+    """Checks and the tree plan (eager under torch.compile): the plan for the torch backend, else the
+    plan's tensors for ``torch.ops.aprlib.tree_means``."""
+    _check_batch(batch)
+    plan = tree_plan(batch)
+    _check_features(x, plan.N)
+    if resolve_backend(backend, x) == "torch":
+        return plan, None
+    return None, plan.op_tensors()
 
 
 def tree_values(x: torch.Tensor, batch, backend: str = "auto") -> torch.Tensor:
@@ -77,26 +74,10 @@ def tree_values(x: torch.Tensor, batch, backend: str = "auto") -> torch.Tensor:
 
     Differentiable with either backend.
     """
-    _check_batch(batch)
-    plan = tree_plan(batch)
-    _check_features(x, plan.N)
-    if resolve_backend(backend, x) == "torch":
+    plan, args = _tree_setup(x, batch, backend)
+    if args is None:
         return _tree_values_torch(x, plan)
-    return _TreeValues.apply(x, plan)
-
-
-class _TreeValues(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, plan):
-        ctx.plan = plan
-        return _tree_values_cpp(x, plan)
-
-    @staticmethod
-    def backward(ctx, grad):
-        plan = ctx.plan
-        g = grad.detach().clone().contiguous()
-        _tree_unfill_cpp(g.numpy(), plan)
-        return g[:plan.N], None
+    return torch.ops.aprlib.tree_means(x, *args)
 
 
 # --- convolution --------------------------------------------------------------------------------
@@ -139,93 +120,13 @@ def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
     return out if bias is None else out + bias
 
 
-_CHUNK_FLOATS = 1 << 20  # gathered columns per chunk (4 MB in float32): they stay in cache
+_CHUNK_FLOATS, _chunk_rows = _lib._CHUNK_FLOATS, _lib.chunk_rows
 
 
-def _chunk_rows(width: int) -> int:
-    return max(1, _CHUNK_FLOATS // max(width, 1))
-
-
-def _gather(vals: torch.Tensor, vals_np: np.ndarray, plan: ConvPlan, segs: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
-    """Columns (n, k*k*C) of the particles in ``segs`` (a 1x1 convolution reads the rows themselves)."""
-    if plan.k == 1:
-        return vals.index_select(0, rows)
-    return torch.from_numpy(_core.gather_segments(vals_np, plan.tables, plan.maps, segs, plan.zero))
-
-
-class _ConvCpp(torch.autograd.Function):
-    """Forward: tree means, then per kernel group and chunk of particles a gather (im2col, straight
-    from the APRs' own int32 tables) and a GEMM. Backward: per chunk the gather again and the
-    weight-gradient GEMM, the column-gradient GEMM and its scatter-add into the value array (threads
-    split the channels), then the transposed tree means."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, plan: ConvPlan, tplan: TreePlan):
-        x = x.detach().contiguous()
-        w = weight.detach()
-        vals = x if plan.k == 1 else _tree_values_cpp(x, tplan)
-        out = x.new_empty(x.shape[0], w.shape[0])
-        vals_np = vals.numpy()
-        step = _chunk_rows(plan.k * plan.k * vals.shape[1])
-        for i, _, _ in plan.groups:
-            wm = _weight_matrix(w, i).t()
-            rows_t = plan.rows_tensor(i)
-            for segs, sl in plan.chunks(i, step):
-                out.index_copy_(0, rows_t[sl], _gather(vals, vals_np, plan, segs, rows_t[sl]) @ wm)
-        if bias is not None:
-            out += bias.detach()
-        ctx.save_for_backward(vals, w)
-        ctx.plan, ctx.tplan, ctx.has_bias = plan, tplan, bias is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        vals, w = ctx.saved_tensors
-        plan, tplan, k = ctx.plan, ctx.tplan, ctx.plan.k
-        c = vals.shape[1]
-        vals_np = vals.numpy()
-        grad_out = grad_out.contiguous()
-        grad_vals = torch.zeros_like(vals) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
-        step = _chunk_rows(k * k * c)
-        for i, _, rows in plan.groups:
-            if len(rows) == 0:
-                continue
-            rows_t = plan.rows_tensor(i)
-            g = grad_out[rows_t]
-            wm = _weight_matrix(w, i)
-            if grad_w is not None:
-                gw = w.new_zeros(wm.shape)
-                for segs, sl in plan.chunks(i, step):
-                    gw += g[sl].t() @ _gather(vals, vals_np, plan, segs, rows_t[sl])
-                grad_w[:, :, i] = gw.reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
-            if grad_vals is not None:
-                if k == 1:
-                    grad_vals.index_add_(0, rows_t, g @ wm)
-                else:
-                    for segs, sl in plan.chunks(i, step):
-                        _core.scatter_add_segments((g[sl] @ wm).contiguous().numpy(), plan.tables, plan.maps, segs,
-                                                   plan.zero, grad_vals.numpy())
-        grad_x = None
-        if grad_vals is not None:
-            if k > 1:
-                _tree_unfill_cpp(grad_vals.numpy(), tplan)
-                grad_x = grad_vals[:tplan.N]
-            else:
-                grad_x = grad_vals
-        grad_b = grad_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None
-
-
-def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               backend: str = "auto") -> torch.Tensor:
-    """APR convolution (thesis eq. 3.3): (N, C) features -> (N, D), outputs at the particles.
-
-    weight: (D, C, n_kernels, k, k), k odd; kernel 0 for each APR's finest level present, kernel i
-    for the i-th level below it, the last kernel for all coarser levels. Neighbourhoods are
-    reconstructed through the tree (means of finer particles, piecewise-constant copies of coarser
-    ones, zero outside the image). bias: (D,) or None.
-    """
+@torch.compiler.disable
+def _conv_setup(x, batch, weight, bias, backend):
+    """Checks and the plans (eager under torch.compile): (None, (plan, tree plan)) for the torch
+    backend, else the plans' tensors for ``torch.ops.aprlib.conv`` and (k > 1) ``tree_means``."""
     _check_batch(batch)
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
@@ -252,23 +153,37 @@ def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor 
             raise TypeError(f"bias is {bias.dtype} but the weight is {weight.dtype}")
     tplan = tree_plan(batch)
     if resolve_backend(backend, x) == "torch":
-        return _conv_torch(x, weight, bias, plan, tplan)
-    return _ConvCpp.apply(x, weight, bias, plan, tplan)
+        return None, (plan, tplan)
+    return plan.op_tensors(_chunk_rows(k * k * x.shape[1])), (tplan.op_tensors() if k > 1 else None)
+
+
+def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               backend: str = "auto") -> torch.Tensor:
+    """APR convolution (thesis eq. 3.3): (N, C) features -> (N, D), outputs at the particles.
+
+    weight: (D, C, n_kernels, k, k), k odd; kernel 0 for each APR's finest level present, kernel i
+    for the i-th level below it, the last kernel for all coarser levels. Neighbourhoods are
+    reconstructed through the tree (means of finer particles, piecewise-constant copies of coarser
+    ones, zero outside the image). bias: (D,) or None.
+    """
+    args, tree = _conv_setup(x, batch, weight, bias, backend)
+    if args is None:
+        return _conv_torch(x, weight, bias, *tree)
+    vals = x if tree is None else torch.ops.aprlib.tree_means(x, *tree)
+    return torch.ops.aprlib.conv(vals, weight, bias, *args)
 
 
 # --- max pooling --------------------------------------------------------------------------------
-class _PoolCpp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, plan: PoolPlan):
-        out, argmax = _core.pool_forward(_np(x), plan.table)
-        ctx.save_for_backward(torch.from_numpy(argmax))
-        ctx.n_in = x.shape[0]
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (argmax,) = ctx.saved_tensors
-        return torch.from_numpy(_core.pool_backward(_np(grad_out), argmax.numpy(), ctx.n_in)), None
+@torch.compiler.disable
+def _pool_setup(x, batch, backend):
+    """Checks and the pooling plan (eager under torch.compile): (torch table or None, cpp table or None,
+    pooled batch)."""
+    _check_batch(batch)
+    plan = pool_plan(batch)
+    _check_features(x, plan.n_in)
+    if resolve_backend(backend, x) == "torch":
+        return plan.torch_table(x.device), None, plan.out
+    return None, plan.op_tensor(), plan.out
 
 
 def apr_max_pool2d(x: torch.Tensor, batch, backend: str = "auto"):
@@ -280,10 +195,8 @@ def apr_max_pool2d(x: torch.Tensor, batch, backend: str = "auto"):
     gradient goes to its first NaN child, with both backends (``F.max_pool2d`` picks the last NaN
     of a window holding several).
     """
-    _check_batch(batch)
-    plan = pool_plan(batch)
-    _check_features(x, plan.n_in)
-    if resolve_backend(backend, x) == "torch":
+    torch_table, table, pooled = _pool_setup(x, batch, backend)
+    if table is None:
         xp = torch.cat([x, x.new_full((1, x.shape[1]), float("-inf"))])
-        return xp[plan.torch_table(x.device)].max(dim=1).values, plan.out
-    return _PoolCpp.apply(x, plan), plan.out
+        return xp[torch_table].max(dim=1).values, pooled
+    return torch.ops.aprlib.pool(x, table)[0], pooled

@@ -86,6 +86,14 @@ class TreePlan:
         self.offsets = np.searchsorted(lv[self.order], np.arange(top + 1)).astype(np.int64)
         self._torch = {}
 
+    def op_tensors(self) -> tuple:
+        """(order, offsets, children, counts) as CPU tensors sharing the plan's arrays (zero-copy), the
+        arguments of ``torch.ops.aprlib.tree_means`` and ``tree_means_transpose``."""
+        if "op" not in self._torch:
+            self._torch["op"] = tuple(torch.from_numpy(a) for a in (self.order, self.offsets, self.children,
+                                                                    self.counts))
+        return self._torch["op"]
+
     def torch_levels(self, device):
         """Per tree level, finest first: (tree rows, children rows (n, 4) with -1 -> zero row, counts)."""
         key = str(device)
@@ -158,6 +166,29 @@ class ConvPlan:
             self._chunks[key] = out
         return self._chunks[key]
 
+    def op_tensors(self, step: int) -> tuple:
+        """The arguments of ``torch.ops.aprlib.conv`` and ``conv_backward`` for chunks of at most ``step``
+        rows (cached): ``tables`` (list of the APRs' own (N_b, k*k) int32 tables, zero-copy; empty for
+        k = 1), ``maps`` (B, 4) int64, ``rows`` (N,) int64 the groups' batch rows one after the other,
+        ``segs`` (S, 3) int64 every chunk's segments one after the other, ``chunks`` (n_chunks, 5) int64
+        = (kernel, first seg, stop seg, first row, stop row) with rows indexing ``rows``, in group order."""
+        key = ("op", int(step))
+        if key not in self._torch:
+            rows, segs, chunks, r0, s0 = [], [], [], 0, 0
+            for i, _, grows in self.groups:
+                for sg, sl in self.chunks(i, step):
+                    chunks.append((i, s0, s0 + len(sg), r0 + sl.start, r0 + sl.stop))
+                    segs.append(sg)
+                    s0 += len(sg)
+                rows.append(grows)
+                r0 += len(grows)
+            tables = [torch.from_numpy(t) for t in self.tables] if self.k > 1 else []
+            self._torch[key] = (tables, torch.from_numpy(self.maps),
+                                torch.from_numpy(np.concatenate(rows).astype(np.int64)),
+                                torch.from_numpy(np.concatenate(segs) if segs else np.zeros((0, 3), np.int64)),
+                                torch.from_numpy(np.array(chunks, np.int64).reshape(-1, 5)))
+        return self._torch[key]
+
     def rows_tensor(self, i: int, device="cpu") -> torch.Tensor:
         key = ("rows", i, str(device))
         if key not in self._torch:
@@ -197,6 +228,12 @@ class PoolPlan:
         self.out = APRBatch(pooled)
         self.table = np.ascontiguousarray(np.concatenate(tables)).astype(np.int32)
         self._torch = {}
+
+    def op_tensor(self) -> torch.Tensor:
+        """The (M, 4) int32 table as a CPU tensor sharing the plan's array (``torch.ops.aprlib.pool``)."""
+        if "op" not in self._torch:
+            self._torch["op"] = torch.from_numpy(self.table)
+        return self._torch["op"]
 
     def torch_table(self, device):
         """(M, 4) int64 table with -1 replaced by n_in (a -inf row appended to the input)."""
