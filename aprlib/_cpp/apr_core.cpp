@@ -739,6 +739,32 @@ Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p
     return pulling_scheme(req.data(), g, p.minimal_grading);
 }
 
+float max_abs_finite(const float* img, int64_t n, int64_t* first_nonfinite) {
+    constexpr uint32_t kMag = 0x7fffffffu, kInf = 0x7f800000u;
+    uint32_t m = 0;
+#pragma omp parallel for schedule(static) reduction(max : m) if (n >= kMinParallelFormation)
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t b;
+        std::memcpy(&b, img + i, sizeof b);
+        m = std::max(m, b & kMag);
+    }
+    *first_nonfinite = -1;
+    if (m >= kInf) {
+        for (int64_t i = 0; i < n; ++i) {
+            uint32_t b;
+            std::memcpy(&b, img + i, sizeof b);
+            if ((b & kMag) >= kInf) {
+                *first_nonfinite = i;
+                break;
+            }
+        }
+        return std::numeric_limits<float>::quiet_NaN();
+    }
+    float out;
+    std::memcpy(&out, &m, sizeof out);
+    return out;
+}
+
 CellView view_of(const Structure& s) {
     CellView v;
     v.g = s.g;

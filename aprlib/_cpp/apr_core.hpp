@@ -98,6 +98,12 @@ Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, c
 // Full pipeline (gradient, scale, levels, pulling scheme).
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p);
 
+// Largest magnitude of n floats, in one pass: max |img[i]| over the finite values when all are
+// finite; *first_nonfinite is set to the index of the first NaN or infinity, or -1 if none.
+// (For finite floats |a| < |b| exactly when (bits(a) & 0x7fffffff) < (bits(b) & 0x7fffffff) as
+// unsigned integers, and NaN or infinity is >= 0x7f800000: one integer max reduction does both.)
+float max_abs_finite(const float* img, int64_t n, int64_t* first_nonfinite);
+
 // Non-owning view of particle cells (any order), as passed in from Python.
 struct CellView {
     Geometry g;
