@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from aprlib import _core
-from aprlib.apr import APRBatch, form_apr
+from aprlib.apr import APRBatch
 from aprlib.data.synthetic import object_canvas
 from aprlib.ops import apr_conv2d, apr_max_pool2d
+from aprlib.train import InputSpec
 
 __all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "training_step_benchmark",
            "main"]
@@ -87,7 +88,7 @@ def op_timings(images, kernel_sizes=(1, 3, 11), channels=(1, 32), n_threads=(Non
     dense_calls = dense_calls or calls
     rows = []
     for im_idx, img in enumerate(images):
-        apr = form_apr(img, rel_error=rel_error, gradient_smoothing=0.0, sigma_th=0.01)
+        apr = InputSpec(rel_error=rel_error).form(img)  # the training inputs' formation at rel_error
         batch = APRBatch([apr])
         H, W = img.shape
         base = dict(image=im_idx, label=None if labels is None else labels[im_idx], n_particles=apr.n_particles,
@@ -186,7 +187,7 @@ def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int 
     torch.manual_seed(seed)
     imgs, labels = generate_batch(batch_size, seed=seed, size=(size, size))
     t0 = time.perf_counter()
-    aprs = [form_apr(im, rel_error=0.1, gradient_smoothing=0.0, sigma_th=0.01) for im in imgs]
+    aprs = [InputSpec().form(im) for im in imgs]  # as the training loops form them
     t_form = time.perf_counter() - t0
 
     apr_net = apr_network(network, backend=backend)

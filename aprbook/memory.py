@@ -50,6 +50,7 @@ import numpy as np, torch
 import aprlib
 from aprlib.models import vgg16_features
 from aprlib.nn.prepare import prepare
+from aprlib.train import InputSpec
 
 def rss_kb():
     with open("/proc/self/statm") as f:
@@ -61,7 +62,7 @@ torch.manual_seed(0)
 img = np.load(path)
 if mode == "apr":
     net = vgg16_features(apr=True, in_channels=1)
-    batch = aprlib.APRBatch([aprlib.form_apr(img, rel_error=0.1, gradient_smoothing=0.0, sigma_th=0.01)])
+    batch = aprlib.APRBatch([InputSpec().form(img)])
     prepare(batch, net)
     inp = aprlib.APRFeatures.from_batch(batch)
     run = lambda: net(inp).features
@@ -95,8 +96,8 @@ def measure_peak(image: np.ndarray, mode: str, threads: int = 1) -> dict:
 
 if __name__ == "__main__":  # pragma: no cover - a quick manual check
     from aprlib.data.synthetic import object_canvas
+    from aprlib.train import InputSpec
     for n in (1, 4, 16):
         img = object_canvas(n, seed=n)
         print(n, {m: measure_peak(img, m)["extra_peak_kb"] for m in ("apr", "pixel")},
-              feature_map_sizes(__import__("aprlib").form_apr(img, rel_error=0.1, gradient_smoothing=0.0,
-                                                              sigma_th=0.01))["relative"])
+              feature_map_sizes(InputSpec().form(img))["relative"])

@@ -78,8 +78,9 @@ struct Scratch {
 
 // v.resize(n) for a vector about to be filled; large buffers are advised to use transparent huge
 // pages first (on Linux), which spares most of the page faults of first touching them.
-template <typename T>
-void resize_for_fill(std::vector<T>& v, int64_t n) {
+template <typename V>
+void resize_for_fill(V& v, int64_t n) {
+    using T = typename V::value_type;
 #ifdef MADV_HUGEPAGE
     constexpr uintptr_t kHuge = uintptr_t(1) << 21;
     if (v.capacity() < static_cast<size_t>(n) && sizeof(T) * static_cast<size_t>(n) >= 2 * kHuge) {
@@ -739,6 +740,32 @@ Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p
     return pulling_scheme(req.data(), g, p.minimal_grading);
 }
 
+float max_abs_finite(const float* img, int64_t n, int64_t* first_nonfinite) {
+    constexpr uint32_t kMag = 0x7fffffffu, kInf = 0x7f800000u;
+    uint32_t m = 0;
+#pragma omp parallel for schedule(static) reduction(max : m) if (n >= kMinParallelFormation)
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t b;
+        std::memcpy(&b, img + i, sizeof b);
+        m = std::max(m, b & kMag);
+    }
+    *first_nonfinite = -1;
+    if (m >= kInf) {
+        for (int64_t i = 0; i < n; ++i) {
+            uint32_t b;
+            std::memcpy(&b, img + i, sizeof b);
+            if ((b & kMag) >= kInf) {
+                *first_nonfinite = i;
+                break;
+            }
+        }
+        return std::numeric_limits<float>::quiet_NaN();
+    }
+    float out;
+    std::memcpy(&out, &m, sizeof out);
+    return out;
+}
+
 CellView view_of(const Structure& s) {
     CellView v;
     v.g = s.g;
@@ -791,49 +818,100 @@ int64_t first_invalid_cell(const CellView& v) {
     return -1;
 }
 
-void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
+namespace {
+
+// Mean of the pixels of cell i (clipped to the image) for C channels; acc holds C doubles.
+inline void cell_mean(const CellView& v, const float* img, int64_t C, int64_t i, double* acc, float* out) {
     const int64_t H = v.g.H, W = v.g.W;
+    const int sh = v.g.level_max - v.level[i];
+    if (sh == 0 && C == 1) {
+        // one pixel: what the grayscale path below computes, ((0.0f + p) in double) * 1.0
+        // rounded to float, is 0.0f + p (-0.0 becomes +0.0 there too)
+        out[i] = 0.0f + img[int64_t(v.y[i]) * W + v.x[i]];
+        return;
+    }
+    const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
+    const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
+    const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));
+    if (C == 1) {  // grayscale fast path
+        double s = 0.0;
+        for (int64_t y = y0; y < y1; ++y) {
+            const float* row = img + y * W;
+            float rs = 0.0f;
+            for (int64_t x = x0; x < x1; ++x) rs += row[x];
+            s += rs;
+        }
+        if (!std::isfinite(s)) {
+            // a float row sum overflowed (pixels near the float32 maximum): sum in double,
+            // where the mean of finite pixels is always finite (the fast path's results
+            // are unchanged for every other cell)
+            s = 0.0;
+            for (int64_t y = y0; y < y1; ++y)
+                for (int64_t x = x0; x < x1; ++x) s += img[y * W + x];
+        }
+        out[i] = static_cast<float>(s * inv);
+        return;
+    }
+    std::fill(acc, acc + C, 0.0);
+    for (int64_t y = y0; y < y1; ++y)
+        for (int64_t x = x0; x < x1; ++x) {
+            const float* px = img + (y * W + x) * C;
+            for (int64_t c = 0; c < C; ++c) acc[c] += px[c];
+        }
+    for (int64_t c = 0; c < C; ++c) out[i * C + c] = static_cast<float>(acc[c] * inv);
+}
+
+}  // namespace
+
+void cell_means(const CellView& v, const float* img, int64_t C, float* out) {
+    // Blocks of cells; a grayscale block whose cells are all pixels (level_max) or all 2x2 cells
+    // (level_max - 1), the bulk of a dense image's particles, takes a loop specialised to them
+    // (the same operations, in the same order, as cell_mean's for each cell: the same results).
+    const int64_t W = v.g.W, H = v.g.H;
+    const int L = v.g.level_max;
+    constexpr int64_t kBlock = 1024;
+    const int64_t blocks = (v.n + kBlock - 1) / kBlock;
 #pragma omp parallel if (v.g.H * v.g.W >= kMinParallelSpline)
     {
         std::vector<double> acc(C);
-#pragma omp for schedule(dynamic, 1024)
-        for (int64_t i = 0; i < v.n; ++i) {
-            const int sh = v.g.level_max - v.level[i];
-            if (sh == 0 && C == 1) {
-                // one pixel: what the grayscale path below computes, ((0.0f + p) in double) * 1.0
-                // rounded to float, is 0.0f + p (-0.0 becomes +0.0 there too)
-                out[i] = 0.0f + img[int64_t(v.y[i]) * W + v.x[i]];
-                continue;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+            const int64_t b0 = blk * kBlock, b1 = std::min(v.n, b0 + kBlock);
+            if (C == 1) {
+                bool pixels = true, quads = true;
+                for (int64_t i = b0; i < b1; ++i) {
+                    pixels &= v.level[i] == L;
+                    quads &= v.level[i] == L - 1;
+                }
+                if (pixels) {
+                    for (int64_t i = b0; i < b1; ++i) out[i] = 0.0f + img[int64_t(v.y[i]) * W + v.x[i]];
+                    continue;
+                }
+                if (quads) {
+                    for (int64_t i = b0; i < b1; ++i) {
+                        const int64_t y0 = int64_t(v.y[i]) << 1, x0 = int64_t(v.x[i]) << 1;
+                        if (y0 + 1 < H && x0 + 1 < W) {  // a whole 2x2 cell
+                            const float* a = img + y0 * W + x0;
+                            const float* b = a + W;
+                            float r0 = 0.0f, r1 = 0.0f;
+                            r0 += a[0];
+                            r0 += a[1];
+                            r1 += b[0];
+                            r1 += b[1];
+                            double s = 0.0;
+                            s += r0;
+                            s += r1;
+                            if (std::isfinite(s)) {
+                                out[i] = static_cast<float>(s * 0.25);  // 0.25 == 1.0 / 4, exactly
+                                continue;
+                            }
+                        }
+                        cell_mean(v, img, C, i, acc.data(), out);
+                    }
+                    continue;
+                }
             }
-            const int64_t y0 = int64_t(v.y[i]) << sh, x0 = int64_t(v.x[i]) << sh;
-            const int64_t y1 = std::min(y0 + (int64_t(1) << sh), H), x1 = std::min(x0 + (int64_t(1) << sh), W);
-            const double inv = 1.0 / static_cast<double>((y1 - y0) * (x1 - x0));
-            if (C == 1) {  // grayscale fast path
-                double s = 0.0;
-                for (int64_t y = y0; y < y1; ++y) {
-                    const float* row = img + y * W;
-                    float rs = 0.0f;
-                    for (int64_t x = x0; x < x1; ++x) rs += row[x];
-                    s += rs;
-                }
-                if (!std::isfinite(s)) {
-                    // a float row sum overflowed (pixels near the float32 maximum): sum in double,
-                    // where the mean of finite pixels is always finite (the fast path's results
-                    // are unchanged for every other cell)
-                    s = 0.0;
-                    for (int64_t y = y0; y < y1; ++y)
-                        for (int64_t x = x0; x < x1; ++x) s += img[y * W + x];
-                }
-                out[i] = static_cast<float>(s * inv);
-                continue;
-            }
-            std::fill(acc.begin(), acc.end(), 0.0);
-            for (int64_t y = y0; y < y1; ++y)
-                for (int64_t x = x0; x < x1; ++x) {
-                    const float* px = img + (y * W + x) * C;
-                    for (int64_t c = 0; c < C; ++c) acc[c] += px[c];
-                }
-            for (int64_t c = 0; c < C; ++c) out[i * C + c] = static_cast<float>(acc[c] * inv);
+            for (int64_t i = b0; i < b1; ++i) cell_mean(v, img, C, i, acc.data(), out);
         }
     }
 }

@@ -5,6 +5,10 @@
 // Images are row-major (H, W) float32; coordinates are (y = row, x = column).
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace aprcore {
@@ -66,17 +70,41 @@ void local_intensity_scale(const float* half, int64_t Hh, int64_t Wh, const Para
 // LibAPR pads its local-intensity-scale windows.
 void box_mean(const float* in, int64_t H, int64_t W, int width, float* out);
 
+// std::allocator whose resize(n) leaves new elements of trivial types uninitialised (default-
+// rather than value-initialised): the structure's arrays are written whole right after they are
+// sized, so zero-filling them first (hundreds of MB for a dense 4096 x 4096 image) is wasted.
+template <typename T>
+struct NoInitAllocator : std::allocator<T> {
+    template <typename U>
+    struct rebind {
+        using other = NoInitAllocator<U>;
+    };
+    NoInitAllocator() noexcept = default;
+    template <typename U>
+    NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+    template <typename U>
+    void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+template <typename T>
+using Buffer = std::vector<T, NoInitAllocator<T>>;
+
 // Particle cell set and tree (ancestors), both sorted by (level, y, x).
 struct Structure {
     Geometry g;
     std::vector<int64_t> level_offsets;  // size level_max + 2; particles of level l: [off[l], off[l+1])
-    std::vector<int32_t> y, x;           // particle cell coordinates at their level
-    std::vector<int8_t> level;
+    Buffer<int32_t> y, x;                // particle cell coordinates at their level
+    Buffer<int8_t> level;
     std::vector<int64_t> tree_offsets;   // same layout for tree nodes (levels level_min..level_max-1)
-    std::vector<int32_t> tree_y, tree_x;
-    std::vector<int8_t> tree_level;
-    std::vector<int64_t> parent;         // tree index of each particle's parent (-1 at level_min)
-    std::vector<int64_t> tree_parent;    // tree index of each tree node's parent (-1 at level_min)
+    Buffer<int32_t> tree_y, tree_x;
+    Buffer<int8_t> tree_level;
+    Buffer<int64_t> parent;              // tree index of each particle's parent (-1 at level_min)
+    Buffer<int64_t> tree_parent;         // tree index of each tree node's parent (-1 at level_min)
 };
 
 // Required particle level on the half grid: floor(log2(grad/sigma * 2^Lmax / E)) clipped to
@@ -97,6 +125,12 @@ Structure structure_from_split(const std::vector<std::vector<uint8_t>>& split, c
 
 // Full pipeline (gradient, scale, levels, pulling scheme).
 Structure form_structure(const float* img, int64_t H, int64_t W, const Params& p);
+
+// Largest magnitude of n floats, in one pass: max |img[i]| over the finite values when all are
+// finite; *first_nonfinite is set to the index of the first NaN or infinity, or -1 if none.
+// (For finite floats |a| < |b| exactly when (bits(a) & 0x7fffffff) < (bits(b) & 0x7fffffff) as
+// unsigned integers, and NaN or infinity is >= 0x7f800000: one integer max reduction does both.)
+float max_abs_finite(const float* img, int64_t n, int64_t* first_nonfinite);
 
 // Non-owning view of particle cells (any order), as passed in from Python.
 struct CellView {

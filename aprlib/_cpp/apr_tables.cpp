@@ -34,7 +34,7 @@ inline int64_t find_x(const int32_t* xs, int64_t lo, int64_t hi, int64_t x) {
 }
 
 // Offsets of each level 0..L+1 in an array sorted by level.
-std::vector<int64_t> level_offsets(const std::vector<int8_t>& level, int L) {
+std::vector<int64_t> level_offsets(const aprcore::Buffer<int8_t>& level, int L) {
     std::vector<int64_t> off(L + 2);
     for (int l = 0; l <= L + 1; ++l)
         off[l] = std::lower_bound(level.begin(), level.end(), static_cast<int8_t>(l)) - level.begin();

@@ -21,10 +21,10 @@ inline void require(bool ok, const std::string& msg) {
 }
 
 // A 1D numpy array owning the vector's memory (no copy).
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-    auto* heap = new std::vector<T>(std::move(v));
-    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+template <typename T, typename A>
+py::array_t<T> to_numpy(std::vector<T, A>&& v) {
+    auto* heap = new std::vector<T, A>(std::move(v));
+    py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T, A>*>(p); });
     return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, {sizeof(T)}, heap->data(), owner);
 }
 

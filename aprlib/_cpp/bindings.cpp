@@ -106,6 +106,62 @@ PYBIND11_MODULE(_core, m) {
           py::arg("bspline_k"), py::arg("minimal_grading") = false,
           "Particle cell structure of a float32 (H, W) image; returns a dict of numpy arrays.");
 
+    m.def("form_apr",
+          [](const carray<float>& gray, const carray<float>& img, double rel_error, double grad_th, double Ip_th,
+             double sigma_th, double sigma_th_max, bool smooth, double b1, double b2, double norm, int bspline_k,
+             bool minimal_grading) {
+              // Shapes are checked; finiteness is the caller's (aprlib.form_apr checks it once, with
+              // max_abs_finite): the kernels only compare, clamp and sum values, so non-finite ones
+              // would give a meaningless APR but touch no memory outside the arrays.
+              require(gray.ndim() == 2, "gray must be 2D (H, W), got ndim=" + std::to_string(gray.ndim()));
+              require(gray.shape(0) > 0 && gray.shape(1) > 0, "gray must not be empty");
+              require(img.ndim() == 3 && img.shape(0) == gray.shape(0) && img.shape(1) == gray.shape(1) &&
+                          img.shape(2) > 0,
+                      "image must be (H, W, C) with C >= 1 and the (H, W) of gray");
+              Params p = make_params(rel_error, grad_th, Ip_th, sigma_th, sigma_th_max, smooth, b1, b2, norm,
+                                     bspline_k);
+              p.minimal_grading = minimal_grading;
+              const int64_t C = img.shape(2);
+              Structure s;
+              {
+                  py::gil_scoped_release release;
+                  s = form_structure(gray.data(), gray.shape(0), gray.shape(1), p);
+              }
+              // the kernel's own cells: inside the image by construction, no re-check needed
+              const CellView v = view_of(s);
+              carray<float> means({static_cast<int64_t>(v.n), C});
+              {
+                  py::gil_scoped_release release;
+                  cell_means(v, img.data(), C, means.mutable_data());
+              }
+              auto level_offsets = bindutil::to_numpy(std::move(s.level_offsets));
+              auto tree_offsets = bindutil::to_numpy(std::move(s.tree_offsets));
+              py::dict d = structure_to_dict(std::move(s));
+              d["level_offsets"] = level_offsets;
+              d["tree_offsets"] = tree_offsets;
+              return py::make_tuple(d, means);
+          },
+          py::arg("gray"), py::arg("image"), py::arg("rel_error"), py::arg("grad_th"), py::arg("Ip_th"),
+          py::arg("sigma_th"), py::arg("sigma_th_max"), py::arg("smooth"), py::arg("b1"), py::arg("b2"),
+          py::arg("norm"), py::arg("bspline_k"), py::arg("minimal_grading") = false,
+          "form_structure of the float32 (H, W) image gray, and the means (N, C) of the float32 (H, W, C) "
+          "image over its particle cells: (structure dict with level_offsets and tree_offsets, means). "
+          "Neither image is checked for finiteness (see max_abs_finite).");
+
+    m.def("max_abs_finite",
+          [](const py::array_t<float, py::array::c_style>& img) {
+              int64_t bad = -1;
+              float m;
+              {
+                  py::gil_scoped_release release;
+                  m = max_abs_finite(img.data(), img.size(), &bad);
+              }
+              return py::make_tuple(static_cast<double>(m), bad);
+          },
+          py::arg("image"),
+          "(max |image|, -1) for a float32 array of finite values, in one pass; (nan, i) if it has a NaN or "
+          "infinity, the first at flat index i.");
+
     m.def("bspline_smooth",
           [](const carray<float>& img, double b1, double b2, double norm, int bspline_k) {
               check_image(img, "image");

@@ -66,7 +66,8 @@ Structure structure_from_arrays(const carray<int8_t>& level, const carray<int32_
     }
     for (int64_t i = 0; i < T; ++i) require(s.tree_parent[i] >= -1 && s.tree_parent[i] < T, "tree_parent out of range");
     // the tables search rows by bisection: particles and tree nodes must be sorted by (level, y, x)
-    auto sorted = [](const std::vector<int8_t>& l, const std::vector<int32_t>& yy, const std::vector<int32_t>& xx) {
+    auto sorted = [](const aprcore::Buffer<int8_t>& l, const aprcore::Buffer<int32_t>& yy,
+                     const aprcore::Buffer<int32_t>& xx) {
         for (size_t i = 1; i < l.size(); ++i) {
             if (l[i] != l[i - 1]) { if (l[i] < l[i - 1]) return false; continue; }
             if (yy[i] < yy[i - 1] || (yy[i] == yy[i - 1] && xx[i] <= xx[i - 1])) return false;

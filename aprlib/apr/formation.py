@@ -120,6 +120,12 @@ def as_float_image(image, name: str = "image", allow_rgb: bool = True) -> np.nda
     arrays) and ValueError for wrong shapes (RGBA included: composite the alpha channel first),
     empty images, NaN or infinite values, and finite values beyond the float32 range.
     """
+    return _as_float_image(image, name, allow_rgb)[0]
+
+
+def _as_float_image(image, name: str, allow_rgb: bool) -> tuple[np.ndarray, float]:
+    """:func:`as_float_image` and the largest magnitude of the result, from one pass over it
+    (``_core.max_abs_finite``: finiteness and max |value| together, without the GIL)."""
     if hasattr(image, "detach"):  # torch tensor
         image = image.detach().cpu().numpy()
     if image is None or isinstance(image, (str, bytes)):
@@ -140,23 +146,26 @@ def as_float_image(image, name: str = "image", allow_rgb: bool = True) -> np.nda
         raise ValueError(f"{name} must be 2D {expected}, got shape {arr.shape}")
     if arr.size == 0 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
     with np.errstate(over="ignore"):  # an overflow is reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and not np.isfinite(out).all():
+    # Integers convert to finite floats (|int64| < 2**64 < float32 max), and floats of at most 32
+    # bits exactly; so a non-finite value of `out` is a NaN or infinity of the image, or a finite
+    # float64 (or longer) value beyond the float32 range.
+    max_abs, first_bad = _core.max_abs_finite(out)
+    if first_bad >= 0:
+        if arr.dtype.itemsize <= 4 or not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
         raise ValueError(f"{name} has finite values beyond the float32 range (largest magnitude "
                          f"{float(np.abs(arr).max()):.3g} > {float(np.finfo(np.float32).max):.3g}): aprlib "
                          f"computes in float32; rescale the image")
-    return out
+    return out, max_abs
 
 
-def _power_of_two_exponent(img: np.ndarray) -> int:
-    """k such that max|img| / 2**k lies in (0.5, 1] (0 for an all-zero image)."""
-    m = max(abs(float(img.max())), abs(float(img.min())))  # max |img| without an |img| temporary
-    if m == 0.0:
+def _power_of_two_exponent(max_abs: float) -> int:
+    """k such that max_abs / 2**k lies in (0.5, 1] (0 for an all-zero image)."""
+    if max_abs == 0.0:
         return 0
-    mantissa, exponent = math.frexp(m)  # m = mantissa * 2**exponent, mantissa in [0.5, 1)
+    mantissa, exponent = math.frexp(max_abs)  # m = mantissa * 2**exponent, mantissa in [0.5, 1)
     return exponent - 1 if mantissa == 0.5 else exponent
 
 
@@ -191,7 +200,7 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
         raise TypeError(f"params must be an APRParameters, got {type(params).__name__}")
     if overrides:
         params = params.replace(**overrides)
-    img = as_float_image(image)
+    img, max_abs = _as_float_image(image, "image", True)  # one pass: finiteness and max |img|
     if params.sigma_th == 0 and params.gradient_smoothing > 0:
         warnings.warn("sigma_th = 0 with gradient smoothing: in flat regions the local intensity scale is the "
                       "smoothing's float rounding noise, so the structure there depends on rounding (LibAPR "
@@ -199,13 +208,16 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
                       RuntimeWarning, stacklevel=2)
     # Exact rescaling by a power of two into the range where float32 neither overflows nor
     # underflows; the absolute thresholds follow. A no-op when the maximum is already in (0.5, 1].
-    e = _power_of_two_exponent(img)
+    e = _power_of_two_exponent(max_abs)
     work = np.ldexp(img, -e) if e else img
     gray = to_grayscale(work) if work.ndim == 3 else work
     lam = float(params.gradient_smoothing)
     b1, b2, norm, k = bspline_recursion(lam) if lam > 0 else (0.0, 0.0, 1.0, 0)
-    s = _core.form_structure(
+    # The structure and the cell means of the image as given, in one call (no Python round trip,
+    # and the kernels' own cells are not re-checked); img was checked finite above.
+    s, means = _core.form_apr(
         gray,
+        img if img.ndim == 3 else img[..., None],
         rel_error=float(params.rel_error),
         grad_th=_scaled_threshold(params.grad_th, e),
         Ip_th=_scaled_threshold(params.Ip_th, e),
@@ -218,8 +230,4 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
         bspline_k=k,
         minimal_grading=params.pulling_scheme == "minimal",
     )
-    apr = APR.from_structure(s, params=params, validate=False)  # the kernels' own output
-    # apr.sample(img) without its checks, which as_float_image made above (img is finite float32)
-    means = _core.cell_means(apr.level, apr.y, apr.x, img if img.ndim == 3 else img[..., None])
-    apr.intensities = means if img.ndim == 3 else means[:, 0]
-    return apr
+    return APR._from_kernel(s, means if img.ndim == 3 else means[:, 0], params)

@@ -153,6 +153,25 @@ class APR:
                    s["tree_y"], s["tree_x"], s["tree_parent"], intensities=intensities, params=params,
                    validate=validate)
 
+    @classmethod
+    def _from_kernel(cls, s: dict, intensities: np.ndarray, params=None) -> "APR":
+        """An APR straight from the output of ``aprlib._core.form_apr``, with none of the checks of
+        ``__init__``: the arrays are the C++ kernels' own (correct dtypes, contiguous, sorted,
+        valid parent indices, level_offsets and tree_offsets included) and ``intensities`` is its
+        float32 (N,) or (N, C) means. For aprlib's formation only; arrays from anywhere else go
+        through ``__init__`` (the C++ table builders re-check every index they read anyway)."""
+        apr = cls.__new__(cls)
+        apr.height, apr.width = int(s["height"]), int(s["width"])
+        for name in cls._FIELDS:
+            setattr(apr, name, s[name])
+        apr.level_min = 1
+        apr.level_max = max(int(np.ceil(np.log2(max(apr.height, apr.width)))), 2)
+        apr.level_offsets = s["level_offsets"]
+        apr.tree_offsets = s["tree_offsets"]
+        apr.params = params
+        apr._intensities = intensities
+        return apr
+
     # --- basic properties -------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int]:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from ..apr.batch import APRBatch
-from ..apr.formation import form_apr
+from ..apr.formation import APRParameters, form_apr
+from ..apr.structure import APR
 from ..nn.prepare import layer_entries
 from ..ops.plans import build_tables
 from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_checkpoint
@@ -66,6 +67,16 @@ class InputSpec:
             raise ValueError("resolution must be positive")
         if self.normalise not in NORMALISATIONS:
             raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+
+    @property
+    def formation(self) -> APRParameters:
+        """The APR formation parameters of this spec (LibAPR's defaults for the rest)."""
+        return APRParameters(rel_error=self.rel_error, gradient_smoothing=self.gradient_smoothing,
+                             sigma_th=self.sigma_th)
+
+    def form(self, image) -> APR:
+        """The APR of one image with this spec's formation parameters (intensities not normalised)."""
+        return form_apr(image, self.formation)
 
     def affine(self, image) -> tuple[float, float]:
         """(shift, scale) of ``normalise`` for one image: the input is ``(x - shift) / scale``."""
@@ -106,7 +117,7 @@ class BatchBuilder:
         if s.kind == "apr":
             aprs = []
             for im in images:
-                apr = form_apr(im, rel_error=s.rel_error, gradient_smoothing=s.gradient_smoothing, sigma_th=s.sigma_th)
+                apr = s.form(im)
                 if s.normalise is not None:
                     shift, scale = s.affine(im)
                     apr.intensities = ((apr.intensities - shift) / scale).astype(np.float32)
