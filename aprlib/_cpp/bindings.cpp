@@ -266,6 +266,14 @@ PYBIND11_MODULE(_core, m) {
           py::arg("level"), py::arg("y"), py::arg("x"), py::arg("values"), py::arg("height"), py::arg("width"),
           "Piecewise-constant image (H, W, C) from particle values (N, C).");
 
+    m.def("level_range", [](int64_t H, int64_t W) {
+              require(H > 0 && W > 0, "image height and width must be positive");
+              const Geometry g = make_geometry(H, W);
+              return py::make_tuple(g.level_min, g.level_max);
+          },
+          py::arg("height"), py::arg("width"),
+          "(level_min, level_max) of an H x W image: the one rule, level_max = max(ceil(log2(max(H, W))), 2).");
+
     bind_ops(m);
 
     m.def("num_threads", []() {

@@ -114,8 +114,7 @@ class APR:
             raise ValueError("tree_level, tree_y, tree_x and tree_parent must have the same length")
         if n == 0:
             raise ValueError("an APR needs at least one particle")
-        self.level_min = 1
-        self.level_max = max(int(np.ceil(np.log2(max(self.height, self.width)))), 2)
+        self.level_min, self.level_max = _core.level_range(self.height, self.width)
         if np.any(np.diff(self.level) < 0) or np.any(np.diff(self.tree_level) < 0):
             raise ValueError("particles and tree nodes must be sorted by level")
         if np.any((self.parent < -1) | (self.parent >= t)) or np.any((self.tree_parent < -1) | (self.tree_parent >= t)):
@@ -164,8 +163,7 @@ class APR:
         apr.height, apr.width = int(s["height"]), int(s["width"])
         for name in cls._FIELDS:
             setattr(apr, name, s[name])
-        apr.level_min = 1
-        apr.level_max = max(int(np.ceil(np.log2(max(apr.height, apr.width)))), 2)
+        apr.level_min, apr.level_max = _core.level_range(apr.height, apr.width)
         apr.level_offsets = s["level_offsets"]
         apr.tree_offsets = s["tree_offsets"]
         apr.params = params
