@@ -66,6 +66,32 @@ PROFILES = {
                   "batch_size": 36, "n_iterations": 3000, "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4,
                   "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
     },
+    # Fig 4.6 again, with a budget that lets every run finish learning (issue 13): stored under
+    # results/finite_converged/. Rules fixed before any run: intensities standardised as in the streamed
+    # runs to convergence ('dataset'); an evaluation at least once per epoch (every
+    # min(eval_every, iterations per epoch) iterations); the budget staged (each budget rounded up to
+    # a multiple of the run's evaluation interval, so a run extends its own checkpoint) until the
+    # kept (minimum validation loss) model lies in the first 80% of the budget
+    # (aprbook.learning_curves.kept_early) or the last budget is spent (the run is then reported as
+    # not trained out); three seeds at 20, 50 and 100 images per class. The prepared validation
+    # batches are kept in memory between evaluations (cache_val: ~4 GB for APR_B at 500 per class).
+    "finite_converged": {
+        "smoke": {"experiment": "finite_converged", "size": 128, "per_class": [1, 2], "eval_per_class": 1,
+                  "batch_size": 4, "n_iterations": 6, "budgets": [3, 6], "eval_every": 2, "lr": 5e-4,
+                  "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41,
+                  "seeds": [1], "extra_seeds_for": [1], "extra_seeds": [2], "normalise": "dataset",
+                  "cache_val": True},
+        "book": {"experiment": "finite_converged", "size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000],
+                 "eval_per_class": 500, "batch_size": 36, "n_iterations": 2400, "budgets": [600, 1200, 2400],
+                 "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5,
+                 "rel_error": 0.1, "data_seed": 41, "seeds": [1], "extra_seeds_for": [20, 50, 100],
+                 "extra_seeds": [2, 3], "normalise": "dataset", "cache_val": True},
+        "paper": {"experiment": "finite_converged", "size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000],
+                  "eval_per_class": 500, "batch_size": 36, "n_iterations": 6000, "budgets": [3000, 6000],
+                  "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5,
+                  "rel_error": 0.1, "data_seed": 41, "seeds": [1, 2, 3], "extra_seeds_for": [],
+                  "normalise": "dataset", "cache_val": True},
+    },
     # Fig 4.7 / 4.8: APR of natural images (thesis 4.2.2), RGB at 256x256; on the stand-in patches
     # (aprlib.data.natural.StandInPatches) unless a Dogs-vs-Cats folder is given.
     "natural_apr": {

@@ -4,11 +4,13 @@ across sessions and processes:
 - streamed synthetic data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``
   (a fixed number of batches) and ``results/streamed_converged/<run>/<profile>/`` (standardised
   intensities, extended until converged: profiles ``streamed_converged``);
-- finite synthetic datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/``;
+- finite synthetic datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/`` (a fixed budget)
+  and ``results/finite_converged/<run>/<profile>/`` (staged budgets until the kept model lies in the
+  first 80% of the budget: profiles ``finite_converged``);
 - natural images (Fig 4.9, Table 4.4): ``results/natural_training/<run>/<profile>/`` (stand-in) or
   ``results/natural_training_dogs_vs_cats/<run>/<profile>/`` (the real data).
 
-Command line: ``python -m aprbook.runs streamed|converged|finite|natural --profile book [RUN_ID ...]``
+Command line: ``python -m aprbook.runs streamed|converged|finite|finite_converged|natural --profile book [RUN_ID ...]``
 computes the runs of a profile (those named, in the order named, else all), as notebooks 05, 06
 and 08 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
 
@@ -189,9 +191,37 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
 # --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
 def finite_runs(cfg: dict) -> list[dict]:
     """The Fig 4.6 runs: APR_B and Pix_B (with the thesis's dropout and weight decay) on each
-    nested training-set size (images per class), for each seed."""
-    return [{"id": f"{net}_n{n}_s{seed}", "network": net, "per_class": n, "seed": seed}
-            for seed in cfg["seeds"] for n in cfg["per_class"] for net in ("APR_B", "Pix_B")]
+    nested training-set size (images per class), for each seed (``cfg['seeds']``, plus
+    ``cfg['extra_seeds']`` at the sizes in ``cfg['extra_seeds_for']``)."""
+    runs = []
+    for n in cfg["per_class"]:
+        seeds = list(cfg["seeds"]) + (list(cfg.get("extra_seeds", [])) if n in cfg.get("extra_seeds_for", []) else [])
+        runs += [{"id": f"{net}_n{n}_s{seed}", "network": net, "per_class": n, "seed": seed}
+                 for seed in seeds for net in ("APR_B", "Pix_B")]
+    seed_order = {s: i for i, s in enumerate(dict.fromkeys(r["seed"] for r in runs))}
+    return sorted(runs, key=lambda r: seed_order[r["seed"]])  # seed 1 of every size first, as before
+
+
+def finite_eval_every(cfg: dict, per_class: int) -> int:
+    """Iterations between evaluations of a run on ``per_class`` images per class: ``cfg['eval_every']``,
+    or with ``cfg['budgets']`` (staged runs) at most the iterations of one epoch, so that the small
+    sets are evaluated at least once per epoch."""
+    from aprlib.data.synthetic import NUM_CLASSES
+    if "budgets" not in cfg:
+        return int(cfg["eval_every"])
+    return max(1, min(int(cfg["eval_every"]), NUM_CLASSES * per_class // cfg["batch_size"]))
+
+
+def finite_budgets(cfg: dict, per_class: int) -> list[int]:
+    """The iteration budgets of a run, staged (``cfg['budgets']``, each rounded up to a multiple of
+    the run's evaluation interval so that a run extends its own checkpoint) or ``[n_iterations]``."""
+    if "budgets" not in cfg:
+        return [int(cfg["n_iterations"])]
+    e = finite_eval_every(cfg, per_class)
+    budgets = sorted({-(-int(b) // e) * e for b in cfg["budgets"]})
+    if budgets[0] < 1:
+        raise ValueError(f"budgets must be positive, got {cfg['budgets']}")
+    return budgets
 
 
 def finite_datasets(cfg: dict) -> dict:
@@ -221,20 +251,26 @@ class _Prefix:
         return self.dataset.image(i)
 
 
-def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> tuple[pd.DataFrame, ...]:
-    """Train one run of :func:`finite_runs`, select the minimum-validation-loss model and test it
-    on both test sets. Returns (metrics per evaluation, test results with Wilson 95% CIs, confusion
-    counts: one row per test set, true class and predicted class)."""
+def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None
+               ) -> tuple[pd.DataFrame, ...]:
+    """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``),
+    select the minimum-validation-loss model and test it on both test sets. Returns (metrics per
+    evaluation, test results with Wilson 95% CIs, confusion counts: one row per test set, true
+    class and predicted class)."""
     from aprlib.data.synthetic import CLASS_NAMES, NUM_CLASSES
     torch.manual_seed(run["seed"])
     family, variant = "B", ("pixel" if run["network"].startswith("Pix") else "full")
     model = _networks(family, variant, spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
-    spec = InputSpec("pixel") if variant == "pixel" else InputSpec("apr", rel_error=cfg["rel_error"])
+    norm = cfg.get("normalise")
+    spec = (InputSpec("pixel", normalise=norm) if variant == "pixel"
+            else InputSpec("apr", rel_error=cfg["rel_error"], normalise=norm))
     data = finite_datasets(cfg)
     train = _Prefix(data["train"], NUM_CLASSES * run["per_class"])
-    metrics, best = train_fixed(model, train, data["val"], spec, cfg["n_iterations"], cfg["batch_size"], cfg["lr"],
-                                weight_decay=cfg["weight_decay"], eval_every=cfg["eval_every"], seed=run["seed"],
-                                checkpoint=checkpoint, progress=progress, desc=run["id"])
+    metrics, best = train_fixed(model, train, data["val"], spec, n_iterations or cfg["n_iterations"],
+                                cfg["batch_size"], cfg["lr"], weight_decay=cfg["weight_decay"],
+                                eval_every=finite_eval_every(cfg, run["per_class"]), seed=run["seed"],
+                                checkpoint=checkpoint, progress=progress, desc=run["id"],
+                                cache_val=cfg.get("cache_val", False))
     model.load_state_dict(best)
     builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
     rows, confusion = [], []
@@ -252,25 +288,41 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True) -> 
 
 
 def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
-    """The result store of one finite-dataset run."""
-    keys = ("size", "batch_size", "n_iterations", "lr", "weight_decay", "eval_every", "eval_per_class", "data_seed",
-            "rel_error", "spatial_dropout", "dropout")
-    return ResultStore(results_dir, f"finite_datasets/{run['id']}", profile, {**run, **{k: cfg[k] for k in keys}},
-                       notebook=FINITE_NOTEBOOK)
+    """The result store of one finite-dataset run (with ``cfg['budgets']``, they stand for
+    ``n_iterations``; the run's evaluation interval is recorded as ``eval_every``)."""
+    keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_iterations", "lr", "weight_decay",
+            "eval_per_class", "data_seed", "rel_error", "spatial_dropout", "dropout", "normalise")
+    params = {**run, **{k: cfg[k] for k in keys if k in cfg}, "eval_every": finite_eval_every(cfg, run["per_class"])}
+    experiment = cfg.get("experiment", "finite_datasets")
+    return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=FINITE_NOTEBOOK)
 
 
 def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
                    progress: bool = True) -> ResultStore:
-    """Train and test ``run`` unless its stored result is fresh; tables 'metrics' and 'test'."""
+    """Train and test ``run`` unless its stored result is fresh; tables 'metrics', 'test' and 'confusion'.
+
+    With ``cfg['budgets']`` the run trains to the first budget (:func:`finite_budgets`) and is
+    extended to the next (resuming its checkpoint) until its kept model lies in the first 80% of the
+    budget (:func:`aprbook.learning_curves.kept_early`) or the last budget is spent; the provenance
+    records ``kept_early``, the iterations trained and the best iteration."""
+    from .learning_curves import kept_early
+
     def train(ckpt):
-        metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress)
+        for budget in finite_budgets(cfg, run["per_class"]):
+            metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget)
+            best_it = int(test.best_iteration.iloc[0])
+            early = kept_early(best_it, budget)
+            if early:
+                break
         # wall_time_s covers only the last (resumed) session; compute_s sums training and validation
-        # over every session (metrics.wall_s) and the testing
-        extra = {"compute_s": round(float(metrics.wall_s.sum() + test.test_s.sum()), 1)}
+        # over every session (metrics.wall_s) and the testing (of the last budget)
+        extra = {"compute_s": round(float(metrics.wall_s.sum() + test.test_s.sum()), 1),
+                 "iterations_trained": int(budget), "best_iteration": best_it, "kept_early": early}
         return ({"metrics": metrics, "test": test, "confusion": confusion},
                 {"init_and_order": run["seed"], "data": cfg["data_seed"]}, extra)
 
-    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train, "n_iterations")
+    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train,
+                    "budgets" if "budgets" in cfg else "n_iterations")
 
 
 # --- natural images: thesis 4.2.4 -----------------------------------------------------------------
@@ -339,6 +391,7 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
 EXPERIMENTS = {"streamed": ("streamed_training", streamed_runs, compute_streamed, streamed_store),
                "converged": ("streamed_converged", streamed_runs, compute_streamed, streamed_store),
                "finite": ("finite_datasets", finite_runs, compute_finite, finite_store),
+               "finite_converged": ("finite_converged", finite_runs, compute_finite, finite_store),
                "natural": ("natural_training", natural_runs, compute_natural, natural_store)}
 
 
@@ -346,8 +399,9 @@ def main(argv=None) -> None:
     import argparse
     from .profiles import check_options, profile_settings
     ap = argparse.ArgumentParser(prog="python -m aprbook.runs", description=__doc__.split("\n\n")[0])
-    ap.add_argument("experiment", choices=["streamed", "converged", "finite", "natural"],
-                    help="converged: the streamed runs trained to convergence (profiles 'streamed_converged')")
+    ap.add_argument("experiment", choices=list(EXPERIMENTS),
+                    help="converged: the streamed runs trained to convergence (profiles 'streamed_converged'); "
+                         "finite_converged: Fig 4.6 with staged budgets (profiles 'finite_converged')")
     ap.add_argument("--data-dir", default=None, help="natural: the Dogs-vs-Cats training folder (default: stand-in)")
     ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
     ap.add_argument("--results-dir", default="results")

@@ -109,6 +109,51 @@ def test_finite_runs_smoke(tmp_path):
     assert store.provenance()["compute_s"] == pytest.approx(metrics.wall_s.sum() + test.test_s.sum(), abs=0.1)
 
 
+def test_cached_validation_gives_the_same_run():
+    """cache_val keeps the prepared validation batches: the same metrics and kept model as preparing
+    them at every evaluation."""
+    train, val = SyntheticShapes(8, seed=8, size=SIZE), SyntheticShapes(6, seed=9, size=SIZE)
+    kw = dict(batch_size=4, eval_every=2, lr=3e-3, seed=2, progress=False)
+    a, best_a = train_fixed(_apr_model(), train, val, InputSpec("apr"), 5, **kw)
+    b, best_b = train_fixed(_apr_model(), train, val, InputSpec("apr"), 5, cache_val=True, **kw)
+    cols = ["iteration", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
+    np.testing.assert_array_equal(a[cols], b[cols])
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+def test_staged_finite_runs(tmp_path):
+    """Fig 4.6 with staged budgets (finite_converged): evaluation at least once per epoch, budgets on
+    the evaluation grid, the run stops at the first budget whose kept model lies in its first 80%
+    (else at the last), stored apart from the fixed-budget runs with the extra seeds at the small sizes."""
+    from aprbook.learning_curves import kept_early
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_finite, finite_budgets, finite_eval_every, finite_runs
+    book = profile_settings("finite_converged", "book")
+    runs = finite_runs(book)
+    for n in (20, 50, 100):
+        assert sorted({r["seed"] for r in runs if r["per_class"] == n}) == [1, 2, 3]
+    assert {r["seed"] for r in runs if r["per_class"] == 2000} == {1}
+    for n in book["per_class"]:
+        e = finite_eval_every(book, n)
+        assert e <= max(1, 6 * n // book["batch_size"]) and e <= book["eval_every"]  # at least once per epoch
+        assert all(b % e == 0 for b in finite_budgets(book, n))
+    assert finite_eval_every(book, 20) == 3 and finite_budgets(book, 100) == [608, 1200, 2400]
+    cfg = profile_settings("finite_converged", "smoke")
+    run = finite_runs(cfg)[0]
+    store = compute_finite(run, cfg, "smoke", tmp_path / "results", tmp_path / "ckpt", progress=False)
+    assert store.dir.parts[-3] == "finite_converged" and store.fresh
+    prov = store.provenance()
+    budgets = finite_budgets(cfg, run["per_class"])
+    assert prov["iterations_trained"] in budgets
+    assert prov["kept_early"] == kept_early(prov["best_iteration"], prov["iterations_trained"])
+    if prov["iterations_trained"] < budgets[-1]:
+        assert prov["kept_early"]
+    metrics = store.load_table("metrics")
+    assert metrics.iteration.iloc[-1] == prov["iterations_trained"]
+    e = finite_eval_every(cfg, run["per_class"])
+    assert (np.diff(metrics.iteration.to_numpy()) <= e).all()
+
+
 def test_accuracy_ci_is_wilson():
     from aprbook.learning_curves import accuracy_ci
     lo, hi = accuracy_ci(2850, 3000)

@@ -350,11 +350,25 @@ class _Fixed(_Run):
     """A fixed training set in a fixed order of batches; evaluation every ``eval_every`` steps and at
     the last, keeping the model of minimum validation loss; checkpoints only at evaluations."""
 
-    def __init__(self, model, batches, train_set, val_set, builder, eval_every, batch_size, header):
+    def __init__(self, model, batches, train_set, val_set, builder, eval_every, batch_size, header,
+                 cache_val=False):
         super().__init__(model, header)
         self.order, self.train_set, self.val_set, self.builder = batches, train_set, val_set, builder
         self.steps, self.eval_every, self.batch_size = len(batches), eval_every, batch_size
         self.window, self.best, self.best_state, self.last_row = [], float("inf"), None, 0.0
+        self.cache_val, self.val_batches = cache_val, None
+
+    def validate(self) -> dict:
+        """:func:`evaluate_in_order` on the validation set; with ``cache_val`` its batches (APRs and
+        their tables, or pixel tensors) are prepared at the first evaluation and kept."""
+        if not self.cache_val:
+            return evaluate_in_order(self.model, self.val_set, self.builder, self.batch_size)
+        if self.val_batches is None:
+            n = len(self.val_set)
+            ds = _IndexBatches(self.val_set, [np.arange(i, min(i + self.batch_size, n))
+                                              for i in range(0, n, self.batch_size)], self.builder)
+            self.val_batches = [ds[i] for i in range(len(ds))]
+        return evaluate(self.model, self.val_batches)
 
     def resumable(self, st):
         i = st["next_iteration"]
@@ -384,7 +398,7 @@ class _Fixed(_Run):
         it = step + 1
         if it % self.eval_every and it != self.steps:
             return False
-        val = evaluate_in_order(self.model, self.val_set, self.builder, self.batch_size)
+        val = self.validate()
         w = self.window
         self.rows.append({"iteration": it, "train_loss": float(np.mean([r[0] for r in w])),
                           "train_accuracy": float(np.mean([r[1] for r in w])),
@@ -470,7 +484,8 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
 def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
                 lr: float = 5e-4, weight_decay: float = 0.0, eval_every: int = 50, seed: int = 0,
                 checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
-                num_workers: int = 0, progress: bool = True, desc: str = "train") -> tuple[pd.DataFrame, dict]:
+                num_workers: int = 0, progress: bool = True, desc: str = "train",
+                cache_val: bool = False) -> tuple[pd.DataFrame, dict]:
     """Train on a fixed dataset (reshuffled each epoch) and keep the model with the minimum
     validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
     evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy,
@@ -482,7 +497,9 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     budget has the same first batches, and a checkpoint at iteration i resumes a run of
     ``n_iterations`` >= i if the run evaluates at i too (i a multiple of ``eval_every``, or i =
     ``n_iterations``); a run's final evaluation off that grid is one a longer run does not make, so
-    its checkpoint is not extended. A checkpoint beyond the budget is not resumed."""
+    its checkpoint is not extended. A checkpoint beyond the budget is not resumed. ``cache_val`` keeps
+    the prepared validation batches in memory from the first evaluation on (the same results, without
+    forming the APRs and their tables again at every evaluation; memory: the whole prepared set)."""
     if n_iterations < 1 or eval_every < 1:
         raise ValueError("n_iterations and eval_every must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -495,7 +512,8 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     header = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
               "n_val": len(val_set)}
-    run = _Fixed(model, batches, train_set, val_set, _builder(spec, model), eval_every, batch_size, header)
+    run = _Fixed(model, batches, train_set, val_set, _builder(spec, model), eval_every, batch_size, header,
+                 cache_val=cache_val)
     _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
     return _table(run.rows), run.best_state
 
