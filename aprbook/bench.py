@@ -366,8 +366,10 @@ def _pipeline_main(argv) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", choices=["handoff", "overlap"], default=None, help="leave one measurement out")
     args = ap.parse_args(argv)
-    if args.batch_size < 1 or args.size < 8 or args.rounds < 1 or args.batches < 2:
-        ap.error("--batch-size and --rounds must be >= 1, --size >= 8, --batches >= 2")
+    for option, value, least in (("--batch-size", args.batch_size, 1), ("--size", args.size, 8),
+                                 ("--rounds", args.rounds, 1), ("--batches", args.batches, 2)):
+        if value < least:
+            ap.error(f"{option} {value}: must be at least {least}")
     handoff = overlap = None
     if args.skip != "handoff":
         handoff = handoff_times(args.batch_size, args.size, args.rounds, seed=args.seed)

@@ -154,6 +154,8 @@ def test_bad_settings_are_named(setting, value, says):
     (["step", "--threads", "0"], "--threads"),
     (["step", "--size", "8"], "--size"),
     (["tables", "--batch-size", "0"], "--batch-size"),
+    (["pipeline", "--batches", "1"], "--batches"),
+    (["pipeline", "--size", "4"], "--size"),
     (["--kernels", "2"], "--kernels"),  # the operation benchmark, still the default
 ])
 def test_bad_options_exit_2_naming_the_option(args, says):
@@ -169,3 +171,10 @@ def test_the_scaling_command_runs_at_tiny_sizes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "growth from 32^2 to 64^2" in r.stdout and "criterion" in r.stdout
     assert SCALING_COLUMNS <= set(pd.read_csv(csv).columns)
+
+
+def test_the_pipeline_command_runs_at_tiny_sizes():
+    r = subprocess.run([sys.executable, "-m", "aprbook.bench", "pipeline", "--size", "32", "--batch-size", "2",
+                        "--rounds", "1", "--batches", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "packed into shared memory" in r.stdout and "1 worker:" in r.stdout and "0 workers:" in r.stdout
