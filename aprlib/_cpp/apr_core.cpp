@@ -324,6 +324,28 @@ void threshold_gradient(float* grad_half, const float* image_half, int64_t n, co
         if (grad_half[i] < p.grad_th || image_half[i] <= p.Ip_th) grad_half[i] = 0.0f;
 }
 
+namespace {
+// One half row of 2x2 means from NR (2, or 1 at an odd bottom border) image rows starting at `a`
+// (row stride W): Wp cells of 2 x NR pixels, then, if W is odd, the last cell's NR pixels; summed
+// in double from 0.0 in row-major order.
+template <int NR>
+void half_row(const float* a, int64_t W, int64_t Wp, int64_t Wh, float* o) {
+    for (int64_t xh = 0; xh < Wp; ++xh) {
+        double s = 0.0;
+        for (int r = 0; r < NR; ++r) {
+            s += a[r * W + 2 * xh];
+            s += a[r * W + 2 * xh + 1];
+        }
+        o[xh] = static_cast<float>(s / (2 * NR));
+    }
+    if (Wp < Wh) {
+        double s = 0.0;
+        for (int r = 0; r < NR; ++r) s += a[r * W + W - 1];
+        o[Wh - 1] = static_cast<float>(s / NR);
+    }
+}
+}  // namespace
+
 void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float* out_half) {
     // 2x2 means summed in double in the order (y, x) row-major from 0.0; cells cut by an odd
     // border hold 2 or 1 pixels.
@@ -334,35 +356,10 @@ void half_image(const float* img, int64_t H, int64_t W, bool from_bspline, float
     for (int64_t yh = 0; yh < Hh; ++yh) {
         const float* a = img + 2 * yh * W;
         float* o = dst_all + yh * Wh;
-        if (2 * yh + 1 < H) {
-            const float* b = a + W;
-            for (int64_t xh = 0; xh < Wp; ++xh) {
-                double s = 0.0;
-                s += a[2 * xh];
-                s += a[2 * xh + 1];
-                s += b[2 * xh];
-                s += b[2 * xh + 1];
-                o[xh] = static_cast<float>(s / 4);
-            }
-            if (Wp < Wh) {
-                double s = 0.0;
-                s += a[W - 1];
-                s += b[W - 1];
-                o[Wh - 1] = static_cast<float>(s / 2);
-            }
-        } else {
-            for (int64_t xh = 0; xh < Wp; ++xh) {
-                double s = 0.0;
-                s += a[2 * xh];
-                s += a[2 * xh + 1];
-                o[xh] = static_cast<float>(s / 2);
-            }
-            if (Wp < Wh) {
-                double s = 0.0;
-                s += a[W - 1];
-                o[Wh - 1] = static_cast<float>(s / 1);
-            }
-        }
+        if (2 * yh + 1 < H)
+            half_row<2>(a, W, Wp, Wh, o);
+        else
+            half_row<1>(a, W, Wp, Wh, o);
     }
     // `img` holds B-spline coefficients: evaluate the spline on the half grid, as LibAPR does
     // (kernel [1, 4, 1] / 6 per axis, whole-sample mirror borders).
