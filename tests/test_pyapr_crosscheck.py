@@ -64,37 +64,42 @@ def shape_image(rng, n, kind):
     return img
 
 
-@pytest.fixture(scope="module")
-def measurements():
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(30):
-        kind = ("disc", "square", "triangle")[i % 3]
-        n = (128, 256)[i % 2]
-        img = shape_image(rng, n, kind)
+def _cases(rng, count, kinds, sizes, make):
+    """(kind, n, image, lambda, E, sigma_th, pyapr's APR) for ``count`` images ``make(rng, n, kind)``
+    (kinds and sizes taken in turn), each at lambda 3 and 0 and E 0.1, 0.4, 0.8; sigma_th = 5% of the
+    image's range."""
+    for i in range(count):
+        kind, n = kinds[i % len(kinds)], sizes[i % len(sizes)]
+        img = make(rng, n, kind)
         sigma_th = 0.05 * float(img.max() - img.min())
         for lam in (3.0, 0.0):
             for E in (0.1, 0.4, 0.8):
-                apr_p, _ = run_pyapr(img, E, lam, sigma_th)
-                n_p = apr_p.total_number_particles()
-                lm_p = pyapr_level_map(apr_p)
-                ours = aprlib.form_apr(img, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
-                lm_o = ours.level_map().astype(np.int64)
-                mini = aprlib.form_apr(img, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th,
-                                       pulling_scheme="minimal")
-                lm_m = mini.level_map().astype(np.int64)
-                lm_e, cnt_e, n_e = libapr_level_map(required_half_levels(img, E, lam, sigma_th), n, n)
-                rows.append(dict(
-                    kind=kind, n=n, lam=lam, E=E, ours=ours.n_particles, pyapr=n_p,
-                    rel=abs(ours.n_particles - n_p) / n_p, signed=(ours.n_particles - n_p) / n_p,
-                    level_differs=float((lm_o != lm_p).mean()),
-                    finest_same=bool(np.array_equal(lm_o == lm_o.max(), lm_p == lm_p.max()) and lm_o.max() == lm_p.max()),
-                    ours_finer=int((lm_o > lm_p).sum()), max_abs=int(np.abs(lm_o - lm_p).max()),
-                    emul_differs=float((lm_e != lm_p).mean()), emul_count_ok=n_e == n_p,
-                    emul_partition=bool((cnt_e == 1).all()), ours_vs_emul=float((lm_o != lm_e).mean()),
-                    min_rel=abs(mini.n_particles - n_p) / n_p, min_signed=(mini.n_particles - n_p) / n_p,
-                    min_level_differs=float((lm_m != lm_p).mean()), min_finer=int((lm_m > lm_p).sum()),
-                    min_max_abs=int(np.abs(lm_m - lm_p).max())))
+                yield kind, n, img, lam, E, sigma_th, run_pyapr(img, E, lam, sigma_th)[0]
+
+
+@pytest.fixture(scope="module")
+def measurements():
+    rows = []
+    for kind, n, img, lam, E, sigma_th, apr_p in _cases(np.random.default_rng(1), 30, ("disc", "square", "triangle"),
+                                                        (128, 256), shape_image):
+        n_p = apr_p.total_number_particles()
+        lm_p = pyapr_level_map(apr_p)
+        ours = aprlib.form_apr(img, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+        lm_o = ours.level_map().astype(np.int64)
+        mini = aprlib.form_apr(img, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th, pulling_scheme="minimal")
+        lm_m = mini.level_map().astype(np.int64)
+        lm_e, cnt_e, n_e = libapr_level_map(required_half_levels(img, E, lam, sigma_th), n, n)
+        rows.append(dict(
+            kind=kind, n=n, lam=lam, E=E, ours=ours.n_particles, pyapr=n_p,
+            rel=abs(ours.n_particles - n_p) / n_p, signed=(ours.n_particles - n_p) / n_p,
+            level_differs=float((lm_o != lm_p).mean()),
+            finest_same=bool(np.array_equal(lm_o == lm_o.max(), lm_p == lm_p.max()) and lm_o.max() == lm_p.max()),
+            ours_finer=int((lm_o > lm_p).sum()), max_abs=int(np.abs(lm_o - lm_p).max()),
+            emul_differs=float((lm_e != lm_p).mean()), emul_count_ok=n_e == n_p,
+            emul_partition=bool((cnt_e == 1).all()), ours_vs_emul=float((lm_o != lm_e).mean()),
+            min_rel=abs(mini.n_particles - n_p) / n_p, min_signed=(mini.n_particles - n_p) / n_p,
+            min_level_differs=float((lm_m != lm_p).mean()), min_finer=int((lm_m > lm_p).sum()),
+            min_max_abs=int(np.abs(lm_m - lm_p).max())))
     return rows
 
 
@@ -173,20 +178,13 @@ def textured_image(rng, n, kind):
 
 
 def test_agreement_on_textured_images():
-    rng = np.random.default_rng(2)
     rows = []
-    for i in range(12):
-        kind = ("noise", "smooth", "noisy")[i % 3]
-        n = (64, 128)[i % 2]
-        img = textured_image(rng, n, kind)
-        sigma_th = 0.05 * float(img.max() - img.min())
-        for lam in (3.0, 0.0):
-            for E in (0.1, 0.4, 0.8):
-                apr_p, _ = run_pyapr(img, E, lam, sigma_th)
-                n_p = apr_p.total_number_particles()
-                ours = aprlib.form_apr(img, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
-                rows.append(dict(lam=lam, E=E, rel=abs(ours.n_particles - n_p) / n_p,
-                                 level_differs=float((ours.level_map() != pyapr_level_map(apr_p)).mean())))
+    for _, _, img, lam, E, sigma_th, apr_p in _cases(np.random.default_rng(2), 12, ("noise", "smooth", "noisy"),
+                                                     (64, 128), textured_image):
+        n_p = apr_p.total_number_particles()
+        ours = aprlib.form_apr(img, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+        rows.append(dict(lam=lam, E=E, rel=abs(ours.n_particles - n_p) / n_p,
+                         level_differs=float((ours.level_map() != pyapr_level_map(apr_p)).mean())))
     rel_med, rel_max, lvl_med, lvl_max = _print_table(rows, "rel", "level_differs", "textured, pulling_scheme='libapr'")
     # measured: count median 0.010 max 0.111; level median 0.012 max 0.109
     assert rel_med <= 0.02 and rel_max <= 0.15
