@@ -29,10 +29,10 @@ class _PreparedBatches(torch.utils.data.Dataset):
     def __init__(self, n: int, batch_size: int, size: int, seed: int):
         from aprlib.data.synthetic import SyntheticShapesStream
         from aprlib.models import apr_network
-        from aprlib.train import BatchBuilder, InputSpec, layer_plan
+        from aprlib.train import InputSpec, batch_builder
         self.n, self.bs = n, batch_size
         self.stream = SyntheticShapesStream(seed=seed, size=(size, size))
-        self.builder = BatchBuilder(InputSpec("apr", normalise="dataset"), layer_plan(apr_network("B", "full")))
+        self.builder = batch_builder(InputSpec("apr", normalise="dataset"), apr_network("B", "full"))
 
     def __len__(self):
         return self.n

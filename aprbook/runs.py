@@ -47,8 +47,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aprlib.train import (BatchBuilder, Checkpoint, InputSpec, checkpoint_key, evaluate_in_order, layer_plan,
-                          train_epochs, train_fixed, train_streamed)
+from aprlib.train import (Checkpoint, InputSpec, batch_builder, checkpoint_key, evaluate_in_order, train_epochs,
+                          train_fixed, train_streamed)
 
 from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
@@ -272,7 +272,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
                                 checkpoint=checkpoint, progress=progress, desc=run["id"],
                                 cache_val=cfg.get("cache_val", False))
     model.load_state_dict(best)
-    builder = BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
+    builder = batch_builder(spec, model)
     rows, confusion = [], []
     best_it = int(metrics.iloc[int(np.argmin(metrics.val_loss.to_numpy()))].iteration)
     for name in ("test", "test_extreme"):

@@ -120,7 +120,6 @@ def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
     return out if bias is None else out + bias
 
 
-_CHUNK_FLOATS, _chunk_rows = _lib._CHUNK_FLOATS, _lib.chunk_rows
 
 
 @torch.compiler.disable
@@ -154,7 +153,7 @@ def _conv_setup(x, batch, weight, bias, backend):
     tplan = tree_plan(batch)
     if resolve_backend(backend, x) == "torch":
         return None, (plan, tplan)
-    return plan.op_tensors(_chunk_rows(k * k * x.shape[1])), (tplan.op_tensors() if k > 1 else None)
+    return plan.op_tensors(_lib.chunk_rows(k * k * x.shape[1])), (tplan.op_tensors() if k > 1 else None)
 
 
 def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -36,8 +36,8 @@ from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_chec
 #: The values of :attr:`InputSpec.normalise`.
 NORMALISATIONS = (None, "dataset", "image")
 
-__all__ = ["InputSpec", "BatchBuilder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed", "train_fixed",
-           "train_epochs"]
+__all__ = ["InputSpec", "BatchBuilder", "batch_builder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed",
+           "train_fixed", "train_epochs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +173,7 @@ def _loader(ds, num_workers: int):
                                        persistent_workers=False)
 
 
-def _builder(spec: InputSpec, model) -> BatchBuilder:
+def batch_builder(spec: InputSpec, model) -> BatchBuilder:
     """The batch builder of ``model``'s inputs (for APRs: with every index table its layers need)."""
     return BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
 
@@ -215,9 +215,14 @@ def evaluate(model, batches) -> dict:
 def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) -> dict:
     """:func:`evaluate` on ``dataset`` in order, in batches of ``batch_size`` built on the fly (kept,
     APR index tables grow large) and without a DataLoader (its iterator draws from the torch RNG)."""
-    ds = _IndexBatches(dataset, [np.arange(i, min(i + batch_size, len(dataset)))
-                                 for i in range(0, len(dataset), batch_size)], builder)
+    ds = _in_order(dataset, builder, batch_size)
     return evaluate(model, (ds[i] for i in range(len(ds))))
+
+
+def _in_order(dataset, builder: BatchBuilder, batch_size: int) -> _IndexBatches:
+    """``dataset`` in order, in batches of ``batch_size`` (the last may be smaller)."""
+    n = len(dataset)
+    return _IndexBatches(dataset, [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], builder)
 
 
 
@@ -364,9 +369,7 @@ class _Fixed(_Run):
         if not self.cache_val:
             return evaluate_in_order(self.model, self.val_set, self.builder, self.batch_size)
         if self.val_batches is None:
-            n = len(self.val_set)
-            ds = _IndexBatches(self.val_set, [np.arange(i, min(i + self.batch_size, n))
-                                              for i in range(0, n, self.batch_size)], self.builder)
+            ds = _in_order(self.val_set, self.builder, self.batch_size)
             self.val_batches = [ds[i] for i in range(len(ds))]
         return evaluate(self.model, self.val_batches)
 
@@ -476,7 +479,7 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
         raise ValueError("n_batches and batch_size must be positive")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     header = {"loop": "streamed", "batch_size": batch_size, "lr": lr, "spec": dataclasses.asdict(spec)}
-    run = _Streamed(model, stream, _builder(spec, model), n_batches, batch_size, header)
+    run = _Streamed(model, stream, batch_builder(spec, model), n_batches, batch_size, header)
     _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
     return _table(run.rows)
 
@@ -512,7 +515,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     header = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
               "n_val": len(val_set)}
-    run = _Fixed(model, batches, train_set, val_set, _builder(spec, model), eval_every, batch_size, header,
+    run = _Fixed(model, batches, train_set, val_set, batch_builder(spec, model), eval_every, batch_size, header,
                  cache_val=cache_val)
     _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
     return _table(run.rows), run.best_state
@@ -537,6 +540,6 @@ def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batc
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     header = {"loop": "epochs", "batch_size": batch_size, "lr": lr, "seed": seed, "spec": dataclasses.asdict(spec),
               "n_train": len(train_set), "n_val": len(val_set)}
-    run = _Epochs(model, train_set, val_set, _builder(spec, model), n_epochs, batch_size, seed, header)
+    run = _Epochs(model, train_set, val_set, batch_builder(spec, model), n_epochs, batch_size, seed, header)
     _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
     return _table(run.rows)
