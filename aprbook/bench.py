@@ -322,6 +322,8 @@ def _step_main(argv) -> int:
     ap.add_argument("--burn-in", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="also time Pix_B in torch's channels-last layout (PixelNet(channels_last=True))")
     ap.add_argument("--csv", default=None, help="write the per-round table here")
     args = ap.parse_args(argv)
     _check_settings(ap, {"step_batch_size": args.batch_size, "step_size": args.size, "step_threads": args.threads,
@@ -330,7 +332,7 @@ def _step_main(argv) -> int:
     print(f"streamed training step, batch {args.batch_size} of {args.size}x{args.size} synthetic images, threads "
           f"{args.threads}, {args.repeats} rounds after {args.burn_in}", flush=True)
     df = training_step(args.batch_size, args.size, tuple(args.threads), args.repeats, args.burn_in, args.seed,
-                       args.backend, progress=True)
+                       args.backend, progress=True, channels_last=args.channels_last)
     if args.csv:
         df.to_csv(args.csv, index=False)
     print()

@@ -61,9 +61,20 @@ FINITE_NOTEBOOK = "notebooks/06_finite_datasets.ipynb"
 NATURAL_NOTEBOOK = "notebooks/08_natural_networks.ipynb"
 
 
-def _networks(family: str, variant: str, **kw):
+def _networks(family: str, variant: str, channels_last: bool = False, **kw):
+    """The network of a run; ``channels_last`` (pixel networks only: a run's ``channels_last``) selects
+    :class:`aprlib.models.PixelNet`'s faster layout."""
     from aprlib.models import apr_network, pixel_network
-    return pixel_network(family, **kw) if variant == "pixel" else apr_network(family, variant, **kw)
+    if variant == "pixel":
+        return pixel_network(family, channels_last=channels_last, **kw)
+    return apr_network(family, variant, **kw)
+
+
+def _layout(cfg: dict, variant: str) -> dict:
+    """``{"channels_last": True}`` for a pixel run of a profile with ``pixel_channels_last`` (the
+    layout is then one of the run's parameters, so it keys the run's store and checkpoint), else {}.
+    Runs of profiles without it keep their parameters, and their stored results stay fresh."""
+    return {"channels_last": True} if variant == "pixel" and cfg.get("pixel_channels_last") else {}
 
 
 def run_checkpoint(store: ResultStore, checkpoint_dir, budget: str) -> Checkpoint:
@@ -123,7 +134,8 @@ def streamed_runs(cfg: dict) -> list[dict]:
         for seed in seeds:
             inp = f"E{e}" if e is not None else f"px{res}"
             runs.append({"id": f"{network.replace(' ', '_')}_{inp}_s{seed}", "network": network, "family": family,
-                         "variant": variant, "rel_error": e, "resolution": res, "seed": seed})
+                         "variant": variant, "rel_error": e, "resolution": res, "seed": seed,
+                         **_layout(cfg, variant)})
     return runs
 
 
@@ -144,7 +156,7 @@ def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n
     ``cfg['normalise']`` says (:class:`aprlib.train.InputSpec`; default: as generated)."""
     from aprlib.data.synthetic import SyntheticShapesStream
     torch.manual_seed(run["seed"])
-    model = _networks(run["family"], run["variant"])
+    model = _networks(run["family"], run["variant"], channels_last=run.get("channels_last", False))
     norm = cfg.get("normalise")
     spec = (InputSpec("pixel", resolution=run["resolution"], normalise=norm) if run["variant"] == "pixel"
             else InputSpec("apr", rel_error=run["rel_error"], normalise=norm))
@@ -196,7 +208,8 @@ def finite_runs(cfg: dict) -> list[dict]:
     runs = []
     for n in cfg["per_class"]:
         seeds = list(cfg["seeds"]) + (list(cfg.get("extra_seeds", [])) if n in cfg.get("extra_seeds_for", []) else [])
-        runs += [{"id": f"{net}_n{n}_s{seed}", "network": net, "per_class": n, "seed": seed}
+        runs += [{"id": f"{net}_n{n}_s{seed}", "network": net, "per_class": n, "seed": seed,
+                  **_layout(cfg, "pixel" if net.startswith("Pix") else "full")}
                  for seed in seeds for net in ("APR_B", "Pix_B")]
     seed_order = {s: i for i, s in enumerate(dict.fromkeys(r["seed"] for r in runs))}
     return sorted(runs, key=lambda r: seed_order[r["seed"]])  # seed 1 of every size first, as before
@@ -260,7 +273,8 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
     from aprlib.data.synthetic import CLASS_NAMES, NUM_CLASSES
     torch.manual_seed(run["seed"])
     family, variant = "B", ("pixel" if run["network"].startswith("Pix") else "full")
-    model = _networks(family, variant, spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
+    model = _networks(family, variant, channels_last=run.get("channels_last", False),
+                      spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
     norm = cfg.get("normalise")
     spec = (InputSpec("pixel", normalise=norm) if variant == "pixel"
             else InputSpec("apr", rel_error=cfg["rel_error"], normalise=norm))

@@ -484,13 +484,19 @@ def scaling_text(df: pd.DataFrame) -> str:
 
 
 # --- the end-to-end streamed training step -------------------------------------------------------------
+CHANNELS_LAST = "Pix_B channels-last"  # the network name of step rounds with PixelNet(channels_last=True)
+
+
 def training_step(batch_size: int = 36, size: int = 256, threads=(1, 2), repeats: int = 5, burn_in: int = 1,
-                  seed: int = 0, backend: str = "cpp", lr: float = 5e-4, progress: bool = True) -> pd.DataFrame:
+                  seed: int = 0, backend: str = "cpp", lr: float = 5e-4, progress: bool = True,
+                  channels_last: bool = False) -> pd.DataFrame:
     """Streamed training steps, images in: APR_B (form the APRs, build the tables, forward, cross
     entropy, backward, Adam) and Pix_B (forward, cross entropy, backward, Adam on the image tensor),
-    on ``batch_size`` synthetic ``size``x``size`` images, a new batch per round, both sides on the
-    same batch. Rounds alternate the sides' order and run each thread count in turn; the first
-    ``burn_in`` rounds are dropped. One row per (round, threads, network), times in seconds."""
+    on ``batch_size`` synthetic ``size``x``size`` images, a new batch per round, every side on the
+    same batch. With ``channels_last`` a third side, "Pix_B channels-last", is the same pixel network
+    in torch's channels-last layout (:class:`aprlib.models.PixelNet`). Rounds rotate the sides' order
+    and run each thread count in turn; the first ``burn_in`` rounds are dropped. One row per (round,
+    threads, network), times in seconds."""
     import torch.nn.functional as F
     from aprlib.apr import APRBatch, form_apr
     from aprlib.data.synthetic import generate_batch
@@ -502,6 +508,10 @@ def training_step(batch_size: int = 36, size: int = 256, threads=(1, 2), repeats
     torch.manual_seed(seed)
     apr_net, pix_net = apr_network("B", backend=backend).train(), pixel_network("B").train()
     apr_opt, pix_opt = torch.optim.Adam(apr_net.parameters(), lr), torch.optim.Adam(pix_net.parameters(), lr)
+    if channels_last:
+        cl_net = pixel_network("B", channels_last=True).train()
+        cl_net.load_state_dict(pix_net.state_dict())
+        cl_opt = torch.optim.Adam(cl_net.parameters(), lr)
     batches = [generate_batch(batch_size, seed=seed + 1 + r, size=(size, size)) for r in range(burn_in + repeats)]
 
     def apr_step(imgs, y):
@@ -519,23 +529,27 @@ def training_step(batch_size: int = 36, size: int = 256, threads=(1, 2), repeats
         return {"formation_s": t1 - t0, "tables_s": t2 - t1, "network_s": t3 - t2, "step_s": t3 - t0,
                 "particles": batch.n_particles}
 
-    def pix_step(imgs, y):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(pix_net(torch.from_numpy(imgs)[:, None]), y)
-        pix_opt.zero_grad()
-        loss.backward()
-        pix_opt.step()
-        t1 = time.perf_counter()
-        return {"formation_s": 0.0, "tables_s": 0.0, "network_s": t1 - t0, "step_s": t1 - t0,
-                "particles": imgs[0].size * len(imgs)}
+    def pixel_step(net, opt):
+        def step(imgs, y):
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(net(torch.from_numpy(imgs)[:, None]), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            t1 = time.perf_counter()
+            return {"formation_s": 0.0, "tables_s": 0.0, "network_s": t1 - t0, "step_s": t1 - t0,
+                    "particles": imgs[0].size * len(imgs)}
+        return step
 
+    all_sides = [("APR_B", apr_step), ("Pix_B", pixel_step(pix_net, pix_opt))]
+    if channels_last:
+        all_sides.append((CHANNELS_LAST, pixel_step(cl_net, cl_opt)))
     rows = []
     for r, (imgs, labels) in enumerate(batches):
         y = torch.as_tensor(labels)
         for j, nt in enumerate(threads):
-            sides = [("APR_B", apr_step), ("Pix_B", pix_step)]
-            if (r + j) % 2:
-                sides.reverse()
+            k = (r + j) % len(all_sides)  # each side leads in turn
+            sides = all_sides[k:] + all_sides[:k]
             with n_threads(nt):
                 for name, step in sides:
                     got = step(imgs, y)
@@ -552,15 +566,22 @@ def training_step(batch_size: int = 36, size: int = 256, threads=(1, 2), repeats
 def step_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per thread count: median APR_B and Pix_B step times, the ratio pixel / APR (of the medians;
     above 1: the APR step is faster), the median breakdown of the APR step and whether this thread
-    count was slower than the previous (smaller) one for either network."""
+    count was slower than the previous (smaller) one for either network. With rounds of the
+    channels-last pixel network also its median and the ratios Pix_B / Pix_B channels-last and
+    Pix_B channels-last / APR_B."""
     med = df.groupby(["threads", "network"])[["formation_s", "tables_s", "network_s", "step_s"]].median()
     rows = []
     for nt in sorted(df.threads.unique()):
         a, p = med.loc[(nt, "APR_B")], med.loc[(nt, "Pix_B")]
-        rows.append({"threads": int(nt), "apr_step_s": a.step_s, "pixel_step_s": p.step_s,
-                     "ratio_pixel_over_apr": p.step_s / a.step_s, "apr_formation_s": a.formation_s,
-                     "apr_tables_s": a.tables_s, "apr_network_s": a.network_s,
-                     "repeats": int(df[(df.threads == nt) & (df.network == "APR_B")].shape[0])})
+        row = {"threads": int(nt), "apr_step_s": a.step_s, "pixel_step_s": p.step_s,
+               "ratio_pixel_over_apr": p.step_s / a.step_s, "apr_formation_s": a.formation_s,
+               "apr_tables_s": a.tables_s, "apr_network_s": a.network_s,
+               "repeats": int(df[(df.threads == nt) & (df.network == "APR_B")].shape[0])}
+        if (nt, CHANNELS_LAST) in med.index:
+            c = med.loc[(nt, CHANNELS_LAST)].step_s
+            row.update({"pixel_cl_step_s": c, "ratio_pixel_over_pixel_cl": p.step_s / c,
+                        "ratio_pixel_cl_over_apr": c / a.step_s})
+        rows.append(row)
     out = pd.DataFrame(rows)
     out["apr_slower_than_fewer_threads"] = out.apr_step_s.diff() > 0
     out["pixel_slower_than_fewer_threads"] = out.pixel_step_s.diff() > 0
@@ -574,6 +595,9 @@ def step_text(summary: pd.DataFrame, batch_size: int, size: int) -> str:
                      f"{r.apr_formation_s:.3f} + tables {r.apr_tables_s:.3f} + network {r.apr_network_s:.3f}), Pix_B "
                      f"step {r.pixel_step_s:.3f} s -> pixel / APR x{r.ratio_pixel_over_apr:.2f} "
                      f"(medians of {r.repeats}, batch {batch_size} of {size}x{size})")
+        if "pixel_cl_step_s" in summary:
+            lines.append(f"   Pix_B channels-last step {r.pixel_cl_step_s:.3f} s -> Pix_B / Pix_B channels-last "
+                         f"x{r.ratio_pixel_over_pixel_cl:.2f}, Pix_B channels-last / APR x{r.ratio_pixel_cl_over_apr:.2f}")
     for r in summary.iloc[1:].itertuples():
         prev = summary.threads[summary.index.get_loc(r.Index) - 1]
         for net, slower in (("APR_B", r.apr_slower_than_fewer_threads), ("Pix_B", r.pixel_slower_than_fewer_threads)):

@@ -47,6 +47,26 @@ def test_streamed_extension_equals_the_longer_run_bitwise(tmp_path):
     _assert_same_model(straight, extended_model)
 
 
+def test_channels_last_pixel_run_extends_bitwise(tmp_path):
+    """A pixel network in the channels-last layout resumes exactly: its checkpoint restores the
+    parameters and Adam's state into the same layout, so 2 batches extended to 4 is 4 straight."""
+    stream, spec = SyntheticShapesStream(seed=3, size=SIZE), InputSpec("pixel")
+
+    def model():
+        torch.manual_seed(0)
+        return pixel_network("A", dropout=0.5, channels_last=True)
+
+    straight = model()
+    ref = train_streamed(straight, stream, spec, n_batches=4, batch_size=3, progress=False)
+    ck = Checkpoint(tmp_path / "run.ckpt", {"run": "x"})
+    train_streamed(model(), stream, spec, n_batches=2, batch_size=3, checkpoint=ck, progress=False)
+    extended_model = model()
+    extended = train_streamed(extended_model, stream, spec, n_batches=4, batch_size=3, checkpoint=ck, progress=False)
+    np.testing.assert_array_equal(extended[["loss", "accuracy"]], ref[["loss", "accuracy"]])
+    _assert_same_model(straight, extended_model)
+    assert extended_model.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_fixed_extension_equals_the_longer_run_bitwise(tmp_path):
     """The fixed loop's order is permutations drawn one after another from the seed, so a longer
     budget has the same first batches (checked directly and through the result); a run that stopped

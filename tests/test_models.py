@@ -42,6 +42,33 @@ def test_networks_run_on_batches_of_different_sizes(name):
     assert pixel_network(name, spatial_dropout=0.3, dropout=0.5)(imgs).shape == (3, 6)
 
 
+@pytest.mark.parametrize("name", ["A", "B"])
+def test_channels_last_pixel_network_is_the_same_network(name):
+    """The channels-last layout changes how the activations are stored, not what is computed: the
+    same weights give the same logits and gradients up to rounding, and state dicts load across."""
+    torch.manual_seed(0)
+    plain = pixel_network(name)
+    fast = pixel_network(name, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = torch.rand(3, 1, 64, 64), torch.tensor([0, 3, 5])
+    outs = []
+    for net in (plain, fast):
+        out = net(x)
+        F.cross_entropy(out, y).backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    for (k, a), b in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=k)
+    assert not torch.equal(fast.features[0][0].weight.grad, torch.zeros_like(fast.features[0][0].weight))
+    back = pixel_network(name)
+    back.load_state_dict(fast.state_dict())
+    for a, b in zip(back.state_dict().values(), fast.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="channels_last"):
+        pixel_network(name, channels_last="yes")
+
+
 def test_natural_networks_and_vgg16_run():
     rng = np.random.default_rng(0)
     rgb = [rng.random((48, 40, 3)).astype(np.float32) * 0.1 + np.linspace(0, 1, 40)[None, :, None].astype(np.float32)

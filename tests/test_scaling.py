@@ -127,6 +127,18 @@ def test_table_memory_and_training_step_at_tiny_sizes():
     assert s.apr_slower_than_fewer_threads.iloc[0] == False  # noqa: E712 - nothing to compare the first with
 
 
+def test_training_step_with_the_channels_last_pixel_network():
+    df = scaling.training_step(2, 64, threads=(1,), repeats=3, burn_in=0, progress=False, channels_last=True)
+    assert sorted(df.network.value_counts().items()) == [("APR_B", 3), ("Pix_B", 3), (scaling.CHANNELS_LAST, 3)]
+    # each side leads one round: the rotation of the three sides
+    assert [df[df["round"] == r].network.iloc[0] for r in range(3)] == ["APR_B", "Pix_B", scaling.CHANNELS_LAST]
+    s = scaling.step_summary(df)
+    assert np.allclose(s.ratio_pixel_over_pixel_cl, s.pixel_step_s / s.pixel_cl_step_s)
+    assert np.allclose(s.ratio_pixel_cl_over_apr, s.pixel_cl_step_s / s.apr_step_s)
+    assert "channels-last" in scaling.step_text(s, 2, 64)
+    assert "pixel_cl_step_s" not in scaling.step_summary(df[df.network != scaling.CHANNELS_LAST])
+
+
 def test_profile_settings_are_valid():
     for profile in ("smoke", "book", "paper"):
         scaling.check_settings(profile_settings("cost_scaling", profile))

@@ -196,6 +196,25 @@ def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
                                                                                cfg["size"] // 4}
 
 
+def test_converged_profiles_run_pixel_networks_channels_last():
+    """The runs to convergence give their pixel networks the channels-last layout as a parameter of
+    the run (so it keys their stores and checkpoints); the APR runs and the earlier experiments'
+    runs keep their parameters unchanged."""
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import _networks, finite_runs, streamed_runs
+    for profile in ("smoke", "book", "paper"):
+        for runs in (streamed_runs(profile_settings("streamed_converged", profile)),
+                     finite_runs(profile_settings("finite_converged", profile))):
+            pixel = [r for r in runs if r["network"].startswith("Pix")]
+            assert pixel and all(r["channels_last"] is True for r in pixel)
+            assert not any("channels_last" in r for r in runs if not r["network"].startswith("Pix"))
+        for runs in (streamed_runs(profile_settings("streamed_training", profile)),
+                     finite_runs(profile_settings("finite_datasets", profile))):
+            assert not any("channels_last" in r for r in runs)
+    net = _networks("B", "pixel", channels_last=True)
+    assert net.channels_last and net.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_evaluate_confusion_counts():
     """Rows are true classes, columns predictions; counts add over batches."""
     class Fixed(torch.nn.Module):

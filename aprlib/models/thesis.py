@@ -126,12 +126,20 @@ class APRNet(nn.Module):
 class PixelNet(nn.Module):
     """The pixel counterpart: Conv2d blocks with BN, ReLU, MaxPool2d(2), then global average
     pooling. Input: (B, C, H, W). ``padding_mode`` is ``nn.Conv2d``'s: 'zeros' (the default, as the
-    APR convolution's zero padding outside the image) or e.g. 'replicate'."""
+    APR convolution's zero padding outside the image) or e.g. 'replicate'.
+
+    ``channels_last=True`` keeps the convolution weights and the activations in torch's channels-last
+    layout (the input is converted in ``forward``): the same network and the same results up to
+    floating-point rounding, computed faster by oneDNN on CPUs (a training step of Pix_B at 256x256
+    about 1.5x: ``python -m aprbook.bench step``). Parameters and checkpoints are interchangeable
+    between the two layouts; the optimiser's state follows the parameters' layout."""
 
     def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0,
-                 padding_mode: str = "zeros"):
+                 padding_mode: str = "zeros", channels_last: bool = False):
         super().__init__()
-        self.spec = _check_spec(spec)
+        if not isinstance(channels_last, bool):
+            raise TypeError(f"channels_last must be True or False, got {channels_last!r}")
+        self.spec, self.channels_last = _check_spec(spec), channels_last
         blocks, c = [], in_channels
         for d, k, _, after in self.spec:
             layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool", padding_mode=padding_mode)]
@@ -143,10 +151,14 @@ class PixelNet(nn.Module):
             c = d
         blocks = _insert_regularisation(blocks, self.spec, spatial_dropout, dropout, apr=False)
         self.features = nn.Sequential(*blocks)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"pixel networks take (B, C, H, W) images, got shape {tuple(x.shape)}")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x).mean(dim=(2, 3))
 
 
