@@ -23,22 +23,14 @@ import torch
 __all__ = ["handoff_times", "overlap_times", "pipeline_text"]
 
 
-class _PreparedBatches(torch.utils.data.Dataset):
-    """Batch i: stream images i * batch_size ... prepared for APR_B (formation and every table)."""
-
-    def __init__(self, n: int, batch_size: int, size: int, seed: int):
-        from aprlib.data.synthetic import SyntheticShapesStream
-        from aprlib.models import apr_network
-        from aprlib.train import InputSpec, batch_builder
-        self.n, self.bs = n, batch_size
-        self.stream = SyntheticShapesStream(seed=seed, size=(size, size))
-        self.builder = batch_builder(InputSpec("apr", normalise="dataset"), apr_network("B", "full"))
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return self.builder([self.stream.image(j) for j in range(i * self.bs, (i + 1) * self.bs)])
+def _prepared_batches(n: int, batch_size: int, size: int, seed: int):
+    """Batch i < n: stream images i * batch_size ... prepared for APR_B (formation and every table),
+    as the streamed training loop's DataLoader prepares them."""
+    from aprlib.data.synthetic import SyntheticShapesStream
+    from aprlib.models import apr_network
+    from aprlib.train import InputSpec, StreamBatches, batch_builder
+    builder = batch_builder(InputSpec("apr", normalise="dataset"), apr_network("B", "full"))
+    return StreamBatches(SyntheticShapesStream(seed=seed, size=(size, size)), batch_size, builder, 0, n)
 
 
 @contextlib.contextmanager
@@ -61,12 +53,12 @@ def handoff_times(batch_size: int = 36, size: int = 256, rounds: int = 3, per_ro
     one-worker DataLoader per mode (alternating which goes first), waits ``ready_s`` seconds per batch
     so the worker has them all ready, and takes ``per_round`` batches."""
     from aprlib.apr.packing import pack
-    nbytes = pack(_PreparedBatches(1, batch_size, size, seed)[0][0].__dict__)[1].numel()
+    nbytes = pack(_prepared_batches(1, batch_size, size, seed)[0][0].__dict__)[1].numel()
     rows = []
     for r in range(rounds):
         for mode in (("packed", "pickled") if r % 2 == 0 else ("pickled", "packed")):
             with (_plain_pickling() if mode == "pickled" else contextlib.nullcontext()):
-                loader = torch.utils.data.DataLoader(_PreparedBatches(per_round, batch_size, size, seed),
+                loader = torch.utils.data.DataLoader(_prepared_batches(per_round, batch_size, size, seed),
                                                      batch_size=None, num_workers=1, prefetch_factor=per_round)
                 it = iter(loader)
                 time.sleep(ready_s * per_round)

@@ -141,8 +141,11 @@ class BatchBuilder:
         return self.inputs(images), torch.as_tensor(labels, dtype=torch.int64)
 
 
-class _StreamBatches(torch.utils.data.Dataset):
-    """Batch b of a synthetic stream, for b in [first, last)."""
+class StreamBatches(torch.utils.data.Dataset):
+    """Item i: batch ``first + i`` of a stream (images ``b * batch_size ... (b + 1) * batch_size - 1``
+    of ``stream.image``) prepared by ``builder`` (for APRs: formed, with every index table), for b in
+    [first, last). What the streamed loop's DataLoader iterates (``batch_size=None``: each item is a
+    whole batch); its workers hand prepared APR batches over through shared memory."""
 
     def __init__(self, stream, batch_size: int, builder: BatchBuilder, first: int, last: int):
         self.stream, self.bs, self.builder, self.first, self.last = stream, batch_size, builder, first, last
@@ -343,7 +346,7 @@ class _Streamed(_Run):
         return {"rows": self.rows, "next_batch": phase * self.steps + step}
 
     def batches(self, phase, first):
-        return _StreamBatches(self.stream, self.batch_size, self.builder, first, self.steps)
+        return StreamBatches(self.stream, self.batch_size, self.builder, first, self.steps)
 
     def after_step(self, phase, step, result, wait_s):
         loss, acc, step_s = result
