@@ -160,7 +160,7 @@ test: unit smoke book-html browser
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
 	$(BIN)/python -m aprbook.bench scaling
-	$(BIN)/python -m aprbook.bench step
+	$(BIN)/python -m aprbook.bench step --channels-last
 	$(BIN)/python -m aprbook.bench tables
 	$(BIN)/python -m aprbook.bench pipeline
 
