@@ -28,43 +28,32 @@ def _assert_same_model(a, b):
 
 
 # --- loops: extension (prefix stability) and budgets ------------------------------------------------
-def test_streamed_extension_equals_the_longer_run_bitwise(tmp_path):
-    """Batch b of a stream does not depend on the budget: 3 batches extended to 6 is 6 straight."""
-    stream, spec = SyntheticShapesStream(seed=3, size=SIZE), InputSpec("apr")
+@pytest.mark.parametrize("kind, network, short, long, batch_size", [
+    ("apr", lambda: apr_network("A", "same", dropout=0.5), 3, 6, 4),
+    # channels-last: the checkpoint restores parameters and Adam's state into the same layout
+    ("pixel", lambda: pixel_network("A", dropout=0.5, channels_last=True), 2, 4, 3),
+])
+def test_streamed_extension_equals_the_longer_run_bitwise(tmp_path, kind, network, short, long, batch_size):
+    """Batch b of a stream does not depend on the budget: `short` batches extended to `long` is
+    `long` straight (an APRNet, and a pixel network in the channels-last layout)."""
+    stream, spec = SyntheticShapesStream(seed=3, size=SIZE), InputSpec(kind)
 
     def model():
         torch.manual_seed(0)
-        return apr_network("A", "same", dropout=0.5)
+        return network()
 
     straight = model()
-    ref = train_streamed(straight, stream, spec, n_batches=6, batch_size=4, progress=False)
+    ref = train_streamed(straight, stream, spec, n_batches=long, batch_size=batch_size, progress=False)
     ck = Checkpoint(tmp_path / "run.ckpt", {"run": "x"})
-    train_streamed(model(), stream, spec, n_batches=3, batch_size=4, checkpoint=ck, progress=False)
+    train_streamed(model(), stream, spec, n_batches=short, batch_size=batch_size, checkpoint=ck, progress=False)
     extended_model = model()
-    extended = train_streamed(extended_model, stream, spec, n_batches=6, batch_size=4, checkpoint=ck, progress=False)
-    assert extended.batch.tolist() == list(range(6))
+    extended = train_streamed(extended_model, stream, spec, n_batches=long, batch_size=batch_size, checkpoint=ck,
+                              progress=False)
+    assert extended.batch.tolist() == list(range(long))
     np.testing.assert_array_equal(extended[["loss", "accuracy"]], ref[["loss", "accuracy"]])
     _assert_same_model(straight, extended_model)
-
-
-def test_channels_last_pixel_run_extends_bitwise(tmp_path):
-    """A pixel network in the channels-last layout resumes exactly: its checkpoint restores the
-    parameters and Adam's state into the same layout, so 2 batches extended to 4 is 4 straight."""
-    stream, spec = SyntheticShapesStream(seed=3, size=SIZE), InputSpec("pixel")
-
-    def model():
-        torch.manual_seed(0)
-        return pixel_network("A", dropout=0.5, channels_last=True)
-
-    straight = model()
-    ref = train_streamed(straight, stream, spec, n_batches=4, batch_size=3, progress=False)
-    ck = Checkpoint(tmp_path / "run.ckpt", {"run": "x"})
-    train_streamed(model(), stream, spec, n_batches=2, batch_size=3, checkpoint=ck, progress=False)
-    extended_model = model()
-    extended = train_streamed(extended_model, stream, spec, n_batches=4, batch_size=3, checkpoint=ck, progress=False)
-    np.testing.assert_array_equal(extended[["loss", "accuracy"]], ref[["loss", "accuracy"]])
-    _assert_same_model(straight, extended_model)
-    assert extended_model.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    if kind == "pixel":
+        assert extended_model.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_fixed_extension_equals_the_longer_run_bitwise(tmp_path):
