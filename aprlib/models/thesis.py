@@ -130,8 +130,8 @@ class PixelNet(nn.Module):
 
     ``channels_last=True`` keeps the convolution weights and the activations in torch's channels-last
     layout (the input is converted in ``forward``): the same network and the same results up to
-    floating-point rounding, computed faster by oneDNN on CPUs (a training step of Pix_B at 256x256
-    about 1.5x: ``python -m aprbook.bench step``). Parameters and checkpoints are interchangeable
+    floating-point rounding, computed faster by oneDNN on CPUs (a training step of Pix_B at 256x256, both
+    layouts side by side: ``python -m aprbook.bench step --channels-last``). Parameters and checkpoints are interchangeable
     between the two layouts; the optimiser's state follows the parameters' layout."""
 
     def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0,
