@@ -135,6 +135,18 @@ def test_noise_floor_covers_the_dips_of_pure_noise():
     assert max_dip(curve(acc), 20, 50) > dip_noise_floor(0.9, 1500, 20, 50)
 
 
+@pytest.mark.parametrize("p, n, window, after", [(0.9, 400, 20, 50), (0.6, 100, 5, 3), (0.8, 20, 20, 0), (0.8, 19, 20, 0)])
+def test_noise_floor_is_the_quantile_of_max_dip_over_its_simulated_streams(p, n, window, after):
+    """the vectorised floor equals max_dip applied to each simulated stream (same seed, same draws)"""
+    from aprbook.learning_curves import dip_noise_floor
+    acc = np.random.default_rng(0).binomial(36, p, size=(50, n)) / 36
+    dips = np.array([max_dip(curve(a), window, after) for a in acc])
+    dips = dips[np.isfinite(dips)]
+    expected = float(np.quantile(dips, 0.95)) if len(dips) else float("nan")
+    got = dip_noise_floor(p, n, window, after, n_sim=50)
+    assert got == expected or (np.isnan(got) and np.isnan(expected))
+
+
 def test_seeds_beat_needs_every_seed_and_three_of_each():
     from aprbook.learning_curves import seeds_beat
     assert seeds_beat([800, 850, 900], [1000, np.nan, 1200])[0] == "holds"  # NaN: never reached = slowest
