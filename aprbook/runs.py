@@ -2,8 +2,9 @@
 across sessions and processes:
 
 - streamed synthetic data (Fig 4.3, 4.4, Table 4.2): ``results/streamed_training/<run>/<profile>/``
-  (a fixed number of batches) and ``results/streamed_converged/<run>/<profile>/`` (standardised
-  intensities, extended until converged: profiles ``streamed_converged``);
+  (the first runs: a fixed number of batches) and ``results/streamed_converged/<run>/<profile>/``
+  (standardised intensities, extended until converged: profiles ``streamed_converged``; notebook 05
+  judges the thesis's claims on these);
 - finite synthetic datasets (Fig 4.6): ``results/finite_datasets/<run>/<profile>/`` (a fixed budget)
   and ``results/finite_converged/<run>/<profile>/`` (staged budgets until the kept model lies in the
   first 80% of the budget: profiles ``finite_converged``);

@@ -197,8 +197,10 @@ class Judge:
             or "no run stored"
 
     def near_perfect_text(self) -> str:
-        return ", ".join(f"{net} {_never(v)}" for net, d in self.by_net.items() if "_B" in net
-                         for v in d[_to(NEAR_PERFECT)]) or "no run stored"
+        """'<network> <batch of seed 1>, <seed 2>, ...' at which the B networks' running accuracy first
+        reached :data:`NEAR_PERFECT`."""
+        return "; ".join(f"{net} " + ", ".join(_never(v) for v in d[_to(NEAR_PERFECT)])
+                         for net, d in self.by_net.items() if "_B" in net) or "no run stored"
 
 
 def table4_2_input(run: dict, size: int) -> str | None:

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aprbook.learning_curves import final_error, information_ordering
+from aprbook.learning_curves import information_ordering
 from aprbook.profiles import profile_settings
 from aprbook.runs import streamed_runs, streamed_store
+from aprbook.streamed_claims import table4_2
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-STREAMED = RESULTS / "streamed_training" / "book"
+#: notebook 05's experiments: the runs to convergence (the items' verdicts) and the first fixed-budget runs
+STREAMED_EXPERIMENTS = ("streamed_converged", "streamed_training")
 
 
 def _need(path: Path):
@@ -22,41 +24,45 @@ def _need(path: Path):
         pytest.skip(f"{path.relative_to(RESULTS.parent)} not committed yet")
 
 
-def test_stored_streamed_runs_match_the_book_profile():
-    cfg = profile_settings("streamed_training", "book")
-    stored = 0
-    for run in streamed_runs(cfg):
+def _stored(experiment: str):
+    """the book profile's settings, its runs, and the metrics of the runs committed"""
+    cfg = profile_settings(experiment, "book")
+    runs = streamed_runs(cfg)
+    metrics = {}
+    for run in runs:
         store = streamed_store(run, cfg, "book", RESULTS)
-        if store.provenance() is None:
-            continue
-        stored += 1
-        assert store.fresh, f"{run['id']}: stored with other parameters than the book profile's"
-        m = store.load_table("metrics")
-        assert m.batch.tolist() == list(range(cfg["n_batches"])), run["id"]
+        if store.provenance() is not None:
+            assert store.fresh, f"{run['id']}: stored with other parameters than the book profile's, or altered"
+            metrics[run["id"]] = store.load_table("metrics")
+    return cfg, runs, metrics
+
+
+@pytest.mark.parametrize("experiment", STREAMED_EXPERIMENTS)
+def test_stored_streamed_runs_match_the_book_profile(experiment):
+    cfg, runs, metrics = _stored(experiment)
+    if not metrics:
+        pytest.skip(f"no book-profile {experiment} run committed")
+    budgets = cfg.get("budgets", [cfg["n_batches"]])
+    for rid, m in metrics.items():
+        assert len(m) in budgets and m.batch.tolist() == list(range(len(m))), rid
         assert m.accuracy.between(0, 1).all() and np.isfinite(m.loss).all()
-    if stored == 0:
-        pytest.skip("no book-profile streamed run committed")
 
 
-def test_table_4_2_and_its_ordering_follow_from_the_runs():
-    _need(STREAMED / "table4_2.csv")
-    cfg = profile_settings("streamed_training", "book")
-    table = pd.read_csv(STREAMED / "table4_2.csv").set_index("input")
-    pix = {cfg["size"]: "Pix 256", cfg["size"] // 2: "Pix 128", cfg["size"] // 4: "Pix 64"}
-    errors = {}
-    for run in streamed_runs(cfg):
-        if run["family"] != "B" or run["variant"] not in ("full", "pixel") or run["seed"] != cfg["seeds"][0]:
-            continue
-        key = f"APR {run['rel_error']}" if run["variant"] == "full" else pix[run["resolution"]]
-        m = streamed_store(run, cfg, "book", RESULTS).load_table("metrics")
-        mean, sd = final_error(m, cfg["last"])
-        assert table.loc[key, "error_mean"] == pytest.approx(mean, abs=1e-12)
-        assert table.loc[key, "error_sd"] == pytest.approx(sd, abs=1e-12)
-        errors[key] = 1 - m.accuracy.iloc[-cfg["last"]:].to_numpy()
-    stored = pd.read_csv(STREAMED / "table4_2_ordering.csv")
-    recomputed = information_ordering(errors)
-    assert stored.holds.tolist() == recomputed.holds.tolist()
-    assert stored["values"].tolist() == recomputed["values"].tolist()
+@pytest.mark.parametrize("experiment", STREAMED_EXPERIMENTS)
+def test_table_4_2_and_its_ordering_follow_from_the_runs(experiment):
+    _need(RESULTS / experiment / "book" / "table4_2.csv")
+    cfg, runs, metrics = _stored(experiment)
+    stored = pd.read_csv(RESULTS / experiment / "book" / "table4_2.csv")
+    recomputed, _, errors = table4_2(runs, metrics, cfg)
+    assert stored.input.tolist() == recomputed.input.tolist()
+    for col in ("error_mean", "error_sd", "seeds_min", "seeds_max"):
+        assert np.allclose(stored[col], recomputed[col], rtol=0, atol=1e-12), col
+    assert stored.n_seeds.tolist() == recomputed.n_seeds.tolist()
+    path = RESULTS / experiment / "book" / "table4_2_ordering.csv"
+    if path.exists():
+        ordering, again = pd.read_csv(path), information_ordering(errors)
+        assert ordering.holds.tolist() == again.holds.tolist()
+        assert ordering["values"].tolist() == again["values"].tolist()
 
 
 def test_no_glue_role_inside_a_literal():
