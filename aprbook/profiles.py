@@ -38,7 +38,9 @@ PROFILES = {
     # intensities standardised as the pilots' decision rule fixed in advance (aprbook.pilots), each
     # trained to 3000 batches (the thesis's budget) and extended by 3000 at a time until it has
     # converged by aprbook.learning_curves.converged or 9000 batches are spent; three seeds for APR_A,
-    # Pix_A, APR_B and Pix_B. Stored under results/streamed_converged/<run>/<profile>/, beside the
+    # Pix_A, APR_B and Pix_B, and (added before any of their runs, so that Table 4.2's readings, which
+    # compare inputs, can be judged on seed-level spread) for every other input of Table 4.2: APR_B at
+    # E = 0.4, 0.6, 0.8 and Pix_B at 128 and 64 px. Stored under results/streamed_converged/<run>/<profile>/, beside the
     # earlier 1500-batch runs of "streamed_training". The pixel networks run in torch's channels-last
     # layout (pixel_channels_last: the same results up to rounding, ~1.5x faster on CPU; a parameter
     # of each pixel run); the earlier experiments keep the default layout, so their stores stay fresh.
@@ -48,8 +50,9 @@ PROFILES = {
                   "extra_seeds_for": [], "pixel_channels_last": True},
         "book": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
                  "budgets": [3000, 6000, 9000], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 50,
-                 "last": 100, "extra_seeds_for": ["APR_A", "Pix_A", "APR_B", "Pix_B"], "extra_seeds": [2, 3],
-                 "pixel_channels_last": True},
+                 "last": 100, "extra_seeds_for": ["APR_A", "Pix_A", "APR_B", "Pix_B", "APR_B_E0.4", "APR_B_E0.6",
+                                                  "APR_B_E0.8", "Pix_B_px128", "Pix_B_px64"],
+                 "extra_seeds": [2, 3], "pixel_channels_last": True},
         "paper": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
                   "budgets": [3000, 6000, 9000], "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset",
                   "smooth": 50, "last": 100, "extra_seeds_for": [], "pixel_channels_last": True},

@@ -119,7 +119,11 @@ def _compute(store: ResultStore, checkpoint_dir, recompute: bool, train, budget:
 # --- streamed data: thesis 4.1.3.2-4.1.3.3 --------------------------------------------------------
 def streamed_runs(cfg: dict) -> list[dict]:
     """The streamed-data runs of Fig 4.3 / 4.4 and Table 4.2 for a profile's settings: one dict per
-    (network, input, seed) with a stable ``id``."""
+    (network, input, seed) with a stable ``id`` (``<network>_<input>_s<seed>``, e.g. ``APR_B_E0.4_s1``).
+
+    Every run has the seeds ``cfg['seeds']``; ``cfg['extra_seeds']`` are added for each entry of
+    ``cfg['extra_seeds_for']``: a network's name (its runs on the full input: E = 0.1, or pixels at
+    full resolution), or a network and input as in the ids (``"APR_B_E0.4"``, ``"Pix_B_px128"``)."""
     size = cfg["size"]
     base = [("APR_A", "A", "full", 0.1, None), ("APR_A same", "A", "same", 0.1, None),
             ("APR_A close", "A", "close", 0.1, None), ("Pix_A", "A", "pixel", None, size),
@@ -128,13 +132,15 @@ def streamed_runs(cfg: dict) -> list[dict]:
             ("APR_B", "B", "full", 0.4, None), ("APR_B", "B", "full", 0.6, None), ("APR_B", "B", "full", 0.8, None),
             ("Pix_B", "B", "pixel", None, size // 2), ("Pix_B", "B", "pixel", None, size // 4)]
     runs = []
+    extra_for = cfg.get("extra_seeds_for", [])
     for network, family, variant, e, res in base:
         seeds = list(cfg["seeds"])
-        if network in cfg.get("extra_seeds_for", []) and (e in (None, 0.1)) and (res in (None, size)):
+        inp = f"E{e}" if e is not None else f"px{res}"
+        prefix = f"{network.replace(' ', '_')}_{inp}"
+        if (network in extra_for and e in (None, 0.1) and res in (None, size)) or prefix in extra_for:
             seeds += list(cfg.get("extra_seeds", []))
         for seed in seeds:
-            inp = f"E{e}" if e is not None else f"px{res}"
-            runs.append({"id": f"{network.replace(' ', '_')}_{inp}_s{seed}", "network": network, "family": family,
+            runs.append({"id": f"{prefix}_s{seed}", "network": network, "family": family,
                          "variant": variant, "rel_error": e, "resolution": res, "seed": seed,
                          **_layout(cfg, variant)})
     return runs

@@ -196,6 +196,29 @@ def test_streamed_runs_cover_fig_4_3_4_4_and_table_4_2():
                                                                                cfg["size"] // 4}
 
 
+def test_book_runs_to_convergence_have_three_seeds_of_every_compared_network_and_input():
+    """Comparisons (Fig 4.3/4.4 between networks, Table 4.2 between inputs) need 3 seeds of each side;
+    the 'same' and 'close' variants run one; an extra-seed entry names a network or a network and input."""
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import streamed_runs
+    from aprbook.streamed_claims import THESIS_42, table4_2_input
+    cfg = profile_settings("streamed_converged", "book")
+    runs = streamed_runs(cfg)
+    assert len({r["id"] for r in runs}) == len(runs)
+    per_input = {}
+    for r in runs:
+        per_input.setdefault(table4_2_input(r, cfg["size"]) or r["network"], []).append(r["seed"])
+    assert {k: sorted(v) for k, v in per_input.items() if k in THESIS_42} == {k: [1, 2, 3] for k in THESIS_42}
+    for net in ("APR_A", "Pix_A"):
+        assert sorted(per_input[net]) == [1, 2, 3]
+    for net in ("APR_A same", "APR_A close", "APR_B same", "APR_B close"):
+        assert per_input[net] == [1]
+    with_prefix = streamed_runs({**cfg, "extra_seeds_for": ["Pix_B_px64"]})
+    assert sorted(r["id"] for r in with_prefix if r["id"].startswith("Pix_B_px64")) == \
+        ["Pix_B_px64_s1", "Pix_B_px64_s2", "Pix_B_px64_s3"]
+    assert all(r["seed"] == 1 for r in with_prefix if not r["id"].startswith("Pix_B_px64"))
+
+
 def test_converged_profiles_run_pixel_networks_channels_last():
     """The runs to convergence give their pixel networks the channels-last layout as a parameter of
     the run (so it keys their stores and checkpoints); the APR runs and the earlier experiments'
