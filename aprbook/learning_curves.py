@@ -13,7 +13,7 @@ from scipy import stats
 
 __all__ = ["batches_to_accuracy", "max_dip", "final_error", "run_summary", "information_ordering",
            "accuracy_ci", "epoch_curve_claims", "converged", "dip_noise_floor", "seeds_beat", "min_batch_sd",
-           "sd_below_floor", "kept_early"]
+           "sd_below_floor", "kept_early", "expected_accuracy"]
 
 
 def _check(metrics: pd.DataFrame) -> pd.Series:
@@ -201,22 +201,33 @@ def converged(metrics: pd.DataFrame, frac: float = 0.1) -> tuple[bool, dict]:
                 "reason": reason}
 
 
-def dip_noise_floor(p: float, n_batches: int, window: int = 20, after: int = 0, batch_size: int = 36,
+def expected_accuracy(metrics: pd.DataFrame) -> np.ndarray:
+    """A run's per-batch accuracy as it would be without dips: the non-decreasing least-squares fit
+    (isotonic regression) of its per-batch accuracies, one value per batch. The null model of the dip
+    test (:func:`dip_noise_floor`): a network that only ever improves, seen through per-batch noise."""
+    from scipy.optimize import isotonic_regression
+    return np.clip(isotonic_regression(_check(metrics).to_numpy(), increasing=True).x, 0.0, 1.0)
+
+
+def dip_noise_floor(p, n_batches: int, window: int = 20, after: int = 0, batch_size: int = 36,
                     n_sim: int = 200, quantile: float = 0.95, seed: int = 0) -> float:
     """The largest dip (:func:`max_dip`, same ``window`` and ``after``) that pure sampling noise
     produces: the ``quantile`` of ``max_dip`` over ``n_sim`` simulated streams of ``n_batches``
-    per-batch accuracies, each Binomial(``batch_size``, ``p``) / ``batch_size`` with a constant ``p``
-    (fixed ``seed``, so the floor is reproducible). A run's dip "is pronounced" only if it exceeds the
-    floor computed at the run's own final accuracy ``p`` and length.
+    per-batch accuracies, batch ``t``'s Binomial(``batch_size``, ``p[t]``) / ``batch_size`` (fixed
+    ``seed``, so the floor is reproducible). A run's dip "is pronounced" only if it exceeds this floor.
 
-    The simulated stream is stationary: it models a run that has settled at ``p``. A curve that was
-    still rising had, earlier on, accuracies nearer 0.5 where a batch's accuracy varies most, so for
-    an unconverged run this floor can be too low; judge dips only on converged runs.
+    ``p``: the expected accuracy of each batch (length ``n_batches``), for a run
+    :func:`expected_accuracy` (its dip-free fit), or one constant accuracy (a stationary stream, a run
+    settled at ``p``). A constant final accuracy makes the floor too low for a run's dips while it
+    learns: earlier accuracies lie nearer 0.5, where a batch's accuracy varies most.
     """
-    if np.isnan(p):
+    p = np.asarray(p, dtype=float)
+    if p.ndim == 0 and np.isnan(p):
         return float("nan")  # no final accuracy (e.g. a run too short): no floor
-    if not 0 <= p <= 1:
-        raise ValueError(f"p must be in [0, 1], got {p}")
+    if p.ndim > 1 or (p.ndim == 1 and len(p) != n_batches):
+        raise ValueError(f"p must be one accuracy or one per batch ({n_batches}), got shape {p.shape}")
+    if not (np.all(p >= 0) and np.all(p <= 1)):
+        raise ValueError(f"p must be in [0, 1], got {p if p.ndim == 0 else (np.nanmin(p), np.nanmax(p))}")
     if n_batches < 1 or n_sim < 1:
         raise ValueError("n_batches and n_sim must be positive")
     rng = np.random.default_rng(seed)

@@ -147,6 +147,34 @@ def test_noise_floor_is_the_quantile_of_max_dip_over_its_simulated_streams(p, n,
     assert got == expected or (np.isnan(got) and np.isnan(expected))
 
 
+def test_the_dip_floor_of_a_learning_run_follows_its_accuracy_not_its_final_one():
+    """A learning curve with no dip (a rising accuracy seen through per-batch noise): its largest dip
+    exceeds the floor simulated from its dip-free fit in about 5% of runs at most, while a floor at the
+    final accuracy (a settled run) calls it pronounced far more often; a real dip still exceeds it."""
+    from aprbook.learning_curves import dip_noise_floor, expected_accuracy
+    n = 3000
+    b = np.arange(n)
+    p = 0.95 - 0.75 * np.exp(-b / 500)
+    rng = np.random.default_rng(3)
+    above, above_final = [], []
+    for _ in range(12):
+        m = curve(rng.binomial(36, p) / 36)
+        fit = expected_accuracy(m)
+        assert fit.shape == (n,) and np.all(np.diff(fit) >= 0) and 0 <= fit.min() and fit.max() <= 1
+        dip = max_dip(m, 20, 50)
+        above.append(dip > dip_noise_floor(fit, n, 20, 50, n_sim=100))
+        above_final.append(dip > dip_noise_floor(float(m.accuracy.iloc[-100:].mean()), n, 20, 50, n_sim=100))
+    assert sum(above) <= 2 and sum(above_final) >= 6  # 1 and 9 of 12 with these draws
+    acc = rng.binomial(36, p) / 36
+    acc[1500:1560] = rng.binomial(36, 0.6, 60) / 36  # a real dip, 60 batches long
+    m = curve(acc)
+    assert max_dip(m, 20, 50) > dip_noise_floor(expected_accuracy(m), n, 20, 50, n_sim=100)
+    with pytest.raises(ValueError, match="one per batch"):
+        dip_noise_floor(np.full(10, 0.5), 11)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dip_noise_floor(np.full(10, 1.5), 10)
+
+
 def test_seeds_beat_needs_every_seed_and_three_of_each():
     from aprbook.learning_curves import seeds_beat
     assert seeds_beat([800, 850, 900], [1000, np.nan, 1200])[0] == "holds"  # NaN: never reached = slowest
