@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
@@ -414,6 +415,58 @@ EXPERIMENTS = {"streamed": ("streamed_training", streamed_runs, compute_streamed
                "finite": ("finite_datasets", finite_runs, compute_finite, finite_store),
                "finite_converged": ("finite_converged", finite_runs, compute_finite, finite_store),
                "natural": ("natural_training", natural_runs, compute_natural, natural_store)}
+
+
+@dataclass
+class StoredRuns:
+    """The runs of one experiment's profile that a notebook renders (:func:`load_runs`).
+
+    ``cfg``: the profile's settings; ``runs``: every run of the profile (run dicts, in order);
+    ``stores``: run id -> result store of each run loaded (stored and fresh, or just trained);
+    ``missing``: ids of the runs neither stored nor trained."""
+    cfg: dict
+    runs: list
+    stores: dict
+    missing: list
+
+    @property
+    def loaded(self) -> list:
+        """The run dicts of the runs loaded, in the profile's order."""
+        return [r for r in self.runs if r["id"] in self.stores]
+
+    def tables(self, name: str) -> dict:
+        """Run id -> the run's table ``name`` (e.g. 'metrics', 'test'), for every run loaded."""
+        return {rid: store.load_table(name) for rid, store in self.stores.items()}
+
+    def provenances(self) -> dict:
+        """Run id -> the run's provenance, for every run loaded."""
+        return {rid: store.provenance() for rid, store in self.stores.items()}
+
+
+def load_runs(experiment: str, profile: str, results_dir, checkpoint_dir, train_missing: bool = False,
+              recompute: bool = False, cfg: dict | None = None, **extra) -> StoredRuns:
+    """The runs of ``experiment`` (a key of :data:`EXPERIMENTS`: 'streamed', 'converged', 'finite',
+    'finite_converged', 'natural') at ``profile``: each stored run whose stored result is fresh is
+    loaded (its files checked once); the others are trained (resuming their checkpoints) if
+    ``train_missing``, else listed as missing; with ``recompute`` every run is trained afresh.
+    ``cfg``: the profile's settings (default: ``profile_settings`` of the experiment); ``extra``:
+    passed to the experiment's store and compute functions (``data_dir`` for 'natural')."""
+    from .profiles import profile_settings
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {sorted(EXPERIMENTS)}, got {experiment!r}")
+    name, list_runs, compute, make_store = EXPERIMENTS[experiment]
+    cfg = profile_settings(name, profile) if cfg is None else cfg
+    runs = list_runs(cfg)
+    stores, missing = {}, []
+    for run in runs:
+        store = make_store(run, cfg, profile, results_dir, **extra)
+        if not recompute and store.fresh:
+            stores[run["id"]] = store
+        elif train_missing or recompute:
+            stores[run["id"]] = compute(run, cfg, profile, results_dir, checkpoint_dir, recompute, **extra)
+        else:
+            missing.append(run["id"])
+    return StoredRuns(cfg, runs, stores, missing)
 
 
 def main(argv=None) -> None:

@@ -249,3 +249,29 @@ def test_evaluate_confusion_counts():
     res = evaluate(Fixed(), batches)
     assert res["confusion"].tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 1]]
     assert res["accuracy"] == pytest.approx(3 / 5) and res["n"] == 5
+
+
+def test_load_runs_loads_the_stored_trains_the_missing_only_when_asked_and_never_uses_a_corrupt_store(
+        tmp_path, monkeypatch):
+    from aprbook import runs as runs_mod
+    from aprbook.profiles import profile_settings
+    name, list_runs, compute, make_store = runs_mod.EXPERIMENTS["converged"]
+    monkeypatch.setitem(runs_mod.EXPERIMENTS, "converged", (name, lambda cfg: list_runs(cfg)[:2], compute, make_store))
+    res, ck = tmp_path / "results", tmp_path / "checkpoints"
+    first = runs_mod.load_runs("converged", "smoke", res, ck)
+    two = [r["id"] for r in first.runs]
+    assert first.stores == {} and first.missing == two and first.loaded == []
+    cfg = profile_settings(name, "smoke")
+    compute(first.runs[0], cfg, "smoke", res, ck, progress=False)
+    again = runs_mod.load_runs("converged", "smoke", res, ck)
+    assert list(again.stores) == two[:1] and again.missing == two[1:]
+    metrics = again.tables("metrics")[two[0]]
+    assert len(metrics) == cfg["budgets"][-1] and again.provenances()[two[0]]["params_hash"]
+    trained = runs_mod.load_runs("converged", "smoke", res, ck, train_missing=True)
+    assert list(trained.stores) == two and trained.missing == []
+    # a stored file altered after the run: that run is not loaded, it is missing again
+    path = trained.stores[two[1]].dir / "metrics.csv"
+    path.write_text(path.read_text() + "0,0,0\n")
+    assert runs_mod.load_runs("converged", "smoke", res, ck).missing == two[1:]
+    with pytest.raises(ValueError, match="experiment"):
+        runs_mod.load_runs("nonsense", "smoke", res, ck)
