@@ -218,8 +218,9 @@ def dip_noise_floor(p, n_batches: int, window: int = 20, after: int = 0, batch_s
 
     ``p``: the expected accuracy of each batch (length ``n_batches``), for a run
     :func:`expected_accuracy` (its dip-free fit), or one constant accuracy (a stationary stream, a run
-    settled at ``p``). A constant final accuracy makes the floor too low for a run's dips while it
-    learns: earlier accuracies lie nearer 0.5, where a batch's accuracy varies most.
+    settled at ``p``). A constant final accuracy does not describe a run's noise while it learns:
+    earlier accuracies lie nearer 0.5, where a batch's accuracy varies most, and a rising trend works
+    against a dip.
     """
     p = np.asarray(p, dtype=float)
     if p.ndim == 0 and np.isnan(p):

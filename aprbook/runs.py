@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
