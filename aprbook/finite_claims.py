@@ -65,10 +65,8 @@ def better(wide: pd.DataFrame, a: str, b: str, sizes, test_set: str = "test") ->
 
 def overlap(wide: pd.DataFrame, sizes, test_set: str = "test") -> list:
     """The sizes at which the two networks' 95% intervals overlap."""
-    w = wide.loc[test_set]
     apr, pix = NETWORKS
-    return [n for n in sizes if not (w.loc[n, (apr, "ci_low")] > w.loc[n, (pix, "ci_high")]
-                                     or w.loc[n, (pix, "ci_low")] > w.loc[n, (apr, "ci_high")])]
+    return [n for n in sizes if not better(wide, apr, pix, [n], test_set) and not better(wide, pix, apr, [n], test_set)]
 
 
 def numbers(wide: pd.DataFrame, sizes, test_set: str = "test") -> str:

@@ -26,7 +26,7 @@ from .learning_curves import (converged, dip_noise_floor, expected_accuracy, fin
 from .verdicts import SubClaim
 
 __all__ = ["MIN_SEEDS", "NEAR_PERFECT", "WITHIN", "DIP_WINDOW", "CONV_FRAC", "THESIS_42", "READINGS",
-           "summarise", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
+           "summarise", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
 
 #: seeds of each network a between-network comparison needs
 MIN_SEEDS = 3
@@ -61,7 +61,7 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
     (converged, conv_drop, conv_2se) and the largest dip beside its noise floor (dip_floor,
     dip_pronounced: simulated from the run's dip-free fit, :func:`expected_accuracy`), and beside the
     floor of a run settled at its final accuracy (dip_floor_final, dip_pronounced_final: the first
-    rule, too low for dips while a network learns; kept to show the sensitivity)."""
+    rule, which does not describe a learning run's noise; kept to show the sensitivity)."""
     rows = []
     for r in runs:
         if r["id"] not in metrics:
@@ -81,11 +81,12 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
     return pd.DataFrame(rows)
 
 
-def _main(df: pd.DataFrame, size: int) -> pd.DataFrame:
-    """the runs of Fig 4.3/4.4: APRs at E = 0.1 and pixels at full resolution"""
-    if df.empty:
-        return df
-    return df[(df.rel_error == 0.1) | (df.resolution == size)]
+def figure_runs(runs, size: int):
+    """The runs of Fig 4.3/4.4 among ``runs`` (run dicts, or a table with rel_error and resolution
+    columns such as :func:`summarise`'s): APRNets at E = 0.1 and pixel networks at full resolution."""
+    if isinstance(runs, pd.DataFrame):
+        return runs if runs.empty else runs[(runs.rel_error == 0.1) | (runs.resolution == size)]
+    return [r for r in runs if r["rel_error"] == 0.1 or r["resolution"] == size]
 
 
 class Judge:
@@ -98,11 +99,10 @@ class Judge:
 
     def __init__(self, summary: pd.DataFrame, expected: list[dict], size: int):
         stored = set(summary.run) if len(summary) else set()
-        main = _main(summary, size)
+        main = figure_runs(summary, size)
         self.by_net = {net: d for net, d in main.groupby("network")} if len(main) else {}
-        exp = [r for r in expected if r["rel_error"] == 0.1 or r["resolution"] == size]
         self.missing = {}
-        for r in exp:
+        for r in figure_runs(expected, size):
             if r["id"] not in stored:
                 self.missing.setdefault(r["network"], []).append(r["id"])
 
@@ -219,6 +219,16 @@ def table4_2_input(run: dict, size: int) -> str | None:
     return pix[run["resolution"]]
 
 
+def _by_input(runs: list[dict], size: int) -> dict:
+    """Table 4.2's input -> the ids of its runs among ``runs`` (all seeds, in order)."""
+    out = {}
+    for r in runs:
+        key = table4_2_input(r, size)
+        if key is not None:
+            out.setdefault(key, []).append(r["id"])
+    return out
+
+
 def table4_2(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict):
     """Table 4.2 from the stored runs: per input, seed 1's mean and standard deviation of the error
     over the last ``cfg['last']`` batches (as the thesis, a single run), the number of seeds stored and
@@ -228,11 +238,7 @@ def table4_2(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict):
     Returns ``(table, runs_of, errors)``: ``runs_of`` maps each input to the ids of its stored runs (all
     seeds), ``errors`` each input to seed 1's per-batch errors over the last batches."""
     seed1 = cfg["seeds"][0]
-    runs_of, errors, rows = {}, {}, []
-    for r in runs:
-        key = table4_2_input(r, cfg["size"])
-        if key is not None and r["id"] in metrics:
-            runs_of.setdefault(key, []).append(r["id"])
+    runs_of, errors, rows = _by_input([r for r in runs if r["id"] in metrics], cfg["size"]), {}, []
     for r in runs:
         key = table4_2_input(r, cfg["size"])
         if key is None or r["seed"] != seed1 or r["id"] not in metrics:
@@ -286,11 +292,7 @@ def table4_2_claims(summary: pd.DataFrame, expected: list[dict], runs_of: dict, 
     converged and at least :data:`MIN_SEEDS` seeds of each input (else *inconclusive*); then "lies
     between" and "grows with E" hold if every seed of the lower beats every seed of the higher, and
     "performs equally / roughly like" holds if neither beats the other on every seed."""
-    expected_of = {}
-    for r in expected:
-        key = table4_2_input(r, size)
-        if key is not None:
-            expected_of.setdefault(key, []).append(r["id"])
+    expected_of = _by_input(expected, size)
     if len(errors) < len(THESIS_42):
         missing = [k for k in THESIS_42 if k not in errors]
         return [SubClaim("Table 4.2's readings", "inconclusive", "runs not computed: " + ", ".join(missing))], None
