@@ -246,7 +246,9 @@ class ResultStore:
             "seeds": seeds or {},
             "commit": git_commit(self.dir),
             "modified_files": modified_files(self.dir),
-            "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            # microseconds: a run recomputed within the second it first finished must still make the
+            # summaries over it stale (summary_params keys on this and the parameters)
+            "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
             "wall_time_s": round(time.perf_counter() - self._t0, 3),
             "machine": _machine(),
             "packages": package_versions(),
