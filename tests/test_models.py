@@ -69,6 +69,41 @@ def test_channels_last_pixel_network_is_the_same_network(name):
         pixel_network(name, channels_last="yes")
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("name", ["A", "B"])
+def test_pixel_blocks_pool_before_relu_exactly(name, channels_last):
+    """A pixel block pools before its ReLU; the thesis's order (ReLU, then pooling), built from the same
+    modules, gives bit-identical logits, loss and gradients, in training (batch statistics, with ties:
+    flat image regions) and in evaluation."""
+    import copy
+    torch.manual_seed(0)
+    net = pixel_network(name, channels_last=channels_last, spatial_dropout=0.0)
+    thesis_order = copy.deepcopy(net)
+    swapped = 0
+    for block in thesis_order.features:
+        if len(block) == 4:
+            assert isinstance(block[2], torch.nn.MaxPool2d) and isinstance(block[3], torch.nn.ReLU)
+            block[2], block[3] = block[3], block[2]
+            swapped += 1
+    assert swapped == sum(after == "bn_relu_pool" for *_, after in net.spec)
+    x = torch.rand(4, 1, 64, 64)
+    x[:2, :, :, :32] = 0.0  # flat regions: equal values in pooling windows, zeros after the ReLU
+    y = torch.tensor([0, 3, 5, 1])
+    for train in (True, False):
+        results = []
+        for model in (net, thesis_order):
+            model.train(train)
+            model.zero_grad()
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            results.append((out, loss, [p.grad.clone() for p in model.parameters()]))
+        (o1, l1, g1), (o2, l2, g2) = results
+        assert torch.equal(o1, o2) and torch.equal(l1, l2)
+        assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+        assert any(a.abs().sum() > 0 for a in g1)
+
+
 def test_natural_networks_and_vgg16_run():
     rng = np.random.default_rng(0)
     rgb = [rng.random((48, 40, 3)).astype(np.float32) * 0.1 + np.linspace(0, 1, 40)[None, :, None].astype(np.float32)

