@@ -22,7 +22,8 @@ from aprlib.data.synthetic import object_canvas
 from aprlib.ops import apr_conv2d, apr_max_pool2d
 from aprlib.train import InputSpec
 
-__all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "training_step_benchmark",
+__all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "interleaved_step_times",
+           "training_step_benchmark", "SYNTHETIC_NETWORKS", "synthetic_network_step_times",
            "main"]
 # The benchmarks of cost against image size, of the end-to-end streamed training step and of the
 # index tables' memory live in aprbook.scaling (python -m aprbook.bench scaling | step | tables).
@@ -162,26 +163,46 @@ def _row_text(r) -> str:
             f"first call {r['first_call'] * 1e3:.1f} ms")
 
 
-def step_time(model, make_input, labels, steps: int = 5, burn_in: int = 1, lr: float = 5e-4) -> float:
-    """Median seconds per training step (forward, cross entropy, backward, Adam update) of
-    ``model`` on ``make_input()``; the model is trained in place."""
-    opt = torch.optim.Adam(model.parameters(), lr)
+def interleaved_step_times(cases: dict, labels, steps: int = 5, burn_in: int = 1, lr: float = 5e-4
+                           ) -> dict[str, float]:
+    """Median seconds per training step (forward, cross entropy, backward, Adam update) of each case
+    of ``cases`` ({name: (model, make_input)}), measured side by side: ``burn_in`` + ``steps`` rounds,
+    each running every case once, in an order rotated by one case per round (each leads in turn, so
+    the host's drift falls on all alike); medians of the last ``steps`` rounds. Models are trained in
+    place, each case with its own Adam (cases may share a model)."""
+    if steps < 1 or burn_in < 0:
+        raise ValueError(f"steps must be >= 1 and burn_in >= 0, got {steps}, {burn_in}")
     y = torch.as_tensor(labels)
+    names = list(cases)
+    opts = {n: torch.optim.Adam(cases[n][0].parameters(), lr) for n in names}
+    times = {n: [] for n in names}
+    for r in range(burn_in + steps):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            model, make_input = cases[n]
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(make_input()), y)
+            opts[n].zero_grad()
+            loss.backward()
+            opts[n].step()
+            t = time.perf_counter() - t0
+            if r >= burn_in:
+                times[n].append(t)
+    return {n: statistics.median(t) for n, t in times.items()}
 
-    def step():
-        loss = F.cross_entropy(model(make_input()), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return time_call(step, steps, burn_in)
+
+def step_time(model, make_input, labels, steps: int = 5, burn_in: int = 1, lr: float = 5e-4) -> float:
+    """Median seconds per training step of ``model`` on ``make_input()`` (:func:`interleaved_step_times`
+    with one case); the model is trained in place."""
+    return interleaved_step_times({"model": (model, make_input)}, labels, steps, burn_in, lr)["model"]
 
 
 def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int = 256, steps: int = 5,
                             seed: int = 0, backend: str = "cpp") -> dict:
     """Seconds per training step (forward, cross entropy, backward, Adam) of APR_<network> and
-    Pix_<network> on one batch of synthetic images: the APR step with its index tables already
-    built (fixed data sets, after the first epoch) and including building them (streamed data),
-    and the time to form the APRs."""
+    Pix_<network> on one batch of synthetic images, interleaved (:func:`interleaved_step_times`): the
+    APR step with its index tables already built (fixed data sets, after the first epoch) and
+    including building them (streamed data), and the time to form the APRs."""
     from aprlib.data.synthetic import generate_batch
     from aprlib.models import apr_network, pixel_network
     torch.manual_seed(seed)
@@ -192,16 +213,63 @@ def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int 
 
     apr_net = apr_network(network, backend=backend)
     cached = APRBatch(aprs)
-    t_cached = step_time(apr_net, lambda: cached, labels, steps)
 
     def fresh_batch():  # new APR objects: every index table is rebuilt, as for streamed data
         return APRBatch([type(a).from_dict(a.to_dict()) for a in aprs])
-    t_fresh = step_time(apr_net, fresh_batch, labels, steps)
     xb = torch.from_numpy(imgs)[:, None]
-    t_pix = step_time(pixel_network(network), lambda: xb, labels, steps)
+    t = interleaved_step_times({"cached": (apr_net, lambda: cached), "fresh": (apr_net, fresh_batch),
+                                "pixel": (pixel_network(network), lambda: xb)}, labels, steps)
     return dict(network=network, batch_size=batch_size, size=size, mean_cr=float(np.mean([a.cr for a in aprs])),
-                form_s=t_form, apr_step_s=t_cached, apr_step_with_tables_s=t_fresh, pixel_step_s=t_pix,
-                speedup=t_pix / t_cached, speedup_with_tables=t_pix / (t_fresh + t_form))
+                form_s=t_form, apr_step_s=t["cached"], apr_step_with_tables_s=t["fresh"], pixel_step_s=t["pixel"],
+                speedup=t["pixel"] / t["cached"], speedup_with_tables=t["pixel"] / (t["fresh"] + t_form))
+
+
+SYNTHETIC_NETWORKS = ["APR_A", "APR_A same", "APR_A close", "APR_B", "APR_B same", "APR_B close"]
+"""The APR networks of thesis 4.1.4 (Table 4.1), as :func:`synthetic_network_step_times` names them."""
+
+
+def synthetic_network_step_times(size: int = 256, batch_size: int = 36, steps: int = 10, burn_in: int = 2,
+                                 seed: int = 0, rel_errors=(0.1, 0.4, 0.6, 0.8)) -> pd.DataFrame:
+    """Training-step times of the synthetic-image networks (notebook 04, thesis 4.1.4), all
+    interleaved in one :func:`interleaved_step_times` on one batch of ``batch_size`` synthetic
+    ``size`` x ``size`` images: each APR network at E = 0.1 (APR_B also at every E of
+    ``rel_errors``) with its index tables built once (``step_s``) and rebuilt every step
+    (``step_with_tables_s``, as streamed data needs; formation not included), Pix_A at full size,
+    Pix_B at full, half and quarter size, and both in torch's channels-last layout at full size.
+    One row per (network, input); ``mean_cr`` is the mean computational ratio of the APRs (for the
+    pixel rows, pixels at full size over pixels of the input); times in seconds."""
+    import aprlib
+    from aprlib.data.synthetic import generate_batch
+    from aprlib.models import apr_network, pixel_network
+    from aprlib.nn.prepare import prepare
+    from .apr_stats import FORMATION_SETTINGS
+    torch.manual_seed(seed)
+    imgs, labels = generate_batch(batch_size, seed=seed, size=(size, size))
+    xb = torch.from_numpy(imgs)[:, None]
+    rows, cases = [], {}
+    for name in SYNTHETIC_NETWORKS:
+        fam, variant = name[4], (name.split() + ["full"])[1]
+        for e in (rel_errors if name == "APR_B" else rel_errors[:1]):
+            aprs = [aprlib.form_apr(im, FORMATION_SETTINGS["thesis"], rel_error=e) for im in imgs]
+            net, cached = apr_network(fam, variant), aprlib.APRBatch(aprs)
+            prepare(cached, net)
+            row = {"network": name, "input": f"APR, E = {e}", "mean_cr": float(np.mean([a.cr for a in aprs]))}
+            cases[(len(rows), "step_s")] = (net, lambda b=cached: b)
+            cases[(len(rows), "step_with_tables_s")] = (
+                net, lambda a=aprs: aprlib.APRBatch([aprlib.APR.from_dict(x.to_dict()) for x in a]))
+            rows.append(row)
+    for fam in "AB":
+        for res in ([size, size // 2, size // 4] if fam == "B" else [size]):
+            x = xb if res == size else F.interpolate(xb, size=(res, res), mode="bilinear", align_corners=False)
+            cases[(len(rows), "step_s")] = (pixel_network(fam), lambda x=x: x)
+            rows.append({"network": f"Pix_{fam}", "input": f"pixels {res}x{res}", "mean_cr": (size / res) ** 2})
+        # the same pixel network in torch's channels-last layout (as the runs to convergence use it)
+        cases[(len(rows), "step_s")] = (pixel_network(fam, channels_last=True), lambda: xb)
+        rows.append({"network": f"Pix_{fam}", "input": f"pixels {size}x{size}, channels-last", "mean_cr": 1.0})
+    times = interleaved_step_times(cases, labels, steps, burn_in)
+    for (i, col), t in times.items():
+        rows[i][col] = t
+    return pd.DataFrame(rows).reindex(columns=["network", "input", "mean_cr", "step_s", "step_with_tables_s"])
 
 
 def _check_options(ap, args) -> None:

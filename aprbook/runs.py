@@ -157,6 +157,13 @@ def _budgets(cfg: dict) -> list[int]:
     return budgets
 
 
+def _first_stage(budgets: list[int], done: int) -> int:
+    """Index of the budget at which a run in stages continues, its checkpoint having trained ``done``
+    batches or iterations: the first budget >= ``done`` (a run that had passed a budget was checked
+    there); 0 if ``done`` is past the last (that checkpoint is not resumed: the run restarts)."""
+    return next((i for i, b in enumerate(budgets) if b >= done), 0)
+
+
 def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_batches: int | None = None
                  ) -> pd.DataFrame:
     """Train one run of :func:`streamed_runs` (seeded initialisation and data stream) for
@@ -188,15 +195,24 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
     With ``cfg['budgets']`` (e.g. 3000, 6000, 9000 batches) the run trains to the first budget, and
     is extended to the next (resuming its checkpoint) until it has converged by
     :func:`aprbook.learning_curves.converged` or the last budget is spent; the provenance records
-    ``converged``, its reason and the batches trained."""
+    ``converged``, its reason and the batches trained. A run interrupted after its first budget
+    continues at the budget its checkpoint lies in (:func:`_first_stage`), not from scratch."""
     from .learning_curves import converged
     budgets = _budgets(cfg)
 
     def train(ckpt):
-        for budget in budgets:
+        first = _first_stage(budgets, ckpt.saved_progress("next_batch"))
+        for budget in budgets[first:]:
             metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress, n_batches=budget)
             ok, info = converged(metrics)
             if ok:
+                break
+        # budgets passed before this session were checked then; checked again here (their rows are
+        # this run's first rows), a run that converged at one is the prefix of its rows up to it
+        for budget in budgets[:first]:
+            ok_b, info_b = converged(metrics.iloc[:budget])
+            if ok_b:
+                metrics, ok, info = metrics.iloc[:budget].copy(), ok_b, info_b
                 break
         # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
         return ({"metrics": metrics}, {"init": run["seed"], "stream": 1000 + run["seed"]},
@@ -272,6 +288,13 @@ class _Prefix:
         return self.dataset.image(i)
 
 
+def _best_iteration(metrics: pd.DataFrame, budget: int | None = None) -> int:
+    """The iteration of the model a finite-data run keeps: the first minimum of the validation loss
+    over its evaluations (``metrics`` rows; with ``budget``, those of a run of that many iterations)."""
+    m = metrics if budget is None else metrics[metrics.iteration <= budget]
+    return int(m.iteration.iloc[int(np.argmin(m.val_loss.to_numpy()))])
+
+
 def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None
                ) -> tuple[pd.DataFrame, ...]:
     """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``),
@@ -296,7 +319,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
     model.load_state_dict(best)
     builder = batch_builder(spec, model)
     rows, confusion = [], []
-    best_it = int(metrics.iloc[int(np.argmin(metrics.val_loss.to_numpy()))].iteration)
+    best_it = _best_iteration(metrics)
     for name in ("test", "test_extreme"):
         t0 = time.perf_counter()
         res = evaluate_in_order(model, data[name], builder, cfg["batch_size"])
@@ -326,16 +349,31 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
     With ``cfg['budgets']`` the run trains to the first budget (:func:`finite_budgets`) and is
     extended to the next (resuming its checkpoint) until its kept model lies in the first 80% of the
     budget (:func:`aprbook.learning_curves.kept_early`) or the last budget is spent; the provenance
-    records ``kept_early``, the iterations trained and the best iteration."""
+    records ``kept_early``, the iterations trained and the best iteration. A run interrupted after
+    its first budget continues at the budget its checkpoint lies in (:func:`_first_stage`)."""
     from .learning_curves import kept_early
 
-    def train(ckpt):
-        for budget in finite_budgets(cfg, run["per_class"]):
+    budgets = finite_budgets(cfg, run["per_class"])
+
+    def stages(ckpt, first):
+        for budget in budgets[first:]:
             metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget)
             best_it = int(test.best_iteration.iloc[0])
             early = kept_early(best_it, budget)
             if early:
                 break
+        return metrics, test, confusion, budget, best_it, early
+
+    def train(ckpt):
+        first = _first_stage(budgets, ckpt.saved_progress("next_iteration"))
+        metrics, test, confusion, budget, best_it, early = stages(ckpt, first)
+        # budgets passed before this session were checked then; checked again here (the evaluations
+        # up to a budget are this run's first rows): if the run should have stopped at one, its kept
+        # model and tests are those of that budget, which only a run from the start gives back
+        if any(kept_early(_best_iteration(metrics, b), b) for b in budgets[:first]):
+            print(f"{run['id']}: its checkpoint is past a budget at which the run stops; the run restarts",
+                  flush=True)
+            metrics, test, confusion, budget, best_it, early = stages(ckpt, 0)
         # wall_time_s covers only the last (resumed) session; compute_s sums training and validation
         # over every session (metrics.wall_s) and the testing (of the last budget)
         extra = {"compute_s": round(float(metrics.wall_s.sum() + test.test_s.sum()), 1),

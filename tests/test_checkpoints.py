@@ -150,6 +150,22 @@ def test_checkpoint_of_other_settings_is_not_resumed(tmp_path, capsys):
     np.testing.assert_array_equal(other[["loss", "accuracy"]], ref[["loss", "accuracy"]])
 
 
+def test_saved_progress_reads_only_this_configurations_file(tmp_path):
+    """``Checkpoint.saved_progress``: the progress of the file (else the archive) written for this
+    configuration; 0 for none, another configuration's or an unreadable file, which stays in place."""
+    stream, spec = SyntheticShapesStream(seed=3, size=SIZE), InputSpec("pixel")
+    ck = Checkpoint(tmp_path / "run.ckpt", {"a": 1}, archive=tmp_path / "done" / "run.ckpt")
+    assert ck.saved_progress("next_batch") == 0
+    train_streamed(_pixel_model(), stream, spec, n_batches=3, batch_size=3, checkpoint=ck, progress=False)
+    assert ck.saved_progress("next_batch") == 3
+    assert Checkpoint(ck.path, {"a": 2}).saved_progress("next_batch") == 0
+    ck.archive.parent.mkdir()
+    ck.path.rename(ck.archive)
+    assert ck.saved_progress("next_batch") == 3  # the archive of a completed run
+    ck.path.write_bytes(ck.archive.read_bytes()[:100])  # a truncated file before it: skipped, not moved
+    assert ck.saved_progress("next_batch") == 3 and ck.path.exists()
+
+
 # --- unreadable and unsafe files ---------------------------------------------------------------------
 def test_checkpoints_load_with_weights_only(tmp_path):
     stream, spec = SyntheticShapesStream(seed=3, size=SIZE), InputSpec("pixel")

@@ -77,7 +77,7 @@ def test_pixel_blocks_pool_before_relu_exactly(name, channels_last):
     flat image regions) and in evaluation."""
     import copy
     torch.manual_seed(0)
-    net = pixel_network(name, channels_last=channels_last, spatial_dropout=0.0)
+    net = pixel_network(name, channels_last=channels_last)
     thesis_order = copy.deepcopy(net)
     swapped = 0
     for block in thesis_order.features:

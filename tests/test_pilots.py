@@ -9,7 +9,7 @@ import torch
 from aprbook.pilots import (DECISION_RULE, FACTORS, compute_pilot, factor_effects, factor_table, pilot_runs,
                             pilot_summary)
 from aprbook.profiles import profile_settings
-from aprbook.runs import compute_streamed, run_streamed, streamed_runs
+from aprbook.runs import compute_streamed, run_checkpoint, run_streamed, streamed_runs, streamed_store
 from aprlib.data.synthetic import generate_batch
 from aprlib.models import pixel_network
 from aprlib.train import BatchBuilder, InputSpec
@@ -82,6 +82,43 @@ def test_staged_budgets_equal_a_straight_run(tmp_path):
                                   straight[["batch", "loss", "accuracy"]], check_exact=True)
     with pytest.raises(ValueError, match="budgets must increase"):
         compute_streamed(run, {**cfg, "budgets": [4, 2]}, "smoke", tmp_path / "r2", tmp_path / "c2", progress=False)
+
+
+def test_staged_run_resumes_a_checkpoint_past_its_first_budget(tmp_path, capsys, monkeypatch):
+    """A run stopped after its first budget (here at batch 3 of budgets [2, 4]) continues at the
+    budget its checkpoint lies in, and ends as a straight run; if it should have stopped at a budget
+    it passed, its result is its rows up to that budget."""
+    import aprbook.learning_curves as lc
+    cfg = profile_settings("streamed_converged", "smoke")
+    assert cfg["budgets"] == [2, 4]
+    run = next(r for r in streamed_runs(cfg) if r["network"] == "Pix_A")
+    straight = run_streamed(run, cfg, progress=False)
+
+    def stopped_at_3(where):
+        ck = run_checkpoint(streamed_store(run, cfg, "smoke", where / "results"), where / "ck", "budgets")
+        saved = run_streamed(run, cfg, checkpoint=ck, progress=False, n_batches=3)
+        assert ck.saved_progress("next_batch") == 3
+        capsys.readouterr()
+        return saved
+
+    saved = stopped_at_3(tmp_path / "a")
+    store = compute_streamed(run, cfg, "smoke", tmp_path / "a" / "results", tmp_path / "a" / "ck", progress=False)
+    assert "not resumed" not in capsys.readouterr().out
+    metrics = store.load_table("metrics")
+    pd.testing.assert_frame_equal(metrics[["batch", "loss", "accuracy"]], straight[["batch", "loss", "accuracy"]],
+                                  check_exact=True)
+    assert metrics.step_s[:3].tolist() == saved.step_s.tolist()  # the first 3 batches were not retrained
+    assert store.provenance()["batches_trained"] == 4
+
+    # a run that converges at 2 batches (a stand-in criterion): resumed at 4, it keeps its first 2 rows
+    monkeypatch.setattr(lc, "converged", lambda m: (len(m) == 2, {"reason": f"stand-in at {len(m)}"}))
+    saved = stopped_at_3(tmp_path / "b")
+    store = compute_streamed(run, cfg, "smoke", tmp_path / "b" / "results", tmp_path / "b" / "ck", progress=False)
+    assert "not resumed" not in capsys.readouterr().out
+    prov = store.provenance()
+    assert prov["batches_trained"] == 2 and prov["converged"] is True and prov["convergence"] == "stand-in at 2"
+    pd.testing.assert_frame_equal(store.load_table("metrics")[["batch", "loss", "accuracy"]],
+                                  straight[["batch", "loss", "accuracy"]].iloc[:2], check_exact=True)
 
 
 def test_factor_effects_judge_changes_against_the_seed_range():

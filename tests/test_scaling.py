@@ -190,3 +190,44 @@ def test_the_pipeline_command_runs_at_tiny_sizes():
                         "--rounds", "1", "--batches", "2"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "packed into shared memory" in r.stdout and "1 worker:" in r.stdout and "0 workers:" in r.stdout
+
+
+def test_interleaved_step_times_rotate_the_order_and_take_medians(monkeypatch):
+    """Each round runs every case once, the order rotated by one per round; burn-in rounds are not
+    timed; the time of a case is the median of its rounds."""
+    from aprbook import bench
+    order = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.w = name, torch.nn.Parameter(torch.zeros(2))
+
+        def forward(self, x):
+            order.append(self.name)
+            return x + self.w
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)) ** 2)  # later steps take longer
+    cases = {n: (Recorder(n), lambda: torch.zeros(1, 2)) for n in "abc"}
+    t = bench.interleaved_step_times(cases, [0], steps=3, burn_in=1)
+    assert order == list("abc" "bca" "cab" "abc")
+    # step k (0-based over all rounds) starts at clock 2k and ends at 2k + 1: it takes (2k+1)^2 - (2k)^2 = 4k + 1;
+    # timed rounds 1-3: step 3r + (its position in round r)
+    steps_of = {n: [3 * r + (order[3 * r:3 * r + 3].index(n)) for r in range(1, 4)] for n in "abc"}
+    assert t == {n: float(sorted(4 * k + 1 for k in ks)[1]) for n, ks in steps_of.items()}
+    with pytest.raises(ValueError, match="steps must be"):
+        bench.interleaved_step_times(cases, [0], steps=0)
+
+
+def test_synthetic_network_step_times_at_a_tiny_size():
+    from aprbook.bench import SYNTHETIC_NETWORKS, synthetic_network_step_times
+    df = synthetic_network_step_times(size=128, batch_size=2, steps=1, burn_in=0, rel_errors=(0.1, 0.4))
+    assert list(df.columns) == ["network", "input", "mean_cr", "step_s", "step_with_tables_s"]
+    apr = df[df.network.str.startswith("APR")]
+    assert sorted(set(apr.network)) == sorted(SYNTHETIC_NETWORKS) and len(apr) == len(SYNTHETIC_NETWORKS) + 1
+    assert (apr.step_s > 0).all() and (apr.step_with_tables_s > 0).all() and (apr.mean_cr >= 1).all()
+    pix = df[df.network.str.startswith("Pix")]
+    assert pix.input.tolist() == ["pixels 128x128", "pixels 128x128, channels-last", "pixels 128x128", "pixels 64x64",
+                                  "pixels 32x32", "pixels 128x128, channels-last"]
+    assert (pix.step_s > 0).all() and pix.step_with_tables_s.isna().all()

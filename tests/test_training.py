@@ -154,6 +154,41 @@ def test_staged_finite_runs(tmp_path):
     assert (np.diff(metrics.iteration.to_numpy()) <= e).all()
 
 
+def test_staged_finite_run_resumes_a_checkpoint_past_its_first_budget(tmp_path, capsys, monkeypatch):
+    """A finite-data run stopped after its first budget continues at the budget its checkpoint lies
+    in; if it should have stopped at a budget it passed, it restarts and ends as a straight run."""
+    import aprbook.learning_curves as lc
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_finite, finite_budgets, finite_runs, finite_store, run_checkpoint, run_finite
+    cfg = profile_settings("finite_converged", "smoke")
+    run = finite_runs(cfg)[0]
+    assert finite_budgets(cfg, run["per_class"]) == [3, 6]
+    cols = ["iteration", "train_loss", "val_loss"]
+
+    def resumed_from_4(where, kept_early):
+        monkeypatch.setattr(lc, "kept_early", kept_early)
+        ck = run_checkpoint(finite_store(run, cfg, "smoke", where / "results"), where / "ck", "budgets")
+        run_finite(run, cfg, checkpoint=ck, progress=False, n_iterations=4)
+        assert ck.saved_progress("next_iteration") == 4
+        capsys.readouterr()
+        store = compute_finite(run, cfg, "smoke", where / "results", where / "ck", progress=False)
+        return store, capsys.readouterr().out
+
+    store, out = resumed_from_4(tmp_path / "a", lambda best, n: False)  # never stops early: trains to 6
+    assert "not resumed" not in out and "restarts" not in out
+    straight = run_finite(run, cfg, progress=False, n_iterations=6)
+    np.testing.assert_array_equal(store.load_table("metrics")[cols], straight[0][cols])
+    np.testing.assert_array_equal(store.load_table("test").accuracy, straight[1].accuracy)
+    assert store.provenance()["iterations_trained"] == 6
+
+    store, out = resumed_from_4(tmp_path / "b", lambda best, n: n == 3)  # stops at 3: only a restart gives it
+    assert "the run restarts" in out
+    straight = run_finite(run, cfg, progress=False, n_iterations=3)
+    np.testing.assert_array_equal(store.load_table("metrics")[cols], straight[0][cols])
+    np.testing.assert_array_equal(store.load_table("test").accuracy, straight[1].accuracy)
+    assert store.provenance()["iterations_trained"] == 3 and store.provenance()["kept_early"] is True
+
+
 def test_accuracy_ci_is_wilson():
     from aprbook.learning_curves import accuracy_ci
     lo, hi = accuracy_ci(2850, 3000)

@@ -124,7 +124,7 @@ class APRNet(nn.Module):
 
 
 class PixelNet(nn.Module):
-    """The pixel counterpart: Conv2d blocks with BN, ReLU, MaxPool2d(2), then global average
+    """The pixel counterpart: Conv2d blocks with BN, MaxPool2d(2), ReLU, then global average
     pooling. Input: (B, C, H, W). ``padding_mode`` is ``nn.Conv2d``'s: 'zeros' (the default, as the
     APR convolution's zero padding outside the image) or e.g. 'replicate'.
 

@@ -100,6 +100,24 @@ class Checkpoint:
     def key(self) -> str:
         return checkpoint_key(self.config)
 
+    def saved_progress(self, name: str) -> int:
+        """How far this configuration's saved run has trained: the ``name`` entry (``next_batch``,
+        ``next_iteration``) of the first of ``path`` and ``archive`` that loads and was written for
+        this key and configuration, else 0. Only a guide to where a run in stages should continue
+        (:mod:`aprbook.runs`): nothing is moved aside here, and the training loop checks the file
+        in full before resuming it."""
+        for path in (self.path, self.archive):
+            if path is None or not path.exists():
+                continue
+            try:
+                state = torch.load(path, weights_only=True)
+                header = state["checkpoint"]
+                if header["key"] == self.key and header["config"] == _plain(self.config):
+                    return int(state[name])
+            except Exception:  # noqa: BLE001  unreadable or foreign: the loop will say so
+                continue
+        return 0
+
 
 def _as_checkpoint(checkpoint) -> Checkpoint | None:
     if checkpoint is None or isinstance(checkpoint, Checkpoint):
