@@ -26,9 +26,10 @@ the budget, so a checkpoint within the new budget is resumed (an interrupted run
 completed run is extended to a larger budget with the result a straight run of that budget gives;
 a finite-dataset run only from an iteration on its evaluation grid, a multiple of ``eval_every``,
 since a run evaluates at its last iteration too), and one beyond it is not (the run restarts, and
-says why). A checkpoint that cannot be read (truncated, corrupt, or holding anything but tensors and
-plain data: checkpoints load with ``torch.load(weights_only=True)``) is moved aside to
-``<name>.corrupt-<time>`` with a warning naming it, and the run restarts.
+says why). A run in stages (``budgets``) continues at the budget its checkpoint lies in. A
+checkpoint that cannot be read (truncated, corrupt, or holding anything but tensors and plain data:
+checkpoints load with ``torch.load(weights_only=True)``) is moved aside to ``<name>.corrupt-<time>``
+with a warning naming it, and the run restarts.
 
 When a run completes (its tables and provenance are stored), its checkpoint is archived to
 ``<checkpoint_dir>/<experiment>/<profile>/done/<run id>-<key>.ckpt``, where nothing resumes it

@@ -758,6 +758,8 @@ def check_settings(cfg: dict) -> None:
             raise ValueError(f"setting budget_s={v!r}: must be None (no budget) or a positive number of seconds")
     if cfg.get("pixel_max_size") is not None and (not is_int(cfg["pixel_max_size"]) or cfg["pixel_max_size"] < _MIN_SIZE):
         raise ValueError(f"setting pixel_max_size={cfg['pixel_max_size']!r}: must be None or a canvas size >= {_MIN_SIZE}")
+    if "step_channels_last" in cfg and not isinstance(cfg["step_channels_last"], bool):
+        raise ValueError(f"setting step_channels_last={cfg['step_channels_last']!r}: must be True or False")
     if "mem_limit_gb" in cfg:
         v = cfg["mem_limit_gb"]
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0.1):
@@ -766,14 +768,15 @@ def check_settings(cfg: dict) -> None:
 
 def cost_scaling(cfg: dict, seed: int = 0, progress: bool = False) -> dict:
     """All three measurements of a ``cost_scaling`` profile entry (``aprbook.profiles``):
-    ``scaling`` (:func:`cost_vs_size`), ``training_step`` (:func:`training_step`, one row per round)
-    and ``table_memory`` (one row, :func:`table_memory`). The content patch and the step's images
+    ``scaling`` (:func:`cost_vs_size`), ``training_step`` (:func:`training_step`, one row per round;
+    with ``step_channels_last`` the channels-last pixel network too) and ``table_memory`` (one row, :func:`table_memory`). The content patch and the step's images
     derive from ``seed``."""
     check_settings(cfg)
     scaling = cost_vs_size(cfg["sizes"], cfg["content"], cfg["objects"], seed, cfg["repeats"], cfg["burn_in"],
                            cfg["threads"], cfg["mem_limit_gb"], cfg["budget_s"], progress=progress,
                            pixel_max_size=cfg.get("pixel_max_size"))
     steps = training_step(cfg["step_batch_size"], cfg["step_size"], cfg["step_threads"], cfg["step_repeats"],
-                          cfg["step_burn_in"], seed=seed, progress=progress)
+                          cfg["step_burn_in"], seed=seed, progress=progress,
+                          channels_last=cfg.get("step_channels_last", False))
     tables = table_memory(cfg["tables_batch_size"], cfg["tables_size"], seed=seed)
     return {"scaling": scaling, "training_step": steps, "table_memory": pd.DataFrame([tables])}

@@ -148,7 +148,7 @@ def test_profile_settings_are_valid():
     ("sizes", [64], "at least two"), ("sizes", [64, 16], "smaller"), ("sizes", [64, 64], "repeated"),
     ("repeats", 0, "positive"), ("burn_in", -1, ">= 0"), ("objects", 5, "at most 4"),
     ("mem_limit_gb", 0.0, "GB"), ("step_threads", [0], "thread counts"), ("step_size", 16, "at least"),
-    ("pixel_max_size", 8, "canvas size"),
+    ("pixel_max_size", 8, "canvas size"), ("step_channels_last", "yes", "True or False"),
 ])
 def test_bad_settings_are_named(setting, value, says):
     with pytest.raises(ValueError, match=setting) as err:
