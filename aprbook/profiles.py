@@ -144,19 +144,19 @@ PROFILES = {
     "cost_scaling": {
         "smoke": {"sizes": [64, 128, 256], "content": 64, "objects": 1, "repeats": 1, "burn_in": 0, "threads": 1,
                   "mem_limit_gb": 12.0, "budget_s": 60.0, "step_batch_size": 2, "step_size": 64,
-                  "step_threads": [1, 2], "step_repeats": 1, "step_burn_in": 0, "tables_batch_size": 2,
-                  "tables_size": 64},
+                  "step_threads": [1, 2], "step_repeats": 1, "step_burn_in": 0, "step_channels_last": True,
+                  "tables_batch_size": 2, "tables_size": 64},
         # the pixel network is not run above 2048^2 here: its measurements at 4096^2 had not finished after 20 minutes
         # on this shared 2-core machine (2026-11-30); the paper profile runs it at every size
         "book": {"sizes": [256, 512, 1024, 2048, 4096, 8192], "content": 256, "objects": 2, "repeats": 3,
                  "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0, "pixel_max_size": 2048,
                  "step_batch_size": 36,
                  "step_size": 256, "step_threads": [1, 2], "step_repeats": 5, "step_burn_in": 1,
-                 "tables_batch_size": 36, "tables_size": 256},
+                 "step_channels_last": True, "tables_batch_size": 36, "tables_size": 256},
         "paper": {"sizes": [256, 512, 1024, 2048, 4096, 8192], "content": 256, "objects": 2, "repeats": 3,
                   "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0, "step_batch_size": 36,
                   "step_size": 256, "step_threads": [1, 2], "step_repeats": 5, "step_burn_in": 1,
-                  "tables_batch_size": 36, "tables_size": 256},
+                  "step_channels_last": True, "tables_batch_size": 36, "tables_size": 256},
     },
     # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
     "cost_memory": {
