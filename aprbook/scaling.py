@@ -769,8 +769,8 @@ def check_settings(cfg: dict) -> None:
 def cost_scaling(cfg: dict, seed: int = 0, progress: bool = False) -> dict:
     """All three measurements of a ``cost_scaling`` profile entry (``aprbook.profiles``):
     ``scaling`` (:func:`cost_vs_size`), ``training_step`` (:func:`training_step`, one row per round;
-    with ``step_channels_last`` the channels-last pixel network too) and ``table_memory`` (one row, :func:`table_memory`). The content patch and the step's images
-    derive from ``seed``."""
+    with ``step_channels_last`` the channels-last pixel network too) and ``table_memory`` (one row,
+    :func:`table_memory`). The content patch and the step's images derive from ``seed``."""
     check_settings(cfg)
     scaling = cost_vs_size(cfg["sizes"], cfg["content"], cfg["objects"], seed, cfg["repeats"], cfg["burn_in"],
                            cfg["threads"], cfg["mem_limit_gb"], cfg["budget_s"], progress=progress,
