@@ -25,7 +25,7 @@ help:
 	@echo "make book                   render the book from committed results (creates .venv)"
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
 	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
-	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B; the input pipeline"
+	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B; the input pipeline; APR steps after APR vs pixel steps"
 	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4)"
 
 # Said when a step that needs the network fails: the install is the only one (the book build and the
@@ -163,6 +163,7 @@ bench: $(STAMP)
 	$(BIN)/python -m aprbook.bench step --channels-last
 	$(BIN)/python -m aprbook.bench tables
 	$(BIN)/python -m aprbook.bench pipeline
+	$(BIN)/python benchmarks/bench_interleaving.py
 
 clean:
 	rm -rf _build $(VENV) build *.egg-info aprlib/*.so results/*/smoke
