@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +52,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aprlib.train import (Checkpoint, InputSpec, batch_builder, checkpoint_key, evaluate_in_order, train_epochs,
-                          train_fixed, train_streamed)
+from aprlib.train import (Checkpoint, InputSpec, TrainingStopped, batch_builder, checkpoint_key, evaluate_in_order,
+                          train_epochs, train_fixed, train_streamed)
 
 from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
@@ -535,7 +537,12 @@ def main(argv=None) -> None:
     if unknown:
         ap.error(f"unknown run ids {unknown}; this profile has {sorted(runs)}")
     for rid in args.runs or list(runs):
-        store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute, **extra)
+        try:
+            store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute,
+                            **extra)
+        except TrainingStopped as e:  # Ctrl-C or SIGTERM: the checkpoint is saved, the runs after it not started
+            print(f"{rid}: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.Signals[e.signal].value) from None
         print(f"{rid}: {store.dir}", flush=True)
 
 

@@ -96,6 +96,11 @@ class Checkpoint:
     config: dict | None = None
     archive: Path | None = None
 
+    def __post_init__(self):  # paths may be given as strings
+        object.__setattr__(self, "path", Path(self.path))
+        if self.archive is not None:
+            object.__setattr__(self, "archive", Path(self.archive))
+
     @property
     def key(self) -> str:
         return checkpoint_key(self.config)

@@ -14,7 +14,10 @@ only say which batches come in which phase, what they record, and which checkpoi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -171,9 +174,52 @@ class _IndexBatches(torch.utils.data.Dataset):
         return self.builder([self.dataset.image(int(j)) for j in self.batches[i]])
 
 
+def _ignore_sigint(_worker_id):
+    # a Ctrl-C reaches the whole process group: the workers leave it to the training process
+    # (:func:`_stop_on_signal`), which stops them when it is done (workers forked while its handler
+    # is installed inherit that; spawned ones would not)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(ds, num_workers: int):
     return torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=num_workers,
-                                       persistent_workers=False)
+                                       persistent_workers=False,
+                                       worker_init_fn=_ignore_sigint if num_workers > 0 else None)
+
+
+class TrainingStopped(RuntimeError):
+    """Raised by a training loop that a SIGINT (Ctrl-C) or SIGTERM stopped after it had saved its
+    checkpoint: ``signal`` the signal's name, ``path`` the checkpoint, ``steps_done`` the optimizer
+    steps it holds. Rerunning with the same settings resumes there."""
+
+    def __init__(self, signum: int, path, steps_done: int):
+        self.signal, self.path, self.steps_done = signal.Signals(signum).name, Path(path), steps_done
+        super().__init__(f"{self.signal}: training stopped after {steps_done} steps, checkpoint saved to "
+                         f"{self.path}; run it again with the same settings to resume")
+
+
+@contextlib.contextmanager
+def _stop_on_signal(enabled: bool):
+    """While a loop with a checkpoint trains in the main thread, the first SIGINT or SIGTERM is only
+    recorded (in the yielded list; the loop then saves its checkpoint at the next step it may and
+    raises :class:`TrainingStopped`); a second one interrupts at once (KeyboardInterrupt, nothing
+    saved). The previous handlers are restored on leaving."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, _frame):
+        if received:
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped without saving")
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def batch_builder(spec: InputSpec, model) -> BatchBuilder:
@@ -279,7 +325,9 @@ def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s
     the same settings), then for each remaining phase build its batches through a DataLoader, take
     one optimizer step per batch (:func:`_step`), let ``run`` record it, checkpoint atomically at
     least every ``checkpoint_every_s`` seconds where ``run`` allows it and after every phase that
-    is the last or falls due, and show a progress bar over all steps.
+    is the last or falls due, and show a progress bar over all steps. A SIGINT or SIGTERM while it
+    trains with a checkpoint saves one at the next step where ``run`` allows it (or at the phase's
+    end) and raises :class:`TrainingStopped` (:func:`_stop_on_signal`); a finished run is not stopped.
 
     The torch RNG: creating a DataLoader iterator draws from it, so a checkpoint at a phase's start
     holds the state before that phase's iterator was created (it is restored first) and one within
@@ -295,9 +343,14 @@ def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s
     def save(ph, step):
         _save_checkpoint(checkpoint, run.header, model, optimizer, **run.progress(ph, step))
 
+    def stop(ph, step):  # after a stop signal: save where the loop is and leave
+        save(ph, step)
+        raise TrainingStopped(stop_signal[0], checkpoint.path, ph * run.steps + step)
+
     last_save = time.perf_counter()
-    with _progress(total=run.n_phases * run.steps, initial=phase * run.steps + first, desc=desc,
-                   disable=not progress, mininterval=2.0) as bar:
+    with (_progress(total=run.n_phases * run.steps, initial=phase * run.steps + first, desc=desc,
+                    disable=not progress, mininterval=2.0) as bar,
+          _stop_on_signal(checkpoint is not None) as stop_signal):
         while phase < run.n_phases and first < run.steps:
             if rng_state is not None and first == 0:
                 torch.set_rng_state(rng_state)
@@ -313,13 +366,17 @@ def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s
                 wait = time.perf_counter() - t_wait
                 may_save = run.after_step(phase, step, _step(model, optimizer, inputs, labels), wait)
                 bar.update()
-                if (checkpoint is not None and may_save and step + 1 < run.steps
-                        and time.perf_counter() - last_save >= checkpoint_every_s):
-                    save(phase, step + 1)
-                    last_save = time.perf_counter()
+                if checkpoint is not None and may_save and step + 1 < run.steps:
+                    if stop_signal:
+                        stop(phase, step + 1)
+                    if time.perf_counter() - last_save >= checkpoint_every_s:
+                        save(phase, step + 1)
+                        last_save = time.perf_counter()
                 t_wait = time.perf_counter()
             run.end_phase(phase)
             phase, first = phase + 1, 0
+            if stop_signal and phase < run.n_phases:
+                stop(phase, 0)
             due = time.perf_counter() - last_save >= checkpoint_every_s
             if checkpoint is not None and (phase == run.n_phases or due):
                 save(phase, 0)
