@@ -91,10 +91,16 @@ def _peak_kb() -> int:
 
 _MEMORY_WORDS = ("memoryerror", "can't allocate memory", "cannot allocate memory", "bad_alloc", "out of memory",
                  "std::bad_alloc", "failed to allocate")
+# Under an address-space limit, oneDNN (torch's CPU convolutions) reports a failed allocation of its
+# kernel or scratchpad as a primitive it could not create; it says so only when the primitive is not
+# already cached in the forked child, so only a measurement with a limit counts it as memory.
+_LIMIT_WORDS = ("could not create a primitive",)
 
 
-def _is_memory_error(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or any(w in str(e).lower() for w in _MEMORY_WORDS)
+def _is_memory_error(e: BaseException, limited: bool = False) -> bool:
+    """Whether ``e`` is an allocation failure (``limited``: raised under an address-space limit)."""
+    words = _MEMORY_WORDS + (_LIMIT_WORDS if limited else ())
+    return isinstance(e, MemoryError) or any(w in str(e).lower() for w in words)
 
 
 # --- the subprocess ----------------------------------------------------------------------------------
@@ -179,7 +185,7 @@ def _child(spec: dict) -> dict:
         else:
             raise ValueError(f"unknown mode {mode!r}")
     except (MemoryError, RuntimeError) as e:
-        if not _is_memory_error(e):
+        if not _is_memory_error(e, limited=bool(limit)):
             raise
         out.update(fit=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
     finally:
@@ -233,7 +239,8 @@ def _interleaved_times(img, x, apr_net, pix_net, spec) -> dict:
             try:
                 got = side()
             except (MemoryError, RuntimeError) as e:
-                if side is not pixel_side or not _is_memory_error(e):
+                limited = bool(spec.get("mem_limit_bytes"))
+                if side is not pixel_side or not _is_memory_error(e, limited):
                     raise
                 pixel, pixel_error = False, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
                 times["pixel_s"] = []
@@ -344,7 +351,8 @@ def _run_child(spec: dict) -> dict:
             return {"mode": spec["mode"], "fit": False, "error": "killed by SIGKILL (out of memory?)"}
         raise RuntimeError(f"measurement {spec['mode']} died with exit code {reply['exitcode']}")
     last = reply["traceback"].strip().splitlines()[-1]
-    if any(w in last.lower() for w in _MEMORY_WORDS):
+    words = _MEMORY_WORDS + (_LIMIT_WORDS if spec.get("mem_limit_bytes") else ())
+    if any(w in last.lower() for w in words):
         return {"mode": spec["mode"], "fit": False, "error": last[:300]}
     raise RuntimeError(f"measurement {spec['mode']} failed:\n{reply['traceback'][-3000:]}")
 

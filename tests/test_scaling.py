@@ -109,6 +109,16 @@ def test_did_not_fit_is_reported_not_raised():
     assert not df.pixel_fit.any() and df.pixel_s.isna().all() and (df.pixel_error != "").all()
 
 
+def test_onednn_primitive_failure_counts_as_memory_only_under_a_limit():
+    """oneDNN reports an allocation that an address-space limit refused as a primitive it could not
+    create (when the forked child has not cached that primitive, which depends on what ran before it
+    in the fork server); without a limit the same error is a real failure."""
+    e = RuntimeError("could not create a primitive")
+    assert scaling._is_memory_error(e, limited=True)
+    assert not scaling._is_memory_error(e)
+    assert scaling._is_memory_error(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+
+
 def test_a_failure_other_than_memory_raises():
     with pytest.raises(RuntimeError, match="unknown mode"):
         scaling._run_child({"mode": "nonsense", "size": 64, "content": 64, "objects": 1, "seed": 0})
