@@ -97,10 +97,14 @@ _MEMORY_WORDS = ("memoryerror", "can't allocate memory", "cannot allocate memory
 _LIMIT_WORDS = ("could not create a primitive",)
 
 
-def _is_memory_error(e: BaseException, limited: bool = False) -> bool:
-    """Whether ``e`` is an allocation failure (``limited``: raised under an address-space limit)."""
+def _is_memory_message(text: str, limited: bool = False) -> bool:
+    """Whether an error's ``text`` says an allocation failed (``limited``: under an address-space limit)."""
     words = _MEMORY_WORDS + (_LIMIT_WORDS if limited else ())
-    return isinstance(e, MemoryError) or any(w in str(e).lower() for w in words)
+    return any(w in text.lower() for w in words)
+
+
+def _is_memory_error(e: BaseException, limited: bool = False) -> bool:
+    return isinstance(e, MemoryError) or _is_memory_message(str(e), limited)
 
 
 # --- the subprocess ----------------------------------------------------------------------------------
@@ -351,8 +355,7 @@ def _run_child(spec: dict) -> dict:
             return {"mode": spec["mode"], "fit": False, "error": "killed by SIGKILL (out of memory?)"}
         raise RuntimeError(f"measurement {spec['mode']} died with exit code {reply['exitcode']}")
     last = reply["traceback"].strip().splitlines()[-1]
-    words = _MEMORY_WORDS + (_LIMIT_WORDS if spec.get("mem_limit_bytes") else ())
-    if any(w in last.lower() for w in words):
+    if _is_memory_message(last, limited=bool(spec.get("mem_limit_bytes"))):
         return {"mode": spec["mode"], "fit": False, "error": last[:300]}
     raise RuntimeError(f"measurement {spec['mode']} failed:\n{reply['traceback'][-3000:]}")
 
