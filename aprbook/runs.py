@@ -318,7 +318,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
                                 cfg["batch_size"], cfg["lr"], weight_decay=cfg["weight_decay"],
                                 eval_every=finite_eval_every(cfg, run["per_class"]), seed=run["seed"],
                                 checkpoint=checkpoint, progress=progress, desc=run["id"],
-                                cache_val=cfg.get("cache_val", False))
+                                cache_val=cfg.get("cache_val", False), bn_calibration=cfg.get("bn_calibration"))
     model.load_state_dict(best)
     builder = batch_builder(spec, model)
     rows, confusion = [], []
@@ -339,7 +339,7 @@ def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore
     """The result store of one finite-dataset run (with ``cfg['budgets']``, they stand for
     ``n_iterations``; the run's evaluation interval is recorded as ``eval_every``)."""
     keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_iterations", "lr", "weight_decay",
-            "eval_per_class", "data_seed", "rel_error", "spatial_dropout", "dropout", "normalise")
+            "eval_per_class", "data_seed", "rel_error", "spatial_dropout", "dropout", "normalise", "bn_calibration")
     params = {**run, **{k: cfg[k] for k in keys if k in cfg}, "eval_every": finite_eval_every(cfg, run["per_class"])}
     experiment = cfg.get("experiment", "finite_datasets")
     return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=FINITE_NOTEBOOK)

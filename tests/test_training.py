@@ -82,6 +82,47 @@ def test_fixed_training_resumes_exactly(tmp_path):
         train_fixed(model(), SyntheticShapes(0, seed=1, size=SIZE), val, InputSpec("apr"), n_iterations=1)
 
 
+def test_fixed_training_with_bn_calibration(tmp_path):
+    """bn_calibration: the same training steps; each evaluation measures a copy whose batch-norm
+    statistics are those of the first training batches (the kept model carries them); a checkpoint
+    written without it is not resumed with it."""
+    from aprlib.train import batch_norms, recalibrate_bn
+    train = SyntheticShapes(18, seed=8, size=SIZE)
+    val = SyntheticShapes(6, seed=9, size=SIZE)
+
+    def model():
+        torch.manual_seed(0)
+        return apr_network("A", "same", spatial_dropout=0.3, dropout=0.5)
+
+    kw = dict(batch_size=6, eval_every=2, lr=3e-3, weight_decay=1e-4, seed=2, progress=False)
+    plain_model = model()  # each made just before its run: dropout draws from the torch RNG model() seeds
+    plain, _ = train_fixed(plain_model, train, val, InputSpec("apr"), n_iterations=6, **kw)
+    cal_model = model()
+    cal, best = train_fixed(cal_model, train, val, InputSpec("apr"), n_iterations=6, bn_calibration=2, **kw)
+    # training is untouched: the same losses and the same final weights and running statistics
+    np.testing.assert_array_equal(cal.train_loss, plain.train_loss)
+    for (k, a), b in zip(plain_model.state_dict().items(), cal_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert not np.allclose(cal.val_loss, plain.val_loss)  # but the evaluations measure other statistics
+    # the last evaluation is of the final weights recalibrated on training items 0-11 (2 batches of 6)
+    builder = BatchBuilder(InputSpec("apr"), layer_plan(cal_model))
+    calib = [builder([train.image(i) for i in range(j, j + 6)]) for j in (0, 6)]
+    recal = recalibrate_bn(cal_model, calib)
+    assert evaluate(recal, [builder([val.image(i) for i in range(6)])])["loss"] == pytest.approx(
+        cal.val_loss.iloc[-1], rel=1e-5)
+    # the kept model carries recalibrated statistics (num_batches_tracked counts the calibration batches)
+    assert all(int(best[k]) == 2 for k in best if k.endswith("num_batches_tracked"))
+    assert len(batch_norms(cal_model)) > 0
+    # a checkpoint of the run without calibration is not resumed by the run with it
+    ckpt = tmp_path / "fixed.ckpt"
+    train_fixed(model(), train, val, InputSpec("apr"), n_iterations=4, checkpoint=ckpt, checkpoint_every_s=0, **kw)
+    resumed, _ = train_fixed(model(), train, val, InputSpec("apr"), n_iterations=6, checkpoint=ckpt,
+                             bn_calibration=2, **kw)
+    np.testing.assert_allclose(resumed.val_loss, cal.val_loss, rtol=1e-5)  # restarted, not resumed
+    with pytest.raises(ValueError, match="bn_calibration"):
+        train_fixed(model(), train, val, InputSpec("apr"), n_iterations=2, bn_calibration=0, **kw)
+
+
 def test_finite_runs_smoke(tmp_path):
     """Fig 4.6 runs: nested training sets, both test sets with Wilson intervals, stored results."""
     from aprbook.profiles import profile_settings

@@ -15,6 +15,7 @@ only say which batches come in which phase, what they record, and which checkpoi
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import signal
 import threading
@@ -34,6 +35,7 @@ from ..apr.formation import APRParameters, form_apr
 from ..apr.structure import APR
 from ..nn.prepare import layer_entries
 from ..ops.plans import build_tables
+from .batchnorm import recalibrate_bn
 from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_checkpoint
 
 #: The values of :attr:`InputSpec.normalise`.
@@ -416,22 +418,37 @@ class _Fixed(_Run):
     the last, keeping the model of minimum validation loss; checkpoints only at evaluations."""
 
     def __init__(self, model, batches, train_set, val_set, builder, eval_every, batch_size, header,
-                 cache_val=False):
+                 cache_val=False, bn_calibration=None):
         super().__init__(model, header)
         self.order, self.train_set, self.val_set, self.builder = batches, train_set, val_set, builder
         self.steps, self.eval_every, self.batch_size = len(batches), eval_every, batch_size
         self.window, self.best, self.best_state, self.last_row = [], float("inf"), None, 0.0
         self.cache_val, self.val_batches = cache_val, None
+        self.bn_calibration, self.calib_batches = bn_calibration, None
 
-    def validate(self) -> dict:
-        """:func:`evaluate_in_order` on the validation set; with ``cache_val`` its batches (APRs and
-        their tables, or pixel tensors) are prepared at the first evaluation and kept."""
+    def evaluated_model(self):
+        """The model an evaluation measures: the training model itself, or with ``bn_calibration`` a
+        copy whose batch-norm statistics are recomputed (:func:`recalibrate_bn`) over the first
+        ``bn_calibration`` batches of the training set in order (all of it if smaller; prepared at the
+        first evaluation and kept). The training model, its running statistics and the RNG are untouched."""
+        if not self.bn_calibration:
+            return self.model
+        if self.calib_batches is None:
+            n = min(len(self.train_set), self.bn_calibration * self.batch_size)
+            ds = _IndexBatches(self.train_set, [np.arange(i, min(i + self.batch_size, n))
+                                                for i in range(0, n, self.batch_size)], self.builder)
+            self.calib_batches = [ds[i] for i in range(len(ds))]
+        return recalibrate_bn(copy.deepcopy(self.model), self.calib_batches)
+
+    def validate(self, model) -> dict:
+        """:func:`evaluate_in_order` of ``model`` on the validation set; with ``cache_val`` its batches
+        (APRs and their tables, or pixel tensors) are prepared at the first evaluation and kept."""
         if not self.cache_val:
-            return evaluate_in_order(self.model, self.val_set, self.builder, self.batch_size)
+            return evaluate_in_order(model, self.val_set, self.builder, self.batch_size)
         if self.val_batches is None:
             ds = _in_order(self.val_set, self.builder, self.batch_size)
             self.val_batches = [ds[i] for i in range(len(ds))]
-        return evaluate(self.model, self.val_batches)
+        return evaluate(model, self.val_batches)
 
     def resumable(self, st):
         i = st["next_iteration"]
@@ -461,7 +478,8 @@ class _Fixed(_Run):
         it = step + 1
         if it % self.eval_every and it != self.steps:
             return False
-        val = self.validate()
+        evaluated = self.evaluated_model()
+        val = self.validate(evaluated)
         w = self.window
         self.rows.append({"iteration": it, "train_loss": float(np.mean([r[0] for r in w])),
                           "train_accuracy": float(np.mean([r[1] for r in w])),
@@ -471,7 +489,7 @@ class _Fixed(_Run):
         self.window = []
         if val["loss"] < self.best:
             self.best = val["loss"]
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
         return True
 
 
@@ -548,7 +566,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
                 lr: float = 5e-4, weight_decay: float = 0.0, eval_every: int = 50, seed: int = 0,
                 checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
                 num_workers: int = 0, progress: bool = True, desc: str = "train",
-                cache_val: bool = False) -> tuple[pd.DataFrame, dict]:
+                cache_val: bool = False, bn_calibration: int | None = None) -> tuple[pd.DataFrame, dict]:
     """Train on a fixed dataset (reshuffled each epoch) and keep the model with the minimum
     validation loss (thesis 4.1.3.4). Returns (metrics, best state_dict); metrics has one row per
     evaluation: iteration, train loss/accuracy since the last evaluation, validation loss/accuracy,
@@ -562,7 +580,14 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     ``n_iterations``); a run's final evaluation off that grid is one a longer run does not make, so
     its checkpoint is not extended. A checkpoint beyond the budget is not resumed. ``cache_val`` keeps
     the prepared validation batches in memory from the first evaluation on (the same results, without
-    forming the APRs and their tables again at every evaluation; memory: the whole prepared set)."""
+    forming the APRs and their tables again at every evaluation; memory: the whole prepared set).
+
+    ``bn_calibration`` (a number of batches): each evaluation measures a copy of the model whose
+    batch-norm statistics are the population statistics of the first ``bn_calibration`` batches of
+    ``train_set`` in order (:func:`aprlib.train.recalibrate_bn`) instead of the running averages
+    tracked in training, and the kept model carries those statistics. Training itself is unchanged
+    (the same steps, bitwise). Recorded in the checkpoint's settings: a checkpoint written without it
+    is not resumed with it."""
     if n_iterations < 1 or eval_every < 1:
         raise ValueError("n_iterations and eval_every must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -575,8 +600,12 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     header = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
               "n_val": len(val_set)}
+    if bn_calibration is not None:
+        if isinstance(bn_calibration, bool) or not isinstance(bn_calibration, int) or bn_calibration < 1:
+            raise ValueError(f"bn_calibration must be a positive number of batches or None, got {bn_calibration!r}")
+        header["bn_calibration"] = bn_calibration
     run = _Fixed(model, batches, train_set, val_set, batch_builder(spec, model), eval_every, batch_size, header,
-                 cache_val=cache_val)
+                 cache_val=cache_val, bn_calibration=bn_calibration)
     _fit(opt, run, _as_checkpoint(checkpoint), checkpoint_every_s, num_workers, progress, desc)
     return _table(run.rows), run.best_state
 
