@@ -58,17 +58,21 @@ def test_fixed_training_keeps_the_minimum_validation_loss_model():
     assert evaluate(model, val_batch)["loss"] == pytest.approx(metrics.val_loss.min(), rel=1e-4)
 
 
-def test_fixed_training_resumes_exactly(tmp_path):
-    """A run interrupted after an evaluation (where checkpoints are written) and resumed gives the
-    straight run's metrics and selected model; dropout makes the restored torch RNG matter."""
-    train = SyntheticShapes(18, seed=8, size=SIZE)
-    val = SyntheticShapes(6, seed=9, size=SIZE)
-
+def _fixed_case():
+    """A small fixed-dataset run with dropout (the restored torch RNG matters): training and validation
+    sets, a fresh seeded model per call, and train_fixed's settings."""
     def model():
         torch.manual_seed(0)
         return apr_network("A", "same", spatial_dropout=0.3, dropout=0.5)
 
     kw = dict(batch_size=6, eval_every=2, lr=3e-3, weight_decay=1e-4, seed=2, progress=False)
+    return SyntheticShapes(18, seed=8, size=SIZE), SyntheticShapes(6, seed=9, size=SIZE), model, kw
+
+
+def test_fixed_training_resumes_exactly(tmp_path):
+    """A run interrupted after an evaluation (where checkpoints are written) and resumed gives the
+    straight run's metrics and selected model; dropout makes the restored torch RNG matter."""
+    train, val, model, kw = _fixed_case()
     ref, ref_best = train_fixed(model(), train, val, InputSpec("apr"), n_iterations=6, **kw)
     ckpt = tmp_path / "fixed.ckpt"
     train_fixed(model(), train, val, InputSpec("apr"), n_iterations=4, checkpoint=ckpt, checkpoint_every_s=0, **kw)
@@ -87,14 +91,7 @@ def test_fixed_training_with_bn_calibration(tmp_path):
     statistics are those of the first training batches (the kept model carries them); a checkpoint
     written without it is not resumed with it."""
     from aprlib.train import batch_norms, recalibrate_bn
-    train = SyntheticShapes(18, seed=8, size=SIZE)
-    val = SyntheticShapes(6, seed=9, size=SIZE)
-
-    def model():
-        torch.manual_seed(0)
-        return apr_network("A", "same", spatial_dropout=0.3, dropout=0.5)
-
-    kw = dict(batch_size=6, eval_every=2, lr=3e-3, weight_decay=1e-4, seed=2, progress=False)
+    train, val, model, kw = _fixed_case()
     plain_model = model()  # each made just before its run: dropout draws from the torch RNG model() seeds
     plain, _ = train_fixed(plain_model, train, val, InputSpec("apr"), n_iterations=6, **kw)
     cal_model = model()
