@@ -96,3 +96,16 @@ def test_swing_trace_rows_and_training():
     assert len(batch_norms(net)) == 1
     with pytest.raises(ValueError, match="batches, 8 needed"):
         swing_trace(net, opt, _Set(), order, _batches(), _batches(), builder, 2, 0, 4)
+
+
+def test_command_refuses_a_missing_or_foreign_checkpoint(tmp_path, capsys):
+    from aprbook.eval_swings import main
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "absent.ckpt")])
+    assert "no checkpoint file" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"checkpoint": {"config": {"params": {"id": "Pix_B_px256_s1"}}}}, foreign)
+    with pytest.raises(SystemExit):
+        main([str(foreign), "--results-dir", str(tmp_path / "results")])
+    assert "not the checkpoint of a finite_converged book run" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
