@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from aprlib.train import batch_builder, batch_norms, evaluate, recalibrate_bn
 from aprlib.train.loops import _IndexBatches, _step
 
-__all__ = ["evaluate_batch_stats", "swing_trace", "prepared", "trace_finite_run"]
+__all__ = ["evaluate_batch_stats", "swing_trace", "prepared", "trace_finite_run", "calibration_sensitivity"]
 
 
 @torch.no_grad()
@@ -88,21 +88,15 @@ def prepared(dataset, indices, builder, batch_size: int) -> list:
 
 
 
-def trace_finite_run(run: dict, cfg: dict, checkpoint_path, n_evals: int = 8, val_per_class: int = 200,
-                     n_calib_batches: int = 20) -> pd.DataFrame:
-    """:func:`swing_trace` for a stored Fig 4.6 run (``run`` of :func:`aprbook.runs.finite_runs`, ``cfg``
-    its profile): load its checkpoint (model, optimizer and torch RNG, ``torch.load(weights_only=True)``;
-    the checkpoint must be this run's: its saved settings are compared), continue along the batch
-    order the run would have trained next (:func:`aprlib.train.train_fixed`'s order from the run's
-    seed) and evaluate every ``finite_eval_every`` iterations on the first ``val_per_class`` images
-    per class of the run's validation set. The recalibration batches are the run's first
-    ``n_calib_batches`` training batches of the continuation's own order (training images only)."""
+def _restore_run(run: dict, cfg: dict, checkpoint_path):
+    """The model (weights, running statistics), optimizer, torch RNG and saved state of a stored Fig 4.6
+    run's checkpoint (``torch.load(weights_only=True)``; its saved settings must be ``run``'s and
+    ``cfg``'s), with the run's batch builder, training prefix and datasets."""
     from aprlib.data.synthetic import NUM_CLASSES
     from aprlib.train import InputSpec
-    from .runs import _networks, _Prefix, finite_datasets, finite_eval_every
+    from .runs import _networks, _Prefix, finite_datasets
     state = torch.load(checkpoint_path, weights_only=True)
-    header = state.get("checkpoint", {})
-    params = header.get("config", {}).get("params", {})
+    params = state.get("checkpoint", {}).get("config", {}).get("params", {})
     mismatch = [k for k in ("id", "per_class", "seed", "lr", "weight_decay", "rel_error", "normalise")
                 if k in params and k in {**cfg, **run} and params[k] != {**cfg, **run}[k]]
     if mismatch:
@@ -117,9 +111,21 @@ def trace_finite_run(run: dict, cfg: dict, checkpoint_path, n_evals: int = 8, va
     torch.set_rng_state(state["torch_rng"])
     spec = (InputSpec("pixel", normalise=cfg.get("normalise")) if pixel
             else InputSpec("apr", rel_error=cfg["rel_error"], normalise=cfg.get("normalise")))
-    builder = batch_builder(spec, model)
     data = finite_datasets(cfg)
-    train = _Prefix(data["train"], NUM_CLASSES * run["per_class"])
+    return model, opt, state, batch_builder(spec, model), _Prefix(data["train"], NUM_CLASSES * run["per_class"]), data
+
+
+def trace_finite_run(run: dict, cfg: dict, checkpoint_path, n_evals: int = 8, val_per_class: int = 200,
+                     n_calib_batches: int = 20) -> pd.DataFrame:
+    """:func:`swing_trace` for a stored Fig 4.6 run (``run`` of :func:`aprbook.runs.finite_runs`, ``cfg``
+    its profile): load its checkpoint (:func:`_restore_run`), continue along the batch order the run
+    would have trained next (:func:`aprlib.train.train_fixed`'s order from the run's seed) and
+    evaluate every ``finite_eval_every`` iterations on the first ``val_per_class`` images per class of
+    the run's validation set. The recalibration batches are the first ``n_calib_batches`` batches of
+    the continuation's own order (training images only)."""
+    from aprlib.data.synthetic import NUM_CLASSES
+    from .runs import finite_eval_every
+    model, opt, state, builder, train, data = _restore_run(run, cfg, checkpoint_path)
     every, start = finite_eval_every(cfg, run["per_class"]), int(state["next_iteration"])
     n_total, bs = start + every * n_evals, cfg["batch_size"]
     rng = np.random.default_rng(run["seed"])
@@ -129,6 +135,37 @@ def trace_finite_run(run: dict, cfg: dict, checkpoint_path, n_evals: int = 8, va
     calib = [_IndexBatches(train, batches[start:start + n_calib_batches], builder)[i] for i in range(n_calib_batches)]
     out = swing_trace(model, opt, train, batches[start:], val, calib, builder, every, start, n_evals)
     return out.assign(run=run["id"])
+
+
+def calibration_sensitivity(run: dict, cfg: dict, checkpoint_path, sizes=(1, 2, 5, 10, 20), val_per_class: int = 200
+                            ) -> pd.DataFrame:
+    """How the recalibrated validation loss of a stored run's checkpointed model depends on the
+    calibration set: for each ``k`` in ``sizes``, the statistics of the first ``k`` training batches
+    in order (the rule of ``bn_calibration``) and of the ``k`` batches that follow them (other
+    images), where the training set has them. One row per (first_batch, n_batches) with the
+    validation loss and accuracy; a row with ``n_batches`` 0 is the model's running averages."""
+    from aprlib.data.synthetic import NUM_CLASSES
+    model, _, state, builder, train, data = _restore_run(run, cfg, checkpoint_path)
+    bs = cfg["batch_size"]
+    val = prepared(data["val"], np.arange(NUM_CLASSES * val_per_class), builder, bs)
+    n_batches = len(train) // bs
+    cache = {}
+
+    def batch(i):
+        if i not in cache:
+            cache[i] = _IndexBatches(train, [np.arange(i * bs, (i + 1) * bs)], builder)[0]
+        return cache[i]
+
+    res = evaluate(model, val)
+    rows = [{"first_batch": 0, "n_batches": 0, "val_loss": res["loss"], "val_accuracy": res["accuracy"]}]
+    for k in sizes:
+        for first in (0, k):
+            if first + k > n_batches:
+                continue
+            m = recalibrate_bn(copy.deepcopy(model), [batch(i) for i in range(first, first + k)])
+            res = evaluate(m, val)
+            rows.append({"first_batch": first, "n_batches": k, "val_loss": res["loss"], "val_accuracy": res["accuracy"]})
+    return pd.DataFrame(rows).assign(run=run["id"], iteration=int(state["next_iteration"]))
 
 
 def main(argv=None) -> int:
@@ -150,6 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument("--val-per-class", type=int, default=200)
     ap.add_argument("--calib-batches", type=int, default=20)
     ap.add_argument("--results-dir", type=Path, default=Path("results"))
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="instead: calibration_sensitivity of the checkpointed model (results/finite_converged/"
+                         "eval_calibration/book/calibration.csv)")
     a = ap.parse_args(argv)
     if not a.checkpoint.is_file():
         ap.error(f"no checkpoint file {a.checkpoint}")
@@ -159,7 +199,19 @@ def main(argv=None) -> int:
     run = next((r for r in finite_runs(cfg) if r["id"] == run_id), None)
     if run is None:
         ap.error(f"{a.checkpoint} is not the checkpoint of a finite_converged book run (its id: {run_id!r})")
-    params = {"run": run_id, "checkpoint_sha256": hashlib.sha256(a.checkpoint.read_bytes()).hexdigest(),
+    sha = hashlib.sha256(a.checkpoint.read_bytes()).hexdigest()
+    seeds = {"init_and_order": run["seed"], "data": cfg["data_seed"]}
+    if a.sensitivity:
+        store = ResultStore(a.results_dir, "finite_converged/eval_calibration", "book",
+                            {"run": run_id, "checkpoint_sha256": sha, "val_per_class": a.val_per_class},
+                            notebook="notebooks/06_finite_datasets.ipynb")
+        store.start()
+        df = calibration_sensitivity(run, cfg, a.checkpoint, val_per_class=a.val_per_class)
+        store.save_table("calibration", df)
+        store.finish(seeds=seeds)
+        print(df.round(3).to_string())
+        return 0
+    params = {"run": run_id, "checkpoint_sha256": sha,
               "n_evals": a.n_evals, "val_per_class": a.val_per_class, "calib_batches": a.calib_batches}
     store = ResultStore(a.results_dir, "finite_converged/eval_swings", "book", params,
                         notebook="notebooks/06_finite_datasets.ipynb")
@@ -167,8 +219,7 @@ def main(argv=None) -> int:
     df = trace_finite_run(run, cfg, a.checkpoint, n_evals=a.n_evals, val_per_class=a.val_per_class,
                           n_calib_batches=a.calib_batches)
     store.save_table("swings", df)
-    store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]},
-                 extra={"source_iteration": int(df.iteration.iloc[0])})
+    store.finish(seeds=seeds, extra={"source_iteration": int(df.iteration.iloc[0])})
     print(df.round(3).to_string())
     return 0
 

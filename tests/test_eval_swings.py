@@ -109,3 +109,24 @@ def test_command_refuses_a_missing_or_foreign_checkpoint(tmp_path, capsys):
         main([str(foreign), "--results-dir", str(tmp_path / "results")])
     assert "not the checkpoint of a finite_converged book run" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_trace_and_sensitivity_of_a_stored_smoke_run(tmp_path):
+    """Both diagnoses run on the archived checkpoint of a real (smoke) Fig 4.6 run; a checkpoint of
+    another run is refused."""
+    from aprbook.eval_swings import calibration_sensitivity, trace_finite_run
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_finite, finite_runs
+    cfg = profile_settings("finite_converged", "smoke")
+    run = next(r for r in finite_runs(cfg) if r["network"] == "APR_B" and r["per_class"] == 2)
+    compute_finite(run, cfg, "smoke", tmp_path / "results", tmp_path / "ckpt", progress=False)
+    ckpt = next((tmp_path / "ckpt").rglob(f"{run['id']}-*.ckpt"))
+    trace = trace_finite_run(run, cfg, ckpt, n_evals=2, val_per_class=1, n_calib_batches=1)
+    assert len(trace) == 3 and trace.iteration.diff().dropna().nunique() == 1
+    assert trace.filter(like="val_loss").notna().all(axis=None)
+    sens = calibration_sensitivity(run, cfg, ckpt, sizes=(1,), val_per_class=1)
+    assert sens[["first_batch", "n_batches"]].values.tolist() == [[0, 0], [0, 1], [1, 1]]
+    assert sens.iteration.nunique() == 1
+    other = next(r for r in finite_runs(cfg) if r["id"] != run["id"])
+    with pytest.raises(ValueError, match="is not run"):
+        trace_finite_run(other, cfg, ckpt, n_evals=1)
