@@ -1,8 +1,9 @@
 """Why the validation loss of a Fig 4.6 run swings between evaluations (issue 13).
 
-A finite-data run is evaluated in evaluation mode: batch normalisation uses its running
-statistics (exponential averages, momentum 0.1, of the training batches' statistics) and dropout
-is off. Their validation loss jumps between evaluations a few dozen iterations apart (APR_B at
+A finite-data run without ``bn_calibration`` (:func:`aprlib.train.train_fixed`; the Fig 4.6 reruns
+before commit 8d9ddde, and the first fixed-budget runs) is evaluated in evaluation mode: batch
+normalisation uses its running statistics (exponential averages, momentum 0.1, of the training
+batches' statistics) and dropout is off. Their validation loss jumps between evaluations a few dozen iterations apart (APR_B at
 200 per class: 0.73, 2.48, 1.13) while the training loss falls smoothly. :func:`swing_trace`
 continues a stored run from its checkpoint and, at each evaluation, measures the validation loss
 three ways on the same model and the same images:
