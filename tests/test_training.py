@@ -118,6 +118,9 @@ def test_fixed_training_with_bn_calibration(tmp_path):
     np.testing.assert_allclose(resumed.val_loss, cal.val_loss, rtol=1e-5)  # restarted, not resumed
     with pytest.raises(ValueError, match="bn_calibration"):
         train_fixed(model(), train, val, InputSpec("apr"), n_iterations=2, bn_calibration=0, **kw)
+    with pytest.raises(ValueError, match="no batch normalisation"):  # before any training step
+        train_fixed(apr_network("A", "same").features[0][0], train, val, InputSpec("apr"), n_iterations=2,
+                    bn_calibration=1, **kw)
 
 
 def test_finite_runs_smoke(tmp_path):

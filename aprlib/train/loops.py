@@ -35,7 +35,7 @@ from ..apr.formation import APRParameters, form_apr
 from ..apr.structure import APR
 from ..nn.prepare import layer_entries
 from ..ops.plans import build_tables
-from .batchnorm import recalibrate_bn
+from .batchnorm import batch_norms, recalibrate_bn
 from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_checkpoint
 
 #: The values of :attr:`InputSpec.normalise`.
@@ -603,6 +603,8 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     if bn_calibration is not None:
         if isinstance(bn_calibration, bool) or not isinstance(bn_calibration, int) or bn_calibration < 1:
             raise ValueError(f"bn_calibration must be a positive number of batches or None, got {bn_calibration!r}")
+        if not batch_norms(model):
+            raise ValueError("bn_calibration recomputes batch-norm statistics, but the model has no batch normalisation")
         header["bn_calibration"] = bn_calibration
     run = _Fixed(model, batches, train_set, val_set, batch_builder(spec, model), eval_every, batch_size, header,
                  cache_val=cache_val, bn_calibration=bn_calibration)
