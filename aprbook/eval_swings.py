@@ -25,30 +25,21 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from aprlib.train import batch_builder, batch_norms, evaluate, recalibrate_bn
-from aprlib.train.loops import _IndexBatches, _step
+from aprlib.train.loops import _IndexBatches, _step, fixed_batch_order, prepared_in_order
 
-__all__ = ["evaluate_batch_stats", "swing_trace", "prepared", "trace_finite_run", "calibration_sensitivity"]
+__all__ = ["evaluate_batch_stats", "swing_trace", "trace_finite_run", "calibration_sensitivity"]
 
 
-@torch.no_grad()
 def evaluate_batch_stats(model: nn.Module, batches) -> dict:
-    """Mean cross-entropy loss and accuracy over ``batches`` with batch normalisation on each batch's
-    own statistics and dropout off (on a copy: ``model`` and its running statistics are untouched)."""
-    m = copy.deepcopy(model).eval()
+    """:func:`aprlib.train.evaluate` with batch normalisation on each batch's own statistics and dropout
+    off: on a copy whose batch norms keep no running statistics (torch then normalises with the
+    batch's in evaluation mode); ``model`` is untouched."""
+    m = copy.deepcopy(model)
     for bn in batch_norms(m):
-        bn.train()
-    total, loss_sum, correct = 0, 0.0, 0
-    for inputs, labels in batches:
-        logits = m(inputs)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(1) == labels).sum())
-        total += len(labels)
-    if total == 0:
-        raise ValueError("evaluate_batch_stats needs at least one batch")
-    return {"loss": loss_sum / total, "accuracy": correct / total, "n": total}
+        bn.track_running_stats, bn.running_mean, bn.running_var = False, None, None
+    return evaluate(m, batches)
 
 
 def swing_trace(model: nn.Module, optimizer, train_set, train_order: list[np.ndarray], val_batches: list,
@@ -81,21 +72,12 @@ def swing_trace(model: nn.Module, optimizer, train_set, train_order: list[np.nda
     return pd.DataFrame(rows)
 
 
-def prepared(dataset, indices, builder, batch_size: int) -> list:
-    """The ``(inputs, labels)`` batches of ``dataset``'s items ``indices`` in order, built once."""
-    idx = np.asarray(indices)
-    ds = _IndexBatches(dataset, [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)], builder)
-    return [ds[i] for i in range(len(ds))]
-
-
-
 def _restore_run(run: dict, cfg: dict, checkpoint_path):
     """The model (weights, running statistics), optimizer, torch RNG and saved state of a stored Fig 4.6
     run's checkpoint (``torch.load(weights_only=True)``; its saved settings must be ``run``'s and
     ``cfg``'s), with the run's batch builder, training prefix and datasets."""
     from aprlib.data.synthetic import NUM_CLASSES
-    from aprlib.train import InputSpec
-    from .runs import _networks, _Prefix, finite_datasets
+    from .runs import _Prefix, finite_datasets, finite_network
     state = torch.load(checkpoint_path, weights_only=True)
     params = state.get("checkpoint", {}).get("config", {}).get("params", {})
     mismatch = [k for k in ("id", "per_class", "seed", "lr", "weight_decay", "rel_error", "normalise")
@@ -103,15 +85,11 @@ def _restore_run(run: dict, cfg: dict, checkpoint_path):
     if mismatch:
         raise ValueError(f"checkpoint {checkpoint_path} is not run {run['id']} of this profile "
                          f"(differs in {', '.join(mismatch)})")
-    pixel = run["network"].startswith("Pix")
-    model = _networks("B", "pixel" if pixel else "full", channels_last=run.get("channels_last", False),
-                      spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
+    model, spec = finite_network(run, cfg)
     model.load_state_dict(state["model"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
-    spec = (InputSpec("pixel", normalise=cfg.get("normalise")) if pixel
-            else InputSpec("apr", rel_error=cfg["rel_error"], normalise=cfg.get("normalise")))
     data = finite_datasets(cfg)
     return model, opt, state, batch_builder(spec, model), _Prefix(data["train"], NUM_CLASSES * run["per_class"]), data
 
@@ -129,11 +107,10 @@ def trace_finite_run(run: dict, cfg: dict, checkpoint_path, n_evals: int = 8, va
     model, opt, state, builder, train, data = _restore_run(run, cfg, checkpoint_path)
     every, start = finite_eval_every(cfg, run["per_class"]), int(state["next_iteration"])
     n_total, bs = start + every * n_evals, cfg["batch_size"]
-    rng = np.random.default_rng(run["seed"])
-    order = np.concatenate([rng.permutation(len(train)) for _ in range(-(-n_total * bs // len(train)) + 1)])
-    batches = [order[i * bs:(i + 1) * bs] for i in range(n_total)]
-    val = prepared(data["val"], np.arange(NUM_CLASSES * val_per_class), builder, bs)
-    calib = [_IndexBatches(train, batches[start:start + n_calib_batches], builder)[i] for i in range(n_calib_batches)]
+    batches = fixed_batch_order(len(train), n_total, bs, run["seed"])
+    val = prepared_in_order(data["val"], builder, bs, NUM_CLASSES * val_per_class)
+    calib_set = _IndexBatches(train, batches[start:start + n_calib_batches], builder)
+    calib = [calib_set[i] for i in range(len(calib_set))]
     out = swing_trace(model, opt, train, batches[start:], val, calib, builder, every, start, n_evals)
     return out.assign(run=run["id"])
 
@@ -148,22 +125,17 @@ def calibration_sensitivity(run: dict, cfg: dict, checkpoint_path, sizes=(1, 2, 
     from aprlib.data.synthetic import NUM_CLASSES
     model, _, state, builder, train, data = _restore_run(run, cfg, checkpoint_path)
     bs = cfg["batch_size"]
-    val = prepared(data["val"], np.arange(NUM_CLASSES * val_per_class), builder, bs)
+    val = prepared_in_order(data["val"], builder, bs, NUM_CLASSES * val_per_class)
     n_batches = len(train) // bs
-    cache = {}
-
-    def batch(i):
-        if i not in cache:
-            cache[i] = _IndexBatches(train, [np.arange(i * bs, (i + 1) * bs)], builder)[0]
-        return cache[i]
-
+    # every training batch a calibration below uses: the first 2 * max(sizes), whole batches only
+    calib = prepared_in_order(train, builder, bs, min(n_batches, 2 * max(sizes)) * bs)
     res = evaluate(model, val)
     rows = [{"first_batch": 0, "n_batches": 0, "val_loss": res["loss"], "val_accuracy": res["accuracy"]}]
     for k in sizes:
         for first in (0, k):
             if first + k > n_batches:
                 continue
-            m = recalibrate_bn(copy.deepcopy(model), [batch(i) for i in range(first, first + k)])
+            m = recalibrate_bn(copy.deepcopy(model), calib[first:first + k])
             res = evaluate(m, val)
             rows.append({"first_batch": first, "n_batches": k, "val_loss": res["loss"], "val_accuracy": res["accuracy"]})
     return pd.DataFrame(rows).assign(run=run["id"], iteration=int(state["next_iteration"]))

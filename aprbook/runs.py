@@ -298,6 +298,18 @@ def _best_iteration(metrics: pd.DataFrame, budget: int | None = None) -> int:
     return int(m.iteration.iloc[int(np.argmin(m.val_loss.to_numpy()))])
 
 
+def finite_network(run: dict, cfg: dict):
+    """(network, InputSpec) of a run of :func:`finite_runs`: APR_B or Pix_B with the profile's dropout,
+    on APRs at ``cfg['rel_error']`` or on pixels; initialised from the torch RNG as it stands."""
+    variant = "pixel" if run["network"].startswith("Pix") else "full"
+    model = _networks("B", variant, channels_last=run.get("channels_last", False),
+                      spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
+    norm = cfg.get("normalise")
+    spec = (InputSpec("pixel", normalise=norm) if variant == "pixel"
+            else InputSpec("apr", rel_error=cfg["rel_error"], normalise=norm))
+    return model, spec
+
+
 def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None
                ) -> tuple[pd.DataFrame, ...]:
     """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``),
@@ -306,12 +318,7 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
     class and predicted class)."""
     from aprlib.data.synthetic import CLASS_NAMES, NUM_CLASSES
     torch.manual_seed(run["seed"])
-    family, variant = "B", ("pixel" if run["network"].startswith("Pix") else "full")
-    model = _networks(family, variant, channels_last=run.get("channels_last", False),
-                      spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
-    norm = cfg.get("normalise")
-    spec = (InputSpec("pixel", normalise=norm) if variant == "pixel"
-            else InputSpec("apr", rel_error=cfg["rel_error"], normalise=norm))
+    model, spec = finite_network(run, cfg)
     data = finite_datasets(cfg)
     train = _Prefix(data["train"], NUM_CLASSES * run["per_class"])
     metrics, best = train_fixed(model, train, data["val"], spec, n_iterations or cfg["n_iterations"],

@@ -270,10 +270,26 @@ def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) ->
     return evaluate(model, (ds[i] for i in range(len(ds))))
 
 
-def _in_order(dataset, builder: BatchBuilder, batch_size: int) -> _IndexBatches:
-    """``dataset`` in order, in batches of ``batch_size`` (the last may be smaller)."""
-    n = len(dataset)
+def _in_order(dataset, builder: BatchBuilder, batch_size: int, n: int | None = None) -> _IndexBatches:
+    """The first ``n`` items of ``dataset`` (default all) in order, in batches of ``batch_size`` (the
+    last may be smaller)."""
+    n = len(dataset) if n is None else min(n, len(dataset))
     return _IndexBatches(dataset, [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], builder)
+
+
+def prepared_in_order(dataset, builder: BatchBuilder, batch_size: int, n: int | None = None) -> list:
+    """The ``(inputs, labels)`` batches of :func:`_in_order`, built once and kept in a list."""
+    ds = _in_order(dataset, builder, batch_size, n)
+    return [ds[i] for i in range(len(ds))]
+
+
+def fixed_batch_order(n_items: int, n_iterations: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """The item indices of each of the ``n_iterations`` batches of :func:`train_fixed`: permutations of
+    ``range(n_items)`` drawn one after another from ``seed`` and cut into batches, so that a longer
+    budget has the same first batches."""
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(n_items) for _ in range(-(-n_iterations * batch_size // n_items) + 1)])
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(n_iterations)]
 
 
 
@@ -434,10 +450,8 @@ class _Fixed(_Run):
         if not self.bn_calibration:
             return self.model
         if self.calib_batches is None:
-            n = min(len(self.train_set), self.bn_calibration * self.batch_size)
-            ds = _IndexBatches(self.train_set, [np.arange(i, min(i + self.batch_size, n))
-                                                for i in range(0, n, self.batch_size)], self.builder)
-            self.calib_batches = [ds[i] for i in range(len(ds))]
+            self.calib_batches = prepared_in_order(self.train_set, self.builder, self.batch_size,
+                                                   self.bn_calibration * self.batch_size)
         return recalibrate_bn(copy.deepcopy(self.model), self.calib_batches)
 
     def validate(self, model) -> dict:
@@ -446,8 +460,7 @@ class _Fixed(_Run):
         if not self.cache_val:
             return evaluate_in_order(model, self.val_set, self.builder, self.batch_size)
         if self.val_batches is None:
-            ds = _in_order(self.val_set, self.builder, self.batch_size)
-            self.val_batches = [ds[i] for i in range(len(ds))]
+            self.val_batches = prepared_in_order(self.val_set, self.builder, self.batch_size)
         return evaluate(model, self.val_batches)
 
     def resumable(self, st):
@@ -592,10 +605,7 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
         raise ValueError("n_iterations and eval_every must be positive")
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError("train_set and val_set must not be empty")
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(len(train_set)) for _ in range(
-        -(-n_iterations * batch_size // len(train_set)) + 1)])
-    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_iterations)]
+    batches = fixed_batch_order(len(train_set), n_iterations, batch_size, seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     header = {"loop": "fixed", "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
               "eval_every": eval_every, "seed": seed, "spec": dataclasses.asdict(spec), "n_train": len(train_set),
