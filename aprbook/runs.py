@@ -183,12 +183,45 @@ def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n
                           checkpoint=checkpoint, progress=progress, desc=run["id"])
 
 
+def staged_store(make, params: dict, stages, trained: str, stopped: str) -> ResultStore:
+    """The result store of a run in stages (``params['budgets']``: a ladder of budgets), built by
+    ``make(params)``; ``stages(ladder)`` gives a ladder's budgets as the run trains them.
+
+    A run stops at the first budget at which it is done (converged, or trained out) or at the last;
+    its store records the ladder it ran under. A stored run that stopped early, at budget k of its
+    ladder, is the run any ladder with the same first k budgets gives (every check up to that
+    budget is the same): its store, under the ladder it recorded, is returned for such a ladder, so
+    lengthening the ladder leaves it fresh. The provenance names the budget it stopped at
+    (``trained``: iterations or batches) and whether it stopped early (``stopped``). Otherwise (no
+    such stored run, or one that spent its whole ladder: a longer ladder extends it from its
+    archived checkpoint) the store under ``params`` is returned."""
+    store = make(params)
+    if store.fresh or "budgets" not in params:
+        return store
+    prov = store.provenance() or {}
+    old = prov.get("params") or {}
+    ladder = old.get("budgets")
+    if (not prov.get(stopped) or not isinstance(ladder, list)
+            or {k: v for k, v in old.items() if k != "budgets"} != {k: v for k, v in params.items() if k != "budgets"}):
+        return store
+    ran, want = stages(ladder), stages(params["budgets"])
+    k = ran.index(prov.get(trained)) + 1 if prov.get(trained) in ran else None
+    if k is None or ran[:k] != want[:k]:
+        return store
+    earlier = make({**params, "budgets": ladder})
+    return earlier if earlier.fresh else store
+
+
 def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
-    """The result store of one streamed run (with ``cfg['budgets']``, they stand for ``n_batches``)."""
+    """The result store of one streamed run (with ``cfg['budgets']``, they stand for ``n_batches``,
+    and a run stored as converged under a shorter ladder of the same first budgets stays fresh:
+    :func:`staged_store`)."""
     keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_batches", "lr", "normalise")
     params = {**run, **{k: cfg[k] for k in keys if k in cfg}}
     experiment = cfg.get("experiment", "streamed_training")
-    return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=STREAMED_NOTEBOOK)
+    return staged_store(lambda p: ResultStore(results_dir, f"{experiment}/{run['id']}", profile, p,
+                                              notebook=STREAMED_NOTEBOOK),
+                        params, lambda ladder: [int(b) for b in ladder], "batches_trained", "converged")
 
 
 def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
@@ -344,12 +377,17 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
 
 def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
     """The result store of one finite-dataset run (with ``cfg['budgets']``, they stand for
-    ``n_iterations``; the run's evaluation interval is recorded as ``eval_every``)."""
+    ``n_iterations``, and a run stored as trained out under a shorter ladder of the same first
+    budgets stays fresh: :func:`staged_store`; the run's evaluation interval is recorded as
+    ``eval_every``)."""
     keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_iterations", "lr", "weight_decay",
             "eval_per_class", "data_seed", "rel_error", "spatial_dropout", "dropout", "normalise", "bn_calibration")
     params = {**run, **{k: cfg[k] for k in keys if k in cfg}, "eval_every": finite_eval_every(cfg, run["per_class"])}
     experiment = cfg.get("experiment", "finite_datasets")
-    return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=FINITE_NOTEBOOK)
+    return staged_store(lambda p: ResultStore(results_dir, f"{experiment}/{run['id']}", profile, p,
+                                              notebook=FINITE_NOTEBOOK),
+                        params, lambda ladder: finite_budgets({**cfg, "budgets": ladder}, run["per_class"]),
+                        "iterations_trained", "kept_early")
 
 
 def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,

@@ -178,7 +178,7 @@ def test_staged_finite_runs(tmp_path):
         e = finite_eval_every(book, n)
         assert e <= max(1, 6 * n // book["batch_size"]) and e <= book["eval_every"]  # at least once per epoch
         assert all(b % e == 0 for b in finite_budgets(book, n))
-    assert finite_eval_every(book, 20) == 3 and finite_budgets(book, 100) == [608, 1200, 2400]
+    assert finite_eval_every(book, 20) == 3 and finite_budgets(book, 100) == [608, 1200, 2400, 4800, 9008]
     cfg = profile_settings("finite_converged", "smoke")
     run = finite_runs(cfg)[0]
     store = compute_finite(run, cfg, "smoke", tmp_path / "results", tmp_path / "ckpt", progress=False)
@@ -228,6 +228,61 @@ def test_staged_finite_run_resumes_a_checkpoint_past_its_first_budget(tmp_path, 
     np.testing.assert_array_equal(store.load_table("metrics")[cols], straight[0][cols])
     np.testing.assert_array_equal(store.load_table("test").accuracy, straight[1].accuracy)
     assert store.provenance()["iterations_trained"] == 3 and store.provenance()["kept_early"] is True
+
+
+def test_lengthening_the_budget_ladder_keeps_runs_that_stopped_early_and_extends_the_others(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """A run stored as trained out at a budget stays fresh under a longer ladder with the same budgets
+    up to it (not under one that changes them); a run that spent its whole ladder is extended by a
+    longer one from its archived checkpoint, to the result of a straight run under that ladder."""
+    import aprbook.learning_curves as lc
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_finite, finite_runs, finite_store, load_runs, run_finite
+    cfg = profile_settings("finite_converged", "smoke")
+    run = finite_runs(cfg)[0]
+    longer, other = {**cfg, "budgets": [3, 6, 12]}, {**cfg, "budgets": [4, 6, 12]}
+    cols = ["iteration", "train_loss", "val_loss"]
+
+    monkeypatch.setattr(lc, "kept_early", lambda best, n: n == 3)  # trained out at its first budget
+    a = tmp_path / "a"
+    compute_finite(run, cfg, "smoke", a / "results", a / "ck", progress=False)
+    kept = finite_store(run, longer, "smoke", a / "results")
+    assert kept.fresh and kept.params["budgets"] == [3, 6] and kept.provenance()["iterations_trained"] == 3
+    assert run["id"] in load_runs("finite_converged", "smoke", a / "results", a / "ck", cfg=longer).stores
+    assert not finite_store(run, other, "smoke", a / "results").fresh  # its first budget differs
+    monkeypatch.setattr(lc, "kept_early", lambda best, n: False)  # a run stored as not trained out:
+    store = compute_finite(run, cfg, "smoke", a / "results", a / "ck", recompute=True, progress=False)
+    assert store.provenance()["iterations_trained"] == 6 and not store.provenance()["kept_early"]
+    assert not finite_store(run, longer, "smoke", a / "results").fresh
+    capsys.readouterr()
+    store = compute_finite(run, longer, "smoke", a / "results", a / "ck", progress=False)
+    assert "resuming from" in capsys.readouterr().out  # extended from its archived checkpoint at 6
+    assert store.params["budgets"] == [3, 6, 12] and store.provenance()["iterations_trained"] == 12
+    straight = run_finite(run, cfg, progress=False, n_iterations=12)
+    np.testing.assert_array_equal(store.load_table("metrics")[cols], straight[0][cols])
+    np.testing.assert_array_equal(store.load_table("test").accuracy, straight[1].accuracy)
+    assert finite_store(run, longer, "smoke", a / "results").fresh
+    assert not finite_store(run, cfg, "smoke", a / "results").fresh  # the shorter ladder's run is gone
+
+
+def test_a_streamed_run_converged_early_stays_fresh_under_a_longer_ladder(tmp_path, monkeypatch):
+    """The same rule for the streamed runs: converged at a budget, fresh under any ladder with the
+    same budgets up to it; not converged, stale under a longer ladder."""
+    import aprbook.learning_curves as lc
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_streamed, streamed_runs, streamed_store
+    cfg = profile_settings("streamed_converged", "smoke")
+    run, first = streamed_runs(cfg)[0], cfg["budgets"][0]
+    longer = {**cfg, "budgets": [*cfg["budgets"], 2 * cfg["budgets"][-1]],
+              "n_batches": 2 * cfg["budgets"][-1]}
+    for ok, fresh in ((True, True), (False, False)):
+        monkeypatch.setattr(lc, "converged", lambda m, ok=ok: (ok, {"reason": "test"}))
+        where = tmp_path / str(ok)
+        store = compute_streamed(run, cfg, "smoke", where / "results", where / "ck", progress=False)
+        assert store.provenance()["batches_trained"] == (first if ok else cfg["budgets"][-1])
+        assert streamed_store(run, longer, "smoke", where / "results").fresh is fresh
+    assert not streamed_store(run, {**cfg, "budgets": [first + 1, *cfg["budgets"][1:]]}, "smoke",
+                              tmp_path / "True" / "results").fresh
 
 
 def test_accuracy_ci_is_wilson():
