@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from aprlib.train import batch_builder, batch_norms, evaluate, recalibrate_bn
-from aprlib.train.loops import _IndexBatches, _step, fixed_batch_order, prepared_in_order
+from aprlib.train import IndexBatches, fixed_batch_order, prepared_in_order, train_step
 
 __all__ = ["evaluate_batch_stats", "swing_trace", "trace_finite_run", "calibration_sensitivity"]
 
@@ -63,10 +63,10 @@ def swing_trace(model: nn.Module, optimizer, train_set, train_order: list[np.nda
                      "val_loss_batch_stats": bstat["loss"], "val_accuracy_batch_stats": bstat["accuracy"]})
 
     measure(float("nan"))
-    batches = _IndexBatches(train_set, train_order, builder)
+    batches = IndexBatches(train_set, train_order, builder)
     for e in range(n_evals):
         model.train()
-        losses = [_step(model, optimizer, *batches[e * eval_every + j])[0] for j in range(eval_every)]
+        losses = [train_step(model, optimizer, *batches[e * eval_every + j])[0] for j in range(eval_every)]
         it += eval_every
         measure(float(np.mean(losses)))
     return pd.DataFrame(rows)
@@ -109,7 +109,7 @@ def trace_finite_run(run: dict, cfg: dict, checkpoint_path, n_evals: int = 8, va
     n_total, bs = start + every * n_evals, cfg["batch_size"]
     batches = fixed_batch_order(len(train), n_total, bs, run["seed"])
     val = prepared_in_order(data["val"], builder, bs, NUM_CLASSES * val_per_class)
-    calib_set = _IndexBatches(train, batches[start:start + n_calib_batches], builder)
+    calib_set = IndexBatches(train, batches[start:start + n_calib_batches], builder)
     calib = [calib_set[i] for i in range(len(calib_set))]
     out = swing_trace(model, opt, train, batches[start:], val, calib, builder, every, start, n_evals)
     return out.assign(run=run["id"])

@@ -14,6 +14,9 @@ across sessions and processes:
 Command line: ``python -m aprbook.runs streamed|converged|finite|finite_converged|natural --profile book [RUN_ID ...]``
 computes the runs of a profile (those named, in the order named, else all), as notebooks 05, 06
 and 08 do; runs whose stored result is fresh are skipped, interrupted runs resume from checkpoints.
+Ctrl-C or SIGTERM stops it with a message and exit status 128 + the signal's number: while a run
+trains, after saving its checkpoint; otherwise (testing a kept model, storing) at once
+(:func:`stop_outside_training`).
 
 Checkpoints. A run's checkpoint belongs to one configuration: it is
 ``<checkpoint_dir>/<experiment>/<profile>/<run id>-<key>.ckpt``, where ``key``
@@ -44,6 +47,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +63,8 @@ from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
 
 __all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
-           "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural", "run_checkpoint"]
+           "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural", "run_checkpoint",
+           "staged_store", "stop_outside_training", "RunStopped"]
 
 STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
 FINITE_NOTEBOOK = "notebooks/06_finite_datasets.ipynb"
@@ -555,6 +560,37 @@ def load_runs(experiment: str, profile: str, results_dir, checkpoint_dir, train_
     return StoredRuns(cfg, runs, stores, missing)
 
 
+class RunStopped(Exception):
+    """A SIGINT or SIGTERM that reached ``python -m aprbook.runs`` outside a training loop (while a
+    run tests its kept model, or stores its result): ``signal``, the signal's name."""
+
+    def __init__(self, signum: int):
+        self.signal = signal.Signals(signum).name
+        super().__init__(f"{self.signal} outside training: stopped; its checkpoint holds the training done "
+                         f"(a store counts only once its provenance is written); run it again to resume")
+
+
+@contextlib.contextmanager
+def stop_outside_training():
+    """SIGINT and SIGTERM raise :class:`RunStopped` at once while this is active, except inside a
+    training loop with a checkpoint, which installs its own handler (it saves first) and restores
+    this one after. Without it a SIGTERM between a run's budgets killed the process silently. The
+    previous handlers are restored on leaving; main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise RunStopped(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def main(argv=None) -> None:
     import argparse
     from .profiles import check_options, profile_settings
@@ -583,10 +619,11 @@ def main(argv=None) -> None:
         ap.error(f"unknown run ids {unknown}; this profile has {sorted(runs)}")
     for rid in args.runs or list(runs):
         try:
-            store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir, args.recompute,
-                            **extra)
-        except TrainingStopped as e:  # Ctrl-C or SIGTERM: the checkpoint is saved, the runs after it not started
-            print(f"{rid}: {e}", file=sys.stderr, flush=True)
+            with stop_outside_training():
+                store = compute(runs[rid], cfg, args.profile, args.results_dir, args.checkpoint_dir,
+                                args.recompute, **extra)
+        except (TrainingStopped, RunStopped) as e:  # Ctrl-C or SIGTERM: the checkpoint is saved, the runs
+            print(f"{rid}: {e}", file=sys.stderr, flush=True)  # after it are not started
             raise SystemExit(128 + signal.Signals[e.signal].value) from None
         print(f"{rid}: {store.dir}", flush=True)
 

@@ -135,3 +135,30 @@ def test_runs_command_exits_128_plus_the_signal_after_a_stop(tmp_path, monkeypat
     assert len(started) == 1
     err = capsys.readouterr().err
     assert f"{started[0]}: SIGTERM: training stopped after 7 steps" in err and "x.ckpt" in err
+
+
+def test_a_signal_outside_training_stops_the_runs_command_with_its_message(tmp_path, monkeypatch, capsys):
+    """A SIGTERM that arrives while a run is not training (e.g. testing its kept model between budgets)
+    ends `python -m aprbook.runs` with a message and 128 + signal, not silently; the handlers are
+    restored after."""
+    import os
+    import time
+    import aprbook.runs as runs
+    started, before = [], signal.getsignal(signal.SIGTERM)
+
+    def testing(run, *a, **k):
+        started.append(run["id"])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("the signal did not stop the run")
+
+    name, list_runs, _, store = runs.EXPERIMENTS["converged"]
+    monkeypatch.setitem(runs.EXPERIMENTS, "converged", (name, list_runs, testing, store))
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as e:
+        runs.main(["converged", "--profile", "smoke", "--results-dir", str(tmp_path / "r"),
+                   "--checkpoint-dir", str(tmp_path / "c")])
+    assert e.value.code == 128 + signal.SIGTERM and time.perf_counter() - t0 < 4
+    assert len(started) == 1
+    assert f"{started[0]}: SIGTERM outside training: stopped" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before

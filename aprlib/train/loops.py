@@ -163,8 +163,9 @@ class StreamBatches(torch.utils.data.Dataset):
         return self.builder([self.stream.image(j) for j in range(b * self.bs, (b + 1) * self.bs)])
 
 
-class _IndexBatches(torch.utils.data.Dataset):
-    """Fixed batches of a map-style dataset with an ``image(i)`` method."""
+class IndexBatches(torch.utils.data.Dataset):
+    """Fixed batches of a map-style dataset with an ``image(i)`` method: item ``i`` is the builder's
+    ``(inputs, labels)`` for the dataset items ``batches[i]`` (an array of indices)."""
 
     def __init__(self, dataset, batches: list[np.ndarray], builder: BatchBuilder):
         self.dataset, self.batches, self.builder = dataset, batches, builder
@@ -229,7 +230,10 @@ def batch_builder(spec: InputSpec, model) -> BatchBuilder:
     return BatchBuilder(spec, layer_plan(model) if spec.kind == "apr" else None)
 
 
-def _step(model, optimizer, inputs, labels):
+def train_step(model, optimizer, inputs, labels):
+    """One optimizer step of cross-entropy training on a batch (``inputs`` as a :class:`BatchBuilder`
+    gives them, ``labels`` shape (batch,)): returns (loss, accuracy, seconds), the batch's mean loss
+    and accuracy before the step."""
     t0 = time.perf_counter()
     logits = model(inputs)
     loss = F.cross_entropy(logits, labels)
@@ -270,11 +274,11 @@ def evaluate_in_order(model, dataset, builder: BatchBuilder, batch_size: int) ->
     return evaluate(model, (ds[i] for i in range(len(ds))))
 
 
-def _in_order(dataset, builder: BatchBuilder, batch_size: int, n: int | None = None) -> _IndexBatches:
+def _in_order(dataset, builder: BatchBuilder, batch_size: int, n: int | None = None) -> IndexBatches:
     """The first ``n`` items of ``dataset`` (default all) in order, in batches of ``batch_size`` (the
     last may be smaller)."""
     n = len(dataset) if n is None else min(n, len(dataset))
-    return _IndexBatches(dataset, [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], builder)
+    return IndexBatches(dataset, [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], builder)
 
 
 def prepared_in_order(dataset, builder: BatchBuilder, batch_size: int, n: int | None = None) -> list:
@@ -341,7 +345,7 @@ def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s
          progress: bool, desc: str) -> None:
     """The training loop of every run: resume from ``checkpoint`` (if it holds a resumable state of
     the same settings), then for each remaining phase build its batches through a DataLoader, take
-    one optimizer step per batch (:func:`_step`), let ``run`` record it, checkpoint atomically at
+    one optimizer step per batch (:func:`train_step`), let ``run`` record it, checkpoint atomically at
     least every ``checkpoint_every_s`` seconds where ``run`` allows it and after every phase that
     is the last or falls due, and show a progress bar over all steps. A SIGINT or SIGTERM while it
     trains with a checkpoint saves one at the next step where ``run`` allows it (or at the phase's
@@ -382,7 +386,7 @@ def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s
             t_wait = time.perf_counter()
             for step, (inputs, labels) in enumerate(loader, start=first):
                 wait = time.perf_counter() - t_wait
-                may_save = run.after_step(phase, step, _step(model, optimizer, inputs, labels), wait)
+                may_save = run.after_step(phase, step, train_step(model, optimizer, inputs, labels), wait)
                 bar.update()
                 if checkpoint is not None and may_save and step + 1 < run.steps:
                     if stop_signal:
@@ -481,7 +485,7 @@ class _Fixed(_Run):
                 "next_iteration": phase * self.steps + step}
 
     def batches(self, phase, first):
-        return _IndexBatches(self.train_set, self.order[first:], self.builder)
+        return IndexBatches(self.train_set, self.order[first:], self.builder)
 
     def start_phase(self, phase, first):
         self.last_row = time.perf_counter()
@@ -533,7 +537,7 @@ class _Epochs(_Run):
     def batches(self, phase, first):
         view = self.train_set.augmented(phase) if hasattr(self.train_set, "augmented") else self.train_set
         order = np.random.default_rng([self.seed, phase]).permutation(len(self.train_set))
-        return _IndexBatches(view, [order[i * self.batch_size:(i + 1) * self.batch_size]
+        return IndexBatches(view, [order[i * self.batch_size:(i + 1) * self.batch_size]
                                     for i in range(first, self.steps)], self.builder)
 
     def start_phase(self, phase, first):
