@@ -44,6 +44,13 @@ PROFILES = {
     # earlier 1500-batch runs of "streamed_training". The pixel networks run in torch's channels-last
     # layout (pixel_channels_last: the same results up to rounding, ~1.5x faster on CPU; a parameter
     # of each pixel run); the earlier experiments keep the default layout, so their stores stay fresh.
+    # Seeds of one network and input are compared at one length (aprbook.streamed_claims.unequal_lengths):
+    # the criterion passed seeds 2 and 3 at 3000 batches where seed 1, trained on, kept improving to
+    # 9000, so final errors at different lengths would compare budgets. A seed that stopped before its
+    # longest sibling is extended to that sibling's budget (extend_to: run id -> batches; the run is
+    # first checked for convergence there); decided on that ground alone, before any extended run.
+    # A run enters extend_to when its extension is stored (until then the book shows it as it stopped,
+    # and notebook 05 lists it among the seeds to extend).
     "streamed_converged": {
         "smoke": {"experiment": "streamed_converged", "size": 128, "batch_size": 4, "n_batches": 4,
                   "budgets": [2, 4], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 2, "last": 2,
@@ -52,7 +59,8 @@ PROFILES = {
                  "budgets": [3000, 6000, 9000], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 50,
                  "last": 100, "extra_seeds_for": ["APR_A", "Pix_A", "APR_B", "Pix_B", "APR_B_E0.4", "APR_B_E0.6",
                                                   "APR_B_E0.8", "Pix_B_px128", "Pix_B_px64"],
-                 "extra_seeds": [2, 3], "pixel_channels_last": True},
+                 "extra_seeds": [2, 3], "pixel_channels_last": True,
+                 "extend_to": {}},
         "paper": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
                   "budgets": [3000, 6000, 9000], "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset",
                   "smooth": 50, "last": 100, "extra_seeds_for": [], "pixel_channels_last": True},

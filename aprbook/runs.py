@@ -92,7 +92,9 @@ def run_checkpoint(store: ResultStore, checkpoint_dir, budget: str) -> Checkpoin
     configuration is the store's profile and parameters without ``budget`` (the name of the
     parameter that sets the run's length); see the module docstring."""
     experiment, rid = store.experiment.split("/", 1)
-    config = {"profile": store.profile, "params": {k: v for k, v in store.params.items() if k != budget}}
+    # ``at_least`` (a streamed run extended to its seeds' common budget) sets the length, too
+    config = {"profile": store.profile,
+              "params": {k: v for k, v in store.params.items() if k not in (budget, "at_least")}}
     where = Path(checkpoint_dir) / experiment / store.profile
     name = f"{rid}-{checkpoint_key(config)}.ckpt"
     return Checkpoint(where / name, config, archive=where / "done" / name)
@@ -132,7 +134,9 @@ def streamed_runs(cfg: dict) -> list[dict]:
 
     Every run has the seeds ``cfg['seeds']``; ``cfg['extra_seeds']`` are added for each entry of
     ``cfg['extra_seeds_for']``: a network's name (its runs on the full input: E = 0.1, or pixels at
-    full resolution), or a network and input as in the ids (``"APR_B_E0.4"``, ``"Pix_B_px128"``)."""
+    full resolution), or a network and input as in the ids (``"APR_B_E0.4"``, ``"Pix_B_px128"``).
+    ``cfg['extend_to']`` (run id -> batches, a budget of the ladder) gives a run ``at_least``: it is
+    first checked for convergence there (a seed extended to the budget its siblings trained to)."""
     size = cfg["size"]
     base = [("APR_A", "A", "full", 0.1, None), ("APR_A same", "A", "same", 0.1, None),
             ("APR_A close", "A", "close", 0.1, None), ("Pix_A", "A", "pixel", None, size),
@@ -149,9 +153,14 @@ def streamed_runs(cfg: dict) -> list[dict]:
         if (network in extra_for and e in (None, 0.1) and res in (None, size)) or prefix in extra_for:
             seeds += list(cfg.get("extra_seeds", []))
         for seed in seeds:
-            runs.append({"id": f"{prefix}_s{seed}", "network": network, "family": family,
+            rid = f"{prefix}_s{seed}"
+            at_least = {"at_least": int(cfg["extend_to"][rid])} if rid in cfg.get("extend_to", {}) else {}
+            runs.append({"id": rid, "network": network, "family": family,
                          "variant": variant, "rel_error": e, "resolution": res, "seed": seed,
-                         **_layout(cfg, variant)})
+                         **_layout(cfg, variant), **at_least})
+    unknown = sorted(set(cfg.get("extend_to", {})) - {r["id"] for r in runs})
+    if unknown:
+        raise ValueError(f"extend_to names runs this profile does not have: {unknown}")
     return runs
 
 
@@ -237,9 +246,15 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
     is extended to the next (resuming its checkpoint) until it has converged by
     :func:`aprbook.learning_curves.converged` or the last budget is spent; the provenance records
     ``converged``, its reason and the batches trained. A run interrupted after its first budget
-    continues at the budget its checkpoint lies in (:func:`_first_stage`), not from scratch."""
+    continues at the budget its checkpoint lies in (:func:`_first_stage`), not from scratch. A run
+    with ``at_least`` skips the budgets below it (its archived checkpoint, which leaves ``at_least``
+    out of its key, is extended)."""
     from .learning_curves import converged
     budgets = _budgets(cfg)
+    if run.get("at_least") is not None:  # extended to its seeds' common budget: checked from there on
+        if run["at_least"] not in budgets:
+            raise ValueError(f"{run['id']}: at_least {run['at_least']} is not a budget of {budgets}")
+        budgets = [b for b in budgets if b >= run["at_least"]]
 
     def train(ckpt):
         first = _first_stage(budgets, ckpt.saved_progress("next_batch"))

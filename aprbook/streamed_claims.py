@@ -9,7 +9,8 @@ The pieces, in the order the notebook uses them:
   from that summary. A sub-claim resting on a network with a run not stored yet (``expected`` names
   every run of the profile), or with a run not converged by the criterion, is *inconclusive*;
   comparisons between networks need every seed of one network to beat every seed of the other
-  (:func:`aprbook.learning_curves.seeds_beat`, at least :data:`MIN_SEEDS` seeds each).
+  (:func:`aprbook.learning_curves.seeds_beat`, at least :data:`MIN_SEEDS` seeds each); final errors
+  are compared only between networks whose seeds trained equally long (:func:`unequal_lengths`).
 - :func:`table4_2` and :func:`table4_2_claims`: Table 4.2 (seed 1 of each input, the seeds' range
   beside) and its readings, judged on the seeds' final errors.
 
@@ -26,7 +27,7 @@ from .learning_curves import (converged, dip_noise_floor, expected_accuracy, fin
 from .verdicts import SubClaim
 
 __all__ = ["MIN_SEEDS", "NEAR_PERFECT", "WITHIN", "DIP_WINDOW", "CONV_FRAC", "THESIS_42", "READINGS",
-           "summarise", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
+           "summarise", "unequal_lengths", "extensions_needed", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
 
 #: seeds of each network a between-network comparison needs
 MIN_SEEDS = 3
@@ -56,7 +57,7 @@ def _to(threshold: float) -> str:
 
 def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> pd.DataFrame:
     """One row per run of ``runs`` stored in ``metrics`` (the others are skipped): the run's keys
-    (run, network, family, variant, rel_error, resolution, seed), :func:`run_summary` (running mean
+    (run, network, family, variant, rel_error, resolution, seed), its length (batches), :func:`run_summary` (running mean
     of ``cfg['smooth']`` batches, final error over the last ``cfg['last']``), the convergence criterion
     (converged, conv_drop, conv_2se) and the largest dip beside its noise floor (dip_floor,
     dip_pronounced: simulated from the run's dip-free fit, :func:`expected_accuracy`), and beside the
@@ -74,11 +75,36 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
         floor_final = dip_noise_floor(1 - row["error_mean"], len(m), DIP_WINDOW, after=cfg["smooth"],
                                       batch_size=cfg["batch_size"])
         rows.append({"run": r["id"], "network": r["network"], "family": r["family"], "variant": r["variant"],
-                     "rel_error": r["rel_error"], "resolution": r["resolution"], "seed": r["seed"], **row,
+                     "rel_error": r["rel_error"], "resolution": r["resolution"], "seed": r["seed"],
+                     "batches": len(m), **row,
                      "converged": ok, "conv_drop": conv["drop"], "conv_2se": 2 * conv["se"],
                      "dip_floor": floor, "dip_pronounced": bool(row["max_dip"] > floor),
                      "dip_floor_final": floor_final, "dip_pronounced_final": bool(row["max_dip"] > floor_final)})
     return pd.DataFrame(rows)
+
+
+def unequal_lengths(groups: dict) -> str | None:
+    """Why final errors of these runs cannot be compared, or None: ``groups`` maps a network (or
+    Table 4.2 input) to its runs' (id, batches); the seeds of one network must have trained the same
+    number of batches. The criterion stops a run at the first budget where it passes, and a seed can
+    pass where its sibling, trained on, keeps improving for thousands of batches; comparing one
+    seed's error after 3000 batches with another's after 9000 measures the budget, not the network.
+    The shorter seeds are extended to the longest one's budget (``extend_to`` in the profile)."""
+    bad = [f"{g} " + ", ".join(f"{rid} {int(n)}" for rid, n in runs)
+           for g, runs in groups.items() if len({int(n) for _, n in runs}) > 1]
+    return "seeds trained for different numbers of batches: " + "; ".join(bad) if bad else None
+
+
+def extensions_needed(summary: pd.DataFrame) -> pd.DataFrame:
+    """The stored runs shorter than their longest sibling seed (same network and input): columns run,
+    batches, to (the sibling's length), what ``extend_to`` in the profile must list for the seeds to
+    be compared (:func:`unequal_lengths`)."""
+    cols = ["run", "batches", "to"]
+    if summary.empty:
+        return pd.DataFrame(columns=cols)
+    longest = summary.groupby(["network", "rel_error", "resolution"], dropna=False).batches.transform("max")
+    short = summary.assign(to=longest)[summary.batches < longest]
+    return short[cols].reset_index(drop=True)
 
 
 def figure_runs(runs, size: int):
@@ -118,6 +144,8 @@ class Judge:
         """Between networks: for every (a, b) in ``pairs``, every seed of a beats every seed of b on ``col``."""
         nets = sorted({n for p in pairs for n in p})
         reason = self.gate(nets)
+        if col == "error_mean" and not reason:  # a final error depends on how long the run trained
+            reason = unequal_lengths({n: list(zip(self.by_net[n].run, self.by_net[n].batches)) for n in nets})
         results = [seeds_beat(self.by_net[a][col], self.by_net[b][col], lower_is_better, MIN_SEEDS, (a, b))
                    for a, b in pairs if a in self.by_net and b in self.by_net]
         evidence = f"{what}: " + ("; ".join(t for _, t in results) or "no pair stored")
@@ -262,6 +290,7 @@ def table4_2(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict):
 def _reading(claim, inputs, kind, single_run, runs_of, expected_of, summary) -> SubClaim:
     final_err = summary.set_index("run").error_mean
     conv_ok = summary.set_index("run").converged
+    length = summary.set_index("run").batches
     absent = [rid for k in inputs for rid in expected_of.get(k, []) if rid not in runs_of.get(k, [])]
     bad = [rid for k in inputs for rid in runs_of.get(k, []) if not conv_ok[rid]]
     few = [k for k in inputs if len(expected_of.get(k, [])) < MIN_SEEDS]
@@ -269,6 +298,8 @@ def _reading(claim, inputs, kind, single_run, runs_of, expected_of, summary) -> 
         [f"unconverged by the criterion: {', '.join(bad)}"] if bad else []) + (
         [f"underpowered: {', '.join(f'{k} {len(expected_of.get(k, []))}' for k in few)} seed(s), "
          f"{MIN_SEEDS} needed"] if few else [])
+    unequal = unequal_lengths({k: [(rid, length[rid]) for rid in runs_of.get(k, [])] for k in inputs})
+    reasons += [unequal] if unequal else []
     evidence = f"single runs (seed 1): {single_run}"
     if reasons:
         return SubClaim(claim, "inconclusive", f"{evidence}; " + "; ".join(reasons))
@@ -289,7 +320,8 @@ def table4_2_claims(summary: pd.DataFrame, expected: list[dict], runs_of: dict, 
     :func:`information_ordering`, or None while an input has no stored seed 1).
 
     Each reading compares networks on different inputs: it needs every run of its inputs stored and
-    converged and at least :data:`MIN_SEEDS` seeds of each input (else *inconclusive*); then "lies
+    converged, at least :data:`MIN_SEEDS` seeds of each input and an input's seeds trained equally long
+    (:func:`unequal_lengths`; else *inconclusive*); then "lies
     between" and "grows with E" hold if every seed of the lower beats every seed of the higher, and
     "performs equally / roughly like" holds if neither beats the other on every seed."""
     expected_of = _by_input(expected, size)

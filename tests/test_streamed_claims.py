@@ -9,7 +9,7 @@ import pytest
 
 from aprbook.learning_curves import final_error
 from aprbook.runs import streamed_runs
-from aprbook.streamed_claims import THESIS_42, Judge, summarise, table4_2, table4_2_claims
+from aprbook.streamed_claims import THESIS_42, Judge, extensions_needed, summarise, table4_2, table4_2_claims
 from aprbook.verdicts import verdict
 
 CFG = {"size": 256, "batch_size": 36, "n_batches": 400, "seeds": [1], "smooth": 20, "last": 40,
@@ -110,3 +110,44 @@ def test_table_4_2_with_an_input_missing_is_inconclusive():
     assert "Pix 64" not in set(table.input)
     claims, ordering = table4_2_claims(summarise(RUNS, metrics, CFG), RUNS, runs_of, errors, CFG["size"])
     assert ordering is None and [c.status for c in claims] == ["inconclusive"] and "Pix 64" in claims[0].evidence
+
+
+def test_final_errors_of_seeds_trained_for_different_lengths_are_not_compared():
+    """A seed extended to a longer budget (its error still falling) against siblings stopped earlier:
+    final-error comparisons on it are inconclusive and name the lengths; speed comparisons, which read
+    the first batches, are not affected; equal lengths are judged."""
+    fast = lambda r: 20.0 if r["network"].startswith("APR") else 60.0  # noqa: E731
+    metrics = all_metrics(tau_of=fast)
+    longer = curve(20.0, n=800, seed=99)
+    metrics["APR_A_close_E0.1_s1"] = longer  # one seed each for 'close' and 'same': lengths within a network
+    metrics["APR_A_E0.1_s2"] = curve(20.0, n=800, seed=98)
+    judge = Judge(summarise(RUNS, metrics, CFG), RUNS, CFG["size"])
+    ends = claim(judge.fig4_3(), "each stage of level-specific kernels (same, close, full) ends more accurate")
+    assert ends.status == "inconclusive" and "different numbers of batches" in ends.evidence
+    assert "APR_A_E0.1_s2 800" in ends.evidence and "APR_A_E0.1_s1 400" in ends.evidence
+    assert claim(judge.fig4_3(), "APR_A converges faster than Pix_A").status == "holds"
+    judge = Judge(summarise(RUNS, all_metrics(tau_of=fast), CFG), RUNS, CFG["size"])
+    ends = claim(judge.fig4_3(), "each stage of level-specific kernels (same, close, full) ends more accurate")
+    assert "different numbers" not in ends.evidence
+
+
+def test_table_4_2_readings_need_an_inputs_seeds_trained_equally_long():
+    cfg = {**CFG, "extra_seeds_for": [*CFG["extra_seeds_for"], "APR_B_E0.4", "APR_B_E0.6", "APR_B_E0.8",
+                                       "Pix_B_px128", "Pix_B_px64"]}
+    runs = streamed_runs(cfg)
+    metrics = {r["id"]: curve(20.0, seed=i) for i, r in enumerate(runs)}
+    metrics["APR_B_E0.1_s2"] = curve(20.0, n=800, seed=97)
+    table, runs_of, errors = table4_2(runs, metrics, cfg)
+    claims, _ = table4_2_claims(summarise(runs, metrics, cfg), runs, runs_of, errors, cfg["size"])
+    assert claims[0].status == "inconclusive" and "APR_B_E0.1_s2 800" in claims[0].evidence  # APR 0.1 vs Pix 256
+    assert all("different numbers" not in c.evidence for c in claims[1:4])  # readings without APR 0.1
+    assert claims[4].status == "inconclusive"  # APR 0.1 ... 0.8 grows with E
+
+
+def test_extensions_needed_lists_the_seeds_shorter_than_their_longest_sibling():
+    metrics = all_metrics()
+    metrics["APR_B_E0.1_s1"] = curve(20.0, n=800, seed=96)
+    need = extensions_needed(summarise(RUNS, metrics, CFG))
+    assert need.to_dict("records") == [{"run": "APR_B_E0.1_s2", "batches": 400, "to": 800},
+                                       {"run": "APR_B_E0.1_s3", "batches": 400, "to": 800}]
+    assert extensions_needed(summarise(RUNS, all_metrics(), CFG)).empty

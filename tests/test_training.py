@@ -285,6 +285,40 @@ def test_a_streamed_run_converged_early_stays_fresh_under_a_longer_ladder(tmp_pa
                               tmp_path / "True" / "results").fresh
 
 
+def test_a_streamed_seed_extended_to_its_siblings_budget_resumes_its_archived_checkpoint(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """extend_to gives a run at_least: a run stored as converged at the first budget is stale, resumes
+    its archived checkpoint (whose key leaves at_least out) and trains to at_least, where it is first
+    checked; the result equals a straight run of that length. A budget not on the ladder or an unknown
+    run id is an error."""
+    import aprbook.learning_curves as lc
+    from aprbook.profiles import profile_settings
+    from aprbook.runs import compute_streamed, run_streamed, streamed_runs, streamed_store
+    cfg = profile_settings("streamed_converged", "smoke")
+    run = streamed_runs(cfg)[0]
+    checked = []
+    monkeypatch.setattr(lc, "converged", lambda m: (checked.append(len(m)) or True, {"reason": "test"}))
+    store = compute_streamed(run, cfg, "smoke", tmp_path / "results", tmp_path / "ck", progress=False)
+    assert store.provenance()["batches_trained"] == cfg["budgets"][0] and checked == [cfg["budgets"][0]]
+    longer = {**cfg, "extend_to": {run["id"]: cfg["budgets"][-1]}}
+    (ext,) = [r for r in streamed_runs(longer) if r["id"] == run["id"]]
+    assert ext["at_least"] == cfg["budgets"][-1]
+    assert not streamed_store(ext, longer, "smoke", tmp_path / "results").fresh
+    checked.clear()
+    capsys.readouterr()
+    store = compute_streamed(ext, longer, "smoke", tmp_path / "results", tmp_path / "ck", progress=False)
+    assert "resuming from" in capsys.readouterr().out and checked == [cfg["budgets"][-1]]
+    assert store.provenance()["batches_trained"] == cfg["budgets"][-1] and store.params["at_least"] == ext["at_least"]
+    straight = run_streamed(run, cfg, progress=False, n_batches=cfg["budgets"][-1])
+    np.testing.assert_array_equal(store.load_table("metrics")[["batch", "loss", "accuracy"]],
+                                  straight[["batch", "loss", "accuracy"]])
+    with pytest.raises(ValueError, match="not a budget"):
+        compute_streamed({**ext, "at_least": cfg["budgets"][-1] + 1}, longer, "smoke", tmp_path / "r2",
+                         tmp_path / "ck2", progress=False)
+    with pytest.raises(ValueError, match="extend_to names runs"):
+        streamed_runs({**cfg, "extend_to": {"APR_Z_s9": 4}})
+
+
 def test_accuracy_ci_is_wilson():
     from aprbook.learning_curves import accuracy_ci
     lo, hi = accuracy_ci(2850, 3000)
