@@ -13,7 +13,7 @@ from scipy import stats
 
 __all__ = ["batches_to_accuracy", "max_dip", "final_error", "run_summary", "information_ordering",
            "accuracy_ci", "epoch_curve_claims", "converged", "dip_noise_floor", "seeds_beat", "min_batch_sd",
-           "sd_below_floor", "kept_early", "expected_accuracy"]
+           "sd_below_floor", "kept_early", "expected_accuracy", "error_correlation"]
 
 
 def _check(metrics: pd.DataFrame) -> pd.Series:
@@ -199,6 +199,30 @@ def converged(metrics: pd.DataFrame, frac: float = 0.1) -> tuple[bool, dict]:
               f"drop {drop:+.4f}, {'within' if ok else 'beyond'} 2 se = {2 * se:.4f}")
     return ok, {"n": n, "before": float(before.mean()), "last": float(last.mean()), "drop": drop, "se": se,
                 "reason": reason}
+
+
+def error_correlation(metrics: dict[str, pd.DataFrame], seeds: dict[str, int], start: int, stop: int,
+                      detrend: int = 101) -> pd.DataFrame:
+    """Pearson correlation of the per-batch errors of every pair of runs over batches
+    ``[start, stop)`` (runs shorter than ``stop`` are left out), each less its centred running mean
+    over ``detrend`` batches (the learning trend, which every run shares): columns run_a, run_b,
+    same_seed, r.
+
+    Runs of one seed see the same images in the same order (the seed sets the data stream), so a
+    batch of hard images is hard for all of them: their per-batch errors correlate, and so do the
+    convergence criterion's decisions at a budget (a stretch of easy batches before it makes every
+    run of that seed look still improving). Runs of different seeds share nothing."""
+    if not 0 <= start < stop:
+        raise ValueError(f"need 0 <= start < stop, got {start}, {stop}")
+    ids = [rid for rid in metrics if len(metrics[rid]) >= stop]
+    def residual(m):
+        e = 1.0 - _check(m)
+        return (e - e.rolling(detrend, center=True, min_periods=1).mean()).to_numpy()[start:stop]
+
+    err = {rid: residual(metrics[rid]) for rid in ids}
+    rows = [{"run_a": a, "run_b": b, "same_seed": seeds[a] == seeds[b], "r": float(np.corrcoef(err[a], err[b])[0, 1])}
+            for i, a in enumerate(ids) for b in ids[i + 1:]]
+    return pd.DataFrame(rows, columns=["run_a", "run_b", "same_seed", "r"])
 
 
 def expected_accuracy(metrics: pd.DataFrame) -> np.ndarray:

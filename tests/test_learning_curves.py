@@ -218,3 +218,24 @@ def test_kept_early():
     assert not kept_early(500, 600) and not kept_early(600, 600)
     with pytest.raises(ValueError):
         kept_early(10, 0)
+
+
+def test_error_correlation_is_high_for_runs_on_one_stream_and_near_zero_across_streams():
+    """Two 'networks' on the same images (a per-batch difficulty shared by the seed's stream) correlate;
+    runs of different seeds do not; a run shorter than the window is left out; a bad window is an error."""
+    from aprbook.learning_curves import error_correlation
+    n, rng = 2000, np.random.default_rng(0)
+    difficulty = {s: rng.uniform(0.0, 0.3, n) for s in (1, 2)}  # per-batch error rate of each stream
+
+    def run(seed, k):
+        p_err = np.clip(difficulty[seed] * (1 + 0.1 * k), 0, 1)
+        acc = 1 - np.random.default_rng(10 * seed + k).binomial(36, p_err) / 36
+        return pd.DataFrame({"batch": np.arange(n), "accuracy": acc})
+
+    metrics = {"A_s1": run(1, 0), "B_s1": run(1, 1), "A_s2": run(2, 0), "short_s2": run(2, 1).iloc[:500]}
+    seeds = {"A_s1": 1, "B_s1": 1, "A_s2": 2, "short_s2": 2}
+    c = error_correlation(metrics, seeds, 1000, 2000)
+    assert set(c.run_a) | set(c.run_b) == {"A_s1", "B_s1", "A_s2"} and len(c) == 3
+    assert c[c.same_seed].r.min() > 0.5 and c[~c.same_seed].r.abs().max() < 0.1
+    with pytest.raises(ValueError, match="start < stop"):
+        error_correlation(metrics, seeds, 10, 10)
