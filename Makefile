@@ -155,7 +155,8 @@ test: unit smoke book-html browser
 # vs pyapr; cost against canvas size at fixed content, 256^2 ... 8192^2 (formation, APR_B tables +
 # forward, Pix_B forward: time and peak memory); the end-to-end streamed training step, APR_B vs
 # Pix_B at 1 and 2 threads; the memory of one batch's index tables; the input pipeline (handing
-# prepared batches from DataLoader workers to the trainer). About 20 minutes on two cores.
+# prepared batches from DataLoader workers to the trainer); the generator's polygon fill vs skimage.
+# About 20 minutes on two cores.
 # The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprbook.bench [--training]`.
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
@@ -163,6 +164,7 @@ bench: $(STAMP)
 	$(BIN)/python -m aprbook.bench step --channels-last
 	$(BIN)/python -m aprbook.bench tables
 	$(BIN)/python -m aprbook.bench pipeline
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_polygon_fill.py
 	$(BIN)/python benchmarks/bench_interleaving.py
 
 clean:

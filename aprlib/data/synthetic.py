@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .raster import fill_polygon
+
 __all__ = [
     "CLASS_NAMES",
     "NUM_CLASSES",
@@ -283,10 +285,10 @@ def render_shape(spec: ShapeSpec, size: SizeLike = (256, 256)) -> np.ndarray:
     """Rasterise ``spec`` into a float32 image of shape ``(H, W)``.
 
     The contour is rounded to integer pixel positions; the polygon through
-    the rounded points is filled (``skimage.draw.polygon``) and the rounded
-    contour pixels themselves are set to the foreground too.
+    the rounded points is filled as ``skimage.draw.polygon`` fills it
+    (:func:`aprlib.data.raster.fill_polygon`, the same pixels by scanlines)
+    and the rounded contour pixels themselves are set to the foreground too.
     """
-    from skimage.draw import polygon as _sk_polygon  # imported on first use: import aprlib stays light
     if not isinstance(spec, ShapeSpec):
         raise TypeError(f"spec must be a ShapeSpec, got {type(spec).__name__}")
     h, w = _check_size(size)
@@ -307,8 +309,7 @@ def render_shape(spec: ShapeSpec, size: SizeLike = (256, 256)) -> np.ndarray:
         verts = verts[np.any(step != np.roll(step, 1, axis=0), axis=1)]
     img = np.full((h, w), spec.background, dtype=np.float32)
     if len(verts) >= 3:
-        rr, cc = _sk_polygon(verts[:, 0], verts[:, 1], shape=(h, w))
-        img[rr, cc] = spec.foreground
+        img[fill_polygon(verts[:, 0], verts[:, 1], (h, w))] = spec.foreground
     img[pix[:, 0], pix[:, 1]] = spec.foreground
     return img
 
