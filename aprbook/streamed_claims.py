@@ -10,7 +10,7 @@ The pieces, in the order the notebook uses them:
   every run of the profile), or with a run not converged by the criterion, is *inconclusive*;
   comparisons between networks need every seed of one network to beat every seed of the other
   (:func:`aprbook.learning_curves.seeds_beat`, at least :data:`MIN_SEEDS` seeds each); final errors
-  are compared only between networks whose seeds trained equally long (:func:`unequal_lengths`).
+  are compared only between runs that trained equally long (:func:`unequal_lengths`).
 - :func:`table4_2` and :func:`table4_2_claims`: Table 4.2 (seed 1 of each input, the seeds' range
   beside) and its readings, judged on the seeds' final errors.
 
@@ -27,7 +27,7 @@ from .learning_curves import (converged, dip_noise_floor, expected_accuracy, fin
 from .verdicts import SubClaim
 
 __all__ = ["MIN_SEEDS", "NEAR_PERFECT", "WITHIN", "DIP_WINDOW", "CONV_FRAC", "THESIS_42", "READINGS",
-           "summarise", "unequal_lengths", "extensions_needed", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
+           "summarise", "unequal_lengths", "extensions_needed", "compared_final_errors", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
 
 #: seeds of each network a between-network comparison needs
 MIN_SEEDS = 3
@@ -84,27 +84,46 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
 
 
 def unequal_lengths(groups: dict) -> str | None:
-    """Why final errors of these runs cannot be compared, or None: ``groups`` maps a network (or
-    Table 4.2 input) to its runs' (id, batches); the seeds of one network must have trained the same
-    number of batches. The criterion stops a run at the first budget where it passes, and a seed can
-    pass where its sibling, trained on, keeps improving for thousands of batches; comparing one
-    seed's error after 3000 batches with another's after 9000 measures the budget, not the network.
-    The shorter seeds are extended to the longest one's budget (``extend_to`` in the profile)."""
-    bad = [f"{g} " + ", ".join(f"{rid} {int(n)}" for rid, n in runs)
-           for g, runs in groups.items() if len({int(n) for _, n in runs}) > 1]
-    return "seeds trained for different numbers of batches: " + "; ".join(bad) if bad else None
+    """Why the final errors of these runs cannot be compared, or None: ``groups`` maps a network (or
+    Table 4.2 input) to its runs' (id, batches); every run compared, of every group, must have
+    trained the same number of batches. A final error depends on how long a run trained, and the
+    criterion stops a run at the first budget where it passes: it passed seeds at 3000 batches whose
+    sibling, trained on, kept improving to 9000, so comparing one run's error after 3000 batches
+    with another's after 9000 would measure the budgets, not the networks (or inputs). The shorter
+    runs are extended to the longest one's budget (:func:`extensions_needed`, ``extend_to`` in the
+    profile)."""
+    lengths = {int(n) for runs in groups.values() for _, n in runs}
+    if len(lengths) <= 1:
+        return None
+    return "runs trained for different numbers of batches: " + "; ".join(
+        f"{g} " + ", ".join(f"{rid} {int(n)}" for rid, n in runs) for g, runs in groups.items())
 
 
-def extensions_needed(summary: pd.DataFrame) -> pd.DataFrame:
-    """The stored runs shorter than their longest sibling seed (same network and input): columns run,
-    batches, to (the sibling's length), what ``extend_to`` in the profile must list for the seeds to
-    be compared (:func:`unequal_lengths`)."""
-    cols = ["run", "batches", "to"]
-    if summary.empty:
-        return pd.DataFrame(columns=cols)
-    longest = summary.groupby(["network", "rel_error", "resolution"], dropna=False).batches.transform("max")
-    short = summary.assign(to=longest)[summary.batches < longest]
-    return short[cols].reset_index(drop=True)
+def extensions_needed(summary: pd.DataFrame, groups: dict) -> pd.DataFrame:
+    """The stored runs shorter than the longest run they are compared with: ``groups`` maps the name
+    of a comparison (e.g. "Table 4.2") to the ids of the runs whose final errors it compares.
+    Columns comparison, run, batches, to (the longest run's length): what ``extend_to`` in the
+    profile must list for those comparisons to be judged (:func:`unequal_lengths`)."""
+    cols = ["comparison", "run", "batches", "to"]
+    length = summary.set_index("run").batches if len(summary) else pd.Series(dtype=int)
+    rows = []
+    for name, ids in groups.items():
+        stored = [rid for rid in ids if rid in length.index]
+        if not stored:
+            continue
+        to = int(length[stored].max())
+        rows += [{"comparison": name, "run": rid, "batches": int(length[rid]), "to": to}
+                 for rid in stored if length[rid] < to]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def compared_final_errors(judge: "Judge", runs_of: dict) -> dict:
+    """The comparisons of final errors and the stored runs each rests on (for
+    :func:`extensions_needed`): Fig 4.3's stages of level-specific kernels (APR_A same, close and
+    full) and Table 4.2's readings (``runs_of``: :func:`table4_2`'s input -> run ids)."""
+    stages = [rid for net in ("APR_A same", "APR_A close", "APR_A") if net in judge.by_net
+              for rid in judge.by_net[net].run]
+    return {"Fig 4.3 (kernel stages)": stages, "Table 4.2": [rid for ids in runs_of.values() for rid in ids]}
 
 
 def figure_runs(runs, size: int):
@@ -144,7 +163,7 @@ class Judge:
         """Between networks: for every (a, b) in ``pairs``, every seed of a beats every seed of b on ``col``."""
         nets = sorted({n for p in pairs for n in p})
         reason = self.gate(nets)
-        if col == "error_mean" and not reason:  # a final error depends on how long the run trained
+        if col == "error_mean" and not reason:  # a final error depends on how long a run trained
             reason = unequal_lengths({n: list(zip(self.by_net[n].run, self.by_net[n].batches)) for n in nets})
         results = [seeds_beat(self.by_net[a][col], self.by_net[b][col], lower_is_better, MIN_SEEDS, (a, b))
                    for a, b in pairs if a in self.by_net and b in self.by_net]
@@ -320,7 +339,7 @@ def table4_2_claims(summary: pd.DataFrame, expected: list[dict], runs_of: dict, 
     :func:`information_ordering`, or None while an input has no stored seed 1).
 
     Each reading compares networks on different inputs: it needs every run of its inputs stored and
-    converged, at least :data:`MIN_SEEDS` seeds of each input and an input's seeds trained equally long
+    converged, at least :data:`MIN_SEEDS` seeds of each input and all of them trained equally long
     (:func:`unequal_lengths`; else *inconclusive*); then "lies
     between" and "grows with E" hold if every seed of the lower beats every seed of the higher, and
     "performs equally / roughly like" holds if neither beats the other on every seed."""

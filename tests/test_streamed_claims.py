@@ -9,7 +9,8 @@ import pytest
 
 from aprbook.learning_curves import final_error
 from aprbook.runs import streamed_runs
-from aprbook.streamed_claims import THESIS_42, Judge, extensions_needed, summarise, table4_2, table4_2_claims
+from aprbook.streamed_claims import (THESIS_42, Judge, compared_final_errors, extensions_needed, summarise, table4_2,
+                                     table4_2_claims)
 from aprbook.verdicts import verdict
 
 CFG = {"size": 256, "batch_size": 36, "n_batches": 400, "seeds": [1], "smooth": 20, "last": 40,
@@ -142,12 +143,22 @@ def test_table_4_2_readings_need_an_inputs_seeds_trained_equally_long():
     assert claims[0].status == "inconclusive" and "APR_B_E0.1_s2 800" in claims[0].evidence  # APR 0.1 vs Pix 256
     assert all("different numbers" not in c.evidence for c in claims[1:4])  # readings without APR 0.1
     assert claims[4].status == "inconclusive"  # APR 0.1 ... 0.8 grows with E
+    # every seed of one input trained longer than the inputs it is compared with: not compared either
+    metrics = {r["id"]: curve(20.0, n=800 if r["id"].startswith("Pix_B_px64") else 400, seed=i)
+               for i, r in enumerate(runs)}
+    table, runs_of, errors = table4_2(runs, metrics, cfg)
+    claims, _ = table4_2_claims(summarise(runs, metrics, cfg), runs, runs_of, errors, cfg["size"])
+    assert claims[3].status == "inconclusive" and "Pix_B_px64_s1 800" in claims[3].evidence  # 128 > 0.8 > 64
+    assert claims[0].status in ("holds", "fails")  # APR 0.1 vs Pix 256: all 400
 
 
-def test_extensions_needed_lists_the_seeds_shorter_than_their_longest_sibling():
+def test_extensions_needed_lists_the_runs_shorter_than_the_longest_they_are_compared_with():
     metrics = all_metrics()
     metrics["APR_B_E0.1_s1"] = curve(20.0, n=800, seed=96)
-    need = extensions_needed(summarise(RUNS, metrics, CFG))
-    assert need.to_dict("records") == [{"run": "APR_B_E0.1_s2", "batches": 400, "to": 800},
-                                       {"run": "APR_B_E0.1_s3", "batches": 400, "to": 800}]
-    assert extensions_needed(summarise(RUNS, all_metrics(), CFG)).empty
+    summary = summarise(RUNS, metrics, CFG)
+    table, runs_of, errors = table4_2(RUNS, metrics, CFG)
+    judge = Judge(summary, RUNS, CFG["size"])
+    need = extensions_needed(summary, compared_final_errors(judge, runs_of))
+    assert set(need.comparison) == {"Table 4.2"} and (need.to == 800).all() and (need.batches == 400).all()
+    assert set(need.run) == {rid for ids in runs_of.values() for rid in ids} - {"APR_B_E0.1_s1"}
+    assert extensions_needed(summarise(RUNS, all_metrics(), CFG), compared_final_errors(judge, runs_of)).empty
