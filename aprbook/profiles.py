@@ -44,10 +44,10 @@ PROFILES = {
     # earlier 1500-batch runs of "streamed_training". The pixel networks run in torch's channels-last
     # layout (pixel_channels_last: the same results up to rounding, ~1.5x faster on CPU; a parameter
     # of each pixel run); the earlier experiments keep the default layout, so their stores stay fresh.
-    # Seeds of one network and input are compared at one length (aprbook.streamed_claims.unequal_lengths):
+    # Final errors are compared only between runs of one length (aprbook.streamed_claims.unequal_lengths):
     # the criterion passed seeds 2 and 3 at 3000 batches where seed 1, trained on, kept improving to
-    # 9000, so final errors at different lengths would compare budgets. A seed that stopped before its
-    # longest sibling is extended to that sibling's budget (extend_to: run id -> batches; the run is
+    # 9000, so final errors at different lengths would compare budgets. A run shorter than the longest
+    # it is compared with can be extended to that budget (extend_to: run id -> batches; the run is
     # first checked for convergence there); decided on that ground alone, before any extended run.
     # A run enters extend_to when its extension is stored (until then the book shows it as it stopped,
     # and notebook 05 lists it among the seeds to extend).
