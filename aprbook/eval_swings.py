@@ -173,29 +173,25 @@ def main(argv=None) -> int:
     if run is None:
         ap.error(f"{a.checkpoint} is not the checkpoint of a finite_converged book run (its id: {run_id!r})")
     sha = hashlib.sha256(a.checkpoint.read_bytes()).hexdigest()
-    seeds = {"init_and_order": run["seed"], "data": cfg["data_seed"]}
     if a.sensitivity:
-        store = ResultStore(a.results_dir, "finite_converged/eval_calibration", "book",
-                            {"run": run_id, "checkpoint_sha256": sha, "val_per_class": a.val_per_class},
-                            notebook="notebooks/06_finite_datasets.ipynb")
-        store.start()
-        df = calibration_sensitivity(run, cfg, a.checkpoint, val_per_class=a.val_per_class)
-        store.save_table("calibration", df)
-        store.finish(seeds=seeds)
-        print(df.round(3).to_string())
-        return 0
-    params = {"run": run_id, "checkpoint_sha256": sha,
-              "n_evals": a.n_evals, "val_per_class": a.val_per_class, "calib_batches": a.calib_batches}
-    store = ResultStore(a.results_dir, "finite_converged/eval_swings", "book", params,
+        name, table, params = "eval_calibration", "calibration", {"val_per_class": a.val_per_class}
+    else:
+        name, table = "eval_swings", "swings"
+        params = {"n_evals": a.n_evals, "val_per_class": a.val_per_class, "calib_batches": a.calib_batches}
+    store = ResultStore(a.results_dir, f"finite_converged/{name}", "book",
+                        {"run": run_id, "checkpoint_sha256": sha, **params},
                         notebook="notebooks/06_finite_datasets.ipynb")
     store.start()
-    df = trace_finite_run(run, cfg, a.checkpoint, n_evals=a.n_evals, val_per_class=a.val_per_class,
-                          n_calib_batches=a.calib_batches)
-    store.save_table("swings", df)
-    store.finish(seeds=seeds, extra={"source_iteration": int(df.iteration.iloc[0])})
+    if a.sensitivity:
+        df, extra = calibration_sensitivity(run, cfg, a.checkpoint, val_per_class=a.val_per_class), None
+    else:
+        df = trace_finite_run(run, cfg, a.checkpoint, n_evals=a.n_evals, val_per_class=a.val_per_class,
+                              n_calib_batches=a.calib_batches)
+        extra = {"source_iteration": int(df.iteration.iloc[0])}
+    store.save_table(table, df)
+    store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]}, extra=extra)
     print(df.round(3).to_string())
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
