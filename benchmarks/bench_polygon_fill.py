@@ -31,21 +31,13 @@ def main(argv=None) -> int:
     from skimage.draw import polygon
 
     from aprlib.data.raster import fill_polygon
-    from aprlib.data.synthetic import (NUM_CLASSES, GeneratorParams, _check_label, _contour, render_shape,
-                                       sample_shape)
+    from aprlib.data.synthetic import NUM_CLASSES, GeneratorParams, render_shape, sample_shape, shape_polygon
 
     size = (args.size, args.size)
     params = GeneratorParams.extreme() if args.extreme else GeneratorParams.default()
     rng = np.random.default_rng(0)
     specs = [sample_shape(i % NUM_CLASSES, rng, size, params) for i in range(args.shapes)]
-    polys = []
-    for s in specs:  # the polygon render_shape fills: rounded contour, repeated and collinear points dropped
-        pix = np.rint(_contour(_check_label(s.label), s.radius, s.rotation, s.amplitude, s.frequency, s.phase)
-                      + np.asarray(s.center)).astype(np.int64)
-        pix = np.clip(pix, 0, np.array(size) - 1)
-        verts = pix[np.any(pix != np.roll(pix, 1, axis=0), axis=1)]
-        step = np.diff(np.vstack([verts, verts[:1]]), axis=0)
-        polys.append(verts[np.any(step != np.roll(step, 1, axis=0), axis=1)])
+    polys = [shape_polygon(s, size)[1] for s in specs]  # the polygons render_shape fills
 
     def with_skimage():
         out = []

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from aprlib.data.raster import fill_polygon
-from aprlib.data.synthetic import (NUM_CLASSES, GeneratorParams, SyntheticShapesStream, _check_label, _contour,
-                                   render_shape, sample_shape)
+from aprlib.data.synthetic import (NUM_CLASSES, GeneratorParams, SyntheticShapesStream, render_shape, sample_shape,
+                                   shape_polygon)
 
 skimage_draw = pytest.importorskip("skimage.draw")
 
@@ -44,17 +44,10 @@ def test_the_docstring_example_and_bad_input():
 
 def _skimage_render(spec, size):
     """render_shape as it was, with skimage.draw.polygon (the images every stored run saw)."""
-    h, w = size
-    pts = _contour(_check_label(spec.label), spec.radius, spec.rotation, spec.amplitude, spec.frequency, spec.phase)
-    pix = np.rint(pts + np.asarray(spec.center)).astype(np.int64)
-    pix[:, 0], pix[:, 1] = np.clip(pix[:, 0], 0, h - 1), np.clip(pix[:, 1], 0, w - 1)
-    verts = pix[np.any(pix != np.roll(pix, 1, axis=0), axis=1)]
+    pix, verts = shape_polygon(spec, size)
+    img = np.full(size, spec.background, dtype=np.float32)
     if len(verts) >= 3:
-        step = np.diff(np.vstack([verts, verts[:1]]), axis=0)
-        verts = verts[np.any(step != np.roll(step, 1, axis=0), axis=1)]
-    img = np.full((h, w), spec.background, dtype=np.float32)
-    if len(verts) >= 3:
-        img[reference(verts[:, 0], verts[:, 1], (h, w))] = spec.foreground
+        img[reference(verts[:, 0], verts[:, 1], size)] = spec.foreground
     img[pix[:, 0], pix[:, 1]] = spec.foreground
     return img
 

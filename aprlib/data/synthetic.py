@@ -34,6 +34,7 @@ __all__ = [
     "GeneratorParams",
     "ShapeSpec",
     "sample_shape",
+    "shape_polygon",
     "render_shape",
     "generate_image",
     "generate_batch",
@@ -281,6 +282,24 @@ def sample_shape(label: int, rng: np.random.Generator, size: SizeLike = (256, 25
                      phase=float(phase), foreground=float(fg), background=float(bg))
 
 
+def shape_polygon(spec: ShapeSpec, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """The contour of ``spec`` on the pixel grid of ``size`` (H, W): ``(pix, verts)``, both int64
+    arrays of (row, column) pairs: ``pix`` the contour points rounded to pixels and clipped to the
+    image, ``verts`` the polygon render_shape fills (repeated points and points inside straight
+    runs dropped)."""
+    h, w = size
+    pts = _contour(_check_label(spec.label), spec.radius, spec.rotation, spec.amplitude,
+                   spec.frequency, spec.phase)
+    pix = np.rint(pts + np.asarray(spec.center)).astype(np.int64)
+    pix[:, 0] = np.clip(pix[:, 0], 0, h - 1)
+    pix[:, 1] = np.clip(pix[:, 1], 0, w - 1)
+    verts = pix[np.any(pix != np.roll(pix, 1, axis=0), axis=1)]
+    if len(verts) >= 3:
+        step = np.diff(np.vstack([verts, verts[:1]]), axis=0)
+        verts = verts[np.any(step != np.roll(step, 1, axis=0), axis=1)]
+    return pix, verts
+
+
 def render_shape(spec: ShapeSpec, size: SizeLike = (256, 256)) -> np.ndarray:
     """Rasterise ``spec`` into a float32 image of shape ``(H, W)``.
 
@@ -297,16 +316,7 @@ def render_shape(spec: ShapeSpec, size: SizeLike = (256, 256)) -> np.ndarray:
             raise ValueError(f"spec.{name} must be finite, got {getattr(spec, name)!r}")
     if not all(math.isfinite(c) for c in spec.center):
         raise ValueError(f"spec.center must be finite, got {spec.center!r}")
-    pts = _contour(_check_label(spec.label), spec.radius, spec.rotation, spec.amplitude,
-                   spec.frequency, spec.phase)
-    pix = np.rint(pts + np.asarray(spec.center)).astype(np.int64)
-    pix[:, 0] = np.clip(pix[:, 0], 0, h - 1)
-    pix[:, 1] = np.clip(pix[:, 1], 0, w - 1)
-    # Polygon vertices: drop repeated points and points inside straight runs.
-    verts = pix[np.any(pix != np.roll(pix, 1, axis=0), axis=1)]
-    if len(verts) >= 3:
-        step = np.diff(np.vstack([verts, verts[:1]]), axis=0)
-        verts = verts[np.any(step != np.roll(step, 1, axis=0), axis=1)]
+    pix, verts = shape_polygon(spec, (h, w))
     img = np.full((h, w), spec.background, dtype=np.float32)
     if len(verts) >= 3:
         img[fill_polygon(verts[:, 0], verts[:, 1], (h, w))] = spec.foreground
