@@ -83,6 +83,14 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
     return pd.DataFrame(rows)
 
 
+def _unconverged(runs) -> str:
+    """The reason naming stored runs (id, batches) still improving by the criterion when their last
+    budget ran out (a stored run has spent its ladder): no further run decides a sub-claim resting
+    on them."""
+    return ("unconverged by the criterion when their last budget ran out (no further run decides this): "
+            + ", ".join(f"{rid} ({int(n)} batches)" for rid, n in runs))
+
+
 def unequal_lengths(groups: dict) -> str | None:
     """Why the final errors of these runs cannot be compared, or None: ``groups`` maps a network (or
     Table 4.2 input) to its runs' (id, batches); every run compared, of every group, must have
@@ -152,12 +160,18 @@ class Judge:
                 self.missing.setdefault(r["network"], []).append(r["id"])
 
     def gate(self, nets) -> str | None:
-        """Why a sub-claim resting on these networks' runs cannot be judged, or None."""
+        """Why a sub-claim resting on these networks' runs cannot be judged, or None: runs not
+        computed, and (named even while others are missing, since no further run changes them) runs
+        stored unconverged, which spent their whole ladder of budgets."""
         absent = [rid for n in nets for rid in self.missing.get(n, [])]
+        reasons = []
         if absent or any(n not in self.by_net for n in nets):
-            return "runs not computed: " + ", ".join(absent or [n for n in nets if n not in self.by_net])
-        bad = [rid for n in nets for rid, ok in zip(self.by_net[n].run, self.by_net[n].converged) if not ok]
-        return "unconverged by the criterion: " + ", ".join(bad) if bad else None
+            reasons.append("runs not computed: " + ", ".join(absent or [n for n in nets if n not in self.by_net]))
+        bad = [(r.run, r.batches) for n in nets if n in self.by_net for r in self.by_net[n].itertuples()
+               if not r.converged]
+        if bad:
+            reasons.append(_unconverged(bad))
+        return "; ".join(reasons) or None
 
     def compare(self, name: str, pairs, col: str, lower_is_better: bool = True, what: str = "") -> SubClaim:
         """Between networks: for every (a, b) in ``pairs``, every seed of a beats every seed of b on ``col``."""
@@ -311,10 +325,10 @@ def _reading(claim, inputs, kind, single_run, runs_of, expected_of, summary) -> 
     conv_ok = summary.set_index("run").converged
     length = summary.set_index("run").batches
     absent = [rid for k in inputs for rid in expected_of.get(k, []) if rid not in runs_of.get(k, [])]
-    bad = [rid for k in inputs for rid in runs_of.get(k, []) if not conv_ok[rid]]
+    bad = [(rid, length[rid]) for k in inputs for rid in runs_of.get(k, []) if not conv_ok[rid]]
     few = [k for k in inputs if len(expected_of.get(k, [])) < MIN_SEEDS]
     reasons = ([f"runs not computed: {', '.join(absent)}"] if absent else []) + (
-        [f"unconverged by the criterion: {', '.join(bad)}"] if bad else []) + (
+        [_unconverged(bad)] if bad else []) + (
         [f"underpowered: {', '.join(f'{k} {len(expected_of.get(k, []))}' for k in few)} seed(s), "
          f"{MIN_SEEDS} needed"] if few else [])
     unequal = unequal_lengths({k: [(rid, length[rid]) for rid in runs_of.get(k, [])] for k in inputs})
@@ -346,7 +360,11 @@ def table4_2_claims(summary: pd.DataFrame, expected: list[dict], runs_of: dict, 
     expected_of = _by_input(expected, size)
     if len(errors) < len(THESIS_42):
         missing = [k for k in THESIS_42 if k not in errors]
-        return [SubClaim("Table 4.2's readings", "inconclusive", "runs not computed: " + ", ".join(missing))], None
+        rows = summary.set_index("run") if len(summary) else None
+        bad = [(rid, rows.batches[rid]) for ids in runs_of.values() for rid in ids
+               if rows is not None and rid in rows.index and not rows.converged[rid]]
+        return [SubClaim("Table 4.2's readings", "inconclusive", "runs not computed: " + ", ".join(missing)
+                         + (f"; {_unconverged(bad)}" if bad else ""))], None
     ordering = information_ordering(errors)
     claims = [_reading(row.claim, inputs, kind, f"{row.values}, {'holds' if row.holds else 'does not hold'}",
                        runs_of, expected_of, summary)

@@ -74,6 +74,10 @@ def test_an_unconverged_run_makes_its_claims_inconclusive_and_the_verdict_never_
     dips = claim(claims, "Pix_B shows pronounced dips")
     assert dips.status == "inconclusive" and "unconverged" in dips.evidence and "Pix_B_px256_s1" in dips.evidence
     assert verdict(claims).word != "confirmed"
+    metrics = all_metrics(tau_of=tau)
+    del metrics["Pix_B_px256_s2"]  # a run still missing does not hide the unconverged one, which no run changes
+    dips = claim(Judge(summarise(RUNS, metrics, CFG), RUNS, CFG["size"]).fig4_4(), "Pix_B shows pronounced dips")
+    assert "runs not computed: Pix_B_px256_s2" in dips.evidence and "Pix_B_px256_s1 (400 batches)" in dips.evidence
 
 
 def test_near_perfect_reads_the_first_batches_of_every_seed():
@@ -111,6 +115,12 @@ def test_table_4_2_with_an_input_missing_is_inconclusive():
     assert "Pix 64" not in set(table.input)
     claims, ordering = table4_2_claims(summarise(RUNS, metrics, CFG), RUNS, runs_of, errors, CFG["size"])
     assert ordering is None and [c.status for c in claims] == ["inconclusive"] and "Pix 64" in claims[0].evidence
+    assert "unconverged" not in claims[0].evidence
+    rising = curve(40.0)
+    rising["accuracy"] = np.linspace(0.2, 0.9, len(rising))  # a stored input still improving is named too
+    metrics["APR_B_E0.4_s1"] = rising
+    claims, _ = table4_2_claims(summarise(RUNS, metrics, CFG), RUNS, runs_of, errors, CFG["size"])
+    assert "Pix 64" in claims[0].evidence and "APR_B_E0.4_s1 (400 batches)" in claims[0].evidence
 
 
 def test_final_errors_of_seeds_trained_for_different_lengths_are_not_compared():
