@@ -27,7 +27,7 @@ from .learning_curves import (converged, dip_noise_floor, expected_accuracy, fin
 from .verdicts import SubClaim
 
 __all__ = ["MIN_SEEDS", "NEAR_PERFECT", "WITHIN", "DIP_WINDOW", "CONV_FRAC", "THESIS_42", "READINGS",
-           "summarise", "unequal_lengths", "extensions_needed", "compared_final_errors", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
+           "summarise", "NO_RUN_DECIDES", "no_run_decides", "unequal_lengths", "extensions_needed", "compared_final_errors", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
 
 #: seeds of each network a between-network comparison needs
 MIN_SEEDS = 3
@@ -83,12 +83,23 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
     return pd.DataFrame(rows)
 
 
+#: the words by which an inconclusive sub-claim's evidence says that no further run can settle it
+NO_RUN_DECIDES = "no further run decides this"
+
+
 def _unconverged(runs) -> str:
     """The reason naming stored runs (id, batches) still improving by the criterion when their last
     budget ran out (a stored run has spent its ladder): no further run decides a sub-claim resting
     on them."""
-    return ("unconverged by the criterion when their last budget ran out (no further run decides this): "
+    return (f"unconverged by the criterion when their last budget ran out ({NO_RUN_DECIDES}): "
             + ", ".join(f"{rid} ({int(n)} batches)" for rid, n in runs))
+
+
+def no_run_decides(claims) -> list[str]:
+    """The names of the inconclusive sub-claims among ``claims`` that rest on a run stored
+    unconverged: within the budget cap no further run settles them (those waiting only for runs not
+    computed yet are not listed)."""
+    return [c.name for c in claims if c.status == "inconclusive" and NO_RUN_DECIDES in c.evidence]
 
 
 def unequal_lengths(groups: dict) -> str | None:

@@ -9,8 +9,8 @@ import pytest
 
 from aprbook.learning_curves import final_error
 from aprbook.runs import streamed_runs
-from aprbook.streamed_claims import (THESIS_42, Judge, compared_final_errors, extensions_needed, summarise, table4_2,
-                                     table4_2_claims)
+from aprbook.streamed_claims import (THESIS_42, Judge, compared_final_errors, extensions_needed, no_run_decides, summarise,
+                                     table4_2, table4_2_claims)
 from aprbook.verdicts import verdict
 
 CFG = {"size": 256, "batch_size": 36, "n_batches": 400, "seeds": [1], "smooth": 20, "last": 40,
@@ -78,6 +78,9 @@ def test_an_unconverged_run_makes_its_claims_inconclusive_and_the_verdict_never_
     del metrics["Pix_B_px256_s2"]  # a run still missing does not hide the unconverged one, which no run changes
     dips = claim(Judge(summarise(RUNS, metrics, CFG), RUNS, CFG["size"]).fig4_4(), "Pix_B shows pronounced dips")
     assert "runs not computed: Pix_B_px256_s2" in dips.evidence and "Pix_B_px256_s1 (400 batches)" in dips.evidence
+    claims = Judge(summarise(RUNS, metrics, CFG), RUNS, CFG["size"]).fig4_4()
+    assert "Pix_B shows pronounced dips" in no_run_decides(claims)
+    assert "Pix_B virtually perfect within a few hundred batches" not in no_run_decides(claims)  # waits for s2
 
 
 def test_near_perfect_reads_the_first_batches_of_every_seed():
