@@ -92,7 +92,7 @@ def run_checkpoint(store: ResultStore, checkpoint_dir, budget: str) -> Checkpoin
     configuration is the store's profile and parameters without ``budget`` (the name of the
     parameter that sets the run's length); see the module docstring."""
     experiment, rid = store.experiment.split("/", 1)
-    # ``at_least`` (a streamed run extended to its seeds' common budget) sets the length, too
+    # ``at_least`` (a streamed run extended to the budget of the runs it is compared with) sets the length, too
     config = {"profile": store.profile,
               "params": {k: v for k, v in store.params.items() if k not in (budget, "at_least")}}
     where = Path(checkpoint_dir) / experiment / store.profile
@@ -136,7 +136,7 @@ def streamed_runs(cfg: dict) -> list[dict]:
     ``cfg['extra_seeds_for']``: a network's name (its runs on the full input: E = 0.1, or pixels at
     full resolution), or a network and input as in the ids (``"APR_B_E0.4"``, ``"Pix_B_px128"``).
     ``cfg['extend_to']`` (run id -> batches, a budget of the ladder) gives a run ``at_least``: it is
-    first checked for convergence there (a seed extended to the budget its siblings trained to)."""
+    first checked for convergence there (a run extended to the budget of the runs it is compared with)."""
     size = cfg["size"]
     base = [("APR_A", "A", "full", 0.1, None), ("APR_A same", "A", "same", 0.1, None),
             ("APR_A close", "A", "close", 0.1, None), ("Pix_A", "A", "pixel", None, size),
@@ -251,7 +251,7 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
     out of its key, is extended)."""
     from .learning_curves import converged
     budgets = _budgets(cfg)
-    if run.get("at_least") is not None:  # extended to its seeds' common budget: checked from there on
+    if run.get("at_least") is not None:  # extended to the budget of the runs it is compared with
         if run["at_least"] not in budgets:
             raise ValueError(f"{run['id']}: at_least {run['at_least']} is not a budget of {budgets}")
         budgets = [b for b in budgets if b >= run["at_least"]]
