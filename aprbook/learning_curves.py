@@ -215,6 +215,7 @@ def error_correlation(metrics: dict[str, pd.DataFrame], seeds: dict[str, int], s
     if not 0 <= start < stop:
         raise ValueError(f"need 0 <= start < stop, got {start}, {stop}")
     ids = [rid for rid in metrics if len(metrics[rid]) >= stop]
+
     def residual(m):
         e = 1.0 - _check(m)
         return (e - e.rolling(detrend, center=True, min_periods=1).mean()).to_numpy()[start:stop]

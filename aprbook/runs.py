@@ -208,11 +208,12 @@ def staged_store(make, params: dict, stages, trained: str, stopped: str) -> Resu
     lengthening the ladder leaves it fresh. The provenance names the budget it stopped at
     (``trained``: iterations or batches) and whether it stopped early (``stopped``). Otherwise (no
     such stored run, or one that spent its whole ladder: a longer ladder extends it from its
-    archived checkpoint) the store under ``params`` is returned."""
+    archived checkpoint) the store under ``params`` is returned. Only an earlier ladder's store has its
+    files checked here (it is returned only if fresh); the caller checks the others'."""
     store = make(params)
-    if store.fresh or "budgets" not in params:
-        return store
     prov = store.provenance() or {}
+    if "budgets" not in params or prov.get("params_hash") == store.key:
+        return store
     old = prov.get("params") or {}
     ladder = old.get("budgets")
     if (not prov.get(stopped) or not isinstance(ladder, list)

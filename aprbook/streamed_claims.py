@@ -27,7 +27,8 @@ from .learning_curves import (converged, dip_noise_floor, expected_accuracy, fin
 from .verdicts import SubClaim
 
 __all__ = ["MIN_SEEDS", "NEAR_PERFECT", "WITHIN", "DIP_WINDOW", "CONV_FRAC", "THESIS_42", "READINGS",
-           "summarise", "NO_RUN_DECIDES", "no_run_decides", "unequal_lengths", "extensions_needed", "compared_final_errors", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
+           "summarise", "NO_RUN_DECIDES", "no_run_decides", "unequal_lengths", "extensions_needed",
+           "compared_final_errors", "figure_runs", "Judge", "table4_2_input", "table4_2", "table4_2_claims"]
 
 #: seeds of each network a between-network comparison needs
 MIN_SEEDS = 3
@@ -87,12 +88,16 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
 NO_RUN_DECIDES = "no further run decides this"
 
 
-def _unconverged(runs) -> str:
-    """The reason naming stored runs (id, batches) still improving by the criterion when their last
-    budget ran out (a stored run has spent its ladder): no further run decides a sub-claim resting
-    on them."""
+def _unconverged(rows: pd.DataFrame, ids) -> str | None:
+    """The reason naming the runs among ``ids`` that ``rows`` (:func:`summarise`'s table indexed by
+    run) has stored unconverged, with their lengths, or None: still improving by the criterion when
+    their last budget ran out (a stored run has spent its ladder), so no further run decides a
+    sub-claim resting on them."""
+    bad = [rid for rid in ids if rid in rows.index and not rows.converged[rid]]
+    if not bad:
+        return None
     return (f"unconverged by the criterion when their last budget ran out ({NO_RUN_DECIDES}): "
-            + ", ".join(f"{rid} ({int(n)} batches)" for rid, n in runs))
+            + ", ".join(f"{rid} ({int(rows.batches[rid])} batches)" for rid in bad))
 
 
 def no_run_decides(claims) -> list[str]:
@@ -165,6 +170,7 @@ class Judge:
         stored = set(summary.run) if len(summary) else set()
         main = figure_runs(summary, size)
         self.by_net = {net: d for net, d in main.groupby("network")} if len(main) else {}
+        self.rows = summary.set_index("run") if len(summary) else pd.DataFrame(columns=["converged", "batches"])
         self.missing = {}
         for r in figure_runs(expected, size):
             if r["id"] not in stored:
@@ -178,10 +184,8 @@ class Judge:
         reasons = []
         if absent or any(n not in self.by_net for n in nets):
             reasons.append("runs not computed: " + ", ".join(absent or [n for n in nets if n not in self.by_net]))
-        bad = [(r.run, r.batches) for n in nets if n in self.by_net for r in self.by_net[n].itertuples()
-               if not r.converged]
-        if bad:
-            reasons.append(_unconverged(bad))
+        unconverged = _unconverged(self.rows, [rid for n in nets if n in self.by_net for rid in self.by_net[n].run])
+        reasons += [unconverged] if unconverged else []
         return "; ".join(reasons) or None
 
     def compare(self, name: str, pairs, col: str, lower_is_better: bool = True, what: str = "") -> SubClaim:
@@ -332,14 +336,13 @@ def table4_2(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict):
 
 
 def _reading(claim, inputs, kind, single_run, runs_of, expected_of, summary) -> SubClaim:
-    final_err = summary.set_index("run").error_mean
-    conv_ok = summary.set_index("run").converged
-    length = summary.set_index("run").batches
+    rows = summary.set_index("run")
+    final_err, length = rows.error_mean, rows.batches
     absent = [rid for k in inputs for rid in expected_of.get(k, []) if rid not in runs_of.get(k, [])]
-    bad = [(rid, length[rid]) for k in inputs for rid in runs_of.get(k, []) if not conv_ok[rid]]
+    unconverged = _unconverged(rows, [rid for k in inputs for rid in runs_of.get(k, [])])
     few = [k for k in inputs if len(expected_of.get(k, [])) < MIN_SEEDS]
     reasons = ([f"runs not computed: {', '.join(absent)}"] if absent else []) + (
-        [_unconverged(bad)] if bad else []) + (
+        [unconverged] if unconverged else []) + (
         [f"underpowered: {', '.join(f'{k} {len(expected_of.get(k, []))}' for k in few)} seed(s), "
          f"{MIN_SEEDS} needed"] if few else [])
     unequal = unequal_lengths({k: [(rid, length[rid]) for rid in runs_of.get(k, [])] for k in inputs})
@@ -371,11 +374,10 @@ def table4_2_claims(summary: pd.DataFrame, expected: list[dict], runs_of: dict, 
     expected_of = _by_input(expected, size)
     if len(errors) < len(THESIS_42):
         missing = [k for k in THESIS_42 if k not in errors]
-        rows = summary.set_index("run") if len(summary) else None
-        bad = [(rid, rows.batches[rid]) for ids in runs_of.values() for rid in ids
-               if rows is not None and rid in rows.index and not rows.converged[rid]]
+        unconverged = _unconverged(summary.set_index("run"), [rid for ids in runs_of.values() for rid in ids]) \
+            if len(summary) else None
         return [SubClaim("Table 4.2's readings", "inconclusive", "runs not computed: " + ", ".join(missing)
-                         + (f"; {_unconverged(bad)}" if bad else ""))], None
+                         + (f"; {unconverged}" if unconverged else ""))], None
     ordering = information_ordering(errors)
     claims = [_reading(row.claim, inputs, kind, f"{row.values}, {'holds' if row.holds else 'does not hold'}",
                        runs_of, expected_of, summary)
