@@ -364,12 +364,13 @@ def finite_network(run: dict, cfg: dict):
     return model, spec
 
 
-def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None
-               ) -> tuple[pd.DataFrame, ...]:
+def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None,
+               test: bool = True) -> tuple[pd.DataFrame, ...]:
     """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``),
     select the minimum-validation-loss model and test it on both test sets. Returns (metrics per
     evaluation, test results with Wilson 95% CIs, confusion counts: one row per test set, true
-    class and predicted class)."""
+    class and predicted class); with ``test=False`` the run is not tested and the last two are None
+    (a staged run tests only the budget it stops at)."""
     from aprlib.data.synthetic import CLASS_NAMES, NUM_CLASSES
     torch.manual_seed(run["seed"])
     model, spec = finite_network(run, cfg)
@@ -380,6 +381,8 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
                                 eval_every=finite_eval_every(cfg, run["per_class"]), seed=run["seed"],
                                 checkpoint=checkpoint, progress=progress, desc=run["id"],
                                 cache_val=cfg.get("cache_val", False), bn_calibration=cfg.get("bn_calibration"))
+    if not test:
+        return metrics, None, None
     model.load_state_dict(best)
     builder = batch_builder(spec, model)
     rows, confusion = [], []
@@ -425,12 +428,15 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
     budgets = finite_budgets(cfg, run["per_class"])
 
     def stages(ckpt, first):
+        # the kept model is tested only at the budget the run stops at (trained out, or the last)
         for budget in budgets[first:]:
-            metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget)
-            best_it = int(test.best_iteration.iloc[0])
+            metrics, _, _ = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget, test=False)
+            best_it = _best_iteration(metrics)
             early = kept_early(best_it, budget)
-            if early:
+            if early or budget == budgets[-1]:
                 break
+        # the run's checkpoint now holds this budget's end: run_finite resumes it without training
+        metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget)
         return metrics, test, confusion, budget, best_it, early
 
     def train(ckpt):

@@ -230,6 +230,25 @@ def test_staged_finite_run_resumes_a_checkpoint_past_its_first_budget(tmp_path, 
     assert store.provenance()["iterations_trained"] == 3 and store.provenance()["kept_early"] is True
 
 
+def test_a_staged_finite_run_tests_only_the_budget_it_stops_at(tmp_path, monkeypatch):
+    """The kept model is tested once, at the budget where the run stops (the last, here), not at
+    every budget it passes; the stored test is that of a straight run of that length."""
+    import aprbook.learning_curves as lc
+    import aprbook.runs as runs
+    from aprbook.profiles import profile_settings
+    cfg = profile_settings("finite_converged", "smoke")
+    run = runs.finite_runs(cfg)[0]
+    tested, evaluate = [], runs.evaluate_in_order
+    monkeypatch.setattr(runs, "evaluate_in_order", lambda model, ds, *a: tested.append(len(ds)) or evaluate(model, ds, *a))
+    monkeypatch.setattr(lc, "kept_early", lambda best, n: False)  # never trained out: both budgets
+    store = runs.compute_finite(run, cfg, "smoke", tmp_path / "results", tmp_path / "ck", progress=False)
+    assert store.provenance()["iterations_trained"] == cfg["budgets"][-1]
+    assert len(tested) == 2  # test and test_extreme, once
+    straight = runs.run_finite(run, cfg, progress=False, n_iterations=cfg["budgets"][-1])
+    np.testing.assert_array_equal(store.load_table("test").accuracy, straight[1].accuracy)
+    np.testing.assert_array_equal(store.load_table("test").best_iteration, straight[1].best_iteration)
+
+
 def test_lengthening_the_budget_ladder_keeps_runs_that_stopped_early_and_extends_the_others(tmp_path, capsys,
                                                                                            monkeypatch):
     """A run stored as trained out at a budget stays fresh under a longer ladder with the same budgets
