@@ -175,23 +175,27 @@ def main(argv=None) -> int:
     sha = hashlib.sha256(a.checkpoint.read_bytes()).hexdigest()
     if a.sensitivity:
         name, table, params = "eval_calibration", "calibration", {"val_per_class": a.val_per_class}
+
+        def compute():
+            return calibration_sensitivity(run, cfg, a.checkpoint, val_per_class=a.val_per_class), None
     else:
         name, table = "eval_swings", "swings"
         params = {"n_evals": a.n_evals, "val_per_class": a.val_per_class, "calib_batches": a.calib_batches}
+
+        def compute():
+            df = trace_finite_run(run, cfg, a.checkpoint, n_evals=a.n_evals, val_per_class=a.val_per_class,
+                                  n_calib_batches=a.calib_batches)
+            return df, {"source_iteration": int(df.iteration.iloc[0])}
     store = ResultStore(a.results_dir, f"finite_converged/{name}", "book",
                         {"run": run_id, "checkpoint_sha256": sha, **params},
                         notebook="notebooks/06_finite_datasets.ipynb")
     store.start()
-    if a.sensitivity:
-        df, extra = calibration_sensitivity(run, cfg, a.checkpoint, val_per_class=a.val_per_class), None
-    else:
-        df = trace_finite_run(run, cfg, a.checkpoint, n_evals=a.n_evals, val_per_class=a.val_per_class,
-                              n_calib_batches=a.calib_batches)
-        extra = {"source_iteration": int(df.iteration.iloc[0])}
+    df, extra = compute()
     store.save_table(table, df)
     store.finish(seeds={"init_and_order": run["seed"], "data": cfg["data_seed"]}, extra=extra)
     print(df.round(3).to_string())
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
