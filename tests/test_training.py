@@ -239,7 +239,8 @@ def test_a_staged_finite_run_tests_only_the_budget_it_stops_at(tmp_path, monkeyp
     cfg = profile_settings("finite_converged", "smoke")
     run = runs.finite_runs(cfg)[0]
     tested, evaluate = [], runs.evaluate_in_order
-    monkeypatch.setattr(runs, "evaluate_in_order", lambda model, ds, *a: tested.append(len(ds)) or evaluate(model, ds, *a))
+    monkeypatch.setattr(runs, "evaluate_in_order",
+                        lambda model, ds, *a: tested.append(len(ds)) or evaluate(model, ds, *a))
     monkeypatch.setattr(lc, "kept_early", lambda best, n: False)  # never trained out: both budgets
     store = runs.compute_finite(run, cfg, "smoke", tmp_path / "results", tmp_path / "ck", progress=False)
     assert store.provenance()["iterations_trained"] == cfg["budgets"][-1]
