@@ -364,14 +364,10 @@ def finite_network(run: dict, cfg: dict):
     return model, spec
 
 
-def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None,
-               test: bool = True) -> tuple[pd.DataFrame, ...]:
-    """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``),
-    select the minimum-validation-loss model and test it on both test sets. Returns (metrics per
-    evaluation, test results with Wilson 95% CIs, confusion counts: one row per test set, true
-    class and predicted class); with ``test=False`` the run is not tested and the last two are None
-    (a staged run tests only the budget it stops at)."""
-    from aprlib.data.synthetic import CLASS_NAMES, NUM_CLASSES
+def _train_finite(run: dict, cfg: dict, checkpoint, progress: bool, n_iterations: int | None) -> tuple:
+    """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``);
+    returns (metrics per evaluation, the kept state, the network, its InputSpec, the datasets)."""
+    from aprlib.data.synthetic import NUM_CLASSES
     torch.manual_seed(run["seed"])
     model, spec = finite_network(run, cfg)
     data = finite_datasets(cfg)
@@ -381,8 +377,13 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
                                 eval_every=finite_eval_every(cfg, run["per_class"]), seed=run["seed"],
                                 checkpoint=checkpoint, progress=progress, desc=run["id"],
                                 cache_val=cfg.get("cache_val", False), bn_calibration=cfg.get("bn_calibration"))
-    if not test:
-        return metrics, None, None
+    return metrics, best, model, spec, data
+
+
+def _test_finite(metrics: pd.DataFrame, best: dict, model, spec, data: dict, cfg: dict) -> tuple[pd.DataFrame, ...]:
+    """Load the kept state ``best`` into ``model`` and test it on both test sets: (test results with
+    Wilson 95% CIs, confusion counts: one row per test set, true class and predicted class)."""
+    from aprlib.data.synthetic import CLASS_NAMES
     model.load_state_dict(best)
     builder = batch_builder(spec, model)
     rows, confusion = [], []
@@ -396,7 +397,17 @@ def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_i
                      "loss": res["loss"], "best_iteration": best_it, "test_s": time.perf_counter() - t0})
         confusion += [{"test_set": name, "true": CLASS_NAMES[t], "predicted": CLASS_NAMES[p], "count": int(c)}
                       for (t, p), c in np.ndenumerate(res["confusion"])]
-    return metrics, pd.DataFrame(rows), pd.DataFrame(confusion)
+    return pd.DataFrame(rows), pd.DataFrame(confusion)
+
+
+def run_finite(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_iterations: int | None = None
+               ) -> tuple[pd.DataFrame, ...]:
+    """Train one run of :func:`finite_runs` for ``n_iterations`` (default ``cfg['n_iterations']``),
+    select the minimum-validation-loss model and test it on both test sets. Returns (metrics per
+    evaluation, test results with Wilson 95% CIs, confusion counts: one row per test set, true
+    class and predicted class)."""
+    trained = _train_finite(run, cfg, checkpoint, progress, n_iterations)
+    return trained[0], *_test_finite(*trained, cfg)
 
 
 def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
@@ -430,14 +441,13 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
     def stages(ckpt, first):
         # the kept model is tested only at the budget the run stops at (trained out, or the last)
         for budget in budgets[first:]:
-            metrics, _, _ = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget, test=False)
+            trained = _train_finite(run, cfg, ckpt, progress, budget)
+            metrics = trained[0]
             best_it = _best_iteration(metrics)
             early = kept_early(best_it, budget)
-            if early or budget == budgets[-1]:
+            if early:
                 break
-        # the run's checkpoint now holds this budget's end: run_finite resumes it without training
-        metrics, test, confusion = run_finite(run, cfg, checkpoint=ckpt, progress=progress, n_iterations=budget)
-        return metrics, test, confusion, budget, best_it, early
+        return (metrics, *_test_finite(*trained, cfg), budget, best_it, early)
 
     def train(ckpt):
         first = _first_stage(budgets, ckpt.saved_progress("next_iteration"))
