@@ -60,7 +60,7 @@ PROFILES = {
                  "last": 100, "extra_seeds_for": ["APR_A", "Pix_A", "APR_B", "Pix_B", "APR_B_E0.4", "APR_B_E0.6",
                                                   "APR_B_E0.8", "Pix_B_px128", "Pix_B_px64"],
                  "extra_seeds": [2, 3], "pixel_channels_last": True,
-                 "extend_to": {"APR_B_E0.8_s1": 9000, "APR_B_E0.8_s2": 9000,
+                 "extend_to": {"APR_B_E0.8_s1": 9000, "APR_B_E0.8_s2": 9000, "APR_B_E0.8_s3": 9000,
                                "Pix_B_px64_s2": 9000, "Pix_B_px64_s3": 9000}},
         "paper": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
                   "budgets": [3000, 6000, 9000], "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset",
