@@ -398,7 +398,7 @@ def test_book_runs_to_convergence_have_three_seeds_of_every_compared_network_and
         assert sorted(per_input[net]) == [1, 2, 3]
     for net in ("APR_A same", "APR_A close", "APR_B same", "APR_B close"):
         assert per_input[net] == [1]
-    with_prefix = streamed_runs({**cfg, "extra_seeds_for": ["Pix_B_px64"]})
+    with_prefix = streamed_runs({**cfg, "extra_seeds_for": ["Pix_B_px64"], "extend_to": {}})
     assert sorted(r["id"] for r in with_prefix if r["id"].startswith("Pix_B_px64")) == \
         ["Pix_B_px64_s1", "Pix_B_px64_s2", "Pix_B_px64_s3"]
     assert all(r["seed"] == 1 for r in with_prefix if not r["id"].startswith("Pix_B_px64"))
