@@ -88,9 +88,13 @@ def size_claim(tests: pd.DataFrame, expected: list[dict], n: int, kind: str) -> 
     first = tests[tests.test_set == "test"]
     a, p = (first[(first.network == net) & (first.per_class == n)] for net in NETWORKS)
     absent = [r["id"] for r in expected if r["per_class"] == n and r["id"] not in set(first.run)]
-    if a.empty or p.empty:
-        return SubClaim(name, "inconclusive", f"runs not computed at {n} per class"
-                        + (f": {', '.join(absent)}" if absent else ""))
+    late = [f"{net} (iteration {int(r.best_iteration)} of {int(r.budget)})" for net, d in ((apr, a), (pix, p))
+            for r in d.itertuples() if not kept_early(r.best_iteration, r.budget, KEEP_FRAC)]
+    late_reason = [f"kept a model from the last 20% of the budget: {', '.join(late)}"] if late else []
+    if a.empty or p.empty:  # the runs of the network present are still checked, so that none is hidden
+        return SubClaim(name, "inconclusive", "; ".join([f"runs not computed at {n} per class"
+                                                         + (f": {', '.join(absent)}" if absent else "")]
+                                                        + late_reason))
     wide = wide_table(tests)
     w = wide.loc["test"]
     iv = lambda net: f"{w.loc[n, (net, 'accuracy')]:.3f} [{w.loc[n, (net, 'ci_low')]:.3f}, {w.loc[n, (net, 'ci_high')]:.3f}]"  # noqa: E731
@@ -102,10 +106,7 @@ def size_claim(tests: pd.DataFrame, expected: list[dict], n: int, kind: str) -> 
                 + ", ".join(f"{int(b)}" for b in a.best_iteration) + f" ({apr}) and "
                 + ", ".join(f"{int(b)}" for b in p.best_iteration) + f" ({pix}) of "
                 + ", ".join(str(int(b)) for b in budgets))
-    late = [f"{net} (iteration {int(r.best_iteration)} of {int(r.budget)})" for net, d in ((apr, a), (pix, p))
-            for r in d.itertuples() if not kept_early(r.best_iteration, r.budget, KEEP_FRAC)]
-    reasons = ([f"runs not computed: {', '.join(absent)}"] if absent else []) + (
-        [f"kept a model from the last 20% of the budget: {', '.join(late)}"] if late else []) + (
+    reasons = ([f"runs not computed: {', '.join(absent)}"] if absent else []) + late_reason + (
         [f"underpowered: {len(a)} and {len(p)} run(s), {MIN_SEEDS} of each needed"]
         if min(len(a), len(p)) < MIN_SEEDS else [])
     if reasons:
