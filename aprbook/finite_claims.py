@@ -88,7 +88,7 @@ def size_claim(tests: pd.DataFrame, expected: list[dict], n: int, kind: str) -> 
     first = tests[tests.test_set == "test"]
     a, p = (first[(first.network == net) & (first.per_class == n)] for net in NETWORKS)
     absent = [r["id"] for r in expected if r["per_class"] == n and r["id"] not in set(first.run)]
-    late = [f"{net} (iteration {int(r.best_iteration)} of {int(r.budget)})" for net, d in ((apr, a), (pix, p))
+    late = [f"{r.run} (iteration {int(r.best_iteration)} of {int(r.budget)})" for d in (a, p)
             for r in d.itertuples() if not kept_early(r.best_iteration, r.budget, KEEP_FRAC)]
     late_reason = [f"kept a model from the last 20% of the budget: {', '.join(late)}"] if late else []
     if a.empty or p.empty:  # the runs of the network present are still checked, so that none is hidden
