@@ -62,9 +62,15 @@ from aprlib.train import (Checkpoint, InputSpec, TrainingStopped, batch_builder,
 from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
 
-__all__ = ["streamed_runs", "run_streamed", "compute_streamed", "finite_runs", "run_finite", "compute_finite",
+__all__ = ["streamed_runs", "run_streamed", "compute_streamed", "primary_runs", "primary_store", "primary_twin",
+           "primary_metrics", "compute_primary", "finite_runs", "run_finite", "compute_finite",
            "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural", "run_checkpoint",
-           "staged_store", "stop_outside_training", "RunStopped"]
+           "staged_store", "stop_outside_training", "RunStopped", "CHECKPOINT_DIR"]
+
+#: where runs checkpoint, relative to the repository's root: inside the repository, where an unfinished
+#: run's checkpoint (a few MB) is committed so that a fresh clone resumes it (``.gitignore`` keeps the
+#: archives of finished runs, ``done/``, and smoke runs out)
+CHECKPOINT_DIR = "results/checkpoints"
 
 STREAMED_NOTEBOOK = "notebooks/05_streamed_training.ipynb"
 FINITE_NOTEBOOK = "notebooks/06_finite_datasets.ipynb"
@@ -184,12 +190,12 @@ def _first_stage(budgets: list[int], done: int) -> int:
 def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_batches: int | None = None
                  ) -> pd.DataFrame:
     """Train one run of :func:`streamed_runs` (seeded initialisation and data stream) for
-    ``n_batches`` (default ``cfg['n_batches']``); intensities reach the network as
-    ``cfg['normalise']`` says (:class:`aprlib.train.InputSpec`; default: as generated)."""
+    ``n_batches`` (default ``cfg['n_batches']``); intensities reach the network as the run's
+    ``normalise`` says, else ``cfg['normalise']`` (:class:`aprlib.train.InputSpec`; default: as generated)."""
     from aprlib.data.synthetic import SyntheticShapesStream
     torch.manual_seed(run["seed"])
     model = _networks(run["family"], run["variant"], channels_last=run.get("channels_last", False))
-    norm = cfg.get("normalise")
+    norm = run.get("normalise", cfg.get("normalise"))  # a sensitivity arm's own normalisation wins
     spec = (InputSpec("pixel", resolution=run["resolution"], normalise=norm) if run["variant"] == "pixel"
             else InputSpec("apr", rel_error=run["rel_error"], normalise=norm))
     stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
@@ -279,6 +285,90 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
     # the checkpoint's key leaves out the budget(s): a run extends its own checkpoint
     return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train,
                     "budgets" if "budgets" in cfg else "n_batches")
+
+
+# --- the thesis's protocol: 3000 batches, no ladder (issue 39) ------------------------------------
+#: the parameters that set a streamed run's length (left out when a run is compared with its twin)
+_LENGTH_KEYS = ("budgets", "n_batches", "at_least")
+
+
+def primary_runs(cfg: dict) -> list[dict]:
+    """The runs of the thesis's protocol (profiles ``streamed_primary``): every network and input of
+    :func:`streamed_runs` with the seeds ``cfg['seeds']`` (no ladder, no ``extend_to``), then the
+    sensitivity arms: for each normalisation of ``cfg['sensitivity']['normalise']`` (None: as
+    generated) the full-input runs of its ``networks`` again, with ``normalise`` in the run and ids
+    ``norm_<none|image>__<id>`` (e.g. ``norm_none__APR_B_E0.1_s2``)."""
+    from .streamed_claims import figure_runs
+    base = streamed_runs({k: v for k, v in cfg.items() if k not in ("extend_to", "extra_seeds_for")})
+    arms = []
+    sens = cfg.get("sensitivity") or {}
+    for norm in sens.get("normalise", []):
+        if norm == cfg.get("normalise"):
+            raise ValueError(f"sensitivity arm normalise={norm!r} is the profile's own setting")
+        arms += [{**r, "id": f"norm_{norm or 'none'}__{r['id']}", "normalise": norm}
+                 for r in figure_runs(base, cfg["size"]) if r["network"] in sens.get("networks", [])]
+    return base + arms
+
+
+def _primary_params(run: dict, cfg: dict) -> dict:
+    """A primary run's parameters as its store records them: the run's own (its ``normalise`` too,
+    for a sensitivity arm) and the profile's size, batch size, length, learning rate and normalisation."""
+    keys = ("size", "batch_size", "n_batches", "lr", "normalise")
+    return {**run, **{k: cfg[k] for k in keys if k in cfg and k not in run}}
+
+
+def primary_twin(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore | None:
+    """The stored run of experiment ``cfg['twin']`` (e.g. streamed_converged) whose first
+    ``cfg['n_batches']`` rows are ``run``: the same id and, but for their lengths (:data:`_LENGTH_KEYS`),
+    the same parameters, fresh and trained at least that long; else None."""
+    if not cfg.get("twin") or "normalise" in run:
+        return None
+    from .profiles import profile_settings
+    twin_cfg = profile_settings(cfg["twin"], profile)
+    twin = next((r for r in streamed_runs(twin_cfg) if r["id"] == run["id"]), None)
+    if twin is None:
+        return None
+    store = streamed_store(twin, twin_cfg, profile, results_dir)
+
+    def same(p):
+        return {k: v for k, v in p.items() if k not in _LENGTH_KEYS}
+    if same(store.params) != same(_primary_params(run, cfg)) or not store.fresh:
+        return None
+    return store if (store.provenance() or {}).get("batches_trained", 0) >= cfg["n_batches"] else None
+
+
+def primary_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
+    """The store a primary run is read from: its twin's (:func:`primary_twin`) where there is one,
+    else its own, ``results/streamed_primary/<run>/<profile>/``. Read its metrics with
+    :func:`primary_metrics` (a twin holds more rows than the protocol's)."""
+    twin = primary_twin(run, cfg, profile, results_dir)
+    if twin is not None:
+        return twin
+    return ResultStore(results_dir, f"{cfg.get('experiment', 'streamed_primary')}/{run['id']}", profile,
+                       _primary_params(run, cfg), notebook=STREAMED_NOTEBOOK)
+
+
+def primary_metrics(store: ResultStore, cfg: dict) -> pd.DataFrame:
+    """The first ``cfg['n_batches']`` rows of a primary run's metrics (all of them for its own store)."""
+    return store.load_table("metrics").iloc[:cfg["n_batches"]].reset_index(drop=True)
+
+
+def compute_primary(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
+                    progress: bool = True) -> ResultStore:
+    """Train ``run`` for ``cfg['n_batches']`` batches unless it or its twin is stored; returns the store
+    it is read from (:func:`primary_store`). No convergence test: the provenance records the batches
+    trained and the compute time only."""
+    store = primary_store(run, cfg, profile, results_dir)
+    if store.experiment.split("/", 1)[0] != cfg.get("experiment", "streamed_primary"):
+        return store  # the twin: trained longer under another experiment, never retrained from here
+
+    def train(ckpt):
+        metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress)
+        return ({"metrics": metrics}, {"init": run["seed"], "stream": 1000 + run["seed"]},
+                {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1),
+                 "batches_trained": len(metrics)})
+
+    return _compute(store, checkpoint_dir, recompute, train, "n_batches")
 
 
 # --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
@@ -535,6 +625,7 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
 # The command line's experiments: (profile name, run list, compute, result store) of each.
 EXPERIMENTS = {"streamed": ("streamed_training", streamed_runs, compute_streamed, streamed_store),
                "converged": ("streamed_converged", streamed_runs, compute_streamed, streamed_store),
+               "primary": ("streamed_primary", primary_runs, compute_primary, primary_store),
                "finite": ("finite_datasets", finite_runs, compute_finite, finite_store),
                "finite_converged": ("finite_converged", finite_runs, compute_finite, finite_store),
                "natural": ("natural_training", natural_runs, compute_natural, natural_store)}
@@ -633,7 +724,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data-dir", default=None, help="natural: the Dogs-vs-Cats training folder (default: stand-in)")
     ap.add_argument("--profile", default="book", choices=["smoke", "book", "paper"])
     ap.add_argument("--results-dir", default="results")
-    ap.add_argument("--checkpoint-dir", default="checkpoints")
+    ap.add_argument("--checkpoint-dir", default=CHECKPOINT_DIR,
+                    help="where unfinished runs checkpoint (default %(default)s: committed, so a fresh clone resumes them)")
     ap.add_argument("--recompute", action="store_true")
     ap.add_argument("runs", nargs="*", help="run ids (default: every run of the profile)")
     args = ap.parse_intermixed_args(argv)

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from .runs import EXPERIMENTS
+from .runs import CHECKPOINT_DIR, EXPERIMENTS
 
 __all__ = ["pending", "run_job", "sweep", "main"]
 
@@ -61,7 +61,7 @@ def run_job(experiment: str, run_id: str, profile: str, results_dir, checkpoint_
 
 
 def sweep(experiment: str, profile: str = "book", runs=None, workers: int | None = None, scheduler: str | None = None,
-          results_dir="results", checkpoint_dir="checkpoints", data_dir=None, verbose: bool = True) -> list[dict]:
+          results_dir="results", checkpoint_dir=CHECKPOINT_DIR, data_dir=None, verbose: bool = True) -> list[dict]:
     """Every pending run of ``experiment`` at ``profile`` (or of ``runs``) as a job on a Dask
     cluster: a local one with ``workers`` single-threaded worker processes (default: one per core),
     or the scheduler at ``scheduler``. Returns one record per job run (none if nothing is pending)."""
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
     ap.add_argument("--scheduler", default=None, help="address of a Dask scheduler (e.g. tcp://host:8786)")
     ap.add_argument("--results-dir", default="results")
-    ap.add_argument("--checkpoint-dir", default="checkpoints")
+    ap.add_argument("--checkpoint-dir", default=CHECKPOINT_DIR)
     ap.add_argument("--data-dir", default=None, help="natural: the Dogs-vs-Cats training folder (default: stand-in)")
     ap.add_argument("--dry-run", action="store_true", help="list the pending runs and stop")
     args = ap.parse_intermixed_args(argv)
