@@ -49,7 +49,8 @@ from .streamed_claims import NEAR_PERFECT, THESIS_42, WITHIN, Judge, summarise, 
 from .verdicts import SubClaim
 
 __all__ = ["Planned", "PLAN", "CHANGED_AFTER_RESULTS", "NOT_COMPUTED", "plan_table", "primary_expected",
-           "PlanJudge", "judge_plan", "reason_class", "primary_summary"]
+           "PlanJudge", "judge_plan", "reason_class", "primary_summary", "seconds_per_batch", "compute_plan",
+           "SETTINGS", "HEADLINES", "sensitivity_table", "sensitivity_verdicts", "sensitivity_summary"]
 
 #: the words that name runs not computed yet in an inconclusive sub-claim's evidence
 NOT_COMPUTED = "runs not computed"
@@ -274,11 +275,121 @@ def reason_class(claim: SubClaim) -> str:
     return "within noise"
 
 
-def primary_summary(stored, cfg: dict) -> pd.DataFrame:
-    """:func:`aprbook.streamed_claims.summarise` of the plan's runs among ``stored`` (a
-    :class:`aprbook.runs.StoredRuns` of experiment 'primary'), each read at the primary budget."""
+def _summary_of(stored, runs: list[dict], cfg: dict) -> pd.DataFrame:
     from .runs import primary_metrics
-    runs = primary_expected(stored.loaded)
     metrics = {r["id"]: primary_metrics(stored.stores[r["id"]], cfg) for r in runs}
     return summarise(runs, metrics, cfg)
 
+
+def primary_summary(stored, cfg: dict) -> pd.DataFrame:
+    """:func:`aprbook.streamed_claims.summarise` of the plan's runs among ``stored`` (a
+    :class:`aprbook.runs.StoredRuns` of experiment 'primary'), each read at the primary budget."""
+    return _summary_of(stored, primary_expected(stored.loaded), cfg)
+
+
+def sensitivity_summary(stored, cfg: dict) -> pd.DataFrame:
+    """:func:`aprbook.streamed_claims.summarise` of the headline runs (APR_B at E = 0.1, Pix_B at full
+    size) under every intensity setting among ``stored``, with their ``normalise`` ('none' for as
+    generated), each read at the primary budget: the input of :func:`sensitivity_table`."""
+    from .streamed_claims import figure_runs
+    heads = [r for r in figure_runs(stored.loaded, cfg["size"]) if r["network"] in ("APR_B", "Pix_B")]
+    summary = _summary_of(stored, heads, cfg)
+    if len(summary):
+        norm = {r["id"]: r.get("normalise", cfg.get("normalise")) for r in heads}
+        summary["normalise"] = [norm[rid] for rid in summary.run]
+    return summary
+
+
+
+# --- the compute plan: each missing run, its cost and the sub-claims it can decide ----------------
+def _net_input(run: dict) -> str:
+    """'<network> <input>' of a run dict (e.g. 'APR_B E0.1', 'Pix_B px64'): runs of one network and
+    input cost the same per batch."""
+    return f"{run['network']} " + (f"E{run['rel_error']}" if run["rel_error"] is not None else f"px{run['resolution']}")
+
+
+def seconds_per_batch(runs: list[dict], provs: dict) -> dict:
+    """'<network> <input>' -> the median compute seconds per batch of its stored runs (their
+    provenance's ``compute_s`` over ``batches_trained``), measured on this project's machines."""
+    got = {}
+    for r in runs:
+        p = provs.get(r["id"])
+        if p and p.get("compute_s") and p.get("batches_trained"):
+            got.setdefault(_net_input(r), []).append(p["compute_s"] / p["batches_trained"])
+    return {k: float(np.median(v)) for k, v in got.items()}
+
+
+def compute_plan(runs: list[dict], missing: list[str], provs: dict, n_batches: int) -> pd.DataFrame:
+    """The runs not stored yet, in the order to compute them: columns run, network, est_hours (one
+    core: ``n_batches`` at the median seconds per batch of the stored runs of its network and input,
+    :func:`seconds_per_batch`; NaN where none is stored), decides (the sub-claims of :data:`PLAN`
+    that wait for it, or 'the sensitivity table' for an arm) and per_hour (sub-claims per
+    core-hour). Sorted by sub-claims per core-hour, the cheapest first among equals; a run that
+    decides nothing comes last and is not run under the plan."""
+    rate = seconds_per_batch(runs, provs)
+    rows = []
+    for r in runs:
+        if r["id"] not in missing:
+            continue
+        if "normalise" in r:
+            decides = ["the sensitivity table"]
+        else:
+            decides = [p.name for p in PLAN if r["network"] in p.nets and p.kind != "reading"
+                       and p.kind != "magnitude"]
+        hours = rate.get(_net_input(r), np.nan) * n_batches / 3600
+        rows.append({"run": r["id"], "network": _net_input(r), "est_hours": round(hours, 2),
+                     "decides": "; ".join(decides), "n_decides": len(decides),
+                     "per_hour": len(decides) / hours if hours and np.isfinite(hours) else np.nan})
+    df = pd.DataFrame(rows, columns=["run", "network", "est_hours", "decides", "n_decides", "per_hour"])
+    return df.sort_values(["per_hour", "est_hours"], ascending=[False, True], na_position="last",
+                          kind="stable").reset_index(drop=True)
+
+
+# --- the sensitivity of the headline comparisons to the input intensities (issue 39, item 4) -----
+#: the intensity settings, by the name the book uses: the book's ('dataset'), as generated (None),
+#: per-image standardisation ('image')
+SETTINGS = {"dataset": "standardised per data set (the book's)", None: "as generated (thesis-era code)",
+            "image": "standardised per image (the field's practice)"}
+#: the B networks' headline comparisons, APR_B at E = 0.1 against Pix_B at full size
+HEADLINES = [("batches_to_0.5", "APR_B reaches 0.5 before Pix_B"), ("batches_to_0.9", "APR_B reaches 0.9 before Pix_B"),
+             ("error_mean", "APR_B errs less than Pix_B after 3000 batches")]
+
+
+def sensitivity_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per stored run of the headline networks under each setting (:data:`SETTINGS`): setting,
+    network, seed, batches to 0.5 and 0.9 (50-batch running accuracy; empty: not within 3000), error
+    over the last 100 of 3000 batches. ``summary``: :func:`aprbook.streamed_claims.summarise` of the
+    full-input APR_B and Pix_B runs read at the primary budget, with a ``normalise`` column."""
+    cols = ["setting", "network", "seed", "batches_to_0.5", "batches_to_0.9", "error_3000"]
+    if summary.empty:
+        return pd.DataFrame(columns=cols)
+    rows = summary[summary.network.isin(["APR_B", "Pix_B"])]
+    out = pd.DataFrame({"setting": [n if isinstance(n, str) else "none" for n in rows.normalise],
+                        "network": rows.network, "seed": rows.seed, "batches_to_0.5": rows["batches_to_0.5"],
+                        "batches_to_0.9": rows["batches_to_0.9"], "error_3000": rows.error_mean})
+    order = {"dataset": 0, "none": 1, "image": 2}
+    return out.sort_values(["setting", "network", "seed"], key=lambda c: c.map(order) if c.name == "setting" else c
+                           ).reset_index(drop=True)[cols]
+
+
+def sensitivity_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """The headline comparisons under each setting of ``table`` (:func:`sensitivity_table`), by the
+    plan's all-seeds rule (:func:`aprbook.learning_curves.seeds_beat`; three seeds each, else
+    inconclusive: underpowered or not computed): columns comparison, one per setting, and
+    changes (whether any computed setting's status differs from the book's)."""
+    rows = []
+    for col, name in HEADLINES:
+        row = {"comparison": name}
+        for setting in ("dataset", "none", "image"):
+            t = table[table.setting == setting]
+            a, b = t[t.network == "APR_B"][col.replace("error_mean", "error_3000")], \
+                t[t.network == "Pix_B"][col.replace("error_mean", "error_3000")]
+            if len(a) == 0 or len(b) == 0:
+                row[setting] = "not computed"
+                continue
+            row[setting] = seeds_beat(a.to_numpy(), b.to_numpy())[0]
+        decided = {s: row[s] for s in ("dataset", "none", "image") if row[s] in ("holds", "fails")}
+        row["changes"] = ("yes" if len(set(decided.values())) > 1 else "no" if len(decided) == 3
+                          else "not yet known")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["comparison", "dataset", "none", "image", "changes"])
