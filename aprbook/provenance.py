@@ -22,7 +22,8 @@ from pathlib import Path
 from aprlib.train.checkpoint import atomic_write
 
 __all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
-           "package_versions", "figure_note", "summary_params", "runs_record", "run_time"]
+           "package_versions", "figure_note", "summary_params", "runs_record", "run_time", "RENAMED_KEYS",
+           "rename_provenance_keys"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
@@ -258,6 +259,32 @@ class ResultStore:
             prov.update(extra)
         self._write_provenance(prov)
         return prov
+
+
+#: provenance keys renamed for what they record: the streamed runs' stopping test passes runs that go on
+#: learning, so it is a plateau test, and a run that passed it is not "converged" (issue 39)
+RENAMED_KEYS = {"converged": "plateaued", "convergence": "plateau_test"}
+
+
+def rename_provenance_keys(results_dir, renamed: dict = RENAMED_KEYS) -> list[Path]:
+    """Rewrite every ``provenance.json`` under ``results_dir`` that holds an old key of ``renamed``
+    (old -> new, top level only) with the new key, values unchanged; returns the files rewritten.
+    A file holding both the old and the new key is an error (naming it), never silently merged, and
+    then no file is rewritten.
+    Nothing a store's freshness rests on changes (its parameters, their hash, the file checksums)."""
+    todo = {}
+    for path in sorted(Path(results_dir).glob("**/provenance.json")):
+        prov = json.loads(path.read_text())
+        old = [k for k in renamed if k in prov]
+        both = [k for k in old if renamed[k] in prov]
+        if both:  # checked for every file before any is rewritten
+            raise ValueError(f"{path} holds both {both} and their new names {[renamed[k] for k in both]}")
+        if old:
+            todo[path] = {renamed.get(k, k): v for k, v in prov.items()}
+    for path, prov in todo.items():
+        with atomic_write(path, "w") as f:
+            json.dump(prov, f, indent=2, sort_keys=True)
+    return list(todo)
 
 
 def run_time(prov: dict) -> float:

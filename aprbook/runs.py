@@ -207,7 +207,7 @@ def staged_store(make, params: dict, stages, trained: str, stopped: str) -> Resu
     """The result store of a run in stages (``params['budgets']``: a ladder of budgets), built by
     ``make(params)``; ``stages(ladder)`` gives a ladder's budgets as the run trains them.
 
-    A run stops at the first budget at which it is done (converged, or trained out) or at the last;
+    A run stops at the first budget at which it is done (its plateau test passed, or trained out) or at the last;
     its store records the ladder it ran under. A stored run that stopped early, at budget k of its
     ladder, is the run any ladder with the same first k budgets gives (every check up to that
     budget is the same): its store, under the ladder it recorded, is returned for such a ladder, so
@@ -235,14 +235,14 @@ def staged_store(make, params: dict, stages, trained: str, stopped: str) -> Resu
 
 def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
     """The result store of one streamed run (with ``cfg['budgets']``, they stand for ``n_batches``,
-    and a run stored as converged under a shorter ladder of the same first budgets stays fresh:
+    and a run stored as plateaued under a shorter ladder of the same first budgets stays fresh:
     :func:`staged_store`)."""
     keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_batches", "lr", "normalise")
     params = {**run, **{k: cfg[k] for k in keys if k in cfg}}
     experiment = cfg.get("experiment", "streamed_training")
     return staged_store(lambda p: ResultStore(results_dir, f"{experiment}/{run['id']}", profile, p,
                                               notebook=STREAMED_NOTEBOOK),
-                        params, lambda ladder: [int(b) for b in ladder], "batches_trained", "converged")
+                        params, lambda ladder: [int(b) for b in ladder], "batches_trained", "plateaued")
 
 
 def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir, recompute: bool = False,
@@ -250,13 +250,15 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
     """Train ``run`` unless its stored result is fresh; returns the run's store (table 'metrics').
 
     With ``cfg['budgets']`` (e.g. 3000, 6000, 9000 batches) the run trains to the first budget, and
-    is extended to the next (resuming its checkpoint) until it has converged by
-    :func:`aprbook.learning_curves.converged` or the last budget is spent; the provenance records
-    ``converged``, its reason and the batches trained. A run interrupted after its first budget
+    is extended to the next (resuming its checkpoint) until it passes the plateau test
+    (:func:`aprbook.learning_curves.plateaued`) or the last budget is spent; the provenance records
+    ``plateaued``, the test's numbers (``plateau_test``) and the batches trained. (A pass is not
+    convergence: runs passed at 3000 batches went on improving; :mod:`aprbook.plan` judges every run
+    at 3000 batches.) A run interrupted after its first budget
     continues at the budget its checkpoint lies in (:func:`_first_stage`), not from scratch. A run
     with ``at_least`` skips the budgets below it (its archived checkpoint, which leaves ``at_least``
     out of its key, is extended)."""
-    from .learning_curves import converged
+    from .learning_curves import plateaued
     budgets = _budgets(cfg)
     if run.get("at_least") is not None:  # extended to the budget of the runs it is compared with
         if run["at_least"] not in budgets:
@@ -267,20 +269,20 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
         first = _first_stage(budgets, ckpt.saved_progress("next_batch"))
         for budget in budgets[first:]:
             metrics = run_streamed(run, cfg, checkpoint=ckpt, progress=progress, n_batches=budget)
-            ok, info = converged(metrics)
+            ok, info = plateaued(metrics)
             if ok:
                 break
         # budgets passed before this session were checked then; checked again here (their rows are
-        # this run's first rows), a run that converged at one is the prefix of its rows up to it
+        # this run's first rows), a run that passed at one is the prefix of its rows up to it
         for budget in budgets[:first]:
-            ok_b, info_b = converged(metrics.iloc[:budget])
+            ok_b, info_b = plateaued(metrics.iloc[:budget])
             if ok_b:
                 metrics, ok, info = metrics.iloc[:budget].copy(), ok_b, info_b
                 break
         # wall_time_s covers only the last (resumed) session; compute_s sums every batch's wait + step.
         return ({"metrics": metrics}, {"init": run["seed"], "stream": 1000 + run["seed"]},
                 {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1),
-                 "batches_trained": len(metrics), "converged": ok, "convergence": info["reason"]})
+                 "batches_trained": len(metrics), "plateaued": ok, "plateau_test": info["reason"]})
 
     # the checkpoint's key leaves out the budget(s): a run extends its own checkpoint
     return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train,

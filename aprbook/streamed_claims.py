@@ -7,7 +7,7 @@ The pieces, in the order the notebook uses them:
   largest dip and its noise floor, the convergence criterion).
 - :class:`Judge`: the sub-claims of Fig 4.3 (:meth:`Judge.fig4_3`) and Fig 4.4 (:meth:`Judge.fig4_4`)
   from that summary. A sub-claim resting on a network with a run not stored yet (``expected`` names
-  every run of the profile), or with a run not converged by the criterion, is *inconclusive*;
+  every run of the profile), or with a run still improving by the plateau test, is *inconclusive*;
   comparisons between networks need every seed of one network to beat every seed of the other
   (:func:`aprbook.learning_curves.seeds_beat`, at least :data:`MIN_SEEDS` seeds each); final errors
   are compared only between runs that trained equally long (:func:`unequal_lengths`).
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .learning_curves import (converged, dip_noise_floor, expected_accuracy, final_error, information_ordering,
+from .learning_curves import (dip_noise_floor, expected_accuracy, final_error, information_ordering, plateaued,
                               run_summary, sd_below_floor, seeds_beat)
 from .verdicts import SubClaim
 
@@ -60,7 +60,7 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
     """One row per run of ``runs`` stored in ``metrics`` (the others are skipped): the run's keys
     (run, network, family, variant, rel_error, resolution, seed), its length (batches), :func:`run_summary` (running mean
     of ``cfg['smooth']`` batches, final error over the last ``cfg['last']``), the convergence criterion
-    (converged, conv_drop, conv_2se) and the largest dip beside its noise floor (dip_floor,
+    (plateaued, plateau_drop, plateau_2se: :func:`aprbook.learning_curves.plateaued`) and the largest dip beside its noise floor (dip_floor,
     dip_pronounced: simulated from the run's dip-free fit, :func:`expected_accuracy`), and beside the
     floor of a run settled at its final accuracy (dip_floor_final, dip_pronounced_final: the first
     rule, which does not describe a learning run's noise; kept to show the sensitivity)."""
@@ -70,7 +70,7 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
             continue
         m = metrics[r["id"]]
         row = run_summary(m, cfg["smooth"], cfg["last"], dip_window=DIP_WINDOW)
-        ok, conv = converged(m, CONV_FRAC)
+        ok, conv = plateaued(m, CONV_FRAC)
         floor = dip_noise_floor(expected_accuracy(m), len(m), DIP_WINDOW, after=cfg["smooth"],
                                 batch_size=cfg["batch_size"])
         floor_final = dip_noise_floor(1 - row["error_mean"], len(m), DIP_WINDOW, after=cfg["smooth"],
@@ -78,7 +78,7 @@ def summarise(runs: list[dict], metrics: dict[str, pd.DataFrame], cfg: dict) -> 
         rows.append({"run": r["id"], "network": r["network"], "family": r["family"], "variant": r["variant"],
                      "rel_error": r["rel_error"], "resolution": r["resolution"], "seed": r["seed"],
                      "batches": len(m), **row,
-                     "converged": ok, "conv_drop": conv["drop"], "conv_2se": 2 * conv["se"],
+                     "plateaued": ok, "plateau_drop": conv["drop"], "plateau_2se": 2 * conv["se"],
                      "dip_floor": floor, "dip_pronounced": bool(row["max_dip"] > floor),
                      "dip_floor_final": floor_final, "dip_pronounced_final": bool(row["max_dip"] > floor_final)})
     return pd.DataFrame(rows)
@@ -93,7 +93,7 @@ def _unconverged(rows: pd.DataFrame, ids) -> str | None:
     run) has stored unconverged, with their lengths, or None: still improving by the criterion when
     their last budget ran out (a stored run has spent its ladder), so no further run decides a
     sub-claim resting on them."""
-    bad = [rid for rid in ids if rid in rows.index and not rows.converged[rid]]
+    bad = [rid for rid in ids if rid in rows.index and not rows.plateaued[rid]]
     if not bad:
         return None
     return (f"unconverged by the criterion when their last budget ran out ({NO_RUN_DECIDES}): "
@@ -170,7 +170,7 @@ class Judge:
         stored = set(summary.run) if len(summary) else set()
         main = figure_runs(summary, size)
         self.by_net = {net: d for net, d in main.groupby("network")} if len(main) else {}
-        self.rows = summary.set_index("run") if len(summary) else pd.DataFrame(columns=["converged", "batches"])
+        self.rows = summary.set_index("run") if len(summary) else pd.DataFrame(columns=["plateaued", "batches"])
         self.missing = {}
         for r in figure_runs(expected, size):
             if r["id"] not in stored:
@@ -222,7 +222,7 @@ class Judge:
     def near_perfect(self, net: str) -> SubClaim:
         """The running accuracy reaches :data:`NEAR_PERFECT` within :data:`WITHIN` batches in every run
         of ``net`` (in none: fails; mixed: inconclusive). It reads the first batches only, which every
-        run covers, so it does not need converged runs; it needs every run of the network stored."""
+        run covers, so it does not need runs that passed the plateau test; it needs every run of the network stored."""
         name = f"{net} virtually perfect within a few hundred batches"
         if net not in self.by_net or self.missing.get(net):
             return SubClaim(name, "inconclusive", "runs not computed: " + ", ".join(self.missing.get(net, [net])))
@@ -367,7 +367,7 @@ def table4_2_claims(summary: pd.DataFrame, expected: list[dict], runs_of: dict, 
     :func:`information_ordering`, or None while an input has no stored seed 1).
 
     Each reading compares networks on different inputs: it needs every run of its inputs stored and
-    converged, at least :data:`MIN_SEEDS` seeds of each input and all of them trained equally long
+    past the plateau test, at least :data:`MIN_SEEDS` seeds of each input and all of them trained equally long
     (:func:`unequal_lengths`; else *inconclusive*); then "lies
     between" and "grows with E" hold if every seed of the lower beats every seed of the higher, and
     "performs equally / roughly like" holds if neither beats the other on every seed."""

@@ -100,20 +100,20 @@ def test_epoch_curve_claims_accepts_the_thesis_shape_and_rejects_others():
 # --- what the learning claims need: convergence, a noise floor for dips, seeds, the sd floor ---
 
 def test_converged_flat_stream_and_still_learning_stream():
-    from aprbook.learning_curves import converged
+    from aprbook.learning_curves import plateaued
     rng = np.random.default_rng(0)
     flat = rng.binomial(36, 0.8, 1500) / 36
-    ok, num = converged(curve(flat))
+    ok, num = plateaued(curve(flat))
     assert ok and num["n"] == 150 and num["drop"] <= 2 * num["se"]  # one-sided: a worse end is no improvement
     rising = rng.binomial(36, np.linspace(0.3, 0.9, 1500)) / 36  # still improving at the end
-    ok, num = converged(curve(rising))
+    ok, num = plateaued(curve(rising))
     assert not ok and num["drop"] > 2 * num["se"] and "beyond" in num["reason"]
     # the numbers are the stated ones: two windows of frac * n batches, se of the difference of means
     err = 1 - rising
     last, before = err[-150:], err[-300:-150]
     assert num["drop"] == pytest.approx(before.mean() - last.mean())
     assert num["se"] == pytest.approx(np.sqrt(last.var(ddof=1) / 150 + before.var(ddof=1) / 150))
-    ok, num = converged(curve([0.5, 0.6, 0.7]))
+    ok, num = plateaued(curve([0.5, 0.6, 0.7]))
     assert not ok and "too short" in num["reason"]
 
 

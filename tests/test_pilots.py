@@ -76,7 +76,7 @@ def test_staged_budgets_equal_a_straight_run(tmp_path):
     store = compute_streamed(run, cfg, "smoke", tmp_path / "results", tmp_path / "ck", progress=False)
     prov = store.provenance()
     assert prov["experiment"].startswith("streamed_converged/") and prov["params"]["normalise"] == "dataset"
-    assert prov["converged"] is False and prov["batches_trained"] == cfg["n_batches"]  # too short to judge
+    assert prov["plateaued"] is False and prov["batches_trained"] == cfg["n_batches"]  # too short to judge
     straight = run_streamed(run, cfg, progress=False)
     pd.testing.assert_frame_equal(store.load_table("metrics")[["batch", "loss", "accuracy"]],
                                   straight[["batch", "loss", "accuracy"]], check_exact=True)
@@ -111,12 +111,12 @@ def test_staged_run_resumes_a_checkpoint_past_its_first_budget(tmp_path, capsys,
     assert store.provenance()["batches_trained"] == 4
 
     # a run that converges at 2 batches (a stand-in criterion): resumed at 4, it keeps its first 2 rows
-    monkeypatch.setattr(lc, "converged", lambda m: (len(m) == 2, {"reason": f"stand-in at {len(m)}"}))
+    monkeypatch.setattr(lc, "plateaued", lambda m: (len(m) == 2, {"reason": f"stand-in at {len(m)}"}))
     saved = stopped_at_3(tmp_path / "b")
     store = compute_streamed(run, cfg, "smoke", tmp_path / "b" / "results", tmp_path / "b" / "ck", progress=False)
     assert "not resumed" not in capsys.readouterr().out
     prov = store.provenance()
-    assert prov["batches_trained"] == 2 and prov["converged"] is True and prov["convergence"] == "stand-in at 2"
+    assert prov["batches_trained"] == 2 and prov["plateaued"] is True and prov["plateau_test"] == "stand-in at 2"
     pd.testing.assert_frame_equal(store.load_table("metrics")[["batch", "loss", "accuracy"]],
                                   straight[["batch", "loss", "accuracy"]].iloc[:2], check_exact=True)
 

@@ -60,7 +60,7 @@ def test_a_time_to_threshold_claim_is_decided_on_unconverged_runs():
     from aprbook.streamed_claims import Judge
     runs, metrics = _runs({"APR_B": [300, 320, 340], "Pix_B": [1500, 1600, 1700]})
     summary = summarise(runs, metrics, CFG)
-    assert not summary.converged.any()  # the runs are still learning by the plateau test
+    assert not summary.plateaued.any()  # the runs are still learning by the plateau test
     results = judge_plan(summary, runs, CFG)
     assert _claim(results, "APR_B converges faster than Pix_B").status == "holds"
     # the same comparison by the earlier Judge, gated on convergence, could not be decided
@@ -193,3 +193,30 @@ def test_plan_judge_gates_only_on_runs_not_computed():
     j = PlanJudge(summary, runs, 256)
     assert j.gate(["APR_A"]) is None
     assert NOT_COMPUTED in j.gate(["Pix_A"])
+
+
+def test_no_committed_provenance_calls_a_run_converged():
+    """The streamed runs' stopping test passes runs that go on learning: provenance names it for what it
+    is (``plateaued``, ``plateau_test``), and no committed run is recorded as "converged"."""
+    import json
+    provs = sorted((ROOT / "results").glob("**/provenance.json"))
+    assert provs
+    for path in provs:
+        prov = json.loads(path.read_text())
+        assert "converged" not in prov and "convergence" not in prov, path
+
+
+def test_rename_provenance_keys(tmp_path):
+    import json
+    from aprbook.provenance import rename_provenance_keys
+    a, b, c = (tmp_path / x / "provenance.json" for x in "abc")
+    for path, prov in ((a, {"converged": True, "convergence": "r", "params_hash": "h"}), (b, {"params_hash": "h"}),
+                       (c, {"converged": False, "plateaued": True})):
+        path.parent.mkdir()
+        path.write_text(json.dumps(prov))
+    with pytest.raises(ValueError, match="both"):
+        rename_provenance_keys(tmp_path)
+    c.unlink()
+    assert rename_provenance_keys(tmp_path) == [a]
+    assert json.loads(a.read_text()) == {"plateaued": True, "plateau_test": "r", "params_hash": "h"}
+    assert json.loads(b.read_text()) == {"params_hash": "h"} and rename_provenance_keys(tmp_path) == []

@@ -45,7 +45,7 @@ def test_summarise_skips_runs_not_stored_and_judges_convergence():
     del metrics["Pix_A_px256_s2"]
     s = summarise(RUNS, metrics, CFG)
     assert len(s) == len(RUNS) - 1 and "Pix_A_px256_s2" not in set(s.run)
-    conv = s.set_index("run").converged
+    conv = s.set_index("run").plateaued
     assert not conv["APR_A_E0.1_s1"] and conv["APR_A_E0.1_s2"]
 
 

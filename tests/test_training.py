@@ -296,7 +296,7 @@ def test_a_streamed_run_converged_early_stays_fresh_under_a_longer_ladder(tmp_pa
     longer = {**cfg, "budgets": [*cfg["budgets"], 2 * cfg["budgets"][-1]],
               "n_batches": 2 * cfg["budgets"][-1]}
     for ok, fresh in ((True, True), (False, False)):
-        monkeypatch.setattr(lc, "converged", lambda m, ok=ok: (ok, {"reason": "test"}))
+        monkeypatch.setattr(lc, "plateaued", lambda m, ok=ok: (ok, {"reason": "test"}))
         where = tmp_path / str(ok)
         store = compute_streamed(run, cfg, "smoke", where / "results", where / "ck", progress=False)
         assert store.provenance()["batches_trained"] == (first if ok else cfg["budgets"][-1])
@@ -317,7 +317,7 @@ def test_a_streamed_seed_extended_to_its_siblings_budget_resumes_its_archived_ch
     cfg = profile_settings("streamed_converged", "smoke")
     run = streamed_runs(cfg)[0]
     checked = []
-    monkeypatch.setattr(lc, "converged", lambda m: (checked.append(len(m)) or True, {"reason": "test"}))
+    monkeypatch.setattr(lc, "plateaued", lambda m: (checked.append(len(m)) or True, {"reason": "test"}))
     store = compute_streamed(run, cfg, "smoke", tmp_path / "results", tmp_path / "ck", progress=False)
     assert store.provenance()["batches_trained"] == cfg["budgets"][0] and checked == [cfg["budgets"][0]]
     longer = {**cfg, "extend_to": {run["id"]: cfg["budgets"][-1]}}
