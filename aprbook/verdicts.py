@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["THESIS_ITEMS", "VERDICTS", "STATUSES", "NOT_YET", "SubClaim", "Verdict", "verdict", "illustration",
-           "band", "save_verdicts", "collect_verdicts"]
+           "band", "save_verdicts", "collect_verdicts", "REASONS", "reason_class", "reason_counts"]
 
 #: The verdict vocabulary, closed: :func:`save_verdicts` refuses any other word.
 VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "reproduced")
@@ -86,6 +86,35 @@ class SubClaim:
     def check(cls, name: str, holds: bool, evidence: str = "") -> "SubClaim":
         """A sub-claim decided by a yes/no criterion (no inconclusive band)."""
         return cls(name, "holds" if holds else "fails", evidence)
+
+
+#: Why a sub-claim is inconclusive, the classes the summary shows (in order of precedence): runs missing,
+#: too few seeds, a Fig 4.6 run whose kept model came from the end of its budget, or a value between a
+#: rule's margins or seeds that disagree.
+REASONS = ("not computed", "underpowered", "not trained out", "within noise")
+
+
+def reason_class(claim) -> str:
+    """The class (:data:`REASONS`) of an inconclusive sub-claim (a :class:`SubClaim`, or any object with
+    ``status`` and ``evidence``), read from the words its evidence uses for each reason ("runs not
+    computed", "underpowered", "kept a model from the last 20%"; anything else: "within noise");
+    '' for a decided one."""
+    if claim.status != "inconclusive":
+        return ""
+    ev = str(claim.evidence)
+    if "not computed" in ev:
+        return "not computed"
+    if "underpowered" in ev:
+        return "underpowered"
+    if "kept a model from the last" in ev:
+        return "not trained out"
+    return "within noise"
+
+
+def reason_counts(claims) -> str:
+    """'not computed 3, within noise 1': the inconclusive sub-claims among ``claims`` by class."""
+    got = [reason_class(c) for c in claims]
+    return ", ".join(f"{r} {got.count(r)}" for r in REASONS if got.count(r))
 
 
 def band(value: float, holds_if, fails_if) -> str:
@@ -196,7 +225,9 @@ def save_verdicts(store, rows: list[dict]) -> Path:
 
 def collect_verdicts(results_dir, profile: str = "book") -> pd.DataFrame:
     """One row per thesis item (in thesis order) with the thesis's claim, our number, the verdict
-    word, its detail, and where it comes from (notebook, commit, profile, date, source directory).
+    word, its detail, why its inconclusive sub-claims are inconclusive (``why``: :func:`reason_counts`
+    of the ``subclaims.csv`` beside it), and where it comes from (notebook, commit, profile, date,
+    source directory).
     An item without a stored verdict has the status :data:`NOT_YET`; a stored word outside
     :data:`VERDICTS` (a ``verdicts.csv`` of an older format) is an error."""
     root = Path(results_dir)
@@ -211,13 +242,17 @@ def collect_verdicts(results_dir, profile: str = "book") -> pd.DataFrame:
         bad = sorted(set(df.verdict) - set(VERDICTS))
         if bad:
             raise ValueError(f"{path}: verdicts outside the vocabulary {VERDICTS}: {bad}")
+        sub_path = path.parent / "subclaims.csv"
+        subs = pd.read_csv(sub_path, dtype=str, keep_default_na=False) if sub_path.exists() else None
+        df["why"] = [reason_counts(subs[subs.item == item].itertuples()) if subs is not None else ""
+                     for item in df.item]
         df["notebook"] = prov.get("notebook")
         df["commit"] = (prov.get("commit") or "unknown")[:12]
         df["date"] = (prov.get("finished_utc") or "")[:10]
         df["results"] = path.parent.relative_to(root).as_posix()
         found.append(df)
     got = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
-        columns=["item", "ours", "verdict", "detail", "notebook", "commit", "date", "results"])
+        columns=["item", "ours", "verdict", "detail", "why", "notebook", "commit", "date", "results"])
     dup = got.item[got.item.duplicated()].tolist()
     if dup:
         raise ValueError(f"items with verdicts from more than one place: {dup}")
