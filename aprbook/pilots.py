@@ -207,7 +207,9 @@ def run_pilot(run: dict, cfg: dict, progress: bool = True) -> pd.DataFrame:
 
 
 def pilot_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore:
-    f = {k: v for k, v in FACTORS[run["factor"]].items() if k != "networks"}
+    """The store of one pilot; its parameters are the run, the factor's change and what it tests
+    (not its ``thesis`` quote, which documents it), and the profile's size, batch, budget and rate."""
+    f = {k: v for k, v in FACTORS[run["factor"]].items() if k not in ("networks", "thesis")}
     params = {**run, "change": f, **{k: cfg[k] for k in ("size", "batch_size", "n_batches", "lr")}}
     return ResultStore(results_dir, f"pilots/{run['id']}", profile, params, notebook=PILOT_NOTEBOOK)
 
