@@ -14,12 +14,13 @@ and :func:`verdict` derives the item's verdict from them:
 So a single failing or inconclusive sub-claim never yields "confirmed". Two verdicts do not come
 from sub-claims: **not run** when the thesis's data could not be used (``data="stand-in"``: the
 results on the stand-in are shown beside, as an illustration, but they test nothing), and
-**reproduced** for an illustration that makes no claim (:func:`illustration`).
+**illustration** for a figure that makes no claim (:func:`illustration`; called "reproduced" until
+issue 40, which a reader took for the best verdict).
 
 Each notebook records its verdicts with :func:`save_verdicts` into its result directory
 (``verdicts.csv``: item, ours, verdict, detail; ``subclaims.csv``: every sub-claim with its status
 and evidence). :func:`collect_verdicts` joins them with :data:`THESIS_ITEMS`; an item that no
-notebook has covered yet is listed as "not yet reproduced", a status of the summary outside the
+notebook has covered yet is listed as "not yet judged", a status of the summary outside the
 verdict vocabulary.
 """
 from __future__ import annotations
@@ -34,11 +35,11 @@ __all__ = ["THESIS_ITEMS", "VERDICTS", "STATUSES", "NOT_YET", "SubClaim", "Verdi
            "band", "save_verdicts", "collect_verdicts", "REASONS", "reason_class", "reason_counts"]
 
 #: The verdict vocabulary, closed: :func:`save_verdicts` refuses any other word.
-VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "reproduced")
+VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "illustration")
 #: The status of a sub-claim.
 STATUSES = ("holds", "fails", "inconclusive")
 #: What the summary shows for an item no notebook has recorded a verdict for (not a verdict).
-NOT_YET = "not yet reproduced"
+NOT_YET = "not yet judged"
 
 #: Every figure and table of thesis chapter 4, in order, with the thesis's claim or number.
 THESIS_ITEMS = {
@@ -192,8 +193,8 @@ def verdict(subclaims, data: str = "thesis") -> Verdict:
 
 
 def illustration(what: str) -> Verdict:
-    """The verdict of a figure that illustrates and makes no claim: "reproduced"."""
-    return Verdict("reproduced", f"an illustration, no claim to check: {what}")
+    """The verdict of a figure that illustrates and makes no claim: "illustration"."""
+    return Verdict("illustration", f"no claim to check: {what}")
 
 
 def save_verdicts(store, rows: list[dict]) -> Path:

@@ -68,8 +68,8 @@ def test_all_holding_on_the_stand_in_is_still_not_run():
         verdict([C("holds")], data="something else")
 
 
-def test_illustrations_are_reproduced_and_band_never_jumps():
-    assert illustration("level maps").word == "reproduced"
+def test_illustrations_are_named_so_and_band_never_jumps():
+    assert illustration("level maps").word == "illustration"
     holds, fails = (lambda r2: r2 >= 0.95), (lambda r2: r2 < 0.8)
     assert [band(x, holds, fails) for x in (0.99, 0.95, 0.9, 0.8, 0.79, float("nan"))] == [
         "holds", "holds", "inconclusive", "inconclusive", "fails", "inconclusive"]
