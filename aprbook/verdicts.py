@@ -32,7 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["THESIS_ITEMS", "VERDICTS", "STATUSES", "NOT_YET", "SubClaim", "Verdict", "verdict", "illustration",
-           "band", "save_verdicts", "collect_verdicts", "REASONS", "reason_class", "reason_counts"]
+           "band", "save_verdicts", "collect_verdicts", "REASONS", "reason_class", "reason_counts", "SHORT_CLAIMS",
+           "BADGES", "COLOURS", "badge", "overview_figure", "dashboard_table"]
 
 #: The verdict vocabulary, closed: :func:`save_verdicts` refuses any other word.
 VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "illustration")
@@ -66,6 +67,75 @@ THESIS_ITEMS = {
     "Fig 4.11": "APR max-pooling time linear in the number of particles",
     "Fig 4.12": "VGG16 feature-map memory, APR/pixels, falls with the input CR, far from linearly",
 }
+
+#: Each item's claim in a few words, for the summary's compact table (the full claim: THESIS_ITEMS).
+SHORT_CLAIMS = {
+    "Fig 4.1": "six classes of synthetic images",
+    "Fig 4.2": "APR of synthetic images: lossless at E <= 0.2, CR above 50",
+    "Table 4.1": "weight counts of the four networks",
+    "Fig 4.3": "A networks: APRNets learn faster; pixel and 'same' nets dip",
+    "Fig 4.4": "B networks: near-perfect in a few hundred batches; APRNets faster",
+    "Fig 4.5": "typical adaptation at four E",
+    "Table 4.2": "error grows with information loss, APR like pixels",
+    "Fig 4.6": "finite data: APRNets better on the smallest sets",
+    "Fig 4.7": "natural images: CR about 2 at E = 0.2",
+    "Fig 4.8": "level maps of one natural image",
+    "Table 4.3": "weight counts of the natural-image networks",
+    "Fig 4.9": "natural images: similar accuracy, APRNet faster",
+    "Table 4.4": "natural images: best validation accuracies",
+    "Fig 4.10": "convolution time linear in particles",
+    "Fig 4.11": "max-pooling time linear in particles",
+    "Fig 4.12": "VGG16 memory falls with CR",
+}
+
+#: A mark for each verdict, so that the compact table reads at a glance (text, no image or font needed).
+BADGES = {"confirmed": "✔", "partly confirmed": "◐", "not confirmed": "✘", "inconclusive": "?",
+          "not run": "–", "illustration": "▫", NOT_YET: "·"}
+#: Colour-blind-safe colours (Okabe-Ito) of the verdicts in the overview figure.
+COLOURS = {"confirmed": "#009E73", "partly confirmed": "#56B4E9", "not confirmed": "#D55E00",
+           "inconclusive": "#E69F00", "not run": "#999999", "illustration": "#CCCCCC", NOT_YET: "#FFFFFF"}
+
+
+def badge(word: str) -> str:
+    """'✔ confirmed': a verdict word with its mark (:data:`BADGES`)."""
+    return f"{BADGES.get(word, '')} {word}".strip()
+
+
+def overview_figure(table: pd.DataFrame):
+    """The overview of the summary: one row per verdict (in :data:`VERDICTS` order, then
+    :data:`NOT_YET`), the items with that verdict as labelled boxes, the count beside. ``table``:
+    :func:`collect_verdicts`'s (columns item, verdict). Returns the matplotlib figure (6.5 x ~2.6 in,
+    text 10 pt and up: legible at the book's content width)."""
+    import matplotlib.pyplot as plt
+    words = [w for w in (*VERDICTS, NOT_YET) if (table.verdict == w).any()]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(words) + 0.6))
+    for row, word in enumerate(words):
+        items = table.item[table.verdict == word].tolist()
+        y = len(words) - 1 - row
+        ax.text(-0.02, y, f"{word} ({len(items)})", ha="right", va="center", fontsize=10)
+        for k, item in enumerate(items):
+            ax.add_patch(plt.Rectangle((k * 1.02, y - 0.38), 0.98, 0.76, color=COLOURS[word], ec="0.3", lw=0.6))
+            ax.text(k * 1.02 + 0.49, y, item.replace("Table ", "Tab "), ha="center", va="center", fontsize=8.5)
+    width = max(int((table.verdict == w).sum()) for w in words) * 1.02 if words else 1
+    ax.set(xlim=(-0.05, max(width, 6)), ylim=(-0.6, len(words) - 0.4))
+    ax.axis("off")
+    ax.set_title(f"{len(table)} items of the thesis's chapter 4, by verdict", fontsize=11, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def dashboard_table(table: pd.DataFrame, link=lambda item, notebook: item) -> str:
+    """The summary's compact table as Markdown: item (``link(item, notebook)``, e.g. a link to its
+    chapter), the claim in a few words (:data:`SHORT_CLAIMS`), the verdict with its mark, and why an
+    inconclusive item is inconclusive."""
+    def cell(text):
+        return str(text).replace("|", "\\|").replace("\n", " ")
+    lines = ["| Item | Claim | Verdict | Why inconclusive |", "|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {link(r.item, r.notebook)} | {cell(SHORT_CLAIMS.get(r.item, ''))} | **{badge(r.verdict)}** | "
+                     f"{cell(getattr(r, 'why', '')) or '–'} |")
+    return "\n".join(lines)
+
 
 
 @dataclass(frozen=True)
