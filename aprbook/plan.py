@@ -33,7 +33,8 @@ Noise model: the seeds (initialisation and data stream) are the replicates. With
 and no difference between two networks, "every seed of A beats every seed of B" has probability
 1/20 (:func:`aprbook.learning_curves.seeds_beat`), the false-positive rate of every ``faster``,
 ``more_accurate`` and ``deeper_dips`` row. A sub-claim stays *inconclusive* for a named reason only:
-runs not computed (:data:`NOT_COMPUTED`), or seeds that disagree on a per-run rule (within noise).
+runs not computed (:data:`NOT_COMPUTED`), or seeds that disagree on a per-run rule (within noise):
+:func:`aprbook.verdicts.reason_class`.
 :data:`CHANGED_AFTER_RESULTS` lists what this plan changed after results of the earlier plan
 existed, and why.
 """
@@ -46,10 +47,10 @@ import pandas as pd
 
 from .learning_curves import min_batch_sd, seeds_beat
 from .streamed_claims import NEAR_PERFECT, THESIS_42, WITHIN, Judge, summarise, table4_2_input
-from .verdicts import SubClaim
+from .verdicts import SubClaim, reason_class
 
 __all__ = ["Planned", "PLAN", "CHANGED_AFTER_RESULTS", "NOT_COMPUTED", "plan_table", "primary_expected",
-           "PlanJudge", "judge_plan", "reason_class", "primary_summary", "seconds_per_batch", "compute_plan",
+           "PlanJudge", "judge_plan", "primary_summary", "seconds_per_batch", "compute_plan",
            "SETTINGS", "HEADLINES", "sensitivity_table", "sensitivity_verdicts", "sensitivity_summary"]
 
 #: the words that name runs not computed yet in an inconclusive sub-claim's evidence
@@ -261,18 +262,6 @@ def judge_plan(summary: pd.DataFrame, expected: list[dict], cfg: dict) -> list[t
                 c = _reading(p, errs) if p.kind == "reading" else _magnitude(p, errs, cfg["batch_size"])
         out.append((p.item, c))
     return out
-
-
-def reason_class(claim: SubClaim) -> str:
-    """Why a sub-claim is inconclusive, in the summary's three words: 'not computed' (runs missing),
-    'underpowered' (too few seeds), 'within noise' (seeds disagree); '' for a decided one."""
-    if claim.status != "inconclusive":
-        return ""
-    if NOT_COMPUTED in claim.evidence:
-        return "not computed"
-    if "underpowered" in claim.evidence:
-        return "underpowered"
-    return "within noise"
 
 
 def _summary_of(stored, runs: list[dict], cfg: dict) -> pd.DataFrame:

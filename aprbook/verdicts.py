@@ -14,12 +14,13 @@ and :func:`verdict` derives the item's verdict from them:
 So a single failing or inconclusive sub-claim never yields "confirmed". Two verdicts do not come
 from sub-claims: **not run** when the thesis's data could not be used (``data="stand-in"``: the
 results on the stand-in are shown beside, as an illustration, but they test nothing), and
-**reproduced** for an illustration that makes no claim (:func:`illustration`).
+**illustration** for a figure that makes no claim (:func:`illustration`; called "reproduced" until
+issue 40, which a reader took for the best verdict).
 
 Each notebook records its verdicts with :func:`save_verdicts` into its result directory
 (``verdicts.csv``: item, ours, verdict, detail; ``subclaims.csv``: every sub-claim with its status
 and evidence). :func:`collect_verdicts` joins them with :data:`THESIS_ITEMS`; an item that no
-notebook has covered yet is listed as "not yet reproduced", a status of the summary outside the
+notebook has covered yet is listed as "not yet judged", a status of the summary outside the
 verdict vocabulary.
 """
 from __future__ import annotations
@@ -31,14 +32,15 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["THESIS_ITEMS", "VERDICTS", "STATUSES", "NOT_YET", "SubClaim", "Verdict", "verdict", "illustration",
-           "band", "save_verdicts", "collect_verdicts"]
+           "band", "save_verdicts", "collect_verdicts", "REASONS", "reason_class", "reason_counts", "SHORT_CLAIMS",
+           "BADGES", "COLOURS", "badge", "overview_figure", "dashboard_table"]
 
 #: The verdict vocabulary, closed: :func:`save_verdicts` refuses any other word.
-VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "reproduced")
+VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "illustration")
 #: The status of a sub-claim.
 STATUSES = ("holds", "fails", "inconclusive")
 #: What the summary shows for an item no notebook has recorded a verdict for (not a verdict).
-NOT_YET = "not yet reproduced"
+NOT_YET = "not yet judged"
 
 #: Every figure and table of thesis chapter 4, in order, with the thesis's claim or number.
 THESIS_ITEMS = {
@@ -66,6 +68,75 @@ THESIS_ITEMS = {
     "Fig 4.12": "VGG16 feature-map memory, APR/pixels, falls with the input CR, far from linearly",
 }
 
+#: Each item's claim in a few words, for the summary's compact table (the full claim: THESIS_ITEMS).
+SHORT_CLAIMS = {
+    "Fig 4.1": "six classes of synthetic images",
+    "Fig 4.2": "APR of synthetic images: lossless at E <= 0.2, CR above 50",
+    "Table 4.1": "weight counts of the four networks",
+    "Fig 4.3": "A networks: APRNets learn faster; pixel and 'same' nets dip",
+    "Fig 4.4": "B networks: near-perfect in a few hundred batches; APRNets faster",
+    "Fig 4.5": "typical adaptation at four E",
+    "Table 4.2": "error grows with information loss, APR like pixels",
+    "Fig 4.6": "finite data: APRNets better on the smallest sets",
+    "Fig 4.7": "natural images: CR about 2 at E = 0.2",
+    "Fig 4.8": "level maps of one natural image",
+    "Table 4.3": "weight counts of the natural-image networks",
+    "Fig 4.9": "natural images: similar accuracy, APRNet faster",
+    "Table 4.4": "natural images: best validation accuracies",
+    "Fig 4.10": "convolution time linear in particles",
+    "Fig 4.11": "max-pooling time linear in particles",
+    "Fig 4.12": "VGG16 memory falls with CR",
+}
+
+#: A mark for each verdict, so that the compact table reads at a glance (text, no image or font needed).
+BADGES = {"confirmed": "✔", "partly confirmed": "◐", "not confirmed": "✘", "inconclusive": "?",
+          "not run": "–", "illustration": "▫", NOT_YET: "·"}
+#: Colour-blind-safe colours (Okabe-Ito) of the verdicts in the overview figure.
+COLOURS = {"confirmed": "#009E73", "partly confirmed": "#56B4E9", "not confirmed": "#D55E00",
+           "inconclusive": "#E69F00", "not run": "#999999", "illustration": "#CCCCCC", NOT_YET: "#FFFFFF"}
+
+
+def badge(word: str) -> str:
+    """'✔ confirmed': a verdict word with its mark (:data:`BADGES`)."""
+    return f"{BADGES.get(word, '')} {word}".strip()
+
+
+def overview_figure(table: pd.DataFrame):
+    """The overview of the summary: one row per verdict (in :data:`VERDICTS` order, then
+    :data:`NOT_YET`), the items with that verdict as labelled boxes, the count beside. ``table``:
+    :func:`collect_verdicts`'s (columns item, verdict). Returns the matplotlib figure (6.5 x ~2.6 in,
+    text 10 pt and up: legible at the book's content width)."""
+    import matplotlib.pyplot as plt
+    words = [w for w in (*VERDICTS, NOT_YET) if (table.verdict == w).any()]
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(words) + 0.6))
+    for row, word in enumerate(words):
+        items = table.item[table.verdict == word].tolist()
+        y = len(words) - 1 - row
+        ax.text(-0.02, y, f"{word} ({len(items)})", ha="right", va="center", fontsize=10)
+        for k, item in enumerate(items):
+            ax.add_patch(plt.Rectangle((k * 1.02, y - 0.38), 0.98, 0.76, color=COLOURS[word], ec="0.3", lw=0.6))
+            ax.text(k * 1.02 + 0.49, y, item.replace("Table ", "Tab "), ha="center", va="center", fontsize=8.5)
+    width = max(int((table.verdict == w).sum()) for w in words) * 1.02 if words else 1
+    ax.set(xlim=(-0.05, max(width, 6)), ylim=(-0.6, len(words) - 0.4))
+    ax.axis("off")
+    ax.set_title(f"{len(table)} items of the thesis's chapter 4, by verdict", fontsize=11, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def dashboard_table(table: pd.DataFrame, link=lambda item, notebook: item) -> str:
+    """The summary's compact table as Markdown: item (``link(item, notebook)``, e.g. a link to its
+    chapter), the claim in a few words (:data:`SHORT_CLAIMS`), the verdict with its mark, and why an
+    inconclusive item is inconclusive."""
+    def cell(text):
+        return str(text).replace("|", "\\|").replace("\n", " ")
+    lines = ["| Item | Claim | Verdict | Why inconclusive |", "|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {link(r.item, r.notebook)} | {cell(SHORT_CLAIMS.get(r.item, ''))} | **{badge(r.verdict)}** | "
+                     f"{cell(getattr(r, 'why', '')) or '–'} |")
+    return "\n".join(lines)
+
+
 
 @dataclass(frozen=True)
 class SubClaim:
@@ -86,6 +157,35 @@ class SubClaim:
     def check(cls, name: str, holds: bool, evidence: str = "") -> "SubClaim":
         """A sub-claim decided by a yes/no criterion (no inconclusive band)."""
         return cls(name, "holds" if holds else "fails", evidence)
+
+
+#: Why a sub-claim is inconclusive, the classes the summary shows (in order of precedence): runs missing,
+#: too few seeds, a Fig 4.6 run whose kept model came from the end of its budget, or a value between a
+#: rule's margins or seeds that disagree.
+REASONS = ("not computed", "underpowered", "not trained out", "within noise")
+
+
+def reason_class(claim) -> str:
+    """The class (:data:`REASONS`) of an inconclusive sub-claim (a :class:`SubClaim`, or any object with
+    ``status`` and ``evidence``), read from the words its evidence uses for each reason ("runs not
+    computed", "underpowered", "kept a model from the last 20%"; anything else: "within noise");
+    '' for a decided one."""
+    if claim.status != "inconclusive":
+        return ""
+    ev = str(claim.evidence)
+    if "not computed" in ev:
+        return "not computed"
+    if "underpowered" in ev:
+        return "underpowered"
+    if "kept a model from the last" in ev:
+        return "not trained out"
+    return "within noise"
+
+
+def reason_counts(claims) -> str:
+    """'not computed 3, within noise 1': the inconclusive sub-claims among ``claims`` by class."""
+    got = [reason_class(c) for c in claims]
+    return ", ".join(f"{r} {got.count(r)}" for r in REASONS if got.count(r))
 
 
 def band(value: float, holds_if, fails_if) -> str:
@@ -163,8 +263,8 @@ def verdict(subclaims, data: str = "thesis") -> Verdict:
 
 
 def illustration(what: str) -> Verdict:
-    """The verdict of a figure that illustrates and makes no claim: "reproduced"."""
-    return Verdict("reproduced", f"an illustration, no claim to check: {what}")
+    """The verdict of a figure that illustrates and makes no claim: "illustration"."""
+    return Verdict("illustration", f"no claim to check: {what}")
 
 
 def save_verdicts(store, rows: list[dict]) -> Path:
@@ -196,7 +296,9 @@ def save_verdicts(store, rows: list[dict]) -> Path:
 
 def collect_verdicts(results_dir, profile: str = "book") -> pd.DataFrame:
     """One row per thesis item (in thesis order) with the thesis's claim, our number, the verdict
-    word, its detail, and where it comes from (notebook, commit, profile, date, source directory).
+    word, its detail, why its inconclusive sub-claims are inconclusive (``why``: :func:`reason_counts`
+    of the ``subclaims.csv`` beside it), and where it comes from (notebook, commit, profile, date,
+    source directory).
     An item without a stored verdict has the status :data:`NOT_YET`; a stored word outside
     :data:`VERDICTS` (a ``verdicts.csv`` of an older format) is an error."""
     root = Path(results_dir)
@@ -211,13 +313,17 @@ def collect_verdicts(results_dir, profile: str = "book") -> pd.DataFrame:
         bad = sorted(set(df.verdict) - set(VERDICTS))
         if bad:
             raise ValueError(f"{path}: verdicts outside the vocabulary {VERDICTS}: {bad}")
+        sub_path = path.parent / "subclaims.csv"
+        subs = pd.read_csv(sub_path, dtype=str, keep_default_na=False) if sub_path.exists() else None
+        df["why"] = [reason_counts(subs[subs.item == item].itertuples()) if subs is not None else ""
+                     for item in df.item]
         df["notebook"] = prov.get("notebook")
         df["commit"] = (prov.get("commit") or "unknown")[:12]
         df["date"] = (prov.get("finished_utc") or "")[:10]
         df["results"] = path.parent.relative_to(root).as_posix()
         found.append(df)
     got = pd.concat(found, ignore_index=True) if found else pd.DataFrame(
-        columns=["item", "ours", "verdict", "detail", "notebook", "commit", "date", "results"])
+        columns=["item", "ours", "verdict", "detail", "why", "notebook", "commit", "date", "results"])
     dup = got.item[got.item.duplicated()].tolist()
     if dup:
         raise ValueError(f"items with verdicts from more than one place: {dup}")

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aprbook.plan import NOT_COMPUTED, PLAN, PlanJudge, judge_plan, plan_table, primary_expected, reason_class
+from aprbook.plan import NOT_COMPUTED, PLAN, PlanJudge, judge_plan, plan_table, primary_expected
 from aprbook.profiles import profile_settings
 from aprbook.runs import (compute_primary, compute_streamed, primary_metrics, primary_runs, primary_store,
                           primary_twin, run_streamed, streamed_runs)
 from aprbook.streamed_claims import summarise
-from aprbook.verdicts import SubClaim
+from aprbook.verdicts import SubClaim, reason_class, reason_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"size": 256, "batch_size": 36, "n_batches": 3000, "smooth": 50, "last": 100}
@@ -89,6 +89,11 @@ def test_reason_classes():
     assert reason_class(SubClaim("a", "inconclusive", f"{NOT_COMPUTED}: X_s2")) == "not computed"
     assert reason_class(SubClaim("a", "inconclusive", "A: 1; B: 2 (underpowered: 1 and 3 seeds)")) == "underpowered"
     assert reason_class(SubClaim("a", "inconclusive", "runs disagree")) == "within noise"
+    assert reason_class(SubClaim("a", "inconclusive", "kept a model from the last 20% of the budget: X")) == \
+        "not trained out"
+    claims = [SubClaim("a", "inconclusive", f"{NOT_COMPUTED}: X"), SubClaim("b", "holds"),
+              SubClaim("c", "inconclusive", "runs disagree"), SubClaim("d", "inconclusive", f"{NOT_COMPUTED}: Y")]
+    assert reason_counts(claims) == "not computed 2, within noise 1" and reason_counts(claims[1:2]) == ""
 
 
 def test_the_plan_table_states_a_statistic_and_a_rule_for_every_sub_claim():

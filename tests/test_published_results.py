@@ -92,7 +92,7 @@ def test_published_verdicts_follow_from_their_subclaims():
         for row in table.itertuples():
             assert row.verdict in VERDICTS, f"{path}: {row.item}: {row.verdict!r}"
             mine = claims[claims.item == row.item]
-            if row.verdict == "reproduced":  # an illustration: no sub-claims
+            if row.verdict == "illustration":  # an illustration: no sub-claims
                 assert mine.empty, f"{path}: {row.item} is an illustration with sub-claims"
                 continue
             assert not mine.empty, f"{path}: {row.item} has a verdict but no sub-claims"

@@ -68,8 +68,8 @@ def test_all_holding_on_the_stand_in_is_still_not_run():
         verdict([C("holds")], data="something else")
 
 
-def test_illustrations_are_reproduced_and_band_never_jumps():
-    assert illustration("level maps").word == "reproduced"
+def test_illustrations_are_named_so_and_band_never_jumps():
+    assert illustration("level maps").word == "illustration"
     holds, fails = (lambda r2: r2 >= 0.95), (lambda r2: r2 < 0.8)
     assert [band(x, holds, fails) for x in (0.99, 0.95, 0.9, 0.8, 0.79, float("nan"))] == [
         "holds", "holds", "inconclusive", "inconclusive", "fails", "inconclusive"]
@@ -105,6 +105,18 @@ def test_every_thesis_item_has_a_row_and_verdicts_are_joined(tmp_path):
     assert collect_verdicts(tmp_path, "paper").verdict.eq(NOT_YET).all()
     claims = pd.read_csv(tmp_path / "exp" / "book" / "subclaims.csv")
     assert claims[["name", "status"]].values.tolist() == [["lossless", "holds"], ["CR above 50", "fails"]]
+    assert row.why == ""  # nothing inconclusive
+
+
+def test_the_summary_says_why_an_item_is_inconclusive(tmp_path):
+    store = ResultStore(tmp_path, "exp", "book", {"a": 1}, notebook="notebooks/x.ipynb")
+    v = verdict([SubClaim("a", "inconclusive", "runs not computed: X_s2"), SubClaim("b", "holds"),
+                 SubClaim("c", "inconclusive", "A: 1; B: 2 (underpowered: 1 and 3 seeds, 3 each needed)"),
+                 SubClaim("d", "inconclusive", "runs disagree")])
+    save_verdicts(store, [{"item": "Fig 4.3", "ours": "", "verdict": v}])
+    store.finish()
+    row = collect_verdicts(tmp_path, "book").set_index("item").loc["Fig 4.3"]
+    assert row.verdict == "inconclusive" and row.why == "not computed 1, underpowered 1, within noise 1"
 
 
 def test_duplicates_and_stale_files_are_refused(tmp_path):

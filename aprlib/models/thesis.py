@@ -5,6 +5,14 @@
 Every network is built from a list of layer specs ``(out_channels, kernel_size, n_level_kernels,
 bn_relu_pool)``; a spec with ``bn_relu_pool = "relu"`` has only a ReLU and ``None`` nothing after
 the convolution. Networks end with global average pooling and return logits (B, n_classes).
+
+The order within a "bn_relu_pool" block is the network's ``block_order`` (:data:`BLOCK_ORDERS`):
+the thesis states "All of these convolutions are followed by batch normalisation, max pooling and
+rectifier activation functions" (4.1.3.1; its Table 4.1 lists "BN, relu pool"), orders that give
+exactly the same outputs and gradients, since the ReLU and the maximum commute (both
+non-decreasing; APR pooling copies coarser particles unchanged). The thesis-era code (pyapr's MNIST
+demo, 2019, by the thesis's author) ordered its blocks convolution, pooling, ReLU, batch norm
+(``"pool_relu_bn"``), which normalises after the non-linearity: a different network.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ from ..apr.batch import APRBatch
 from ..nn.layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
                      APRSpatialDropout)
 
-__all__ = ["SYNTHETIC_SPECS", "NATURAL_SPECS", "VGG16_CFG", "APRNet", "PixelNet", "apr_network", "pixel_network",
+__all__ = ["SYNTHETIC_SPECS", "NATURAL_SPECS", "VGG16_CFG", "BLOCK_ORDERS", "APRNet", "PixelNet", "apr_network", "pixel_network",
            "conv_weight_count", "vgg16_features"]
 
 # Table 4.1: (out channels, kernel size, level-specific kernels, what follows)
@@ -41,6 +49,31 @@ VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
 
 
 _AFTER = ("bn_relu_pool", "relu", None)
+
+#: Orders of the layers after the convolution in a "bn_relu_pool" block: "bn_relu_pool" (the
+#: APRNets' default; Table 4.1's), "bn_pool_relu" (the pixel networks' default; 4.1.3.1's text; the
+#: same outputs) and "pool_relu_bn" (the thesis-era code's; its convolution has a bias, as there the
+#: batch norm does not follow it directly).
+BLOCK_ORDERS = ("bn_relu_pool", "bn_pool_relu", "pool_relu_bn")
+
+
+def _check_block_order(block_order) -> str:
+    if block_order not in BLOCK_ORDERS:
+        raise ValueError(f"block_order must be one of {BLOCK_ORDERS}, got {block_order!r}")
+    return block_order
+
+
+def _conv_block(conv, after: str | None, block_order: str, bn, relu, pool) -> list:
+    """The layers of one block: the convolution, then what ``after`` says in ``block_order``."""
+    if after == "bn_relu_pool":
+        return [conv] + {"bn_relu_pool": [bn, relu, pool], "bn_pool_relu": [bn, pool, relu],
+                         "pool_relu_bn": [pool, relu, bn]}[block_order]
+    return [conv, relu] if after == "relu" else [conv]
+
+
+def _conv_bias(after: str | None, block_order: str) -> bool:
+    """A convolution has a bias unless a batch norm follows it directly (it would cancel the bias)."""
+    return after != "bn_relu_pool" or block_order == "pool_relu_bn"
 
 
 def _check_spec(spec) -> list:
@@ -93,26 +126,33 @@ def _insert_regularisation(layers, spec, spatial_dropout: float, dropout: float,
 
 
 class APRNet(nn.Module):
-    """An APRNet: APR conv blocks, then global average pooling. Input: APRFeatures or APRBatch."""
+    """An APRNet: APR conv blocks, then global average pooling. Input: APRFeatures or APRBatch;
+    output: logits (B, n_classes).
+
+    Options for the pilots of the thesis-era code (defaults: this library's network):
+    ``block_order`` (:data:`BLOCK_ORDERS`; default "bn_relu_pool"); ``bn_include_padding`` (batch
+    norms take their statistics over the batch zero-padded to its largest particle count, see
+    :class:`~aprlib.nn.APRBatchNorm`); ``avg_include_padding`` (the global average divides by that
+    largest count, see :class:`~aprlib.nn.APRGlobalAvgPool`)."""
 
     def __init__(self, spec, in_channels: int = 1, with_level: bool = False, spatial_dropout: float = 0.0,
-                 dropout: float = 0.0, backend: str = "auto"):
+                 dropout: float = 0.0, backend: str = "auto", block_order: str = "bn_relu_pool",
+                 bn_include_padding: bool = False, avg_include_padding: bool = False):
         super().__init__()
         if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
         self.spec, self.with_level = _check_spec(spec), bool(with_level)
+        self.block_order = _check_block_order(block_order)
         blocks, c = [], in_channels + (1 if with_level else 0)
         for d, k, nk, after in self.spec:
-            layers = [APRConv2d(c, d, k, nk, bias=after != "bn_relu_pool", backend=backend)]
-            if after == "bn_relu_pool":
-                layers += [APRBatchNorm(d), APRReLU(), APRMaxPool2d(backend=backend)]
-            elif after == "relu":
-                layers += [APRReLU()]
-            blocks.append(nn.Sequential(*layers))
+            conv = APRConv2d(c, d, k, nk, bias=_conv_bias(after, block_order), backend=backend)
+            bn = APRBatchNorm(d, include_padding=bn_include_padding) if after == "bn_relu_pool" else None
+            blocks.append(nn.Sequential(*_conv_block(conv, after, block_order, bn, APRReLU(),
+                                                     APRMaxPool2d(backend=backend))))
             c = d
         blocks = _insert_regularisation(blocks, self.spec, spatial_dropout, dropout, apr=True)
         self.features = nn.Sequential(*blocks)
-        self.pool = APRGlobalAvgPool()
+        self.pool = APRGlobalAvgPool(include_padding=avg_include_padding)
 
     def forward(self, inp) -> torch.Tensor:
         if not isinstance(inp, (APRBatch, APRFeatures)):
@@ -137,22 +177,23 @@ class PixelNet(nn.Module):
     layout (the input is converted in ``forward``): the same network and the same results up to
     floating-point rounding, computed faster by oneDNN on CPUs (a training step of Pix_B at 256x256, both
     layouts side by side: ``python -m aprbook.bench step --channels-last``). Parameters and checkpoints are interchangeable
-    between the two layouts; the optimiser's state follows the parameters' layout."""
+    between the two layouts; the optimiser's state follows the parameters' layout.
+
+    ``block_order`` (:data:`BLOCK_ORDERS`; default "bn_pool_relu", the order above) orders a block's
+    layers after its convolution; "pool_relu_bn" is the thesis-era code's order (a pilot option)."""
 
     def __init__(self, spec, in_channels: int = 1, spatial_dropout: float = 0.0, dropout: float = 0.0,
-                 padding_mode: str = "zeros", channels_last: bool = False):
+                 padding_mode: str = "zeros", channels_last: bool = False, block_order: str = "bn_pool_relu"):
         super().__init__()
         if not isinstance(channels_last, bool):
             raise TypeError(f"channels_last must be True or False, got {channels_last!r}")
         self.spec, self.channels_last = _check_spec(spec), channels_last
+        self.block_order = _check_block_order(block_order)
         blocks, c = [], in_channels
         for d, k, _, after in self.spec:
-            layers = [nn.Conv2d(c, d, k, padding=k // 2, bias=after != "bn_relu_pool", padding_mode=padding_mode)]
-            if after == "bn_relu_pool":
-                layers += [nn.BatchNorm2d(d), nn.MaxPool2d(2), nn.ReLU()]
-            elif after == "relu":
-                layers += [nn.ReLU()]
-            blocks.append(nn.Sequential(*layers))
+            conv = nn.Conv2d(c, d, k, padding=k // 2, bias=_conv_bias(after, block_order), padding_mode=padding_mode)
+            bn = nn.BatchNorm2d(d) if after == "bn_relu_pool" else None
+            blocks.append(nn.Sequential(*_conv_block(conv, after, block_order, bn, nn.ReLU(), nn.MaxPool2d(2))))
             c = d
         blocks = _insert_regularisation(blocks, self.spec, spatial_dropout, dropout, apr=False)
         self.features = nn.Sequential(*blocks)

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,12 +136,45 @@ class APRMaxPool2d(nn.Module):
         return f"backend={self.backend!r}"
 
 
+def _padded_count(batch: APRBatch) -> int:
+    """B * N_max: the rows of the batch's particles zero-padded to its largest APR's particle count."""
+    return len(batch) * int(np.diff(batch.particle_offsets).max())
+
+
 class APRBatchNorm(nn.BatchNorm1d):
-    """Batch normalisation over all particles of the batch, per channel."""
+    """Batch normalisation over all particles of the batch, per channel: features (N, C) -> (N, C).
+
+    By default the statistics are those of the N particles of the batch (its APRs' particles
+    concatenated: there is no padding). ``include_padding=True`` takes them instead over the batch
+    zero-padded to its largest particle count N_max, as ``nn.BatchNorm1d`` on a (B, C, N_max) array
+    with zeros past each APR's particles computes them (the thesis-era code, pyapr's ``APRNet``,
+    2019, stored batches so): mean and biased variance over B * N_max values per channel, B * N_max - N
+    of them zeros (constants: no gradient reaches them), and the running variance from the unbiased
+    variance over B * N_max. Only the N particle rows are returned. When every APR of the batch has
+    N_max particles, or when the running statistics are used (evaluation), the output is exactly
+    the default's."""
+
+    include_padding = False  # modules pickled before the option existed read the default
+
+    def __init__(self, *args, include_padding: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(include_padding, bool):
+            raise TypeError(f"include_padding must be True or False, got {include_padding!r}")
+        self.include_padding = include_padding
 
     def forward(self, inp: APRFeatures) -> APRFeatures:
         inp = _check(inp)
-        return inp.with_features(super().forward(inp.features))
+        x = inp.features
+        batch_statistics = self.training or self.running_mean is None
+        if self.include_padding and batch_statistics:
+            n_pad = _padded_count(inp.batch) - x.shape[0]
+            if n_pad > 0:
+                padded = torch.cat([x, x.new_zeros(n_pad, x.shape[1])])
+                return inp.with_features(super().forward(padded)[:x.shape[0]])
+        return inp.with_features(super().forward(x))
+
+    def extra_repr(self):
+        return super().extra_repr() + (", include_padding=True" if self.include_padding else "")
 
 
 class APRReLU(nn.Module):
@@ -177,11 +211,29 @@ class APRSpatialDropout(nn.Module):
 
 
 class APRGlobalAvgPool(nn.Module):
-    """Mean over the particles of each APR: APRFeatures (N, C) -> tensor (B, C)."""
+    """Mean over the particles of each APR: APRFeatures (N, C) -> tensor (B, C).
+
+    ``include_padding=True`` divides each APR's sum by the batch's largest particle count N_max
+    instead of its own count: the mean over the batch zero-padded to N_max particles, as
+    ``nn.AdaptiveAvgPool1d(1)`` on a (B, C, N_max) array computes it (the thesis-era code, pyapr's
+    ``APRNet``, 2019): APR b's mean scaled by n_b / N_max."""
+
+    include_padding = False  # modules pickled before the option existed read the default
+
+    def __init__(self, include_padding: bool = False):
+        super().__init__()
+        if not isinstance(include_padding, bool):
+            raise TypeError(f"include_padding must be True or False, got {include_padding!r}")
+        self.include_padding = include_padding
 
     def forward(self, inp: APRFeatures) -> torch.Tensor:
         inp = _check(inp)
         x = inp.features
         sums = x.new_zeros(len(inp.batch), x.shape[1]).index_add(0, inp.batch.batch_index_tensor(x.device), x)
         counts = torch.as_tensor(inp.batch.particle_offsets, device=x.device).diff().to(x.dtype)
+        if self.include_padding:
+            return sums / counts.max()
         return sums / counts[:, None]
+
+    def extra_repr(self):
+        return "include_padding=True" if self.include_padding else ""
