@@ -13,10 +13,19 @@ endif
 ifneq ($(filter-out True False,$(RECOMPUTE))$(words $(RECOMPUTE)),1)
 $(error RECOMPUTE=$(RECOMPUTE): must be True or False)
 endif
+# PUBLISH=1 makes the figure targets (fig4.1 ...) publish: replace the committed notebook and results.
+PUBLISH ?= 0
+ifneq ($(filter-out 0 1,$(PUBLISH))$(words $(PUBLISH)),1)
+$(error PUBLISH=$(PUBLISH): must be 0 (run into _build/run, the repository unchanged) or 1 (publish))
+endif
+# More papermill parameters for nb-%, publish-% and the figure targets, e.g. PARAMS="-p data_dir /path/to/train"
+PARAMS ?=
 # The book renders the notebooks listed in _toc.yml; the smoke test runs every notebook.
 NOTEBOOKS := $(patsubst %,%.ipynb,$(shell grep -o 'notebooks/[^ ]*' _toc.yml))
 ALL_NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 SMOKE_DIR := _build/smoke
+# The install stamp every target depends on. `STAMP=` (empty) skips the install check, for a venv made
+# elsewhere (e.g. a clone run with BIN=/path/to/venv/bin STAMP=: nothing is installed then).
 STAMP := $(VENV)/.installed
 
 .PHONY: help install lock book book-src notebooks reproduce test unit smoke book-html browser bench clean
@@ -24,9 +33,13 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make book                   render the book from committed results (creates .venv)"
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
-	@echo "make reproduce PROFILE=...  recompute every notebook at PROFILE (smoke|book|paper), then build"
+	@echo "make reproduce PROFILE=...  recompute and publish every notebook at PROFILE (smoke|book|paper), then build"
 	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B; the input pipeline; APR steps after APR vs pixel steps"
-	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4)"
+	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4, summary)"
+	@echo "                            into _build/run/<notebook>/ (notebook and results): the repository is not changed"
+	@echo "make nb-07_natural_apr      the same for one notebook; PARAMS=\"-p data_dir /path\" passes more parameters"
+	@echo "make publish-07_natural_apr recompute one notebook at PROFILE and replace the committed notebook and results/"
+	@echo "                            (or PUBLISH=1 with a figure target: make fig4.7 PROFILE=book PUBLISH=1)"
 
 # Said when a step that needs the network fails: the install is the only one (the book build and the
 # notebooks download nothing; MathJax comes from a PyPI package).
@@ -37,6 +50,7 @@ PIP_HINT := echo "make install: pip failed. The first make needs PyPI (network a
 LOCK := book-lock.txt
 PIP_LOCKED := PIP_CONSTRAINT=$(abspath $(LOCK)) $(BIN)/python -m pip install -q
 
+ifneq ($(STAMP),)
 $(STAMP): pyproject.toml setup.py $(LOCK) $(wildcard aprlib/_cpp/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make install: could not create $(VENV) with $(PYTHON): Python 3.11 with its venv module is needed (Debian: apt-get install python3.11-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip || { $(PIP_HINT); }
@@ -46,6 +60,7 @@ $(STAMP): pyproject.toml setup.py $(LOCK) $(wildcard aprlib/_cpp/*)
 	# pyapr (LibAPR) is an optional cross-check: its tests skip where it cannot be installed
 	$(PIP_LOCKED) -e ".[crosscheck]" || echo "pyapr not installable here: cross-checks will be skipped"
 	touch $@
+endif
 
 # Regenerate the lock from .venv after a deliberate upgrade (then commit book-lock.txt).
 lock: $(STAMP)
@@ -91,37 +106,63 @@ book: notebooks
 	$(BOOK_BUILD)
 	@echo "book: _build/html/index.html"
 
-# reproduce and nb-% recompute and update the committed notebooks (and results): each notebook runs
-# into _build/run/ and replaces the committed one only when it ran through.
+# Reruns leave the repository as it is unless asked to publish (issue 40).
+#
+# nb-% (and the figure targets) run notebooks/%.ipynb at PROFILE into $(RUN_DIR)/%/: the executed
+# notebook is $(RUN_DIR)/%/%.ipynb and its results_dir (checkpoint_dir, for the training notebooks) is
+# $(RUN_DIR)/%/results, a fresh copy of results/, so that the notebook loads the stored runs and the
+# results of other chapters as they are in the tree, and writes only there. Nothing tracked (or
+# ignored) in the repository is written. It prints where the notebook and each figure and table went,
+# and whether each differs from the committed one.
+#
+# publish-% does what nb-% did before: run at PROFILE with the notebook's own results_dir (results/),
+# and replace notebooks/%.ipynb with the executed notebook if it ran through (a run that fails leaves
+# the notebook as it was; results it wrote before failing stay in results/). reproduce publishes every
+# notebook of the book, recomputed, then builds the book.
 RUN_DIR := _build/run
+NB_RUN = $(BIN)/papermill notebooks/$*.ipynb
 reproduce: $(STAMP)
-	mkdir -p $(RUN_DIR)
 	@for nb in $(NOTEBOOKS); do \
-	  out="$(RUN_DIR)/$$(basename $$nb)"; \
-	  { $(BIN)/papermill "$$nb" "$$out" -p profile $(PROFILE) -p recompute True --cwd notebooks \
-	    && $(BIN)/python tools/hide_injected_parameters.py "$$out" && mv "$$out" "$$nb"; } \
-	    || { echo "make reproduce: $$nb FAILED at profile $(PROFILE): left unchanged (the failed run is $$out)" >&2; exit 1; }; \
+	  $(MAKE) --no-print-directory publish-$$(basename $$nb .ipynb) RECOMPUTE=True || exit 1; \
 	done
 	$(MAKE) book-html
 
-# One target per notebook and per thesis figure/table: recompute exactly that (PROFILE=smoke|book|paper;
-# RECOMPUTE=False reuses stored results and runs), e.g. `make fig4.7 PROFILE=book`.
 nb-%: $(STAMP)
-	mkdir -p $(RUN_DIR)
-	$(BIN)/papermill notebooks/$*.ipynb $(RUN_DIR)/$*.ipynb -p profile $(PROFILE) -p recompute $(RECOMPUTE) --cwd notebooks \
-	  || { echo "make: notebooks/$*.ipynb FAILED at profile $(PROFILE): left unchanged (the failed run is $(RUN_DIR)/$*.ipynb)" >&2; exit 1; }
-	$(BIN)/python tools/hide_injected_parameters.py $(RUN_DIR)/$*.ipynb
-	mv $(RUN_DIR)/$*.ipynb notebooks/$*.ipynb
+	@test -f notebooks/$*.ipynb || { echo "make nb-$*: there is no notebooks/$*.ipynb" >&2; exit 2; }
+	@out="$(RUN_DIR)/$*"; res="$$PWD/$$out/results"; \
+	rm -rf "$$out" && mkdir -p "$$out" && cp -pR results "$$res" && touch "$$out/.started" || exit 1; \
+	extra=(); if grep -q '"checkpoint_dir = ' notebooks/$*.ipynb; then extra=(-p checkpoint_dir "$$res/checkpoints"); fi; \
+	echo "nb-$*: running notebooks/$*.ipynb at profile $(PROFILE) into $$out/ (results_dir $$out/results, a copy of results/; the repository is not changed)"; \
+	$(NB_RUN) "$$out/$*.ipynb" -p profile $(PROFILE) -p recompute $(RECOMPUTE) -p results_dir "$$res" "$${extra[@]}" $(PARAMS) \
+	    --cwd notebooks --no-progress-bar \
+	  || { echo "make nb-$*: notebooks/$*.ipynb FAILED at profile $(PROFILE): the executed copy with the error is $$out/$*.ipynb; nothing in the repository changed" >&2; exit 1; }; \
+	$(BIN)/python tools/hide_injected_parameters.py "$$out/$*.ipynb" || exit 1; \
+	echo "nb-$*: done; nothing in the repository changed (make publish-$* PROFILE=$(PROFILE) would replace notebooks/$*.ipynb and its results)"; \
+	$(BIN)/python tools/report_run.py "$$out/$*.ipynb" "$$out/results" "$$out/.started" results
 
-fig4.1 fig4.2: nb-01_apr_synthetic
-table4.1 fig4.5: nb-04_synthetic_networks
-fig4.3 fig4.4 table4.2: nb-05_streamed_training
-fig4.6: nb-06_finite_datasets
-fig4.7 fig4.8: nb-07_natural_apr
-table4.3 fig4.9 table4.4: nb-08_natural_networks
-fig4.10 fig4.11: nb-02_timing_scaling
-fig4.12: nb-03_memory_vgg16
-summary: nb-09_reproduction_summary
+publish-%: $(STAMP)
+	@test -f notebooks/$*.ipynb || { echo "make publish-$*: there is no notebooks/$*.ipynb" >&2; exit 2; }
+	@mkdir -p $(RUN_DIR) && touch "$(RUN_DIR)/.publish-$*.started" || exit 1; \
+	echo "publish-$*: running notebooks/$*.ipynb at profile $(PROFILE); it writes its results under results/ and replaces notebooks/$*.ipynb"; \
+	$(NB_RUN) $(RUN_DIR)/$*.ipynb -p profile $(PROFILE) -p recompute $(RECOMPUTE) $(PARAMS) --cwd notebooks --no-progress-bar \
+	  || { echo "make publish-$*: notebooks/$*.ipynb FAILED at profile $(PROFILE): left unchanged (the failed run is $(RUN_DIR)/$*.ipynb; results it wrote before failing are in results/: git status)" >&2; exit 1; }; \
+	$(BIN)/python tools/hide_injected_parameters.py $(RUN_DIR)/$*.ipynb && mv $(RUN_DIR)/$*.ipynb notebooks/$*.ipynb || exit 1; \
+	echo "publish-$*: replaced notebooks/$*.ipynb; review and commit (git status)"; \
+	$(BIN)/python tools/report_run.py notebooks/$*.ipynb results "$(RUN_DIR)/.publish-$*.started"
+
+# One target per thesis figure/table: run the notebook that makes it (PROFILE=smoke|book|paper;
+# RECOMPUTE=False reuses stored results and runs), into _build/run/ (nb-%), or with PUBLISH=1 replacing
+# the committed notebook and results (publish-%): `make fig4.7 PROFILE=book [PUBLISH=1]`.
+RUN := $(if $(filter 1,$(PUBLISH)),publish,nb)
+fig4.1 fig4.2: $(RUN)-01_apr_synthetic
+table4.1 fig4.5: $(RUN)-04_synthetic_networks
+fig4.3 fig4.4 table4.2: $(RUN)-05_streamed_training
+fig4.6: $(RUN)-06_finite_datasets
+fig4.7 fig4.8: $(RUN)-07_natural_apr
+table4.3 fig4.9 table4.4: $(RUN)-08_natural_networks
+fig4.10 fig4.11: $(RUN)-02_timing_scaling
+fig4.12: $(RUN)-03_memory_vgg16
+summary: $(RUN)-09_reproduction_summary
 .PHONY: fig4.1 fig4.2 table4.1 fig4.5 fig4.3 fig4.4 table4.2 fig4.6 fig4.7 fig4.8 table4.3 fig4.9 table4.4 \
         fig4.10 fig4.11 fig4.12 summary
 

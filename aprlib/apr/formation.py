@@ -38,15 +38,16 @@ _GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709 luma, as skim
 class APRParameters:
     """The parameters LibAPR exposes, with LibAPR's (pyapr 1.0.7) defaults.
 
-    rel_error: relative error threshold E (> 0).
-    gradient_smoothing: smoothing B-spline parameter lambda (>= 0; 0 disables smoothing).
-    sigma_th: floor of the local intensity scale, in image intensity units (>= 0).
-    sigma_th_max: scales below this are treated as infinite (coarsest level); 0 disables.
-    grad_th: gradient magnitudes below this are set to zero (intensity units per pixel).
-    Ip_th: gradients are set to zero where the (half-resolution) intensity is <= this.
-    pulling_scheme: "libapr" (LibAPR / pyapr 1.0.7: the 3x3 neighbours of every cell that holds
-        particles two or more levels finer are refined too) or "minimal" (an aprlib extension:
-        the smallest cell set with one-level grading). Both satisfy the same resolution bound.
+    - ``rel_error``: relative error threshold E (> 0).
+    - ``gradient_smoothing``: smoothing B-spline parameter lambda (>= 0; 0 disables smoothing).
+    - ``sigma_th``: floor of the local intensity scale, in image intensity units (>= 0).
+    - ``sigma_th_max``: scales below this are treated as infinite (coarsest level); 0 disables.
+    - ``grad_th``: gradient magnitudes below this are set to zero (intensity units per pixel).
+    - ``Ip_th``: gradients are set to zero where the (half-resolution) intensity is <= this.
+    - ``pulling_scheme``: "libapr" (LibAPR / pyapr 1.0.7: the 3x3 neighbours of every cell that
+      holds particles two or more levels finer are refined too) or "minimal" (an aprlib
+      extension: the smallest cell set with one-level grading). Both satisfy the same resolution
+      bound.
 
     The four thresholds are absolute intensities, as in LibAPR: scale them with the image (for
     example ``sigma_th = 0.05 * (image.max() - image.min())``) if the image's range may vary.
@@ -195,14 +196,15 @@ def to_grayscale(rgb: np.ndarray) -> np.ndarray:
 def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
     """Form the APR of a 2D image.
 
-    image: (H, W) float or integer array (any H, W >= 1), or (H, W, 3) RGB, in which case the
-        particle cells are those of the grayscale image and each channel is sampled as the
-        mean over each cell (thesis 4.2.2). Finite values only (NaN or inf raise ValueError), in
-        the float32 range; the structure does not depend on the image's scale (module docstring).
-    params: APRParameters; keyword overrides (e.g. ``rel_error=0.4``) replace its fields.
+    - ``image``: (H, W) float or integer array (any H, W >= 1), or (H, W, 3) RGB, in which case
+      the particle cells are those of the grayscale image and each channel is sampled as the
+      mean over each cell (thesis 4.2.2). Finite values only (NaN or inf raise ValueError), in
+      the float32 range; the structure does not depend on the image's scale (module docstring).
+    - ``params``: APRParameters; keyword overrides (e.g. ``rel_error=0.4``) replace its fields.
+
     Returns an APR whose intensities have shape (N,) (grayscale) or (N, 3) (RGB): the cell means
-        of the image as given, always finite (means are summed in double where float32 sums
-        would overflow).
+    of the image as given, always finite (means are summed in double where float32 sums would
+    overflow).
     """
     params = APRParameters() if params is None else params
     if not isinstance(params, APRParameters):
