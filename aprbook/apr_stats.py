@@ -11,21 +11,22 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from aprlib.apr import APRParameters, form_apr
+from aprlib.apr import THESIS_FORMATION, APRParameters, form_apr
 
 from .pyapr_compat import available as pyapr_available, pyapr_form
 
 __all__ = ["FORMATION_SETTINGS", "apr_statistics", "summarize", "pyapr_comparison", "pyapr_available"]
 
 # Named formation settings compared in the book (see notebooks/01_apr_synthetic.ipynb):
-# "thesis": no gradient smoothing (lambda = 0), LibAPR's pulling scheme: the closest match to the
-# thesis's Fig 4.2; "thesis_minimal": the same with the minimal one-level grading;
-# "libapr_default": LibAPR's smoothing B-spline (lambda = 3). sigma_th = 0.01 (1% of the [0, 1]
-# intensity range) keeps the scale finite in flat regions.
+# "thesis": aprlib.apr.THESIS_FORMATION, no gradient smoothing (lambda = 0), LibAPR's pulling scheme:
+# the closest match to the thesis's Fig 4.2; "thesis_minimal": the same with the minimal one-level
+# grading; "libapr_default": LibAPR's smoothing B-spline (lambda = 3). All three have the thesis
+# setting's sigma_th = 0.01 (1% of the [0, 1] intensity range), which keeps the scale finite in flat
+# regions.
 FORMATION_SETTINGS = {
-    "thesis": APRParameters(gradient_smoothing=0.0, sigma_th=0.01),
-    "thesis_minimal": APRParameters(gradient_smoothing=0.0, sigma_th=0.01, pulling_scheme="minimal"),
-    "libapr_default": APRParameters(gradient_smoothing=3.0, sigma_th=0.01),
+    "thesis": THESIS_FORMATION,
+    "thesis_minimal": THESIS_FORMATION.replace(pulling_scheme="minimal"),
+    "libapr_default": APRParameters(sigma_th=THESIS_FORMATION.sigma_th),  # LibAPR's defaults otherwise
 }
 
 

@@ -20,7 +20,7 @@ from aprlib import _core
 from aprlib.apr import APRBatch
 from aprlib.data.synthetic import object_canvas
 from aprlib.ops import apr_conv2d, apr_max_pool2d
-from aprlib.train import InputSpec
+from aprlib.train import SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR, InputSpec
 
 __all__ = ["object_canvas", "time_call", "threads", "op_timings", "fit_linear", "step_time", "interleaved_step_times",
            "training_step_benchmark", "SYNTHETIC_NETWORKS", "synthetic_network_step_times",
@@ -163,7 +163,7 @@ def _row_text(r) -> str:
             f"first call {r['first_call'] * 1e3:.1f} ms")
 
 
-def interleaved_step_times(cases: dict, labels, steps: int = 5, burn_in: int = 1, lr: float = 5e-4
+def interleaved_step_times(cases: dict, labels, steps: int = 5, burn_in: int = 1, lr: float = SYNTHETIC_LR
                            ) -> dict[str, float]:
     """Median seconds per training step (forward, cross entropy, backward, Adam update) of each case
     of ``cases`` ({name: (model, make_input)}), measured side by side: ``burn_in`` + ``steps`` rounds,
@@ -191,14 +191,14 @@ def interleaved_step_times(cases: dict, labels, steps: int = 5, burn_in: int = 1
     return {n: statistics.median(t) for n, t in times.items()}
 
 
-def step_time(model, make_input, labels, steps: int = 5, burn_in: int = 1, lr: float = 5e-4) -> float:
+def step_time(model, make_input, labels, steps: int = 5, burn_in: int = 1, lr: float = SYNTHETIC_LR) -> float:
     """Median seconds per training step of ``model`` on ``make_input()`` (:func:`interleaved_step_times`
     with one case); the model is trained in place."""
     return interleaved_step_times({"model": (model, make_input)}, labels, steps, burn_in, lr)["model"]
 
 
-def training_step_benchmark(network: str = "B", batch_size: int = 36, size: int = 256, steps: int = 5,
-                            seed: int = 0, backend: str = "cpp") -> dict:
+def training_step_benchmark(network: str = "B", batch_size: int = SYNTHETIC_BATCH_SIZE, size: int = 256,
+                            steps: int = 5, seed: int = 0, backend: str = "cpp") -> dict:
     """Seconds per training step (forward, cross entropy, backward, Adam) of APR_<network> and
     Pix_<network> on one batch of synthetic images, interleaved (:func:`interleaved_step_times`): the
     APR step with its index tables already built (fixed data sets, after the first epoch) and
@@ -228,8 +228,8 @@ SYNTHETIC_NETWORKS = ["APR_A", "APR_A same", "APR_A close", "APR_B", "APR_B same
 """The APR networks of thesis 4.1.4 (Table 4.1), as :func:`synthetic_network_step_times` names them."""
 
 
-def synthetic_network_step_times(size: int = 256, batch_size: int = 36, steps: int = 10, burn_in: int = 2,
-                                 seed: int = 0, rel_errors=(0.1, 0.4, 0.6, 0.8)) -> pd.DataFrame:
+def synthetic_network_step_times(size: int = 256, batch_size: int = SYNTHETIC_BATCH_SIZE, steps: int = 10,
+                                 burn_in: int = 2, seed: int = 0, rel_errors=(0.1, 0.4, 0.6, 0.8)) -> pd.DataFrame:
     """Training-step times of the synthetic-image networks (notebook 04, thesis 4.1.4), all
     interleaved in one :func:`interleaved_step_times` on one batch of ``batch_size`` synthetic
     ``size`` x ``size`` images: each APR network at E = 0.1 (APR_B also at every E of
@@ -383,7 +383,7 @@ def _step_main(argv) -> int:
     ap = argparse.ArgumentParser(prog="python -m aprbook.bench step", description=(
         "End-to-end streamed training step, images in: APR_B (formation, tables, forward, cross entropy, "
         "backward, Adam) against Pix_B (forward, cross entropy, backward, Adam), interleaved repeats."))
-    ap.add_argument("--batch-size", type=int, default=36)
+    ap.add_argument("--batch-size", type=int, default=SYNTHETIC_BATCH_SIZE)
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
@@ -413,7 +413,7 @@ def _tables_main(argv) -> int:
     ap = argparse.ArgumentParser(prog="python -m aprbook.bench tables", description=(
         "Memory of APR_B's index tables of one batch: bytes the tables keep (walking the caches) and the "
         "RSS high-water mark of prepare, in a fresh process."))
-    ap.add_argument("--batch-size", type=int, default=36)
+    ap.add_argument("--batch-size", type=int, default=SYNTHETIC_BATCH_SIZE)
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=["cpp", "torch"], default="cpp")
@@ -429,7 +429,7 @@ def _pipeline_main(argv) -> int:
         "The streamed APR input pipeline: the trainer's CPU time to receive a prepared APR_B batch from a "
         "DataLoader worker (packed into shared memory vs pickled arrays), and seconds per batch of the streamed "
         "loop with 0 and 1 workers (does preparing batch i + 1 overlap the step on batch i?); alternating sides."))
-    ap.add_argument("--batch-size", type=int, default=36)
+    ap.add_argument("--batch-size", type=int, default=SYNTHETIC_BATCH_SIZE)
     ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of each measurement (default 3)")
     ap.add_argument("--batches", type=int, default=5, help="streamed batches per overlap round (default 5)")

@@ -20,6 +20,8 @@ from multiprocessing.reduction import ForkingPickler
 import pandas as pd
 import torch
 
+from .settings import BOOK_NORMALISATION, SYNTHETIC_BATCH_SIZE
+
 __all__ = ["handoff_times", "overlap_times", "pipeline_text"]
 
 
@@ -29,7 +31,7 @@ def _prepared_batches(n: int, batch_size: int, size: int, seed: int):
     from aprlib.data.synthetic import SyntheticShapesStream
     from aprlib.models import apr_network
     from aprlib.train import InputSpec, StreamBatches, batch_builder
-    builder = batch_builder(InputSpec("apr", normalise="dataset"), apr_network("B", "full"))
+    builder = batch_builder(InputSpec("apr", normalise=BOOK_NORMALISATION), apr_network("B", "full"))
     return StreamBatches(SyntheticShapesStream(seed=seed, size=(size, size)), batch_size, builder, 0, n)
 
 
@@ -46,8 +48,8 @@ def _plain_pickling():
             ForkingPickler.register(mod.APRBatch, reducer)
 
 
-def handoff_times(batch_size: int = 36, size: int = 256, rounds: int = 3, per_round: int = 2, seed: int = 0,
-                  ready_s: float = 4.0) -> pd.DataFrame:
+def handoff_times(batch_size: int = SYNTHETIC_BATCH_SIZE, size: int = 256, rounds: int = 3, per_round: int = 2,
+                  seed: int = 0, ready_s: float = 4.0) -> pd.DataFrame:
     """One row per received batch: ``mode`` ('packed' or 'pickled'), ``round``, ``receive_cpu_s`` (the
     trainer's CPU time inside ``next()``) and ``bytes`` (of all the batch's arrays). Each round starts a
     one-worker DataLoader per mode (alternating which goes first), waits ``ready_s`` seconds per batch
@@ -71,8 +73,8 @@ def handoff_times(batch_size: int = 36, size: int = 256, rounds: int = 3, per_ro
     return pd.DataFrame(rows)
 
 
-def overlap_times(batch_size: int = 36, size: int = 256, rounds: int = 2, n_batches: int = 5, seed: int = 0
-                  ) -> pd.DataFrame:
+def overlap_times(batch_size: int = SYNTHETIC_BATCH_SIZE, size: int = 256, rounds: int = 2, n_batches: int = 5,
+                  seed: int = 0) -> pd.DataFrame:
     """One row per round and worker count (0 or 1, alternating which goes first): APR_B trained on
     ``n_batches`` streamed batches; ``per_batch_s`` (wall time per batch, the first batch left out: it
     includes starting the worker), median ``step_s`` and ``wait_s``."""
@@ -84,8 +86,8 @@ def overlap_times(batch_size: int = 36, size: int = 256, rounds: int = 2, n_batc
         for workers in ((0, 1) if r % 2 == 0 else (1, 0)):
             torch.manual_seed(seed)
             m = train_streamed(apr_network("B", "full"), SyntheticShapesStream(seed=seed, size=(size, size)),
-                               InputSpec("apr", normalise="dataset"), n_batches, batch_size, num_workers=workers,
-                               progress=False)
+                               InputSpec("apr", normalise=BOOK_NORMALISATION), n_batches, batch_size,
+                               num_workers=workers, progress=False)
             rest = m.iloc[1:]
             rows.append({"workers": workers, "round": r, "per_batch_s": float((rest.step_s + rest.wait_s).mean()),
                          "step_s": float(rest.step_s.median()), "wait_s": float(rest.wait_s.median())})

@@ -1,6 +1,19 @@
 """Run sizes of every experiment: ``smoke`` (CI, seconds), ``book`` (the published book) and
-``paper`` (the thesis's exact settings). Notebooks look their settings up here."""
+``paper`` (the thesis's exact settings). Notebooks look their settings up here. The thesis's values
+and the book's choices that several profiles share (learning rates, batch sizes, the normalisation,
+Fig 4.6's regularisation) have their one home in :mod:`aprbook.settings`, which also says which
+settings of a training run's profile key its stored result (its run configurations)."""
 from __future__ import annotations
+
+from .settings import (BOOK_NORMALISATION, FIG46_DROPOUT, FIG46_SPATIAL_DROPOUT, FIG46_WEIGHT_DECAY, NATURAL_BATCH_SIZE,
+                       NATURAL_LR, SENSITIVITY_NORMALISATIONS, SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR, THESIS_FORMATION)
+
+# Adam as the thesis trains its networks on synthetic data (4.1.3): batches of 36 at its learning rate.
+_SYNTHETIC = {"batch_size": SYNTHETIC_BATCH_SIZE, "lr": SYNTHETIC_LR}
+# Fig 4.6's training (thesis 4.1.3.4): the thesis's learning rate, weight decay and dropout, APR_B on
+# APRs at the thesis's E.
+_FIG46 = {"lr": SYNTHETIC_LR, "weight_decay": FIG46_WEIGHT_DECAY, "spatial_dropout": FIG46_SPATIAL_DROPOUT,
+          "dropout": FIG46_DROPOUT, "rel_error": THESIS_FORMATION.rel_error}
 
 PROFILES = {
     # Fig 4.1 / 4.2: APR of synthetic images (thesis 4.1.2).
@@ -13,28 +26,28 @@ PROFILES = {
     # network of section 4.1.3 (APR vs pixel, 256x256, batches of 36).
     "synthetic_networks": {
         "smoke": {"size": 128, "batch_size": 4, "steps": 2, "burn_in": 1},
-        "book": {"size": 256, "batch_size": 36, "steps": 10, "burn_in": 2},
-        "paper": {"size": 256, "batch_size": 36, "steps": 30, "burn_in": 3},
+        "book": {"size": 256, "batch_size": SYNTHETIC_BATCH_SIZE, "steps": 10, "burn_in": 2},
+        "paper": {"size": 256, "batch_size": SYNTHETIC_BATCH_SIZE, "steps": 30, "burn_in": 3},
     },
     # Fig 4.3 / 4.4 and Table 4.2: training on streamed data (3000 batches of 36 fresh images in the
     # thesis; Adam, lr 5e-4, E = 0.1). Each run (network, input, seed) is stored on its own, so a
     # profile can be computed over several sessions.
     "streamed_training": {
-        "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": 5e-4, "smooth": 2,
+        "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": SYNTHETIC_LR, "smooth": 2,
                   "last": 2, "extra_seeds_for": []},
-        "book": {"size": 256, "batch_size": 36, "n_batches": 1500, "seeds": [1], "lr": 5e-4, "smooth": 50,
-                 "last": 100, "extra_seeds_for": ["APR_A", "Pix_A"], "extra_seeds": [2, 3]},
-        "paper": {"size": 256, "batch_size": 36, "n_batches": 3000, "seeds": [1, 2, 3], "lr": 5e-4, "smooth": 50,
-                  "last": 100, "extra_seeds_for": []},
+        "book": {"size": 256, **_SYNTHETIC, "n_batches": 1500, "seeds": [1], "smooth": 50, "last": 100,
+                 "extra_seeds_for": ["APR_A", "Pix_A"], "extra_seeds": [2, 3]},
+        "paper": {"size": 256, **_SYNTHETIC, "n_batches": 3000, "seeds": [1, 2, 3], "smooth": 50, "last": 100,
+                  "extra_seeds_for": []},
     },
     # Pilots of the slow learning (aprbook.pilots): one factor at a time against the book's setting,
     # APR_B at 256x256 and Pix_B at 64x64, two seeds, 300 streamed batches (the thesis's B networks
     # are "virtually perfect after a few hundred batches"). The pilots of the remaining gap (issue 39)
     # and the baseline also run a third seed (extra_seeds), for the rank rule of aprbook.pilots.
     "pilots": {
-        "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": 5e-4, "extra_seeds": [2],
+        "smoke": {"size": 128, "batch_size": 4, "n_batches": 3, "seeds": [1], "lr": SYNTHETIC_LR, "extra_seeds": [2],
                   "extra_seeds_for": ["baseline", "bn_padded", "order_pool_relu_bn", "avg_padded", "softmax_ce"]},
-        "book": {"size": 256, "batch_size": 36, "n_batches": 300, "seeds": [1, 2], "lr": 5e-4, "extra_seeds": [3],
+        "book": {"size": 256, **_SYNTHETIC, "n_batches": 300, "seeds": [1, 2], "extra_seeds": [3],
                  "extra_seeds_for": ["baseline", "bn_padded", "order_pool_relu_bn", "avg_padded", "softmax_ce"]},
     },
     # Fig 4.3 / 4.4 and Table 4.2 again, to convergence (issue 13): the streamed runs with the
@@ -56,17 +69,17 @@ PROFILES = {
     # and notebook 05 lists it among the seeds to extend).
     "streamed_converged": {
         "smoke": {"experiment": "streamed_converged", "size": 128, "batch_size": 4, "n_batches": 4,
-                  "budgets": [2, 4], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 2, "last": 2,
-                  "extra_seeds_for": [], "pixel_channels_last": True},
-        "book": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
-                 "budgets": [3000, 6000, 9000], "seeds": [1], "lr": 5e-4, "normalise": "dataset", "smooth": 50,
+                  "budgets": [2, 4], "seeds": [1], "lr": SYNTHETIC_LR, "normalise": BOOK_NORMALISATION, "smooth": 2,
+                  "last": 2, "extra_seeds_for": [], "pixel_channels_last": True},
+        "book": {"experiment": "streamed_converged", "size": 256, **_SYNTHETIC, "n_batches": 9000,
+                 "budgets": [3000, 6000, 9000], "seeds": [1], "normalise": BOOK_NORMALISATION, "smooth": 50,
                  "last": 100, "extra_seeds_for": ["APR_A", "Pix_A", "APR_B", "Pix_B", "APR_B_E0.4", "APR_B_E0.6",
                                                   "APR_B_E0.8", "Pix_B_px128", "Pix_B_px64"],
                  "extra_seeds": [2, 3], "pixel_channels_last": True,
                  "extend_to": {"APR_B_E0.8_s1": 9000, "APR_B_E0.8_s2": 9000, "APR_B_E0.8_s3": 9000,
                                "Pix_B_px64_s2": 9000, "Pix_B_px64_s3": 9000}},
-        "paper": {"experiment": "streamed_converged", "size": 256, "batch_size": 36, "n_batches": 9000,
-                  "budgets": [3000, 6000, 9000], "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset",
+        "paper": {"experiment": "streamed_converged", "size": 256, **_SYNTHETIC, "n_batches": 9000,
+                  "budgets": [3000, 6000, 9000], "seeds": [1, 2, 3], "normalise": BOOK_NORMALISATION,
                   "smooth": 50, "last": 100, "extra_seeds_for": [], "pixel_channels_last": True},
     },
     # The thesis's own protocol (issue 39; aprbook.plan judges Fig 4.3, 4.4 and Table 4.2 by it): 3000
@@ -80,17 +93,17 @@ PROFILES = {
     # as generated (the thesis-era code), and 'image', per-image standardisation (the field's practice).
     "streamed_primary": {
         "smoke": {"experiment": "streamed_primary", "size": 128, "batch_size": 4, "n_batches": 4, "seeds": [1],
-                  "lr": 5e-4, "normalise": "dataset", "smooth": 2, "last": 2, "pixel_channels_last": True,
-                  "twin": "streamed_converged", "sensitivity": {"networks": ["APR_B", "Pix_B"],
-                                                                "normalise": [None, "image"]}},
-        "book": {"experiment": "streamed_primary", "size": 256, "batch_size": 36, "n_batches": 3000,
-                 "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset", "smooth": 50, "last": 100,
-                 "pixel_channels_last": True, "twin": "streamed_converged",
-                 "sensitivity": {"networks": ["APR_B", "Pix_B"], "normalise": [None, "image"]}},
-        "paper": {"experiment": "streamed_primary", "size": 256, "batch_size": 36, "n_batches": 3000,
-                  "seeds": [1, 2, 3], "lr": 5e-4, "normalise": "dataset", "smooth": 50, "last": 100,
+                  "lr": SYNTHETIC_LR, "normalise": BOOK_NORMALISATION, "smooth": 2, "last": 2,
                   "pixel_channels_last": True, "twin": "streamed_converged",
-                  "sensitivity": {"networks": ["APR_B", "Pix_B"], "normalise": [None, "image"]}},
+                  "sensitivity": {"networks": ["APR_B", "Pix_B"], "normalise": list(SENSITIVITY_NORMALISATIONS)}},
+        "book": {"experiment": "streamed_primary", "size": 256, **_SYNTHETIC, "n_batches": 3000,
+                 "seeds": [1, 2, 3], "normalise": BOOK_NORMALISATION, "smooth": 50, "last": 100,
+                 "pixel_channels_last": True, "twin": "streamed_converged",
+                 "sensitivity": {"networks": ["APR_B", "Pix_B"], "normalise": list(SENSITIVITY_NORMALISATIONS)}},
+        "paper": {"experiment": "streamed_primary", "size": 256, **_SYNTHETIC, "n_batches": 3000,
+                  "seeds": [1, 2, 3], "normalise": BOOK_NORMALISATION, "smooth": 50, "last": 100,
+                  "pixel_channels_last": True, "twin": "streamed_converged",
+                  "sensitivity": {"networks": ["APR_B", "Pix_B"], "normalise": list(SENSITIVITY_NORMALISATIONS)}},
     },
     # Fig 4.6: APR_B and Pix_B on nested finite training sets (thesis 4.1.3.4), spatial dropout 0.3,
     # dropout 0.5, weight decay 1e-4, minimum-validation-loss model; validation and both test sets
@@ -98,14 +111,13 @@ PROFILES = {
     # iterations of 36 (evaluating every 50), `paper` 3000 like the streamed runs.
     "finite_datasets": {
         "smoke": {"size": 128, "per_class": [1, 2], "eval_per_class": 1, "batch_size": 4, "n_iterations": 3,
-                  "eval_every": 2, "lr": 5e-4, "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5,
-                  "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
+                  "eval_every": 2, **_FIG46, "data_seed": 41, "seeds": [1]},
         "book": {"size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000], "eval_per_class": 500,
-                 "batch_size": 36, "n_iterations": 600, "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4,
-                 "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
+                 "batch_size": SYNTHETIC_BATCH_SIZE, "n_iterations": 600, "eval_every": 50, **_FIG46, "data_seed": 41,
+                 "seeds": [1]},
         "paper": {"size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000], "eval_per_class": 500,
-                  "batch_size": 36, "n_iterations": 3000, "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4,
-                  "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41, "seeds": [1]},
+                  "batch_size": SYNTHETIC_BATCH_SIZE, "n_iterations": 3000, "eval_every": 50, **_FIG46, "data_seed": 41,
+                  "seeds": [1]},
     },
     # Fig 4.6 again, with a budget that lets every run finish learning (issue 13): stored under
     # results/finite_converged/. Rules fixed before any run: intensities standardised as in the streamed
@@ -130,22 +142,20 @@ PROFILES = {
     # Decided from that diagnosis, before any run with it; runs stored without it are not used.
     "finite_converged": {
         "smoke": {"experiment": "finite_converged", "size": 128, "per_class": [1, 2], "eval_per_class": 1,
-                  "batch_size": 4, "n_iterations": 6, "budgets": [3, 6], "eval_every": 2, "lr": 5e-4,
-                  "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5, "rel_error": 0.1, "data_seed": 41,
-                  "seeds": [1], "extra_seeds_for": [1], "extra_seeds": [2], "normalise": "dataset",
+                  "batch_size": 4, "n_iterations": 6, "budgets": [3, 6], "eval_every": 2, **_FIG46, "data_seed": 41,
+                  "seeds": [1], "extra_seeds_for": [1], "extra_seeds": [2], "normalise": BOOK_NORMALISATION,
                   "cache_val": True, "pixel_channels_last": True, "bn_calibration": 1},
         "book": {"experiment": "finite_converged", "size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000],
-                 "eval_per_class": 500, "batch_size": 36, "n_iterations": 9000,
-                 "budgets": [600, 1200, 2400, 4800, 9000],
-                 "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5,
-                 "rel_error": 0.1, "data_seed": 41, "seeds": [1], "extra_seeds_for": [20, 50, 100],
-                 "extra_seeds": [2, 3], "normalise": "dataset", "cache_val": True,
+                 "eval_per_class": 500, "batch_size": SYNTHETIC_BATCH_SIZE, "n_iterations": 9000,
+                 "budgets": [600, 1200, 2400, 4800, 9000], "eval_every": 50, **_FIG46, "data_seed": 41, "seeds": [1],
+                 "extra_seeds_for": [20, 50, 100],
+                 "extra_seeds": [2, 3], "normalise": BOOK_NORMALISATION, "cache_val": True,
                  "pixel_channels_last": True, "bn_calibration": 20},
         "paper": {"experiment": "finite_converged", "size": 256, "per_class": [20, 50, 100, 200, 500, 1000, 2000],
-                  "eval_per_class": 500, "batch_size": 36, "n_iterations": 9000, "budgets": [3000, 6000, 9000],
-                  "eval_every": 50, "lr": 5e-4, "weight_decay": 1e-4, "spatial_dropout": 0.3, "dropout": 0.5,
-                  "rel_error": 0.1, "data_seed": 41, "seeds": [1, 2, 3], "extra_seeds_for": [],
-                  "normalise": "dataset", "cache_val": True, "pixel_channels_last": True, "bn_calibration": 20},
+                  "eval_per_class": 500, "batch_size": SYNTHETIC_BATCH_SIZE, "n_iterations": 9000,
+                  "budgets": [3000, 6000, 9000], "eval_every": 50, **_FIG46, "data_seed": 41, "seeds": [1, 2, 3],
+                  "extra_seeds_for": [], "normalise": BOOK_NORMALISATION, "cache_val": True,
+                  "pixel_channels_last": True, "bn_calibration": 20},
     },
     # Fig 4.7 / 4.8: APR of natural images (thesis 4.2.2), RGB at 256x256; on the stand-in patches
     # (aprlib.data.natural.StandInPatches) unless a Dogs-vs-Cats folder is given.
@@ -159,12 +169,12 @@ PROFILES = {
     # validates on 1000 without saying for how many epochs; `book` trains on the stand-in
     # (aprlib.data.natural.StandInPatches, 12 classes) at the size this machine affords.
     "natural_training": {
-        "smoke": {"size": 32, "n_train": 24, "n_val": 12, "n_epochs": 2, "batch_size": 4, "lr": 1e-4,
+        "smoke": {"size": 32, "n_train": 24, "n_val": 12, "n_epochs": 2, "batch_size": 4, "lr": NATURAL_LR,
                   "e_values": [0.2, 0.8], "data_seed": 7, "seeds": [1]},
-        "book": {"size": 256, "n_train": 1200, "n_val": 600, "n_epochs": 10, "batch_size": 24, "lr": 1e-4,
-                 "e_values": [0.2, 0.4, 0.6, 0.8], "data_seed": 7, "seeds": [1]},
-        "paper": {"size": 256, "n_train": 24000, "n_val": 1000, "n_epochs": 30, "batch_size": 24, "lr": 1e-4,
-                  "e_values": [0.2, 0.4, 0.6, 0.8], "data_seed": 7, "seeds": [1]},
+        "book": {"size": 256, "n_train": 1200, "n_val": 600, "n_epochs": 10, "batch_size": NATURAL_BATCH_SIZE,
+                 "lr": NATURAL_LR, "e_values": [0.2, 0.4, 0.6, 0.8], "data_seed": 7, "seeds": [1]},
+        "paper": {"size": 256, "n_train": 24000, "n_val": 1000, "n_epochs": 30, "batch_size": NATURAL_BATCH_SIZE,
+                  "lr": NATURAL_LR, "e_values": [0.2, 0.4, 0.6, 0.8], "data_seed": 7, "seeds": [1]},
     },
     # Fig 4.10 / 4.11: time of APR conv / pooling against particles (thesis 4.3). Thesis protocol
     # (paper): one APR, 1 in / 1 out channel, one thread, mean of 5000 conv calls after 500 and of
@@ -197,13 +207,14 @@ PROFILES = {
         # on this shared 2-core machine (2026-11-30); the paper profile runs it at every size
         "book": {"sizes": [256, 512, 1024, 2048, 4096, 8192], "content": 256, "objects": 2, "repeats": 3,
                  "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0, "pixel_max_size": 2048,
-                 "step_batch_size": 36,
-                 "step_size": 256, "step_threads": [1, 2], "step_repeats": 5, "step_burn_in": 1,
-                 "step_channels_last": True, "tables_batch_size": 36, "tables_size": 256},
+                 "step_batch_size": SYNTHETIC_BATCH_SIZE, "step_size": 256, "step_threads": [1, 2], "step_repeats": 5,
+                 "step_burn_in": 1, "step_channels_last": True, "tables_batch_size": SYNTHETIC_BATCH_SIZE,
+                 "tables_size": 256},
         "paper": {"sizes": [256, 512, 1024, 2048, 4096, 8192], "content": 256, "objects": 2, "repeats": 3,
-                  "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0, "step_batch_size": 36,
-                  "step_size": 256, "step_threads": [1, 2], "step_repeats": 5, "step_burn_in": 1,
-                  "step_channels_last": True, "tables_batch_size": 36, "tables_size": 256},
+                  "burn_in": 1, "threads": 1, "mem_limit_gb": 12.0, "budget_s": 60.0,
+                  "step_batch_size": SYNTHETIC_BATCH_SIZE, "step_size": 256, "step_threads": [1, 2], "step_repeats": 5,
+                  "step_burn_in": 1, "step_channels_last": True, "tables_batch_size": SYNTHETIC_BATCH_SIZE,
+                  "tables_size": 256},
     },
     # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
     "cost_memory": {

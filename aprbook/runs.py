@@ -21,8 +21,10 @@ trains, after saving its checkpoint; otherwise (testing a kept model, storing) a
 Checkpoints. A run's checkpoint belongs to one configuration: it is
 ``<checkpoint_dir>/<experiment>/<profile>/<run id>-<key>.ckpt``, where ``key``
 (:func:`aprlib.train.checkpoint_key`) hashes the run's parameters as its result store records
-them, the profile, the aprlib version and :data:`aprlib.train.CHECKPOINT_FORMAT`, but not the
-run's budget (``n_batches``, ``n_iterations`` or ``n_epochs``). The file stores that configuration
+them (the fields of its :mod:`aprbook.settings` configuration), the profile, the aprlib version and
+:data:`aprlib.train.CHECKPOINT_FORMAT`, but not the fields that set the run's length
+(:data:`aprbook.settings.LENGTH_FIELDS`: ``n_batches``, ``n_iterations`` or ``n_epochs``, a ladder
+of ``budgets``, ``at_least``). The file stores that configuration
 and the loop's settings, and is resumed only if they equal the requested ones: a run whose settings
 changed (e.g. the learning rate) starts afresh. All three loops give the same first batches whatever
 the budget, so a checkpoint within the new budget is resumed (an interrupted run continues; a
@@ -61,6 +63,7 @@ from aprlib.train import (Checkpoint, InputSpec, TrainingStopped, batch_builder,
 
 from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
+from .settings import LENGTH_FIELDS, FiniteRunConfig, NaturalRunConfig, StreamedRunConfig, checkpoint_params
 
 __all__ = ["streamed_runs", "run_streamed", "compute_streamed", "primary_runs", "primary_store", "primary_twin",
            "primary_metrics", "compute_primary", "finite_runs", "run_finite", "compute_finite",
@@ -93,26 +96,27 @@ def _layout(cfg: dict, variant: str) -> dict:
     return {"channels_last": True} if variant == "pixel" and cfg.get("pixel_channels_last") else {}
 
 
-def run_checkpoint(store: ResultStore, checkpoint_dir, budget: str) -> Checkpoint:
+def run_checkpoint(store: ResultStore, checkpoint_dir, budget: str | None = None) -> Checkpoint:
     """The checkpoint of the run stored in ``store`` (experiment ``<experiment>/<run id>``): its
-    configuration is the store's profile and parameters without ``budget`` (the name of the
-    parameter that sets the run's length); see the module docstring."""
+    configuration is the store's profile and parameters without the fields that set the run's length
+    (:data:`aprbook.settings.LENGTH_FIELDS`: its budget, ladder or ``at_least``); see the module
+    docstring. ``budget``, if given, must be one of those fields (it changes nothing)."""
+    if budget is not None and budget not in LENGTH_FIELDS:
+        raise ValueError(f"budget {budget!r} is not a field that sets a run's length {LENGTH_FIELDS}")
     experiment, rid = store.experiment.split("/", 1)
-    # ``at_least`` (a streamed run extended to the budget of the runs it is compared with) sets the length, too
-    config = {"profile": store.profile,
-              "params": {k: v for k, v in store.params.items() if k not in (budget, "at_least")}}
+    config = {"profile": store.profile, "params": checkpoint_params(store.params)}
     where = Path(checkpoint_dir) / experiment / store.profile
     name = f"{rid}-{checkpoint_key(config)}.ckpt"
     return Checkpoint(where / name, config, archive=where / "done" / name)
 
 
-def _compute(store: ResultStore, checkpoint_dir, recompute: bool, train, budget: str) -> ResultStore:
+def _compute(store: ResultStore, checkpoint_dir, recompute: bool, train) -> ResultStore:
     """Unless ``store`` is fresh: ``train(checkpoint)`` -> (tables {name: DataFrame}, seeds, extra
     provenance), saved into the store; then the run's checkpoint (:func:`run_checkpoint`) is archived.
     ``recompute`` deletes the run's checkpoints first."""
     if recompute or not store.fresh:
         store.start()
-        ck = run_checkpoint(store, checkpoint_dir, budget)
+        ck = run_checkpoint(store, checkpoint_dir)
         legacy = ck.path.with_name(f"{store.experiment.split('/', 1)[1]}.ckpt")
         if recompute:
             for path in (ck.path, ck.archive, legacy):
@@ -190,17 +194,18 @@ def _first_stage(budgets: list[int], done: int) -> int:
 def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_batches: int | None = None
                  ) -> pd.DataFrame:
     """Train one run of :func:`streamed_runs` (seeded initialisation and data stream) for
-    ``n_batches`` (default ``cfg['n_batches']``); intensities reach the network as the run's
+    ``n_batches`` (default ``cfg['n_batches']``) with the settings of its store's key
+    (:class:`aprbook.settings.StreamedRunConfig`): intensities reach the network as the run's
     ``normalise`` says, else ``cfg['normalise']`` (:class:`aprlib.train.InputSpec`; default: as generated)."""
     from aprlib.data.synthetic import SyntheticShapesStream
-    torch.manual_seed(run["seed"])
-    model = _networks(run["family"], run["variant"], channels_last=run.get("channels_last", False))
-    norm = run.get("normalise", cfg.get("normalise"))  # a sensitivity arm's own normalisation wins
-    spec = (InputSpec("pixel", resolution=run["resolution"], normalise=norm) if run["variant"] == "pixel"
-            else InputSpec("apr", rel_error=run["rel_error"], normalise=norm))
-    stream = SyntheticShapesStream(seed=1000 + run["seed"], size=(cfg["size"], cfg["size"]))
-    return train_streamed(model, stream, spec, n_batches or cfg["n_batches"], cfg["batch_size"], cfg["lr"],
-                          checkpoint=checkpoint, progress=progress, desc=run["id"])
+    c = StreamedRunConfig.of(run, cfg)  # a sensitivity arm's own normalisation wins
+    torch.manual_seed(c.seed)
+    model = _networks(c.family, c.variant, channels_last=c.channels_last is True)
+    spec = (InputSpec("pixel", resolution=c.resolution, normalise=c.input_normalise) if c.variant == "pixel"
+            else InputSpec("apr", rel_error=c.rel_error, normalise=c.input_normalise))
+    stream = SyntheticShapesStream(seed=1000 + c.seed, size=(c.size, c.size))
+    return train_streamed(model, stream, spec, n_batches or cfg["n_batches"], c.batch_size, c.lr,
+                          checkpoint=checkpoint, progress=progress, desc=c.id)
 
 
 def staged_store(make, params: dict, stages, trained: str, stopped: str) -> ResultStore:
@@ -237,8 +242,7 @@ def streamed_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultSto
     """The result store of one streamed run (with ``cfg['budgets']``, they stand for ``n_batches``,
     and a run stored as plateaued under a shorter ladder of the same first budgets stays fresh:
     :func:`staged_store`)."""
-    keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_batches", "lr", "normalise")
-    params = {**run, **{k: cfg[k] for k in keys if k in cfg}}
+    params = StreamedRunConfig.of(run, cfg).params()
     experiment = cfg.get("experiment", "streamed_training")
     return staged_store(lambda p: ResultStore(results_dir, f"{experiment}/{run['id']}", profile, p,
                                               notebook=STREAMED_NOTEBOOK),
@@ -285,15 +289,10 @@ def compute_streamed(run: dict, cfg: dict, profile: str, results_dir, checkpoint
                  "batches_trained": len(metrics), "plateaued": ok, "plateau_test": info["reason"]})
 
     # the checkpoint's key leaves out the budget(s): a run extends its own checkpoint
-    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train,
-                    "budgets" if "budgets" in cfg else "n_batches")
+    return _compute(streamed_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 
 
 # --- the thesis's protocol: 3000 batches, no ladder (issue 39) ------------------------------------
-#: the parameters that set a streamed run's length (left out when a run is compared with its twin)
-_LENGTH_KEYS = ("budgets", "n_batches", "at_least")
-
-
 def primary_runs(cfg: dict) -> list[dict]:
     """The runs of the thesis's protocol (profiles ``streamed_primary``): every network and input of
     :func:`streamed_runs` with the seeds ``cfg['seeds']`` (no ladder, no ``extend_to``), then the
@@ -313,16 +312,17 @@ def primary_runs(cfg: dict) -> list[dict]:
 
 
 def _primary_params(run: dict, cfg: dict) -> dict:
-    """A primary run's parameters as its store records them: the run's own (its ``normalise`` too,
-    for a sensitivity arm) and the profile's size, batch size, length, learning rate and normalisation."""
-    keys = ("size", "batch_size", "n_batches", "lr", "normalise")
-    return {**run, **{k: cfg[k] for k in keys if k in cfg and k not in run}}
+    """A primary run's parameters as its store records them (:class:`aprbook.settings.StreamedRunConfig`):
+    the run's own (its ``normalise`` too, for a sensitivity arm) and the profile's size, batch size,
+    length, learning rate and normalisation."""
+    return StreamedRunConfig.of(run, cfg).params()
 
 
 def primary_twin(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore | None:
     """The stored run of experiment ``cfg['twin']`` (e.g. streamed_converged) whose first
-    ``cfg['n_batches']`` rows are ``run``: the same id and, but for their lengths (:data:`_LENGTH_KEYS`),
-    the same parameters, fresh and trained at least that long; else None."""
+    ``cfg['n_batches']`` rows are ``run``: the same id and, but for their lengths
+    (:data:`aprbook.settings.LENGTH_FIELDS`), the same parameters, fresh and trained at least that long;
+    else None."""
     if not cfg.get("twin") or "normalise" in run:
         return None
     from .profiles import profile_settings
@@ -333,7 +333,7 @@ def primary_twin(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore
     store = streamed_store(twin, twin_cfg, profile, results_dir)
 
     def same(p):
-        return {k: v for k, v in p.items() if k not in _LENGTH_KEYS}
+        return {k: v for k, v in p.items() if k not in LENGTH_FIELDS}
     if same(store.params) != same(_primary_params(run, cfg)) or not store.fresh:
         return None
     return store if (store.provenance() or {}).get("batches_trained", 0) >= cfg["n_batches"] else None
@@ -370,7 +370,7 @@ def compute_primary(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
                 {"compute_s": round(float(metrics.step_s.sum() + metrics.wait_s.sum()), 1),
                  "batches_trained": len(metrics)})
 
-    return _compute(store, checkpoint_dir, recompute, train, "n_batches")
+    return _compute(store, checkpoint_dir, recompute, train)
 
 
 # --- finite datasets: thesis 4.1.3.4 --------------------------------------------------------------
@@ -444,15 +444,20 @@ def _best_iteration(metrics: pd.DataFrame, budget: int | None = None) -> int:
     return int(m.iteration.iloc[int(np.argmin(m.val_loss.to_numpy()))])
 
 
+def _finite_config(run: dict, cfg: dict) -> FiniteRunConfig:
+    """The settings of a run of :func:`finite_runs` that key its store and checkpoint."""
+    return FiniteRunConfig.of(run, cfg, eval_every=finite_eval_every(cfg, run["per_class"]))
+
+
 def finite_network(run: dict, cfg: dict):
     """(network, InputSpec) of a run of :func:`finite_runs`: APR_B or Pix_B with the profile's dropout,
     on APRs at ``cfg['rel_error']`` or on pixels; initialised from the torch RNG as it stands."""
-    variant = "pixel" if run["network"].startswith("Pix") else "full"
-    model = _networks("B", variant, channels_last=run.get("channels_last", False),
-                      spatial_dropout=cfg["spatial_dropout"], dropout=cfg["dropout"])
-    norm = cfg.get("normalise")
-    spec = (InputSpec("pixel", normalise=norm) if variant == "pixel"
-            else InputSpec("apr", rel_error=cfg["rel_error"], normalise=norm))
+    c = _finite_config(run, cfg)
+    variant = "pixel" if c.network.startswith("Pix") else "full"
+    model = _networks("B", variant, channels_last=c.channels_last is True, spatial_dropout=c.spatial_dropout,
+                      dropout=c.dropout)
+    spec = (InputSpec("pixel", normalise=c.input_normalise) if variant == "pixel"
+            else InputSpec("apr", rel_error=c.rel_error, normalise=c.input_normalise))
     return model, spec
 
 
@@ -507,9 +512,7 @@ def finite_store(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore
     ``n_iterations``, and a run stored as trained out under a shorter ladder of the same first
     budgets stays fresh: :func:`staged_store`; the run's evaluation interval is recorded as
     ``eval_every``)."""
-    keys = ("size", "batch_size", "budgets" if "budgets" in cfg else "n_iterations", "lr", "weight_decay",
-            "eval_per_class", "data_seed", "rel_error", "spatial_dropout", "dropout", "normalise", "bn_calibration")
-    params = {**run, **{k: cfg[k] for k in keys if k in cfg}, "eval_every": finite_eval_every(cfg, run["per_class"])}
+    params = _finite_config(run, cfg).params()
     experiment = cfg.get("experiment", "finite_datasets")
     return staged_store(lambda p: ResultStore(results_dir, f"{experiment}/{run['id']}", profile, p,
                                               notebook=FINITE_NOTEBOOK),
@@ -558,8 +561,7 @@ def compute_finite(run: dict, cfg: dict, profile: str, results_dir, checkpoint_d
         return ({"metrics": metrics, "test": test, "confusion": confusion},
                 {"init_and_order": run["seed"], "data": cfg["data_seed"]}, extra)
 
-    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train,
-                    "budgets" if "budgets" in cfg else "n_iterations")
+    return _compute(finite_store(run, cfg, profile, results_dir), checkpoint_dir, recompute, train)
 
 
 # --- natural images: thesis 4.2.4 -----------------------------------------------------------------
@@ -607,8 +609,7 @@ def run_natural(run: dict, cfg: dict, data_dir=None, checkpoint=None, progress: 
 def natural_store(run: dict, cfg: dict, profile: str, results_dir, data_dir=None) -> ResultStore:
     """The result store of one natural-image run (stand-in and real data are kept apart)."""
     experiment = "natural_training_dogs_vs_cats" if data_dir else "natural_training"
-    keys = ("size", "n_train", "n_val", "n_epochs", "batch_size", "lr", "data_seed")
-    params = {**run, **{k: cfg[k] for k in keys}, "source": "dogs_vs_cats" if data_dir else "stand_in"}
+    params = NaturalRunConfig.of(run, cfg, source="dogs_vs_cats" if data_dir else "stand_in").params()
     return ResultStore(results_dir, f"{experiment}/{run['id']}", profile, params, notebook=NATURAL_NOTEBOOK)
 
 
@@ -620,8 +621,7 @@ def compute_natural(run: dict, cfg: dict, profile: str, results_dir, checkpoint_
         return ({"metrics": metrics}, {"init_and_order": run["seed"], "data": cfg["data_seed"]},
                 {"compute_s": round(float(metrics.epoch_s.sum()), 1)})
 
-    return _compute(natural_store(run, cfg, profile, results_dir, data_dir), checkpoint_dir, recompute, train,
-                    "n_epochs")
+    return _compute(natural_store(run, cfg, profile, results_dir, data_dir), checkpoint_dir, recompute, train)
 
 
 # The command line's experiments: (profile name, run list, compute, result store) of each.

@@ -35,12 +35,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aprlib.apr import THESIS_FORMATION
+from aprlib.train import SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR
+
 __all__ = ["FORMATION", "fixed_content_image", "cost_vs_size", "growth_factors", "pixel_feature_map_bytes",
            "training_step", "step_summary", "table_bytes", "table_memory", "check_settings", "cost_scaling",
            "scaling_text", "step_text", "tables_text"]
 
-# The book's APR settings (aprlib.apr.formation.form_apr keyword arguments).
-FORMATION = {"rel_error": 0.1, "gradient_smoothing": 0.0, "sigma_th": 0.01}
+# The book's APR settings (aprlib.apr.formation.form_apr keyword arguments): the thesis's,
+# aprlib.apr.THESIS_FORMATION (these three keys are recorded in the cost_scaling store's parameters).
+FORMATION = {k: getattr(THESIS_FORMATION, k) for k in ("rel_error", "gradient_smoothing", "sigma_th")}
 _BACKGROUND = 0.2  # aprlib.data.synthetic.object_canvas's background level
 
 
@@ -498,9 +502,9 @@ def scaling_text(df: pd.DataFrame) -> str:
 CHANNELS_LAST = "Pix_B channels-last"  # the network name of step rounds with PixelNet(channels_last=True)
 
 
-def training_step(batch_size: int = 36, size: int = 256, threads=(1, 2), repeats: int = 5, burn_in: int = 1,
-                  seed: int = 0, backend: str = "cpp", lr: float = 5e-4, progress: bool = True,
-                  channels_last: bool = False) -> pd.DataFrame:
+def training_step(batch_size: int = SYNTHETIC_BATCH_SIZE, size: int = 256, threads=(1, 2), repeats: int = 5,
+                  burn_in: int = 1, seed: int = 0, backend: str = "cpp", lr: float = SYNTHETIC_LR,
+                  progress: bool = True, channels_last: bool = False) -> pd.DataFrame:
     """Streamed training steps, images in: APR_B (form the APRs, build the tables, forward, cross
     entropy, backward, Adam) and Pix_B (forward, cross entropy, backward, Adam on the image tensor),
     on ``batch_size`` synthetic ``size``x``size`` images, a new batch per round, every side on the
@@ -698,7 +702,7 @@ def table_bytes(batch) -> dict:
     return {"bytes": int(sum(counted)), "n_buffers": len(counted)}
 
 
-def table_memory(batch_size: int = 36, size: int = 256, seed: int = 0, backend: str = "cpp",
+def table_memory(batch_size: int = SYNTHETIC_BATCH_SIZE, size: int = 256, seed: int = 0, backend: str = "cpp",
                  mem_limit_gb: float | None = None) -> dict:
     """In a fresh subprocess: APR_B's index tables of one batch of ``batch_size`` synthetic
     ``size``x``size`` images. ``retained_bytes`` (:func:`table_bytes`: the bytes the tables keep),

@@ -28,7 +28,7 @@ import numpy as np
 from .. import _core
 from .structure import APR
 
-__all__ = ["APRParameters", "form_apr", "as_float_image", "to_grayscale"]
+__all__ = ["APRParameters", "THESIS_FORMATION", "form_apr", "as_float_image", "to_grayscale"]
 
 _SUPPORTED_KINDS = ("f", "u", "i")  # float, unsigned and signed integer dtypes
 _GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709 luma, as skimage.color.rgb2gray
@@ -88,6 +88,15 @@ class APRParameters:
             raise TypeError(f"unknown APR parameter(s) {unknown}; the parameters are "
                             f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
+
+
+#: The thesis's formation setting, the one home of the values the book and the training loops use
+#: (:class:`aprlib.train.InputSpec`'s defaults, ``aprbook.apr_stats``' "thesis" setting,
+#: ``aprbook.scaling.FORMATION``): E = 0.1 (the networks' input in 4.1.3), no gradient smoothing
+#: (lambda = 0, the closest match to the thesis's Fig 4.2) and an intensity-scale floor sigma_th = 0.01
+#: (1% of the [0, 1] intensity range, which keeps the scale finite in flat regions); LibAPR's
+#: defaults for the rest.
+THESIS_FORMATION = APRParameters(rel_error=0.1, gradient_smoothing=0.0, sigma_th=0.01)
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,11 +2,13 @@
 batch-norm statistics for evaluation (:mod:`.batchnorm`) and their checkpoints (:mod:`.checkpoint`: configuration keys, atomic writes, resume checks)."""
 from .batchnorm import batch_norms, recalibrate_bn
 from .checkpoint import CHECKPOINT_FORMAT, Checkpoint, atomic_write, checkpoint_key
-from .loops import (NORMALISATIONS, BatchBuilder, IndexBatches, InputSpec, StreamBatches, TrainingStopped,
-                    batch_builder, evaluate, evaluate_in_order, fixed_batch_order, layer_plan, prepared_in_order,
-                    train_epochs, train_fixed, train_step, train_streamed)
+from .loops import (NATURAL_BATCH_SIZE, NATURAL_LR, NORMALISATIONS, SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR, BatchBuilder,
+                    IndexBatches, InputSpec, StreamBatches, TrainingStopped, batch_builder, evaluate, evaluate_in_order,
+                    fixed_batch_order, layer_plan, prepared_in_order, train_epochs, train_fixed, train_step,
+                    train_streamed)
 
 __all__ = ["InputSpec", "BatchBuilder", "StreamBatches", "IndexBatches", "batch_builder", "train_step",
            "fixed_batch_order", "prepared_in_order", "NORMALISATIONS", "layer_plan", "evaluate", "evaluate_in_order",
+           "SYNTHETIC_LR", "SYNTHETIC_BATCH_SIZE", "NATURAL_LR", "NATURAL_BATCH_SIZE",
            "train_streamed", "train_fixed", "train_epochs", "TrainingStopped", "Checkpoint", "checkpoint_key", "CHECKPOINT_FORMAT",
            "atomic_write", "batch_norms", "recalibrate_bn"]

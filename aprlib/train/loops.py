@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from ..apr.batch import APRBatch
-from ..apr.formation import APRParameters, form_apr
+from ..apr.formation import THESIS_FORMATION, APRParameters, form_apr
 from ..apr.structure import APR
 from ..nn.prepare import layer_entries
 from ..ops.plans import build_tables
@@ -41,15 +41,23 @@ from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_chec
 #: The values of :attr:`InputSpec.normalise`.
 NORMALISATIONS = (None, "dataset", "image")
 
-__all__ = ["InputSpec", "BatchBuilder", "batch_builder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed",
+#: The thesis's optimiser settings (Adam), the loops' defaults: synthetic data (4.1.3: batches of 36
+#: images, learning rate 5e-4; :func:`train_streamed`, :func:`train_fixed`) and natural images (4.2.4:
+#: batches of 24, learning rate 1e-4; :func:`train_epochs`).
+SYNTHETIC_LR, SYNTHETIC_BATCH_SIZE = 5e-4, 36
+NATURAL_LR, NATURAL_BATCH_SIZE = 1e-4, 24
+
+__all__ = ["InputSpec", "NORMALISATIONS", "SYNTHETIC_LR", "SYNTHETIC_BATCH_SIZE", "NATURAL_LR", "NATURAL_BATCH_SIZE",
+           "BatchBuilder", "batch_builder", "layer_plan", "evaluate", "evaluate_in_order", "train_streamed",
            "train_fixed", "train_epochs"]
 
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """How images become network input. kind 'apr': APRs at ``rel_error`` with ``formation``
-    parameters (optionally the level channel); kind 'pixel': image tensors, optionally bilinearly
-    downsampled to ``resolution`` x ``resolution`` (thesis Table 4.2).
+    parameters (by default the thesis's: :data:`aprlib.apr.THESIS_FORMATION`), optionally the level
+    channel; kind 'pixel': image tensors, optionally bilinearly downsampled to ``resolution`` x
+    ``resolution`` (thesis Table 4.2).
 
     ``normalise`` maps intensities before they reach the network (the thesis does not say how its
     images did): None keeps them (synthetic images: [0, 1]); 'dataset' applies one affine map to
@@ -59,9 +67,9 @@ class InputSpec:
     change) and its particle intensities take the same map as the pixels."""
 
     kind: str = "apr"
-    rel_error: float = 0.1
-    gradient_smoothing: float = 0.0
-    sigma_th: float = 0.01
+    rel_error: float = THESIS_FORMATION.rel_error
+    gradient_smoothing: float = THESIS_FORMATION.gradient_smoothing
+    sigma_th: float = THESIS_FORMATION.sigma_th
     resolution: int | None = None
     normalise: str | None = None
 
@@ -557,8 +565,9 @@ class _Epochs(_Run):
         self.window = []
 
 
-def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: int = 36, lr: float = 5e-4,
-                   checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
+def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: int = SYNTHETIC_BATCH_SIZE,
+                   lr: float = SYNTHETIC_LR, checkpoint: str | Path | Checkpoint | None = None,
+                   checkpoint_every_s: float = 900.0,
                    num_workers: int = 0, progress: bool = True, desc: str = "train") -> pd.DataFrame:
     """Train on fresh batches of ``stream`` (Adam, cross entropy, thesis 4.1.3.2).
 
@@ -579,8 +588,9 @@ def train_streamed(model, stream, spec: InputSpec, n_batches: int, batch_size: i
     return _table(run.rows)
 
 
-def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, batch_size: int = 36,
-                lr: float = 5e-4, weight_decay: float = 0.0, eval_every: int = 50, seed: int = 0,
+def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int,
+                batch_size: int = SYNTHETIC_BATCH_SIZE, lr: float = SYNTHETIC_LR, weight_decay: float = 0.0,
+                eval_every: int = 50, seed: int = 0,
                 checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
                 num_workers: int = 0, progress: bool = True, desc: str = "train",
                 cache_val: bool = False, bn_calibration: int | None = None) -> tuple[pd.DataFrame, dict]:
@@ -626,8 +636,9 @@ def train_fixed(model, train_set, val_set, spec: InputSpec, n_iterations: int, b
     return _table(run.rows), run.best_state
 
 
-def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int, batch_size: int = 24, lr: float = 1e-4,
-                 seed: int = 0, checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
+def train_epochs(model, train_set, val_set, spec: InputSpec, n_epochs: int,
+                 batch_size: int = NATURAL_BATCH_SIZE, lr: float = NATURAL_LR, seed: int = 0,
+                 checkpoint: str | Path | Checkpoint | None = None, checkpoint_every_s: float = 900.0,
                  num_workers: int = 0, progress: bool = True, desc: str = "train") -> pd.DataFrame:
     """Train for ``n_epochs`` passes over ``train_set`` in a fresh random order each epoch (thesis
     4.2.4: Adam, evaluation on ``val_set`` after each epoch). If ``train_set`` has an
