@@ -26,7 +26,7 @@ from .learning_curves import kept_early, seeds_beat
 from .verdicts import SubClaim
 
 __all__ = ["MIN_SEEDS", "KEEP_FRAC", "NETWORKS", "test_table", "wide_table", "better", "overlap", "numbers",
-           "size_claim", "fig4_6_claims"]
+           "size_claim", "fig4_6_claims", "evaluation_cost"]
 
 #: seeds of each network a comparison at one size needs
 MIN_SEEDS = 3
@@ -127,3 +127,21 @@ def fig4_6_claims(tests: pd.DataFrame, expected: list[dict], per_class) -> list[
     sizes = sorted(per_class)
     return ([size_claim(tests, expected, n, "apr_better") for n in sizes[:2]]
             + [size_claim(tests, expected, n, "similar") for n in sizes[-2:]])
+
+
+def evaluation_cost(metrics: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """What evaluation costs in each run (``metrics``: run id -> its table, one row per evaluation with
+    the iteration, the median training step ``step_s`` of the interval before it and the interval's
+    wall time ``wall_s``, training and evaluation): columns run, interval (iterations between
+    evaluations), step_s (median seconds per training step), eval_s (median seconds per evaluation:
+    the interval's wall time less its training steps), eval_steps (an evaluation in training steps)
+    and eval_share (evaluation's share of the run's wall time). The basis of the evaluation interval of
+    finite_primary (aprbook.profiles)."""
+    rows = []
+    for rid, m in metrics.items():
+        interval = m.iteration.diff().fillna(m.iteration.iloc[0])
+        eval_s = m.wall_s - m.step_s * interval
+        rows.append({"run": rid, "interval": int(interval.median()), "step_s": float(m.step_s.median()),
+                     "eval_s": float(eval_s.median()), "eval_steps": float(eval_s.median() / m.step_s.median()),
+                     "eval_share": float(eval_s.sum() / m.wall_s.sum())})
+    return pd.DataFrame(rows, columns=["run", "interval", "step_s", "eval_s", "eval_steps", "eval_share"])

@@ -157,6 +157,33 @@ PROFILES = {
                   "extra_seeds_for": [], "normalise": BOOK_NORMALISATION, "cache_val": True,
                   "pixel_channels_last": True, "bn_calibration": 20},
     },
+    # Fig 4.6 under the analysis plan (issue 39): its two small-set sub-claims (20 and 50 images per
+    # class) with three seeds of APR_B and of Pix_B, and 100 per class beside them, with the evaluation
+    # schedule amended before any of these runs: an evaluation (the 3000 validation images and the
+    # batch-norm calibration) costs about 40 training steps of either network (measured from the
+    # finite_converged runs: notebook 06), so "at least once per epoch" (every 3 iterations at 20 per
+    # class) made evaluation 58-93% of a run's compute. Here every run evaluates every eval_every = 120
+    # iterations whatever the set's size (eval_per_epoch False), so that evaluation is at most about a
+    # quarter of a run's compute; everything else as finite_converged (the ladder's budgets are
+    # multiples of 120). Stored under results/finite_primary/; the finite_converged runs stay as they are
+    # (the large sets' sub-claims rest on them).
+    "finite_primary": {
+        "smoke": {"experiment": "finite_primary", "size": 128, "per_class": [1, 2], "eval_per_class": 1,
+                  "batch_size": 4, "n_iterations": 6, "budgets": [3, 6], "eval_every": 3, "eval_per_epoch": False,
+                  **_FIG46, "data_seed": 41, "seeds": [1], "extra_seeds_for": [1], "extra_seeds": [2],
+                  "normalise": BOOK_NORMALISATION, "cache_val": True, "pixel_channels_last": True,
+                  "bn_calibration": 1},
+        "book": {"experiment": "finite_primary", "size": 256, "per_class": [20, 50, 100], "eval_per_class": 500,
+                 "batch_size": SYNTHETIC_BATCH_SIZE, "n_iterations": 9000, "budgets": [600, 1200, 2400, 4800, 9000],
+                 "eval_every": 120, "eval_per_epoch": False, **_FIG46, "data_seed": 41, "seeds": [1, 2, 3],
+                 "normalise": BOOK_NORMALISATION, "cache_val": True, "pixel_channels_last": True,
+                 "bn_calibration": 20},
+        "paper": {"experiment": "finite_primary", "size": 256, "per_class": [20, 50, 100], "eval_per_class": 500,
+                  "batch_size": SYNTHETIC_BATCH_SIZE, "n_iterations": 9000, "budgets": [600, 1200, 2400, 4800, 9000],
+                  "eval_every": 120, "eval_per_epoch": False, **_FIG46, "data_seed": 41, "seeds": [1, 2, 3],
+                  "normalise": BOOK_NORMALISATION, "cache_val": True, "pixel_channels_last": True,
+                  "bn_calibration": 20},
+    },
     # Fig 4.7 / 4.8: APR of natural images (thesis 4.2.2), RGB at 256x256; on the stand-in patches
     # (aprlib.data.natural.StandInPatches) unless a Dogs-vs-Cats folder is given.
     "natural_apr": {

@@ -391,9 +391,11 @@ def finite_runs(cfg: dict) -> list[dict]:
 def finite_eval_every(cfg: dict, per_class: int) -> int:
     """Iterations between evaluations of a run on ``per_class`` images per class: ``cfg['eval_every']``,
     or with ``cfg['budgets']`` (staged runs) at most the iterations of one epoch, so that the small
-    sets are evaluated at least once per epoch."""
+    sets are evaluated at least once per epoch, unless ``cfg['eval_per_epoch']`` is False
+    (finite_primary: every ``eval_every`` iterations whatever the set's size, so that evaluation stays
+    a bounded share of a run's compute)."""
     from aprlib.data.synthetic import NUM_CLASSES
-    if "budgets" not in cfg:
+    if "budgets" not in cfg or not cfg.get("eval_per_epoch", True):
         return int(cfg["eval_every"])
     return max(1, min(int(cfg["eval_every"]), NUM_CLASSES * per_class // cfg["batch_size"]))
 
@@ -630,6 +632,7 @@ EXPERIMENTS = {"streamed": ("streamed_training", streamed_runs, compute_streamed
                "primary": ("streamed_primary", primary_runs, compute_primary, primary_store),
                "finite": ("finite_datasets", finite_runs, compute_finite, finite_store),
                "finite_converged": ("finite_converged", finite_runs, compute_finite, finite_store),
+               "finite_primary": ("finite_primary", finite_runs, compute_finite, finite_store),
                "natural": ("natural_training", natural_runs, compute_natural, natural_store)}
 
 

@@ -312,6 +312,8 @@ class FiniteRunConfig(RunConfig):
         **_SYNTHETIC_LISTING,
         "per_class": "the training-set sizes (images per class), one run each",
         "cache_val": "keeps the prepared validation batches in memory (the same results, faster)",
+        "eval_per_epoch": "with budgets: False evaluates every eval_every iterations whatever the set's size "
+                          "(finite_primary); default True, at least once per epoch (the run's eval_every records it)",
     }
     LADDER_REPLACES: ClassVar[str | None] = "n_iterations"
     CHOICES: ClassVar[dict[str, tuple]] = {"network": ("APR_B", "Pix_B")}

@@ -84,3 +84,15 @@ def test_a_size_with_no_run_of_a_network_names_the_runs_not_computed():
     assert "APR_B_n50_s1 (iteration 550 of 600)" in c.evidence
     with pytest.raises(ValueError, match="kind"):
         size_claim(t, RUNS, 50, "bigger")
+
+
+def test_evaluation_cost_separates_training_from_evaluation():
+    from aprbook.finite_claims import evaluation_cost
+    # 4 evaluations, every 10 iterations, steps of 0.5 s, evaluations of 15 s (30 steps)
+    m = pd.DataFrame({"iteration": [10, 20, 30, 40], "step_s": [0.5] * 4, "wall_s": [10 * 0.5 + 15.0] * 4})
+    row = evaluation_cost({"r": m}).iloc[0]
+    assert row.interval == 10 and row.eval_s == pytest.approx(15) and row.eval_steps == pytest.approx(30)
+    assert row.eval_share == pytest.approx(15 / 20)
+    # an evaluation of 30 steps every 90 iterations: a quarter of the run
+    m2 = m.assign(iteration=[90, 180, 270, 360], wall_s=90 * 0.5 + 15.0)
+    assert evaluation_cost({"r": m2}).eval_share.iloc[0] == pytest.approx(15 / 60)
