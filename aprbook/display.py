@@ -428,8 +428,11 @@ class _BookStyle:
 
     def __init__(self, overrides: dict):
         import matplotlib as mpl
-        self._cm = mpl.rc_context({**_rc(), **overrides})
-        self._cm.__enter__()
+        new = {**_rc(), **overrides}
+        # set directly, not through rc_context: a generator-based context left open would restore the
+        # previous settings as soon as this object is garbage collected (`book_style()` as a statement)
+        self._old = {k: mpl.rcParams[k] for k in new}
+        mpl.rcParams.update(new)
         self._open = True
 
     def __enter__(self):
@@ -441,8 +444,9 @@ class _BookStyle:
 
     def restore(self) -> None:
         if self._open:
+            import matplotlib as mpl
             self._open = False
-            self._cm.__exit__(None, None, None)
+            mpl.rcParams.update(self._old)
 
 
 def book_style(**overrides) -> _BookStyle:

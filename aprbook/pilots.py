@@ -268,21 +268,26 @@ def pilot_figure(metrics: dict[str, pd.DataFrame], runs: list[dict], smooth: int
     """Learning curves of the pilots: one panel per network, one line per factor (the mean over
     seeds of the ``smooth``-batch running accuracy), the baseline in black. Returns the figure."""
     import matplotlib.pyplot as plt
+
+    from .display import FIG_WIDTH_IN, legend_outside
     nets = list(PILOT_NETWORKS)
-    fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 4.2), squeeze=False)
+    # the book's width, one legend of every factor under both panels (text legible on the page)
+    fig, axes = plt.subplots(1, len(nets), figsize=(FIG_WIDTH_IN, 4.4), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, net in zip(axes[0], nets):
         for i, factor in enumerate(FACTORS):
             ids = [r["id"] for r in runs if r["network"] == net and r["factor"] == factor and r["id"] in metrics]
             if not ids:
                 continue
             acc = pd.concat([metrics[k].accuracy.rolling(smooth, min_periods=1).mean() for k in ids], axis=1)
-            style = {"color": "black", "lw": 2.2} if factor == "baseline" else {"color": f"C{i}", "lw": 1.2}
-            ax.plot(acc.index, acc.mean(axis=1), label=f"{factor} ({len(ids)} seeds)", **style)
-        ax.set(xlabel="mini-batch", ylabel=f"accuracy (running mean of {smooth})", title=net, ylim=(0, 1))
+            style = {"color": "black", "lw": 2.2} if factor == "baseline" else {"color": f"C{i % 10}", "lw": 1.2,
+                                                                                 "ls": ("-", "--", ":")[i // 10 % 3]}
+            ax.plot(acc.index, acc.mean(axis=1), label=factor, **style)
+        ax.set(xlabel="mini-batch", title=net, ylim=(0, 1))
         ax.axhline(1 / 6, color="grey", ls=":", lw=1)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    axes[0][0].set_ylabel(f"accuracy (running mean of {smooth}; mean of seeds)")
+    if any(ax.get_legend_handles_labels()[0] for ax in axes[0]):
+        legend_outside(fig, "bottom")
     return fig
 
 

@@ -108,7 +108,7 @@ def overview_figure(table: pd.DataFrame):
     text 10 pt and up: legible at the book's content width)."""
     import matplotlib.pyplot as plt
     words = [w for w in (*VERDICTS, NOT_YET) if (table.verdict == w).any()]
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(words) + 0.6))
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(words) + 0.6), layout="constrained")
     for row, word in enumerate(words):
         items = table.item[table.verdict == word].tolist()
         y = len(words) - 1 - row
@@ -120,7 +120,6 @@ def overview_figure(table: pd.DataFrame):
     ax.set(xlim=(-0.05, max(width, 6)), ylim=(-0.6, len(words) - 0.4))
     ax.axis("off")
     ax.set_title(f"{len(table)} items of the thesis's chapter 4, by verdict", fontsize=11, loc="left")
-    fig.tight_layout()
     return fig
 
 

@@ -294,3 +294,21 @@ def test_small_multiples_grid():
         assert w == FIG_WIDTH_IN and h == pytest.approx(2 * FIG_WIDTH_IN / 3 * 0.5)
         assert small_multiples(2)[1][1].get_subplotspec().colspan.start == 1
         plt.close("all")
+
+
+def test_book_style_called_as_a_statement_lasts():
+    """`book_style()` without keeping its result (how the notebooks call it) sets the style for the rest of
+    the session: a garbage-collected result must not restore the previous settings."""
+    import gc
+
+    import matplotlib as mpl
+
+    from aprbook.display import FIG_WIDTH_IN, book_style
+    before = dict(mpl.rcParams)
+    try:
+        book_style()
+        gc.collect()
+        assert mpl.rcParams["figure.figsize"][0] == FIG_WIDTH_IN
+        assert mpl.rcParams["figure.constrained_layout.use"]
+    finally:
+        mpl.rcParams.update(before)
