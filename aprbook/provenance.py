@@ -23,7 +23,7 @@ from aprlib.train.checkpoint import atomic_write
 
 __all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
            "package_versions", "figure_note", "summary_params", "runs_record", "run_time", "RENAMED_KEYS",
-           "rename_provenance_keys"]
+           "rename_provenance_keys", "compute_hours"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
              "papermill")
@@ -351,3 +351,27 @@ def figure_note(store: ResultStore, name: str, book_root: str = "..") -> str:
             f"`{(prov.get('commit') or 'unknown')[:12]}`, profile `{store.profile}`, "
             f"{(prov.get('finished_utc') or '')[:10]}" + (f", wall time {wall_txt}" if wall_txt else "") +
             f". {links}")
+
+
+def compute_hours(results_dir, profile: str = "book") -> "pd.DataFrame":
+    """What the stored results of ``profile`` cost to compute, per experiment: columns experiment,
+    runs (training runs stored, each ``results/<experiment>/<run>/<profile>/``), core_hours (their
+    summed :func:`run_time`, every session of a resumed run; for an experiment without runs, the wall
+    time of its one result) and machines (the CPU counts its provenance records). Each stored result
+    counts once, where it is stored: a result read through another experiment (a primary run's twin)
+    is not counted twice."""
+    import pandas as pd
+    rows = []
+    for top in sorted(p for p in Path(results_dir).iterdir() if p.is_dir() and p.name != "checkpoints"):
+        run_provs = sorted(top.glob(f"*/{profile}/provenance.json"))
+        own = top / profile / "provenance.json"
+        provs = [json.loads(f.read_text()) for f in run_provs]
+        if not provs and own.exists():
+            provs = [json.loads(own.read_text())]
+        if not provs:
+            continue
+        rows.append({"experiment": top.name, "runs": len(run_provs),
+                     "core_hours": sum(run_time(p) for p in provs) / 3600,
+                     "machines": ", ".join(sorted({f"{p['machine']['cpu_count']} CPUs" for p in provs
+                                                   if p.get("machine", {}).get("cpu_count")}))})
+    return pd.DataFrame(rows, columns=["experiment", "runs", "core_hours", "machines"])
