@@ -160,3 +160,22 @@ def test_committed_results_are_intact():
         store = ResultStore(root, prov["experiment"], prov["profile"], prov["params"])
         assert store.dir == p.parent and store.verify() == [], p
         assert store.fresh, p
+
+
+def test_compute_hours_counts_each_stored_result_once(tmp_path):
+    import json
+
+    from aprbook.provenance import compute_hours
+
+    def prov(path, **kw):
+        path.mkdir(parents=True)
+        (path / "provenance.json").write_text(json.dumps({"machine": {"cpu_count": 2}, **kw}))
+    prov(tmp_path / "runs_exp" / "a_s1" / "book", compute_s=3600.0, wall_time_s=10.0)
+    prov(tmp_path / "runs_exp" / "a_s2" / "book", wall_time_s=1800.0)  # before compute_s was recorded
+    prov(tmp_path / "runs_exp" / "book", compute_s=5400.0, wall_time_s=0.1)  # its summary: not counted again
+    prov(tmp_path / "figure_exp" / "book", wall_time_s=360.0)
+    prov(tmp_path / "runs_exp" / "a_s1" / "smoke", compute_s=99.0)
+    t = compute_hours(tmp_path, "book").set_index("experiment")
+    assert t.loc["runs_exp", "runs"] == 2 and t.loc["runs_exp", "core_hours"] == pytest.approx(1.5)
+    assert t.loc["figure_exp", "runs"] == 0 and t.loc["figure_exp", "core_hours"] == pytest.approx(0.1)
+    assert t.loc["runs_exp", "machines"] == "2 CPUs"
