@@ -40,17 +40,18 @@ __all__ = ["show_table", "BookTable", "format_column", "book_style", "legend_out
 MAX_COLUMNS = 8
 
 _CSS = """<style>
-.aprbook-table{max-width:100%;margin:0.5em 0 1em 0}
+.aprbook-table{max-width:100%;overflow-x:auto;margin:0.5em 0 1em 0}
 .aprbook-table.aprbook-table-wide{overflow-x:auto}
-.aprbook-table table{border-collapse:collapse;margin:0;font-size:0.9em;font-variant-numeric:tabular-nums;
+.aprbook-table table{min-width:min(100%,36em);border-collapse:collapse;margin:0;font-size:0.9em;font-variant-numeric:tabular-nums;
   border-top:2px solid rgba(128,128,128,0.6);border-bottom:2px solid rgba(128,128,128,0.6)}
 .aprbook-table caption{caption-side:top;text-align:left;color:inherit;padding:0 0 0.4em 0}
 .aprbook-table caption .aprbook-table-label{font-weight:bold}
 .aprbook-table caption .aprbook-scroll-hint{opacity:0.7;font-size:0.9em}
 .aprbook-table th,.aprbook-table td{padding:0.25em 0.7em;border:none;vertical-align:top;background:none}
-.aprbook-table thead th{border-bottom:1px solid rgba(128,128,128,0.6);font-weight:bold}
+.aprbook-table thead th{border-bottom:1px solid rgba(128,128,128,0.6);font-weight:bold;vertical-align:bottom}
 .aprbook-table tbody tr:nth-child(even){background:rgba(128,128,128,0.08)}
-.aprbook-table .num{text-align:right;white-space:nowrap}
+.aprbook-table .num{text-align:right}
+.aprbook-table td.num{white-space:nowrap}
 .aprbook-table .txt{text-align:left;max-width:32em}
 .aprbook-table th.aprbook-span{text-align:center;border-bottom:1px solid rgba(128,128,128,0.6)}
 </style>"""
@@ -423,16 +424,17 @@ def _rc() -> dict:
 
 
 class _BookStyle:
-    """Returned by :func:`book_style`: the style is on from the call; ``with`` restores the previous
-    settings at the end of the block."""
+    """Returned by :func:`book_style`: the style is on from the call, and stays on when the object is
+    dropped (``book_style()`` as a statement); ``with`` (or :meth:`restore`) restores the previous
+    settings. (Holding a ``matplotlib.rc_context`` here would not do: its generator, collected with
+    a discarded object, restores the previous settings at once.)"""
 
     def __init__(self, overrides: dict):
         import matplotlib as mpl
-        new = {**_rc(), **overrides}
-        # set directly, not through rc_context: a generator-based context left open would restore the
-        # previous settings as soon as this object is garbage collected (`book_style()` as a statement)
-        self._old = {k: mpl.rcParams[k] for k in new}
-        mpl.rcParams.update(new)
+        saved = dict(mpl.rcParams.copy())
+        saved.pop("backend", None)  # as rc_context: restoring must not switch (or resolve) the backend
+        self._saved = saved
+        mpl.rcParams.update({**_rc(), **overrides})
         self._open = True
 
     def __enter__(self):
@@ -446,7 +448,7 @@ class _BookStyle:
         if self._open:
             import matplotlib as mpl
             self._open = False
-            mpl.rcParams.update(self._old)
+            dict.update(mpl.rcParams, self._saved)
 
 
 def book_style(**overrides) -> _BookStyle:

@@ -7,7 +7,10 @@
   the image; time (medians of interleaved repeats, in one subprocess per size) and peak memory (one
   fresh subprocess per measurement, RSS high-water mark above the memory held just before, under an
   address-space limit so that a pass that does not fit is reported as such instead of exhausting the
-  machine). :func:`growth_factors` summarises the growth from the smallest to the largest canvas.
+  machine). :func:`growth_factors` summarises the growth from the smallest to the largest canvas,
+  leaving out the timing points that :func:`timing_outliers` flags (measured fewer than
+  :data:`MIN_REPEATS` times, or a time per pixel more than :data:`MAX_JUMP` times the previous size's
+  without the memory limit reached).
 - :func:`training_step`: a streamed training step, images in, APR_B (form the APRs, build the
   tables, forward, cross entropy, backward, Adam) against Pix_B (forward, backward, Adam), at
   several thread counts, interleaved repeats; :func:`step_summary` gives medians and ratios.
@@ -38,7 +41,8 @@ import torch
 from aprlib.apr import THESIS_FORMATION
 from aprlib.train import SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR
 
-__all__ = ["FORMATION", "fixed_content_image", "cost_vs_size", "growth_factors", "pixel_feature_map_bytes",
+__all__ = ["FORMATION", "fixed_content_image", "cost_vs_size", "growth_factors", "timing_outliers", "TIMING_POINTS",
+           "MIN_REPEATS", "MAX_JUMP", "MEMORY_FRACTION", "pixel_feature_map_bytes",
            "training_step", "step_summary", "table_bytes", "table_memory", "check_settings", "cost_scaling",
            "scaling_text", "step_text", "tables_text"]
 
@@ -452,36 +456,170 @@ def _scaling_row_text(r) -> str:
             f"    Pix_B forward {pix}; its feature maps {r['pixel_featmap_mb']:.0f} MB")
 
 
-def growth_factors(df: pd.DataFrame) -> dict:
-    """Growth from the smallest to the largest canvas of a :func:`cost_vs_size` table: particles,
-    pixels, formation time, tables, forward and tables + forward time (``apr_s``), and the Pix_B
-    forward time up to the largest canvas it fitted on; ``criterion_holds``: tables + forward grew
-    at most twice as much as the particle count (the issue's criterion; reported, not asserted)."""
+#: The timing points of a :func:`cost_vs_size` row: (time column, column of its number of timed rounds,
+#: column of the peak memory of that pass, what it times).
+TIMING_POINTS = (("formation_s", "apr_repeats", "formation_peak_mb", "formation"),
+                 ("tables_s", "apr_repeats", "tables_peak_mb", "APR_B tables"),
+                 ("forward_s", "apr_repeats", "forward_peak_mb", "APR_B forward"),
+                 ("apr_s", "apr_repeats", "apr_peak_mb", "APR_B tables + forward"),
+                 ("pixel_s", "pixel_repeats", "pixel_peak_mb", "Pix_B forward"))
+#: A timing point measured fewer times than this is an outlier (one slow call is no median).
+MIN_REPEATS = 3
+#: A timing point whose time per pixel is more than this many times the previous (smaller) canvas's,
+#: without the memory limit reached, is an outlier: the canvas grows by 4x per step, so a pass that
+#: follows the pixels keeps its time per pixel, and one that follows the particles lowers it.
+MAX_JUMP = 4.0
+#: The memory limit counts as reached when the pass's peak memory is at least this fraction of the
+#: measuring process's address-space limit (a pass near it may page or fall back to slower kernels,
+#: which would explain a jump).
+MEMORY_FRACTION = 0.9
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def timing_outliers(df: pd.DataFrame, min_repeats: int = MIN_REPEATS, max_jump: float = MAX_JUMP,
+                    memory_fraction: float = MEMORY_FRACTION) -> pd.DataFrame:
+    """The outlier rule of the cost-against-size timings, applied to every measured timing point (a
+    finite time of :data:`TIMING_POINTS` at a canvas size) of a :func:`cost_vs_size` table.
+
+    A point is an **outlier** if it was timed fewer than ``min_repeats`` times (its repeats column
+    says so; a table without that column is not judged on it), or if its time per pixel is more than
+    ``max_jump`` times that of the previous canvas size's point of the same column that is not an
+    outlier, while its pass did not reach the memory limit (peak memory below ``memory_fraction`` of
+    ``mem_limit_gb``; a table without a limit or a peak never counts as reaching it). Outliers are
+    left out of growth factors, ratios and fitted lines (:func:`growth_factors`) and drawn as open
+    markers; they are never presented as a speed-up.
+
+    One row per measured point, sizes ascending within each column: ``column``, ``what``, ``size``,
+    ``pixels``, ``time_s``, ``repeats`` (NaN if not recorded), ``time_per_pixel``, ``jump`` (its time
+    per pixel over the reference point's; NaN for the first), ``reference_size``, ``peak_mb``,
+    ``memory_reached``, ``outlier``, ``reason`` (empty if not an outlier) and ``label`` (a short
+    legend text, e.g. "single measurement, excluded")."""
+    if min_repeats < 1 or not max_jump > 1 or not 0 < memory_fraction <= 1:
+        raise ValueError(f"min_repeats={min_repeats!r}, max_jump={max_jump!r}, memory_fraction={memory_fraction!r}: "
+                         "need min_repeats >= 1, max_jump > 1 and 0 < memory_fraction <= 1")
+    d = df.sort_values("pixels").reset_index(drop=True)
+    rows = []
+    for col, rep_col, peak_col, what in TIMING_POINTS:
+        if col not in d:
+            continue
+        ref = None  # the last point of this column that is not an outlier
+        for _, r in d.iterrows():
+            t = r[col]
+            if not _finite(t):
+                continue
+            t, pixels = float(t), int(r["pixels"])
+            reps = float(r[rep_col]) if rep_col in d and _finite(r[rep_col]) else math.nan
+            peak = float(r[peak_col]) if peak_col in d and _finite(r[peak_col]) else math.nan
+            limit = float(r["mem_limit_gb"]) if "mem_limit_gb" in d and _finite(r["mem_limit_gb"]) else math.nan
+            reached = bool(math.isfinite(peak) and math.isfinite(limit) and peak >= memory_fraction * limit * 1e3)
+            tpp = t / pixels
+            jump = tpp / ref["time_per_pixel"] if ref is not None and ref["time_per_pixel"] > 0 else math.nan
+            reasons = []
+            few = math.isfinite(reps) and reps < min_repeats
+            if few:
+                reasons.append("measured once" if reps == 1 else
+                               f"measured {int(reps)} times (fewer than {min_repeats})")
+            jumped = math.isfinite(jump) and jump > max_jump and not reached
+            if jumped:
+                reasons.append(f"time per pixel {jump:.1f} times that at {int(ref['size'])}x{int(ref['size'])} "
+                               f"(more than {max_jump:g}) with its peak memory "
+                               + (f"{peak:.0f} MB, below {memory_fraction:g} of the {limit:g} GB limit"
+                                  if math.isfinite(peak) and math.isfinite(limit) else "not at a memory limit"))
+            outlier = few or jumped
+            label = ""
+            if outlier:
+                label = ("single measurement, excluded" if few and reps == 1 else
+                         f"{int(reps)} measurements, excluded" if few else
+                         f"time per pixel x{jump:.0f}, excluded")
+            row = {"column": col, "what": what, "size": int(r["size"]), "pixels": pixels, "time_s": t,
+                   "repeats": reps, "time_per_pixel": tpp, "jump": jump,
+                   "reference_size": int(ref["size"]) if ref is not None else None, "peak_mb": peak,
+                   "memory_reached": reached, "outlier": outlier, "reason": "; ".join(reasons), "label": label}
+            rows.append(row)
+            if not outlier:
+                ref = row
+    cols = ["column", "what", "size", "pixels", "time_s", "repeats", "time_per_pixel", "jump", "reference_size",
+            "peak_mb", "memory_reached", "outlier", "reason", "label"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def growth_factors(df: pd.DataFrame, exclude_outliers: bool = True, **rule) -> dict:
+    """Growth from the smallest to the largest canvas of a :func:`cost_vs_size` table: particles and
+    pixels; per time column (formation, tables, forward, tables + forward ``apr_s``) the growth from
+    its first to its last kept point (``spans``: column -> (from size, to size), None with fewer than
+    two kept points, the growth then NaN); the Pix_B forward time from the first to the last canvas it
+    fitted on (``pixel_from_size``, ``pixel_to_size``, ``pixel_s``, ``pixel_pixels``). With
+    ``exclude_outliers`` (the default) the points :func:`timing_outliers` flags (``rule``: its keyword
+    arguments) are not kept; ``excluded`` lists them (rows of that table as dicts).
+    ``criterion_holds``: tables + forward grew at most twice as much as the particle count over the
+    same span (the issue's criterion; reported, not asserted); None when it has no span."""
     d = df.sort_values("pixels").reset_index(drop=True)
     if len(d) < 2:
         raise ValueError("growth needs at least two canvas sizes")
+    flags = timing_outliers(d, **rule) if exclude_outliers else timing_outliers(d).iloc[:0]
+    out = flags[flags.outlier]
+    dropped = {(c, s) for c, s in zip(out.column, out["size"])}
     a, b = d.iloc[0], d.iloc[-1]
-    g = {"from_size": int(a["size"]), "to_size": int(b["size"])}
-    for col in ("particles", "pixels", "formation_s", "tables_s", "forward_s", "apr_s"):
-        g[col] = float(b[col]) / float(a[col])
-    fit = d[d.pixel_fit.astype(bool)] if "pixel_fit" in d else d.iloc[:0]
+    g = {"from_size": int(a["size"]), "to_size": int(b["size"]),
+         "particles": float(b["particles"]) / float(a["particles"]), "pixels": float(b["pixels"]) / float(a["pixels"])}
+    spans = {}
+
+    def kept(col, extra=None):
+        ok = [i for i, r in d.iterrows() if _finite(r.get(col)) and (col, int(r["size"])) not in dropped
+              and (extra is None or extra(r))]
+        return d.loc[ok]
+
+    for col in ("formation_s", "tables_s", "forward_s", "apr_s"):
+        k = kept(col)
+        if len(k) >= 2:
+            g[col] = float(k[col].iloc[-1]) / float(k[col].iloc[0])
+            spans[col] = (int(k["size"].iloc[0]), int(k["size"].iloc[-1]))
+        else:
+            g[col], spans[col] = math.nan, None
+    g["spans"] = spans
+    fit = kept("pixel_s", lambda r: bool(r["pixel_fit"])) if "pixel_fit" in d else d.iloc[:0]
     if len(fit) >= 2:
-        g.update(pixel_to_size=int(fit["size"].iloc[-1]), pixel_s=float(fit.pixel_s.iloc[-1] / fit.pixel_s.iloc[0]),
+        g.update(pixel_from_size=int(fit["size"].iloc[0]), pixel_to_size=int(fit["size"].iloc[-1]),
+                 pixel_s=float(fit.pixel_s.iloc[-1] / fit.pixel_s.iloc[0]),
                  pixel_pixels=float(fit.pixels.iloc[-1] / fit.pixels.iloc[0]))
     else:
-        g.update(pixel_to_size=None, pixel_s=math.nan, pixel_pixels=math.nan)
-    g["criterion_holds"] = bool(g["apr_s"] <= 2 * g["particles"])
+        g.update(pixel_from_size=None, pixel_to_size=None, pixel_s=math.nan, pixel_pixels=math.nan)
+    if spans["apr_s"] is not None:
+        lo, hi = (d[d["size"] == s].iloc[0] for s in spans["apr_s"])
+        g["criterion_particles"] = float(hi["particles"]) / float(lo["particles"])
+        g["criterion_holds"] = bool(g["apr_s"] <= 2 * g["criterion_particles"])
+    else:
+        g["criterion_particles"], g["criterion_holds"] = math.nan, None
+    g["excluded"] = out.to_dict("records")
     return g
+
+
+def _times(v: float, digits: int = 1) -> str:
+    return f"x{v:.{digits}f}" if _finite(v) else "not given (fewer than two kept points)"
 
 
 def scaling_text(df: pd.DataFrame) -> str:
     g = growth_factors(df)
     lines = [f"growth from {g['from_size']}^2 to {g['to_size']}^2: particles x{g['particles']:.2f}, pixels "
-             f"x{g['pixels']:.0f}, formation time x{g['formation_s']:.1f}, tables x{g['tables_s']:.1f}, forward "
-             f"x{g['forward_s']:.2f}, tables + forward x{g['apr_s']:.1f}"]
+             f"x{g['pixels']:.0f}, formation time {_times(g['formation_s'])}, tables {_times(g['tables_s'])}, forward "
+             f"{_times(g['forward_s'], 2)}, tables + forward {_times(g['apr_s'])}"]
+    moved = [f"{c} from {s[0]}^2 to {s[1]}^2" for c, s in g["spans"].items()
+             if s is not None and s != (g["from_size"], g["to_size"])]
+    if moved:
+        lines.append("(over the kept points only: " + ", ".join(moved) + ")")
     if g["pixel_to_size"]:
-        lines.append(f"Pix_B forward time x{g['pixel_s']:.1f} from {g['from_size']}^2 to {g['pixel_to_size']}^2 "
+        lines.append(f"Pix_B forward time x{g['pixel_s']:.1f} from {g['pixel_from_size']}^2 to {g['pixel_to_size']}^2 "
                      f"(pixels x{g['pixel_pixels']:.0f})")
+    for e in g["excluded"]:
+        reps = f"{int(e['repeats'])} timed" if _finite(e["repeats"]) else "timed"
+        lines.append(f"excluded (outlier rule, aprbook.scaling.timing_outliers): {e['what']} at {e['size']}^2, "
+                     f"{e['time_s']:.4g} s ({reps}): {e['reason']}")
     ran = df.pixel_run.astype(bool) if "pixel_run" in df else df.pixel_fit.astype(bool) | True
     skipped = df[~ran]
     if len(skipped):
@@ -492,9 +630,13 @@ def scaling_text(df: pd.DataFrame) -> str:
         limit = no.mem_limit_gb.iloc[0] if "mem_limit_gb" in no else None
         lines.append("Pix_B forward did not fit at " + ", ".join(f"{s}^2" for s in no["size"]) +
                      (f" (address space limited to {limit:g} GB)" if limit else ""))
-    lines.append(f"criterion (tables + forward grow at most 2x the particle count's growth, x"
-                 f"{2 * g['particles']:.2f}): {'HOLDS' if g['criterion_holds'] else 'DOES NOT HOLD'} "
-                 f"(x{g['apr_s']:.1f})")
+    if g["criterion_holds"] is None:
+        lines.append("criterion (tables + forward grow at most 2x the particle count's growth): NOT JUDGED "
+                     "(fewer than two kept timing points)")
+    else:
+        lines.append(f"criterion (tables + forward grow at most 2x the particle count's growth, x"
+                     f"{2 * g['criterion_particles']:.2f}): {'HOLDS' if g['criterion_holds'] else 'DOES NOT HOLD'} "
+                     f"(x{g['apr_s']:.1f})")
     return "\n".join(lines)
 
 

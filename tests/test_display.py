@@ -199,6 +199,26 @@ def test_style_matches_the_saved_figure():
     assert plt.rcParams["figure.dpi"] != save_dpi or matplotlib.rcParamsDefault["figure.dpi"] == save_dpi  # restored
 
 
+def test_book_style_as_a_statement_stays_on():
+    """`book_style()` as a statement (the notebooks' setup cells) keeps the style on after the returned
+    object is dropped, until restored; it once held an rc_context whose generator, collected with the
+    dropped object, restored matplotlib's defaults at once (figures came out in the default style)."""
+    import gc
+    before = dict(plt.rcParams)
+    book_style()
+    gc.collect()
+    try:
+        assert plt.rcParams["font.size"] == 11 and plt.rcParams["figure.dpi"] == SAVE_DPI
+        assert plt.rcParams["axes.prop_cycle"].by_key()["color"][0].lower() == OKABE_ITO[0].lower()
+    finally:
+        dict.update(plt.rcParams, {k: v for k, v in before.items() if k != "backend"})
+    s = book_style(**{"axes.grid": False})
+    assert plt.rcParams["axes.grid"] is False
+    s.restore()
+    s.restore()  # twice is harmless
+    assert plt.rcParams["font.size"] == before["font.size"] and plt.rcParams["axes.grid"] == before["axes.grid"]
+
+
 def _book_figure():
     """A figure of the kind the book draws: two panels, labels, a title, a legend outside."""
     fig, axes = small_multiples(2, ncols=2, aspect=0.8)

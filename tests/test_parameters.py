@@ -88,6 +88,40 @@ def test_every_notebook_checks_every_parameter_first(path):
                for line in before.splitlines()), f"{path.name}: code runs before check_parameters"
 
 
+#: notebooks whose visible parameters cell still shows `train_missing = True` while the book runs them with
+#: False (edited on another branch; the same fix as notebook 08's applies: show the book's value)
+SHOWN_NOT_RUN = {"05_streamed_training", "05a_pilots", "06_finite_datasets"}
+
+
+def _assignments(source: str) -> dict:
+    import ast
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(reason="its parameters cell is edited on another branch", strict=False))
+    if p.stem in SHOWN_NOT_RUN else p for p in NOTEBOOKS], ids=[p.stem for p in NOTEBOOKS])
+def test_the_parameters_cell_shows_what_the_book_ran_with(path):
+    """The book shows a notebook's own parameters cell and hides papermill's injected one
+    (tools/hide_injected_parameters.py), so a value injected for the committed run that differs from
+    the cell's default would be shown wrong (`train_missing = True` on the page of a run made with
+    False). Paths (results_dir, checkpoint_dir, data_dir) are where a run reads and writes, not a
+    setting of the result, and are not compared."""
+    nb = nbformat.read(path, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    if not injected:
+        pytest.skip(f"{path.name}: no injected parameters (not executed by papermill)")
+    shown = _assignments(_parameters_cell(nb).source)
+    ran = _assignments(injected[0].source)
+    differ = {k: (shown[k], v) for k, v in ran.items()
+              if k in shown and k not in ("results_dir", "checkpoint_dir", "data_dir") and shown[k] != v}
+    assert not differ, f"{path.name}: shown default vs the value the committed run was given: {differ}"
+
+
 def _papermill(nb, tmp_path, *params):
     out = tmp_path / "out.ipynb"
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(nb.parent), "--no-progress-bar",

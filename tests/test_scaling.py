@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,8 +40,12 @@ def test_cost_vs_size_at_tiny_sizes_returns_the_promised_columns():
     for col in ("formation_s", "tables_s", "forward_s", "apr_s", "pixel_s"):
         assert (df[col] > 0).all() and np.isfinite(df[col]).all(), col
     assert (df.pixel_featmap_mb > 0).all()
-    g = scaling.growth_factors(df)
+    g = scaling.growth_factors(df, exclude_outliers=False)
     assert g["pixels"] == pytest.approx(4.0) and isinstance(g["criterion_holds"], bool)
+    # one timed round per side: every point is measured once, so the outlier rule keeps none of them
+    g = scaling.growth_factors(df)
+    assert g["criterion_holds"] is None and math.isnan(g["apr_s"]) and g["pixel_to_size"] is None
+    assert len(g["excluded"]) == 2 * len(scaling.TIMING_POINTS)
 
 
 def test_pixel_max_size_skips_the_pixel_network_above_it():
@@ -69,6 +74,112 @@ def test_growth_factors_from_a_constructed_table():
     assert "DOES NOT HOLD" in text and "did not fit at 1024^2 (address space limited to 12 GB)" in text
     with pytest.raises(ValueError, match="two canvas sizes"):
         scaling.growth_factors(df.iloc[:1])
+
+
+def _timings(pixel_s, pixel_repeats, apr_repeats=3, pixel_peak_mb=None, mem_limit_gb=12.0):
+    """A cost_vs_size table with the columns the outlier rule reads: canvases 256^2 ... , APR times that
+    follow the particles, the Pix_B times given."""
+    n = len(pixel_s)
+    sizes = [256 * 2 ** i for i in range(n)]
+    return pd.DataFrame({
+        "size": sizes, "pixels": [s * s for s in sizes], "particles": [2000 + 10 * i for i in range(n)],
+        "formation_s": [6e-4 * 4 ** i for i in range(n)], "tables_s": [0.004] * n, "forward_s": [0.009] * n,
+        "apr_s": [0.013] * n, "apr_repeats": [apr_repeats] * n, "pixel_s": pixel_s,
+        "pixel_repeats": pixel_repeats, "pixel_fit": [not math.isnan(t) for t in pixel_s],
+        "formation_peak_mb": [1.0] * n, "tables_peak_mb": [1.0] * n, "forward_peak_mb": [14.0] * n,
+        "apr_peak_mb": [15.0] * n, "pixel_peak_mb": pixel_peak_mb or [50.0 * 4 ** i for i in range(n)],
+        "mem_limit_gb": [mem_limit_gb] * n})
+
+
+def test_outlier_rule_flags_a_single_measurement_and_keeps_it_out_of_the_growth():
+    """The stored book run's case: Pix_B's forward at 2048^2 timed once (its budget spent), 166 s where
+    1024^2 took 1.8 s: 23 times the time per pixel, far from the memory limit. It is flagged, labelled
+    "single measurement, excluded", and the Pix_B growth stops at 1024^2."""
+    df = _timings([0.048, 0.35, 1.8, 166.2], [3, 3, 3, 1])
+    flags = scaling.timing_outliers(df)
+    out = flags[flags.outlier]
+    assert out[["column", "size"]].values.tolist() == [["pixel_s", 2048]]
+    row = out.iloc[0]
+    assert row.label == "single measurement, excluded" and row.reference_size == 1024
+    assert row.jump == pytest.approx((166.2 / 2048 ** 2) / (1.8 / 1024 ** 2))
+    assert "measured once" in row.reason and "time per pixel 23.1 times that at 1024x1024" in row.reason
+    assert not row.memory_reached
+    g = scaling.growth_factors(df)
+    assert (g["pixel_from_size"], g["pixel_to_size"]) == (256, 1024)
+    assert g["pixel_s"] == pytest.approx(1.8 / 0.048) and g["pixel_pixels"] == pytest.approx(16.0)
+    assert [e["size"] for e in g["excluded"]] == [2048]
+    # without the rule the single slow call would read as a 3462-fold growth for 64 times the pixels
+    assert scaling.growth_factors(df, exclude_outliers=False)["pixel_s"] == pytest.approx(166.2 / 0.048)
+    text = scaling.scaling_text(df)
+    assert "Pix_B forward time x37.5 from 256^2 to 1024^2" in text
+    assert "excluded (outlier rule" in text and "Pix_B forward at 2048^2" in text and "x3462" not in text
+
+
+def test_outlier_rule_a_jump_alone_and_few_repeats_alone():
+    # timed three times but 8 times the time per pixel of the previous size: an outlier by the jump
+    df = _timings([0.05, 0.2, 6.4, 25.6], [3, 3, 3, 3])
+    flags = scaling.timing_outliers(df)
+    out = flags[flags.outlier]
+    assert out[["column", "size"]].values.tolist() == [["pixel_s", 1024], ["pixel_s", 2048]]
+    assert out.iloc[0].label == "time per pixel x8, excluded" and "measured" not in out.iloc[0].reason
+    # the next size is compared with the last point kept (512^2), not with the outlier: x32 again
+    nxt = flags[(flags.column == "pixel_s") & (flags["size"] == 2048)].iloc[0]
+    assert nxt.reference_size == 512 and nxt.outlier
+    # timed twice, no jump: an outlier for its repeats alone
+    df = _timings([0.05, 0.2, 0.8], [3, 2, 3])
+    out = scaling.timing_outliers(df).query("outlier")
+    assert out[["column", "size"]].values.tolist() == [["pixel_s", 512]]
+    assert out.iloc[0].label == "2 measurements, excluded" and "fewer than 3" in out.iloc[0].reason
+    # a jump of exactly the factor is not more than it: kept
+    df = _timings([0.05, 0.8], [3, 3])
+    assert not scaling.timing_outliers(df).outlier.any()
+
+
+def test_a_jump_at_the_memory_limit_is_explained_not_an_outlier():
+    """A pass whose peak memory reaches the limit (here 11.5 GB of 12) may page or fall back to slower
+    kernels: its jump is explained, and the point is kept."""
+    df = _timings([0.05, 0.2, 6.4], [3, 3, 3], pixel_peak_mb=[50.0, 200.0, 11500.0])
+    flags = scaling.timing_outliers(df)
+    row = flags[(flags.column == "pixel_s") & (flags["size"] == 1024)].iloc[0]
+    assert row.memory_reached and not row.outlier and row.jump == pytest.approx(8.0)
+    assert scaling.growth_factors(df)["pixel_to_size"] == 1024
+    # the same measurement, once: flagged for its repeats even at the limit
+    df = _timings([0.05, 0.2, 6.4], [3, 3, 1], pixel_peak_mb=[50.0, 200.0, 11500.0])
+    assert scaling.timing_outliers(df).query("outlier")["size"].tolist() == [1024]
+
+
+def test_outlier_rule_on_a_table_without_repeats_and_its_settings():
+    df = _timings([0.05, 0.2, 6.4], [3, 3, 3]).drop(columns=["apr_repeats", "pixel_repeats", "mem_limit_gb"])
+    flags = scaling.timing_outliers(df)
+    assert flags.repeats.isna().all()
+    assert flags.query("outlier")[["column", "size"]].values.tolist() == [["pixel_s", 1024]]
+    assert not scaling.timing_outliers(df, max_jump=10).outlier.any()
+    assert scaling.timing_outliers(_timings([0.05, 0.2], [2, 2]), min_repeats=2).outlier.sum() == 0
+    for bad in ({"min_repeats": 0}, {"max_jump": 1.0}, {"memory_fraction": 0.0}):
+        with pytest.raises(ValueError):
+            scaling.timing_outliers(df, **bad)
+
+
+def test_an_excluded_apr_point_shortens_the_span_of_the_criterion():
+    df = _timings([0.05, 0.2, 0.8, 3.2], [3, 3, 3, 3])
+    df.loc[3, "apr_s"] = 1.0  # x77 the time of the 1024^2 point on 4x the pixels: an outlier
+    g = scaling.growth_factors(df)
+    assert g["spans"]["apr_s"] == (256, 1024) and g["spans"]["formation_s"] == (256, 2048)
+    assert g["apr_s"] == pytest.approx(1.0) and g["criterion_particles"] == pytest.approx(2020 / 2000)
+    assert g["criterion_holds"] is True
+    assert "apr_s from 256^2 to 1024^2" in scaling.scaling_text(df)
+
+
+def test_the_stored_book_timings_have_one_outlier():
+    """The committed book table: the only outlier is Pix_B's single 166-s forward at 2048^2."""
+    path = Path(__file__).resolve().parents[1] / "results" / "cost_scaling" / "book" / "scaling.csv"
+    if not path.exists():
+        pytest.skip("no committed book cost_scaling table")
+    df = pd.read_csv(path)
+    out = scaling.timing_outliers(df).query("outlier")
+    assert out[["column", "size"]].values.tolist() == [["pixel_s", 2048]]
+    g = scaling.growth_factors(df)
+    assert g["pixel_to_size"] == 1024 and g["pixel_s"] < 100
 
 
 def _tiny_batch():
