@@ -30,7 +30,7 @@ import math
 import numbers
 import re
 
-__all__ = ["show_table", "BookTable", "format_column", "book_style", "legend_outside", "small_multiples",
+__all__ = ["show_table", "BookTable", "Collapsed", "collapsed", "format_column", "book_style", "legend_outside", "small_multiples",
            "book_figsize", "displayed_text_px", "OKABE_ITO", "FIG_WIDTH_IN", "SAVE_DPI", "CONTENT_WIDTH_PX",
            "BODY_PX", "MIN_TEXT_PX", "BOOK_RC"]
 
@@ -365,6 +365,29 @@ def show_table(df, caption: str | None = None, *, label: str = "Table", digits=N
 class _IntDigits:
     def __init__(self, n: int):
         self.n = n
+
+
+class Collapsed:
+    """A long table (or anything with ``_repr_html_``) shown collapsed under a one-line summary the
+    reader clicks to open (an HTML ``details`` element): detail that would push a chapter's answer
+    off the first screens stays one click away. Text repr: the summary, then the object's."""
+
+    def __init__(self, obj, summary: str):
+        if not hasattr(obj, "_repr_html_"):
+            raise TypeError(f"collapsed() needs an object with _repr_html_ (e.g. show_table's), got {type(obj).__name__}")
+        self.obj, self.summary = obj, summary
+
+    def _repr_html_(self) -> str:
+        return (f'<details class="aprbook-collapsed"><summary>{html.escape(self.summary)}</summary>'
+                f"{self.obj._repr_html_()}</details>")
+
+    def __repr__(self) -> str:
+        return f"{self.summary} (collapsed)\n{self.obj!r}"
+
+
+def collapsed(obj, summary: str) -> Collapsed:
+    """``obj`` (e.g. :func:`show_table`'s table) collapsed under ``summary`` (:class:`Collapsed`)."""
+    return Collapsed(obj, summary)
 
 
 # --- figures -----------------------------------------------------------------------------------------

@@ -332,3 +332,15 @@ def test_book_style_called_as_a_statement_lasts():
         assert mpl.rcParams["figure.constrained_layout.use"]
     finally:
         mpl.rcParams.update(before)
+
+
+def test_collapsed_wraps_a_table_in_details():
+    import pandas as pd
+
+    from aprbook.display import collapsed, show_table
+    c = collapsed(show_table(pd.DataFrame({"a": [1, 2]}), "two rows"), "Every <row>")
+    h = c._repr_html_()
+    assert h.startswith('<details class="aprbook-collapsed"><summary>Every &lt;row&gt;</summary>') and "<table>" in h
+    assert h.endswith("</details>") and "two rows" in repr(c)
+    with pytest.raises(TypeError, match="_repr_html_"):
+        collapsed(3, "x")

@@ -88,11 +88,6 @@ def test_every_notebook_checks_every_parameter_first(path):
                for line in before.splitlines()), f"{path.name}: code runs before check_parameters"
 
 
-#: notebooks whose visible parameters cell still shows `train_missing = True` while the book runs them with
-#: False (edited on another branch; the same fix as notebook 08's applies: show the book's value)
-SHOWN_NOT_RUN = {"05_streamed_training", "05a_pilots", "06_finite_datasets"}
-
-
 def _assignments(source: str) -> dict:
     import ast
     out = {}
@@ -102,9 +97,7 @@ def _assignments(source: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(reason="its parameters cell is edited on another branch", strict=False))
-    if p.stem in SHOWN_NOT_RUN else p for p in NOTEBOOKS], ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_the_parameters_cell_shows_what_the_book_ran_with(path):
     """The book shows a notebook's own parameters cell and hides papermill's injected one
     (tools/hide_injected_parameters.py), so a value injected for the committed run that differs from
