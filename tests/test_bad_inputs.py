@@ -83,6 +83,7 @@ def test_form_apr_refuses_bad_images(image, error, match):
     (dict(rel_error=None), TypeError, "rel_error must be a real number"),
     (dict(gradient_smoothing=-1.0), ValueError, "gradient_smoothing"),
     (dict(sigma_th=-0.1), ValueError, "sigma_th"),
+    (dict(sigma_th="1%"), TypeError, r"sigma_th must be a real number or None \(a fraction of the image's range\)"),
     (dict(sigma_th_max=-0.1), ValueError, "sigma_th"),
     (dict(grad_th=float("nan")), ValueError, "grad_th must be finite"),
     (dict(Ip_th=float("-inf")), ValueError, "Ip_th must be finite"),
@@ -114,12 +115,33 @@ def test_form_apr_documented_inputs():
 
 
 def test_sigma_th_zero_with_smoothing_warns():
+    """LibAPR's defaults (sigma_th = 0, lambda = 3) warn, as before issue 41; an explicit sigma_th = 0
+    with smoothing too."""
     with pytest.warns(RuntimeWarning, match="sigma_th = 0 with gradient smoothing"):
-        form_apr(small_image(), rel_error=0.1)
+        form_apr(small_image(), APRParameters.libapr())
+    with pytest.warns(RuntimeWarning, match="sigma_th = 0 with gradient smoothing"):
+        form_apr(small_image(), rel_error=0.1, sigma_th=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        form_apr(small_image(), rel_error=0.1, gradient_smoothing=0.0)
+        form_apr(small_image(), APRParameters.libapr(), gradient_smoothing=0.0)
         form_apr(small_image(), rel_error=0.1, sigma_th=0.01)
+
+
+def test_the_default_parameters_do_not_warn(recwarn):
+    """issue 41, item 8: form_apr(image) and APRParameters() are a setting to take as it is: no
+    warning on any image (synthetic, RGB, noise, one value, zeros, far from [0, 1], integers)."""
+    images, _ = generate_batch(6, seed=1, size=(64, 48))
+    rng = np.random.default_rng(0)
+    others = [np.stack(list(images[:3]), -1), rng.random((33, 17)), np.full((16, 16), 0.3), np.zeros((9, 9)),
+              images[0] * 1e30, images[1] * 1e-30 - 7.0, (images[2] * 255).astype(np.uint8), np.array([[2.0]])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for img in list(images) + others:
+            apr = form_apr(img)
+            assert apr.params.sigma_th > 0 and np.isfinite(apr.intensities).all()
+            form_apr(img, APRParameters(), rel_error=0.4)
+            form_apr(img, APRParameters(pulling_scheme="minimal"))
+    assert len(recwarn) == 0
 
 
 # --- formation near the float32 limits and scale invariance -------------------------------
@@ -138,9 +160,11 @@ def test_intensities_near_float32_max_are_finite():
 SCALES = [2.0 ** 100, 2.0 ** -100, 2.0 ** -140, 1e25, 1e-20, 3.7, 0.013, 1e30, 1e-30]
 
 
-@pytest.mark.parametrize("params", [dict(gradient_smoothing=3.0, sigma_th=0.01), dict(gradient_smoothing=0.0),
+@pytest.mark.parametrize("params", [dict(gradient_smoothing=3.0, sigma_th=0.01),
+                                    dict(gradient_smoothing=0.0, sigma_th=0.0),
                                     dict(gradient_smoothing=0.0, sigma_th=0.02, grad_th=0.001, Ip_th=0.05),
-                                    dict(gradient_smoothing=3.0, sigma_th=0.01, pulling_scheme="minimal")])
+                                    dict(gradient_smoothing=3.0, sigma_th=0.01, pulling_scheme="minimal"),
+                                    dict()])  # the default: sigma_th a fraction of the range, no rescaling
 def test_structure_does_not_depend_on_the_image_scale(params):
     """c * image (with the absolute thresholds times c) has the structure of image, as in LibAPR.
     Exact for powers of two; for other c up to the float32 rounding of c * image, which changes no
@@ -162,22 +186,24 @@ def test_structure_at_sigma_th_zero_is_exact_for_powers_of_two():
     """With sigma_th = 0 and smoothing, flat regions' scale is rounding noise (see APRParameters):
     only power-of-two scales keep every bit of it."""
     img = small_image(4, (64, 64))
+    libapr = APRParameters.libapr()
     with pytest.warns(RuntimeWarning):
-        ref = form_apr(img)
+        ref = form_apr(img, libapr)
         for e in (-120, -60, -1, 1, 60, 120):
-            assert same_structure(form_apr(np.ldexp(img, e)), ref)
+            assert same_structure(form_apr(np.ldexp(img, e), libapr), ref)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(img=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24),
                       elements=st.floats(-F32_MAX, F32_MAX, width=32)),
-       e=st.integers(-60, 60), lam=st.sampled_from([0.0, 3.0]))
-def test_any_finite_float32_image_forms_with_finite_intensities(img, e, lam):
+       e=st.integers(-60, 60), lam=st.sampled_from([0.0, 3.0]), sigma_th=st.sampled_from([0.0, None]))
+def test_any_finite_float32_image_forms_with_finite_intensities(img, e, lam, sigma_th):
     """Any finite float32 image (values up to +-FLT_MAX): finite intensities, the float64 cell means,
-    and the same structure after a power-of-two rescaling that stays in the normal range."""
+    and the same structure after a power-of-two rescaling that stays in the normal range (with
+    LibAPR's sigma_th = 0 and with the default, a fraction of the image's range)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        apr = form_apr(img, rel_error=0.2, gradient_smoothing=lam)
+        apr = form_apr(img, rel_error=0.2, gradient_smoothing=lam, sigma_th=sigma_th)
         assert np.isfinite(apr.intensities).all()
         ref = apr.sample(np.ldexp(img.astype(np.float64), -128))  # exact float64 means, scaled down
         np.testing.assert_allclose(np.ldexp(apr.intensities.astype(np.float64), -128), ref, rtol=1e-5,
@@ -186,7 +212,8 @@ def test_any_finite_float32_image_forms_with_finite_intensities(img, e, lam):
         nonzero = np.abs(img[img != 0]).astype(np.float64)
         if nonzero.size == 0 or (nonzero.max() * 2.0 ** e <= F32_MAX and (e >= 0 or nonzero.min() * 2.0 ** e >=
                                                                             np.finfo(np.float32).tiny)):
-            assert same_structure(form_apr(np.ldexp(img, e), rel_error=0.2, gradient_smoothing=lam), apr)
+            assert same_structure(form_apr(np.ldexp(img, e), rel_error=0.2, gradient_smoothing=lam, sigma_th=sigma_th),
+                                  apr)
 
 
 @settings(max_examples=30, deadline=None)

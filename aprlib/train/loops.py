@@ -84,8 +84,8 @@ class InputSpec:
     @property
     def formation(self) -> APRParameters:
         """The APR formation parameters of this spec (LibAPR's defaults for the rest)."""
-        return APRParameters(rel_error=self.rel_error, gradient_smoothing=self.gradient_smoothing,
-                             sigma_th=self.sigma_th)
+        return APRParameters.libapr(rel_error=self.rel_error, gradient_smoothing=self.gradient_smoothing,
+                                    sigma_th=self.sigma_th)
 
     def form(self, image) -> APR:
         """The APR of one image with this spec's formation parameters (intensities not normalised)."""
