@@ -791,3 +791,66 @@ def test_synthetic_unknown_class_names():
     import pandas as pd
     with pytest.raises(ValueError, match="unknown class names"):
         error_kinds(pd.DataFrame({"true": ["circle"], "predicted": ["hexagon"], "count": [1]}))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 41, item 8: bad-input messages tried as a new user would. REPRODUCTIONS: these tests
+# show the misleading messages (or the late failure) as they are before the fix.
+# ------------------------------------------------------------------------------------------
+def test_repro_garbage_npz_speaks_of_pickled_data(tmp_path):
+    path = tmp_path / "apr.npz"
+    path.write_bytes(b"not an npz file" * 20)
+    with pytest.raises(ValueError, match="pickled"):
+        APR.load(path)
+
+
+def test_repro_pixel_network_on_a_too_small_image_fails_in_batch_norm():
+    net = pixel_network("B")
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        net(torch.rand(1, 1, 16, 16))
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        net(torch.rand(2, 1, 8, 8))
+
+
+def test_repro_negative_stream_index_gets_numpys_message():
+    with pytest.raises(ValueError, match="expected non-negative integer"):
+        SyntheticShapesStream(0, size=16).image(-1)
+
+
+def test_repro_file_as_natural_image_folder_does_not_exist(tmp_path):
+    (tmp_path / "train.zip").write_bytes(b"PK")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        dogs_vs_cats_files(tmp_path / "train.zip")
+
+
+def test_repro_synthetic_batch_beyond_memory_starts_working(monkeypatch):
+    """A batch larger than the available memory (but not than RAM + swap, which the kernel refuses
+    at once) is allocated lazily and generated image by image, until the machine runs out."""
+    psutil = pytest.importorskip("psutil")
+    import aprlib.data.synthetic as synthetic
+    mem = psutil.virtual_memory()
+    nbytes = (mem.available + mem.total) // 2
+    if mem.total - mem.available < 2 ** 30:
+        pytest.skip("available memory too close to the total")
+
+    class Started(Exception):
+        pass
+
+    def first_image(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(synthetic, "generate_image", first_image)
+    with pytest.raises(Started):  # the work began: nothing checked the batch's size first
+        generate_batch(nbytes // (256 * 256 * 4), 0)
+
+
+def test_repro_checkpoint_missing_an_entry_fails_with_a_bare_key_error_on_every_rerun(tmp_path):
+    from aprlib.train import InputSpec, train_streamed
+    stream, spec, ck = SyntheticShapesStream(seed=3, size=(16, 16)), InputSpec("pixel"), tmp_path / "run.ckpt"
+    train_streamed(pixel_network("A"), stream, spec, n_batches=1, batch_size=2, checkpoint=ck, progress=False)
+    state = torch.load(ck, weights_only=True)
+    del state["rows"]
+    torch.save(state, ck)
+    for _ in range(2):
+        with pytest.raises(KeyError, match="rows"):
+            train_streamed(pixel_network("A"), stream, spec, n_batches=2, batch_size=2, checkpoint=ck, progress=False)
