@@ -5,6 +5,7 @@ documented result. Add a case here for every new bad input found."""
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -701,7 +702,7 @@ def test_image_files_index_errors(image_dir):
 
 def test_natural_helpers_refuse_bad_arguments(tmp_path):
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         dogs_vs_cats_files(tmp_path / "file.txt")
     with pytest.raises(TypeError, match="n_val must be an integer"):
         split_files([1, 2, 3], n_val=1.5)
@@ -794,63 +795,160 @@ def test_synthetic_unknown_class_names():
 
 
 # ------------------------------------------------------------------------------------------
-# issue 41, item 8: bad-input messages tried as a new user would. REPRODUCTIONS: these tests
-# show the misleading messages (or the late failure) as they are before the fix.
+# issue 41, item 8: bad-input messages tried as a new user would. Each was first reproduced here
+# (commit 3b4f185: the misleading message, or the late failure); now a clear error, raised before
+# the work starts, names the problem and what to do.
 # ------------------------------------------------------------------------------------------
-def test_repro_garbage_npz_speaks_of_pickled_data(tmp_path):
-    path = tmp_path / "apr.npz"
-    path.write_bytes(b"not an npz file" * 20)
-    with pytest.raises(ValueError, match="pickled"):
-        APR.load(path)
+def test_apr_load_of_a_file_that_is_no_apr_says_so(tmp_path):
+    """(a) was: ValueError 'This file contains pickled (object) data ... allow_pickle='."""
+    garbage = tmp_path / "apr.npz"
+    garbage.write_bytes(b"not an npz file" * 20)
+    with pytest.raises(ValueError, match=r"apr\.npz is not an APR file \(not a zip archive\): APR\.load reads "
+                                         r"the \.npz archives that APR\.save writes") as info:
+        APR.load(garbage)
+    assert "pickle" not in str(info.value)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.npz is not an APR file"):
+        APR.load(empty)
+    apr = small_apr()
+    apr.save(tmp_path / "good.npz")
+    assert same_structure(APR.load(tmp_path / "good.npz"), apr)
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.npz is not an APR file \(a damaged zip archive\)"):
+        APR.load(tmp_path / "truncated.npz")
+    np.save(tmp_path / "array.npy", np.arange(3))
+    with pytest.raises(ValueError, match=r"array\.npy holds a single array \(\.npy\), not an APR"):
+        APR.load(tmp_path / "array.npy")
+    np.savez(tmp_path / "other.npz", a=np.arange(3))
+    with pytest.raises(ValueError, match=r"other\.npz is an \.npz archive but not an APR: it lacks the entries "
+                                         r"\['height', 'width', 'level'"):
+        APR.load(tmp_path / "other.npz")
+    np.savez(tmp_path / "objects.npz", **{**apr.to_dict(), "intensities": np.array([{"x": 1}], dtype=object)})
+    with pytest.raises(ValueError, match=r"objects\.npz: entry 'intensities' holds Python objects \(pickled\)"):
+        APR.load(tmp_path / "objects.npz")
+    with pytest.raises(FileNotFoundError):
+        APR.load(tmp_path / "missing.npz")
 
 
-def test_repro_pixel_network_on_a_too_small_image_fails_in_batch_norm():
-    net = pixel_network("B")
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
-        net(torch.rand(1, 1, 16, 16))
-    with pytest.raises(RuntimeError, match="Output size is too small"):
-        net(torch.rand(2, 1, 8, 8))
+@pytest.mark.parametrize("name, block_order, shape, match", [
+    # (b) was: 'Expected more than 1 value per channel when training' from batch norm (Pix_B, 16x16, one image)
+    ("B", "bn_pool_relu", (1, 1, 16, 16), r"max-pools 5 times by 2, so its images must be at least 32x32 pixels, "
+                                          r"got 16x16 \(input shape \(1, 1, 16, 16\)\): resize or pad"),
+    # ... and 'Output size is too small' from max pooling (two images of 8x8)
+    ("B", "bn_pool_relu", (2, 1, 8, 8), "must be at least 32x32 pixels, got 8x8"),
+    ("A", "bn_pool_relu", (4, 1, 16, 7), "max-pools 3 times by 2, so its images must be at least 8x8 pixels, got 16x7"),
+    ("pixels", "bn_pool_relu", (2, 3, 15, 15), "at least 16x16 pixels, got 15x15"),
+    # big enough to pool, but the thesis-era order normalises the 1x1 output of the last pooling of one image
+    ("B", "pool_relu_bn", (1, 1, 32, 32), r"batch norm needs more than one value per channel, but this network's "
+                                          r"last batch norm sees 1x1 values of a batch of 1 .*batches of at least 2"),
+])
+def test_pixel_network_refuses_images_too_small_for_its_poolings(name, block_order, shape, match):
+    net = pixel_network(name, block_order=block_order)
+    with pytest.raises(ValueError, match=match):
+        net(torch.rand(shape))
+    net.eval()
+    if "batch norm" in match:  # evaluation needs no batch statistics
+        assert net(torch.rand(shape)).shape == (shape[0], 6)
 
 
-def test_repro_negative_stream_index_gets_numpys_message():
-    with pytest.raises(ValueError, match="expected non-negative integer"):
-        SyntheticShapesStream(0, size=16).image(-1)
+def test_pixel_network_smallest_images_run():
+    for name, c, n_pool in (("A", 1, 3), ("B", 1, 5), ("pixels", 3, 4)):
+        for order in ("bn_pool_relu", "pool_relu_bn"):
+            net = pixel_network(name, block_order=order)
+            assert net(torch.rand(2, c, 2 ** n_pool, 2 ** n_pool + 3)).shape[0] == 2
+            net.eval()
+            assert net(torch.rand(1, c, 2 ** n_pool, 2 ** n_pool)).shape[0] == 1
 
 
-def test_repro_file_as_natural_image_folder_does_not_exist(tmp_path):
+def test_negative_or_fractional_stream_index_is_refused():
+    """(c) was: numpy's 'expected non-negative integer'."""
+    stream = SyntheticShapesStream(0, size=16)
+    with pytest.raises(IndexError, match=r"stream element index must be >= 0, got -1: the stream's elements are "
+                                         r"numbered 0, 1, 2, \.\.\. without end"):
+        stream.image(-1)
+    with pytest.raises(TypeError, match="stream element index must be an integer, got float 1.5"):
+        stream.image(1.5)
+    np.testing.assert_array_equal(stream.image(np.int64(3))[0], stream.image(3)[0])
+
+
+def test_a_file_given_as_the_natural_image_folder_is_named_as_a_file(tmp_path):
+    """(d) was: FileNotFoundError '... does not exist (see README: natural images)' for a file that exists."""
     (tmp_path / "train.zip").write_bytes(b"PK")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(NotADirectoryError, match=r"train\.zip is a file, not a folder: pass the folder that holds "
+                                                 r"cat\.N\.jpg and dog\.N\.jpg \(unzip Kaggle's train\.zip first"):
         dogs_vs_cats_files(tmp_path / "train.zip")
+    with pytest.raises(FileNotFoundError, match=r"does not exist \(book/guide\.md, 'Natural images'\)"):
+        dogs_vs_cats_files(tmp_path / "train")
 
 
-def test_repro_synthetic_batch_beyond_memory_starts_working(monkeypatch):
-    """A batch larger than the available memory (but not than RAM + swap, which the kernel refuses
-    at once) is allocated lazily and generated image by image, until the machine runs out."""
-    psutil = pytest.importorskip("psutil")
+class _Started(Exception):
+    pass
+
+
+def _no_generation(monkeypatch):
     import aprlib.data.synthetic as synthetic
-    mem = psutil.virtual_memory()
-    nbytes = (mem.available + mem.total) // 2
-    if mem.total - mem.available < 2 ** 30:
-        pytest.skip("available memory too close to the total")
-
-    class Started(Exception):
-        pass
 
     def first_image(*args, **kwargs):
-        raise Started
+        raise _Started("generate_batch started generating images")
 
     monkeypatch.setattr(synthetic, "generate_image", first_image)
-    with pytest.raises(Started):  # the work began: nothing checked the batch's size first
-        generate_batch(nbytes // (256 * 256 * 4), 0)
+    return synthetic
 
 
-def test_repro_checkpoint_missing_an_entry_fails_with_a_bare_key_error_on_every_rerun(tmp_path):
-    from aprlib.train import InputSpec, train_streamed
+def test_synthetic_batch_beyond_the_available_memory_is_refused_at_once(monkeypatch):
+    """(e) was: a batch larger than the available memory (but not than RAM + swap, which the kernel
+    refuses at once) allocated lazily and generated image by image until the machine ran out."""
+    synthetic = _no_generation(monkeypatch)
+    available = synthetic._available_memory()
+    assert available is not None and available > 0
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "psutil", None)  # without psutil: the kernel's MemAvailable or os.sysconf
+        assert synthetic._available_memory() > 0
+    n = 2 * available // (256 * 256 * 4) + 1  # twice the available memory
+    with pytest.raises(MemoryError, match=rf"generate_batch\({n}, size=\(256, 256\)\): {n} float32 images of "
+                                          r"256x256 need [0-9.]+ GiB, but only [0-9.]+ GiB of memory is available: "
+                                          r"generate fewer or smaller images at a time, or use SyntheticShapes"):
+        generate_batch(n, 0)
+    monkeypatch.setattr(synthetic, "_available_memory", lambda: 3 * 2 ** 20)  # 3 MiB: 11 images of 256x256 fit
+    with pytest.raises(MemoryError, match=r"12 float32 images of 256x256 need 0.00293 GiB, but only 0.00293 GiB"):
+        generate_batch(12, 0)
+    with pytest.raises(_Started):  # within the memory: the work starts
+        generate_batch(11, 0)
+    monkeypatch.setattr(synthetic, "_available_memory", lambda: None)  # unknown: not checked
+    with pytest.raises(_Started):
+        generate_batch(12, 0)
+
+
+def test_checkpoint_missing_an_entry_is_moved_aside_and_the_run_restarts(tmp_path):
+    """(f) was: a checkpoint with this run's header but no 'rows' failed with KeyError: 'rows' on
+    every rerun. Now it is treated as unreadable: moved aside with a warning naming the entry."""
+    from aprlib.train import InputSpec, train_fixed, train_streamed
     stream, spec, ck = SyntheticShapesStream(seed=3, size=(16, 16)), InputSpec("pixel"), tmp_path / "run.ckpt"
+    torch.manual_seed(0)
+    ref = train_streamed(pixel_network("A"), stream, spec, n_batches=2, batch_size=2, progress=False)
+    torch.manual_seed(0)
     train_streamed(pixel_network("A"), stream, spec, n_batches=1, batch_size=2, checkpoint=ck, progress=False)
     state = torch.load(ck, weights_only=True)
     del state["rows"]
     torch.save(state, ck)
-    for _ in range(2):
-        with pytest.raises(KeyError, match="rows"):
-            train_streamed(pixel_network("A"), stream, spec, n_batches=2, batch_size=2, checkpoint=ck, progress=False)
+    torch.manual_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"run\.ckpt is unreadable \(it lacks the entry 'rows' that this run's "
+                                            r"checkpoints hold\): moved aside to run\.ckpt\.corrupt-.*restarts"):
+        again = train_streamed(pixel_network("A"), stream, spec, n_batches=2, batch_size=2, checkpoint=ck,
+                               progress=False)
+    np.testing.assert_array_equal(again[["batch", "loss"]], ref[["batch", "loss"]])
+    assert len(list(tmp_path.glob("run.ckpt.corrupt-*"))) == 1
+    assert torch.load(ck, weights_only=True)["next_batch"] == 2  # the restarted run's own checkpoint
+    # a fixed-dataset run's checkpoint without two of its entries
+    train, val = SyntheticShapes(4, seed=8, size=(16, 16)), SyntheticShapes(2, seed=9, size=(16, 16))
+    fixed = tmp_path / "fixed.ckpt"
+    train_fixed(pixel_network("A"), train, val, spec, n_iterations=1, batch_size=2, eval_every=1, checkpoint=fixed,
+                progress=False)
+    state = torch.load(fixed, weights_only=True)
+    del state["best"], state["best_state"]
+    torch.save(state, fixed)
+    with pytest.warns(RuntimeWarning, match=r"fixed\.ckpt is unreadable \(it lacks the entries 'best', 'best_state'"):
+        train_fixed(pixel_network("A"), train, val, spec, n_iterations=2, batch_size=2, eval_every=1, checkpoint=fixed,
+                    progress=False)
