@@ -26,7 +26,7 @@ __all__ = ["FORMATION_SETTINGS", "apr_statistics", "summarize", "pyapr_compariso
 FORMATION_SETTINGS = {
     "thesis": THESIS_FORMATION,
     "thesis_minimal": THESIS_FORMATION.replace(pulling_scheme="minimal"),
-    "libapr_default": APRParameters(sigma_th=THESIS_FORMATION.sigma_th),  # LibAPR's defaults otherwise
+    "libapr_default": APRParameters.libapr(sigma_th=THESIS_FORMATION.sigma_th),  # LibAPR's defaults otherwise
 }
 
 

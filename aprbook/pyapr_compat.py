@@ -24,10 +24,15 @@ def available() -> bool:
 
 
 def pyapr_parameters(params: APRParameters):
-    """pyapr.APRParameters equal to ``params`` (automatic parameters off)."""
+    """pyapr.APRParameters equal to ``params`` (automatic parameters off). ``sigma_th`` must be a
+    number (pyapr has no relative default): ``params.for_image(image)`` gives the one aprlib uses."""
     import pyapr
     if params.pulling_scheme != "libapr":
         raise ValueError("pyapr only implements pulling_scheme='libapr'")
+    if params.sigma_th is None:
+        raise ValueError("sigma_th is None (aprlib's default, a fraction of each image's range), which pyapr "
+                         "has no equivalent of: pass params.for_image(image), or APRParameters.libapr() for "
+                         "pyapr's own defaults")
     p = pyapr.APRParameters()
     p.auto_parameters = False
     p.rel_error = params.rel_error
@@ -40,10 +45,11 @@ def pyapr_parameters(params: APRParameters):
 
 
 def pyapr_form(image, params: APRParameters):
-    """Form the APR of a 2D image with pyapr; returns (pyapr.APR, particles, (H, W) level map)."""
+    """Form the APR of a 2D image with pyapr; returns (pyapr.APR, particles, (H, W) level map).
+    A ``sigma_th`` of None takes the value aprlib's form_apr uses (:meth:`APRParameters.for_image`)."""
     import pyapr
     img = np.ascontiguousarray(image, dtype=np.float32)
     with contextlib.redirect_stdout(io.StringIO()):  # pyapr prints parameter warnings
-        apr, parts = pyapr.converter.get_apr(img, params=pyapr_parameters(params))
+        apr, parts = pyapr.converter.get_apr(img, params=pyapr_parameters(params.for_image(img)))
     levels = np.asarray(pyapr.reconstruction.reconstruct_level(apr))[0]
     return apr, parts, levels

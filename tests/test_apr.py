@@ -6,8 +6,10 @@ and the required-level / minimal-grading semantics of the pulling scheme.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,10 +335,11 @@ def test_negative_images_follow_ip_th_zero_default():
     """LibAPR (and pyapr 1.0.7) zero |grad I| where the half-grid intensity is <= Ip_th, and Ip_th
     defaults to 0, so an all-negative image gives the coarsest APR; aprlib reproduces that."""
     img = make_image(5, 64, 64, "noise")
-    pos = form_apr(img + 5)
-    neg = form_apr(img - 5)
+    libapr = APRParameters.libapr()
+    pos = form_apr(img + 5, libapr)
+    neg = form_apr(img - 5, libapr)
     assert pos.n_particles > 1000 and neg.n_particles == 16
-    with_th = form_apr(img - 5, Ip_th=-10.0)
+    with_th = form_apr(img - 5, libapr, Ip_th=-10.0)
     np.testing.assert_array_equal(with_th.level, pos.level)
 
 
@@ -867,4 +870,74 @@ def test_repr_and_exports():
     apr = form_apr(np.ones((8, 8)))
     assert "APR(" in repr(apr) and len(apr) == apr.n_particles
     assert aprlib.__version__
-    assert APRParameters().gradient_smoothing == 3.0
+    assert APRParameters().gradient_smoothing == 3.0 and APRParameters().sigma_th is None
+
+
+# ------------------------------------------------------------------------------------------
+# the defaults (issue 41, item 8): aprlib's recommended setting, LibAPR's one named choice away
+# ------------------------------------------------------------------------------------------
+#: APRParameters() before issue 41 (44ad7ec): LibAPR's (pyapr 1.0.7) defaults
+OLD_DEFAULTS = dict(rel_error=0.1, gradient_smoothing=3.0, sigma_th=0.0, sigma_th_max=0.0, grad_th=0.0, Ip_th=0.0,
+                    pulling_scheme="libapr")
+FIXTURE = Path(__file__).parent / "data" / "formation_libapr_defaults.npz"
+
+
+def test_libapr_parameters_are_the_old_defaults_field_by_field():
+    p = APRParameters.libapr()
+    assert {f.name for f in dataclasses.fields(p)} == set(OLD_DEFAULTS)
+    for name, value in OLD_DEFAULTS.items():
+        got = getattr(p, name)
+        assert got == value and type(got) is type(value), name
+    assert p == APRParameters(**OLD_DEFAULTS)
+    assert APRParameters.libapr(rel_error=0.4) == APRParameters(**{**OLD_DEFAULTS, "rel_error": 0.4})
+    # the new default differs in sigma_th only
+    assert APRParameters() == APRParameters(**{**OLD_DEFAULTS, "sigma_th": None})
+    with pytest.raises(TypeError, match="unknown APR parameter"):
+        APRParameters.libapr(sigma=0.1)
+
+
+def test_formation_with_libapr_defaults_is_unchanged():
+    """Every APR of tests/data/formation_libapr_defaults.npz (formed with APRParameters() at 44ad7ec,
+    before the defaults changed, OMP_NUM_THREADS=1) again, bit for bit, with APRParameters.libapr()."""
+    ref = np.load(FIXTURE)
+    cases = sorted({k.split("/")[0] for k in ref.files})
+    assert len(cases) == 10
+    overrides = {"noise_minimal": {"pulling_scheme": "minimal"}, "synthetic0_E0.4": {"rel_error": 0.4}}
+    for name in cases:
+        with pytest.warns(RuntimeWarning, match="sigma_th = 0 with gradient smoothing"):
+            apr = form_apr(ref[f"{name}/image"], APRParameters.libapr(), **overrides.get(name, {}))
+        for field in ("level", "y", "x", "intensities"):
+            np.testing.assert_array_equal(getattr(apr, field), ref[f"{name}/{field}"], err_msg=f"{name}: {field}")
+            assert getattr(apr, field).dtype == ref[f"{name}/{field}"].dtype
+
+
+def test_default_sigma_th_is_a_fraction_of_each_images_range():
+    from aprlib.apr.formation import SIGMA_TH_FRACTION
+    assert SIGMA_TH_FRACTION == 0.01
+    img = make_image(3, 48, 40, "shapes") * 0.5 + 0.2
+    apr = form_apr(img)
+    sigma = apr.params.sigma_th
+    assert sigma == pytest.approx(0.01 * (img.max() - img.min()), rel=1e-6)
+    assert APRParameters().for_image(img) == apr.params == APRParameters(sigma_th=sigma)
+    _same_structure(form_apr(img, apr.params), apr)  # the recorded parameters form it again
+    rgb = np.stack([img, img[::-1], 1 - img], axis=-1)  # the range of the grayscale image
+    gray = rgb2gray(rgb).astype(np.float32)
+    assert form_apr(rgb).params.sigma_th == pytest.approx(0.01 * (gray.max() - gray.min()), rel=1e-5)
+    # an image of one value: 1% of its magnitude (0.01 if 0); every one is the coarsest APR
+    for value, expected in ((0.7, 0.007), (-3.0, 0.03), (0.0, 0.01)):
+        const = form_apr(np.full((64, 64), value, np.float32))
+        assert const.params.sigma_th == pytest.approx(expected) and const.n_particles == 16
+    # an explicit sigma_th is kept as given
+    assert form_apr(img, sigma_th=0.05).params.sigma_th == 0.05
+    assert APRParameters(sigma_th=0.05).for_image(img).sigma_th == 0.05
+
+
+def test_default_structure_follows_the_image_scale():
+    """sigma_th relative to the range: c * image has the structure of image with no threshold to
+    rescale (exactly for powers of two, and for these c with these images)."""
+    for seed in range(4):
+        img = make_image(seed, 64, 48, "noisy_shapes")
+        ref = form_apr(img)
+        for c in (2.0 ** -30, 0.25, 4.0, 2.0 ** 40, 3.7, 1e-3, 255.0):
+            scaled = (img.astype(np.float64) * c).astype(np.float32)
+            _same_structure(form_apr(scaled), ref)

@@ -5,6 +5,7 @@ documented result. Add a case here for every new bad input found."""
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -83,6 +84,7 @@ def test_form_apr_refuses_bad_images(image, error, match):
     (dict(rel_error=None), TypeError, "rel_error must be a real number"),
     (dict(gradient_smoothing=-1.0), ValueError, "gradient_smoothing"),
     (dict(sigma_th=-0.1), ValueError, "sigma_th"),
+    (dict(sigma_th="1%"), TypeError, r"sigma_th must be a real number or None \(a fraction of the image's range\)"),
     (dict(sigma_th_max=-0.1), ValueError, "sigma_th"),
     (dict(grad_th=float("nan")), ValueError, "grad_th must be finite"),
     (dict(Ip_th=float("-inf")), ValueError, "Ip_th must be finite"),
@@ -114,12 +116,33 @@ def test_form_apr_documented_inputs():
 
 
 def test_sigma_th_zero_with_smoothing_warns():
+    """LibAPR's defaults (sigma_th = 0, lambda = 3) warn, as before issue 41; an explicit sigma_th = 0
+    with smoothing too."""
     with pytest.warns(RuntimeWarning, match="sigma_th = 0 with gradient smoothing"):
-        form_apr(small_image(), rel_error=0.1)
+        form_apr(small_image(), APRParameters.libapr())
+    with pytest.warns(RuntimeWarning, match="sigma_th = 0 with gradient smoothing"):
+        form_apr(small_image(), rel_error=0.1, sigma_th=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        form_apr(small_image(), rel_error=0.1, gradient_smoothing=0.0)
+        form_apr(small_image(), APRParameters.libapr(), gradient_smoothing=0.0)
         form_apr(small_image(), rel_error=0.1, sigma_th=0.01)
+
+
+def test_the_default_parameters_do_not_warn(recwarn):
+    """issue 41, item 8: form_apr(image) and APRParameters() are a setting to take as it is: no
+    warning on any image (synthetic, RGB, noise, one value, zeros, far from [0, 1], integers)."""
+    images, _ = generate_batch(6, seed=1, size=(64, 48))
+    rng = np.random.default_rng(0)
+    others = [np.stack(list(images[:3]), -1), rng.random((33, 17)), np.full((16, 16), 0.3), np.zeros((9, 9)),
+              images[0] * 1e30, images[1] * 1e-30 - 7.0, (images[2] * 255).astype(np.uint8), np.array([[2.0]])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for img in list(images) + others:
+            apr = form_apr(img)
+            assert apr.params.sigma_th > 0 and np.isfinite(apr.intensities).all()
+            form_apr(img, APRParameters(), rel_error=0.4)
+            form_apr(img, APRParameters(pulling_scheme="minimal"))
+    assert len(recwarn) == 0
 
 
 # --- formation near the float32 limits and scale invariance -------------------------------
@@ -138,9 +161,11 @@ def test_intensities_near_float32_max_are_finite():
 SCALES = [2.0 ** 100, 2.0 ** -100, 2.0 ** -140, 1e25, 1e-20, 3.7, 0.013, 1e30, 1e-30]
 
 
-@pytest.mark.parametrize("params", [dict(gradient_smoothing=3.0, sigma_th=0.01), dict(gradient_smoothing=0.0),
+@pytest.mark.parametrize("params", [dict(gradient_smoothing=3.0, sigma_th=0.01),
+                                    dict(gradient_smoothing=0.0, sigma_th=0.0),
                                     dict(gradient_smoothing=0.0, sigma_th=0.02, grad_th=0.001, Ip_th=0.05),
-                                    dict(gradient_smoothing=3.0, sigma_th=0.01, pulling_scheme="minimal")])
+                                    dict(gradient_smoothing=3.0, sigma_th=0.01, pulling_scheme="minimal"),
+                                    dict()])  # the default: sigma_th a fraction of the range, no rescaling
 def test_structure_does_not_depend_on_the_image_scale(params):
     """c * image (with the absolute thresholds times c) has the structure of image, as in LibAPR.
     Exact for powers of two; for other c up to the float32 rounding of c * image, which changes no
@@ -162,22 +187,24 @@ def test_structure_at_sigma_th_zero_is_exact_for_powers_of_two():
     """With sigma_th = 0 and smoothing, flat regions' scale is rounding noise (see APRParameters):
     only power-of-two scales keep every bit of it."""
     img = small_image(4, (64, 64))
+    libapr = APRParameters.libapr()
     with pytest.warns(RuntimeWarning):
-        ref = form_apr(img)
+        ref = form_apr(img, libapr)
         for e in (-120, -60, -1, 1, 60, 120):
-            assert same_structure(form_apr(np.ldexp(img, e)), ref)
+            assert same_structure(form_apr(np.ldexp(img, e), libapr), ref)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(img=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24),
                       elements=st.floats(-F32_MAX, F32_MAX, width=32)),
-       e=st.integers(-60, 60), lam=st.sampled_from([0.0, 3.0]))
-def test_any_finite_float32_image_forms_with_finite_intensities(img, e, lam):
+       e=st.integers(-60, 60), lam=st.sampled_from([0.0, 3.0]), sigma_th=st.sampled_from([0.0, None]))
+def test_any_finite_float32_image_forms_with_finite_intensities(img, e, lam, sigma_th):
     """Any finite float32 image (values up to +-FLT_MAX): finite intensities, the float64 cell means,
-    and the same structure after a power-of-two rescaling that stays in the normal range."""
+    and the same structure after a power-of-two rescaling that stays in the normal range (with
+    LibAPR's sigma_th = 0 and with the default, a fraction of the image's range)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        apr = form_apr(img, rel_error=0.2, gradient_smoothing=lam)
+        apr = form_apr(img, rel_error=0.2, gradient_smoothing=lam, sigma_th=sigma_th)
         assert np.isfinite(apr.intensities).all()
         ref = apr.sample(np.ldexp(img.astype(np.float64), -128))  # exact float64 means, scaled down
         np.testing.assert_allclose(np.ldexp(apr.intensities.astype(np.float64), -128), ref, rtol=1e-5,
@@ -186,7 +213,8 @@ def test_any_finite_float32_image_forms_with_finite_intensities(img, e, lam):
         nonzero = np.abs(img[img != 0]).astype(np.float64)
         if nonzero.size == 0 or (nonzero.max() * 2.0 ** e <= F32_MAX and (e >= 0 or nonzero.min() * 2.0 ** e >=
                                                                             np.finfo(np.float32).tiny)):
-            assert same_structure(form_apr(np.ldexp(img, e), rel_error=0.2, gradient_smoothing=lam), apr)
+            assert same_structure(form_apr(np.ldexp(img, e), rel_error=0.2, gradient_smoothing=lam, sigma_th=sigma_th),
+                                  apr)
 
 
 @settings(max_examples=30, deadline=None)
@@ -674,7 +702,7 @@ def test_image_files_index_errors(image_dir):
 
 def test_natural_helpers_refuse_bad_arguments(tmp_path):
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         dogs_vs_cats_files(tmp_path / "file.txt")
     with pytest.raises(TypeError, match="n_val must be an integer"):
         split_files([1, 2, 3], n_val=1.5)
@@ -764,3 +792,163 @@ def test_synthetic_unknown_class_names():
     import pandas as pd
     with pytest.raises(ValueError, match="unknown class names"):
         error_kinds(pd.DataFrame({"true": ["circle"], "predicted": ["hexagon"], "count": [1]}))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 41, item 8: bad-input messages tried as a new user would. Each was first reproduced here
+# (commit 3b4f185: the misleading message, or the late failure); now a clear error, raised before
+# the work starts, names the problem and what to do.
+# ------------------------------------------------------------------------------------------
+def test_apr_load_of_a_file_that_is_no_apr_says_so(tmp_path):
+    """(a) was: ValueError 'This file contains pickled (object) data ... allow_pickle='."""
+    garbage = tmp_path / "apr.npz"
+    garbage.write_bytes(b"not an npz file" * 20)
+    with pytest.raises(ValueError, match=r"apr\.npz is not an APR file \(not a zip archive\): APR\.load reads "
+                                         r"the \.npz archives that APR\.save writes") as info:
+        APR.load(garbage)
+    assert "pickle" not in str(info.value)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.npz is not an APR file"):
+        APR.load(empty)
+    apr = small_apr()
+    apr.save(tmp_path / "good.npz")
+    assert same_structure(APR.load(tmp_path / "good.npz"), apr)
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"truncated\.npz is not an APR file \(a damaged zip archive\)"):
+        APR.load(tmp_path / "truncated.npz")
+    np.save(tmp_path / "array.npy", np.arange(3))
+    with pytest.raises(ValueError, match=r"array\.npy holds a single array \(\.npy\), not an APR"):
+        APR.load(tmp_path / "array.npy")
+    np.savez(tmp_path / "other.npz", a=np.arange(3))
+    with pytest.raises(ValueError, match=r"other\.npz is an \.npz archive but not an APR: it lacks the entries "
+                                         r"\['height', 'width', 'level'"):
+        APR.load(tmp_path / "other.npz")
+    np.savez(tmp_path / "objects.npz", **{**apr.to_dict(), "intensities": np.array([{"x": 1}], dtype=object)})
+    with pytest.raises(ValueError, match=r"objects\.npz: entry 'intensities' holds Python objects \(pickled\)"):
+        APR.load(tmp_path / "objects.npz")
+    with pytest.raises(FileNotFoundError):
+        APR.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("name, block_order, shape, match", [
+    # (b) was: 'Expected more than 1 value per channel when training' from batch norm (Pix_B, 16x16, one image)
+    ("B", "bn_pool_relu", (1, 1, 16, 16), r"max-pools 5 times by 2, so its images must be at least 32x32 pixels, "
+                                          r"got 16x16 \(input shape \(1, 1, 16, 16\)\): resize or pad"),
+    # ... and 'Output size is too small' from max pooling (two images of 8x8)
+    ("B", "bn_pool_relu", (2, 1, 8, 8), "must be at least 32x32 pixels, got 8x8"),
+    ("A", "bn_pool_relu", (4, 1, 16, 7), "max-pools 3 times by 2, so its images must be at least 8x8 pixels, got 16x7"),
+    ("pixels", "bn_pool_relu", (2, 3, 15, 15), "at least 16x16 pixels, got 15x15"),
+    # big enough to pool, but the thesis-era order normalises the 1x1 output of the last pooling of one image
+    ("B", "pool_relu_bn", (1, 1, 32, 32), r"batch norm needs more than one value per channel, but this network's "
+                                          r"last batch norm sees 1x1 values of a batch of 1 .*batches of at least 2"),
+])
+def test_pixel_network_refuses_images_too_small_for_its_poolings(name, block_order, shape, match):
+    net = pixel_network(name, block_order=block_order)
+    with pytest.raises(ValueError, match=match):
+        net(torch.rand(shape))
+    net.eval()
+    if "batch norm" in match:  # evaluation needs no batch statistics
+        assert net(torch.rand(shape)).shape == (shape[0], 6)
+
+
+def test_pixel_network_smallest_images_run():
+    for name, c, n_pool in (("A", 1, 3), ("B", 1, 5), ("pixels", 3, 4)):
+        for order in ("bn_pool_relu", "pool_relu_bn"):
+            net = pixel_network(name, block_order=order)
+            assert net(torch.rand(2, c, 2 ** n_pool, 2 ** n_pool + 3)).shape[0] == 2
+            net.eval()
+            assert net(torch.rand(1, c, 2 ** n_pool, 2 ** n_pool)).shape[0] == 1
+
+
+def test_negative_or_fractional_stream_index_is_refused():
+    """(c) was: numpy's 'expected non-negative integer'."""
+    stream = SyntheticShapesStream(0, size=16)
+    with pytest.raises(IndexError, match=r"stream element index must be >= 0, got -1: the stream's elements are "
+                                         r"numbered 0, 1, 2, \.\.\. without end"):
+        stream.image(-1)
+    with pytest.raises(TypeError, match="stream element index must be an integer, got float 1.5"):
+        stream.image(1.5)
+    np.testing.assert_array_equal(stream.image(np.int64(3))[0], stream.image(3)[0])
+
+
+def test_a_file_given_as_the_natural_image_folder_is_named_as_a_file(tmp_path):
+    """(d) was: FileNotFoundError '... does not exist (see README: natural images)' for a file that exists."""
+    (tmp_path / "train.zip").write_bytes(b"PK")
+    with pytest.raises(NotADirectoryError, match=r"train\.zip is a file, not a folder: pass the folder that holds "
+                                                 r"cat\.N\.jpg and dog\.N\.jpg \(unzip Kaggle's train\.zip first"):
+        dogs_vs_cats_files(tmp_path / "train.zip")
+    with pytest.raises(FileNotFoundError, match=r"does not exist \(book/guide\.md, 'Natural images'\)"):
+        dogs_vs_cats_files(tmp_path / "train")
+
+
+class _Started(Exception):
+    pass
+
+
+def _no_generation(monkeypatch):
+    import aprlib.data.synthetic as synthetic
+
+    def first_image(*args, **kwargs):
+        raise _Started("generate_batch started generating images")
+
+    monkeypatch.setattr(synthetic, "generate_image", first_image)
+    return synthetic
+
+
+def test_synthetic_batch_beyond_the_available_memory_is_refused_at_once(monkeypatch):
+    """(e) was: a batch larger than the available memory (but not than RAM + swap, which the kernel
+    refuses at once) allocated lazily and generated image by image until the machine ran out."""
+    synthetic = _no_generation(monkeypatch)
+    available = synthetic._available_memory()
+    assert available is not None and available > 0
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "psutil", None)  # without psutil: the kernel's MemAvailable or os.sysconf
+        assert synthetic._available_memory() > 0
+    n = 2 * available // (256 * 256 * 4) + 1  # twice the available memory
+    with pytest.raises(MemoryError, match=rf"generate_batch\({n}, size=\(256, 256\)\): {n} float32 images of "
+                                          r"256x256 need [0-9.]+ GiB, but only [0-9.]+ GiB of memory is available: "
+                                          r"generate fewer or smaller images at a time, or use SyntheticShapes"):
+        generate_batch(n, 0)
+    monkeypatch.setattr(synthetic, "_available_memory", lambda: 3 * 2 ** 20)  # 3 MiB: 11 images of 256x256 fit
+    with pytest.raises(MemoryError, match=r"12 float32 images of 256x256 need 0.00293 GiB, but only 0.00293 GiB"):
+        generate_batch(12, 0)
+    with pytest.raises(_Started):  # within the memory: the work starts
+        generate_batch(11, 0)
+    monkeypatch.setattr(synthetic, "_available_memory", lambda: None)  # unknown: not checked
+    with pytest.raises(_Started):
+        generate_batch(12, 0)
+
+
+def test_checkpoint_missing_an_entry_is_moved_aside_and_the_run_restarts(tmp_path):
+    """(f) was: a checkpoint with this run's header but no 'rows' failed with KeyError: 'rows' on
+    every rerun. Now it is treated as unreadable: moved aside with a warning naming the entry."""
+    from aprlib.train import InputSpec, train_fixed, train_streamed
+    stream, spec, ck = SyntheticShapesStream(seed=3, size=(16, 16)), InputSpec("pixel"), tmp_path / "run.ckpt"
+    torch.manual_seed(0)
+    ref = train_streamed(pixel_network("A"), stream, spec, n_batches=2, batch_size=2, progress=False)
+    torch.manual_seed(0)
+    train_streamed(pixel_network("A"), stream, spec, n_batches=1, batch_size=2, checkpoint=ck, progress=False)
+    state = torch.load(ck, weights_only=True)
+    del state["rows"]
+    torch.save(state, ck)
+    torch.manual_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"run\.ckpt is unreadable \(it lacks the entry 'rows' that this run's "
+                                            r"checkpoints hold\): moved aside to run\.ckpt\.corrupt-.*restarts"):
+        again = train_streamed(pixel_network("A"), stream, spec, n_batches=2, batch_size=2, checkpoint=ck,
+                               progress=False)
+    np.testing.assert_array_equal(again[["batch", "loss"]], ref[["batch", "loss"]])
+    assert len(list(tmp_path.glob("run.ckpt.corrupt-*"))) == 1
+    assert torch.load(ck, weights_only=True)["next_batch"] == 2  # the restarted run's own checkpoint
+    # a fixed-dataset run's checkpoint without two of its entries
+    train, val = SyntheticShapes(4, seed=8, size=(16, 16)), SyntheticShapes(2, seed=9, size=(16, 16))
+    fixed = tmp_path / "fixed.ckpt"
+    train_fixed(pixel_network("A"), train, val, spec, n_iterations=1, batch_size=2, eval_every=1, checkpoint=fixed,
+                progress=False)
+    state = torch.load(fixed, weights_only=True)
+    del state["best"], state["best_state"]
+    torch.save(state, fixed)
+    with pytest.warns(RuntimeWarning, match=r"fixed\.ckpt is unreadable \(it lacks the entries 'best', 'best_state'"):
+        train_fixed(pixel_network("A"), train, val, spec, n_iterations=2, batch_size=2, eval_every=1, checkpoint=fixed,
+                    progress=False)

@@ -28,7 +28,7 @@ import pytest
 from skimage import draw
 
 import aprlib
-from aprbook.pyapr_compat import pyapr_parameters
+from aprbook.pyapr_compat import pyapr_form, pyapr_parameters
 from libapr_reference import libapr_level_map, required_half_levels
 
 pyapr = pytest.importorskip("pyapr")
@@ -37,7 +37,7 @@ pyapr = pytest.importorskip("pyapr")
 
 def run_pyapr(img, E, lam, sigma_th):
     """pyapr's APR with automatic parameters off; returns (apr, parts)."""
-    params = aprlib.APRParameters(rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+    params = aprlib.APRParameters.libapr(rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
     return pyapr.converter.get_apr(np.ascontiguousarray(img, dtype=np.float32), params=pyapr_parameters(params))
 
 
@@ -218,3 +218,24 @@ def test_constant_image_cr(shape):
     assert ours.n_particles == n_p
     if shape == (256, 256):
         assert ours.computational_ratio >= 200 and cr_p >= 200
+
+
+def test_libapr_parameters_are_pyapr_defaults():
+    """APRParameters.libapr() is pyapr 1.0.7's APRParameters(), field by field."""
+    ours, theirs = aprlib.APRParameters.libapr(), pyapr.APRParameters()
+    for name in ("rel_error", "gradient_smoothing", "sigma_th", "sigma_th_max", "grad_th", "Ip_th"):
+        assert np.float32(getattr(ours, name)) == np.float32(getattr(theirs, name)), name
+
+
+def test_the_default_sigma_th_reaches_pyapr_as_a_number():
+    """aprlib's default sigma_th (None: 1% of the image's range) has no pyapr equivalent: pyapr_parameters
+    says so, and pyapr_form passes the value form_apr uses."""
+    img = np.full((64, 64), 0.2, np.float32)
+    img[16:48, 16:48] = 0.9
+    with pytest.raises(ValueError, match="sigma_th is None.*for_image"):
+        pyapr_parameters(aprlib.APRParameters())
+    ours = aprlib.form_apr(img)
+    assert ours.params.sigma_th == pytest.approx(0.007)
+    assert pyapr_parameters(aprlib.APRParameters().for_image(img)).sigma_th == pytest.approx(0.007)
+    _, _, levels = pyapr_form(img, aprlib.APRParameters())
+    np.testing.assert_array_equal(ours.level_map(), levels)

@@ -7,8 +7,9 @@ pulling scheme with one-level grading -> particle intensities as cell means.
 Scale: like LibAPR's, the structure depends on the image only through ratios |grad I| / sigma, so
 it does not change when the image is multiplied by a positive constant c (with the absolute
 thresholds ``sigma_th``, ``sigma_th_max``, ``grad_th``, ``Ip_th`` multiplied by c too, or zero as by
-default). The kernels work in float32, where |grad I|^2 of an image near 1e25 overflows and that
-of an image near 1e-20 underflows, so :func:`form_apr` first multiplies the image (and the
+default; the default ``sigma_th = None``, a fraction of each image's range, follows the image). The
+kernels work in float32, where |grad I|^2 of an image near 1e25 overflows and that of an image near
+1e-20 underflows, so :func:`form_apr` first multiplies the image (and the
 thresholds) by the power of two that brings its largest magnitude into (0.5, 1]: exact in binary
 floating point, so nothing changes for images whose maximum is already there (images in [0, 1]
 with a maximum above 0.5) and the structure of ``2**j * image`` is exactly that of ``image``; for
@@ -28,47 +29,73 @@ import numpy as np
 from .. import _core
 from .structure import APR
 
-__all__ = ["APRParameters", "THESIS_FORMATION", "form_apr", "as_float_image", "to_grayscale"]
+__all__ = ["APRParameters", "THESIS_FORMATION", "SIGMA_TH_FRACTION", "form_apr", "as_float_image", "to_grayscale"]
 
 _SUPPORTED_KINDS = ("f", "u", "i")  # float, unsigned and signed integer dtypes
 _GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709 luma, as skimage.color.rgb2gray
 
 
+#: The default intensity-scale floor as a fraction of the image's range: ``APRParameters()`` (whose
+#: ``sigma_th`` is None) floors the local intensity scale at 1% of (max - min) of each image.
+SIGMA_TH_FRACTION = 0.01
+
+
 @dataclasses.dataclass(frozen=True)
 class APRParameters:
-    """The parameters LibAPR exposes, with LibAPR's (pyapr 1.0.7) defaults.
+    """APR formation parameters: LibAPR's, with defaults that aprlib recommends.
 
-    - ``rel_error``: relative error threshold E (> 0).
-    - ``gradient_smoothing``: smoothing B-spline parameter lambda (>= 0; 0 disables smoothing).
-    - ``sigma_th``: floor of the local intensity scale, in image intensity units (>= 0).
-    - ``sigma_th_max``: scales below this are treated as infinite (coarsest level); 0 disables.
-    - ``grad_th``: gradient magnitudes below this are set to zero (intensity units per pixel).
-    - ``Ip_th``: gradients are set to zero where the (half-resolution) intensity is <= this.
-    - ``pulling_scheme``: "libapr" (LibAPR / pyapr 1.0.7: the 3x3 neighbours of every cell that
-      holds particles two or more levels finer are refined too) or "minimal" (an aprlib
+    - ``rel_error``: relative error threshold E (> 0, unitless). Default 0.1.
+    - ``gradient_smoothing``: smoothing B-spline parameter lambda (>= 0, unitless; 0 disables
+      smoothing). Default 3.0 (LibAPR's).
+    - ``sigma_th``: floor of the local intensity scale, in image intensity units (>= 0), or None
+      (the default): ``SIGMA_TH_FRACTION`` (1%) of the image's intensity range, max - min of the
+      (grayscale) image, computed per image by :func:`form_apr` (for an image of one value, 1% of
+      its magnitude, or 0.01 if it is 0). :meth:`for_image` gives the value an image gets, and
+      ``form_apr(image).params`` records it.
+    - ``sigma_th_max``: scales below this are treated as infinite (coarsest level), in intensity
+      units; 0 (default) disables.
+    - ``grad_th``: gradient magnitudes below this are set to zero (intensity units per pixel);
+      default 0.
+    - ``Ip_th``: gradients are set to zero where the (half-resolution) intensity is <= this
+      (intensity units); default 0.
+    - ``pulling_scheme``: "libapr" (the default; LibAPR / pyapr 1.0.7: the 3x3 neighbours of every
+      cell that holds particles two or more levels finer are refined too) or "minimal" (an aprlib
       extension: the smallest cell set with one-level grading). Both satisfy the same resolution
       bound.
 
-    The four thresholds are absolute intensities, as in LibAPR: scale them with the image (for
-    example ``sigma_th = 0.05 * (image.max() - image.min())``) if the image's range may vary.
-    With ``sigma_th = 0`` (LibAPR's default) and smoothing on, the local intensity scale of flat
-    regions is float rounding noise, so the structure there is arbitrary and changes when the
-    image is multiplied by anything but a power of two (pyapr 1.0.7's does too): form_apr warns.
+    The defaults are LibAPR's (pyapr 1.0.7) except ``sigma_th``: LibAPR's 0 leaves, with smoothing
+    on, the local intensity scale of flat regions at float rounding noise, so the structure there
+    is arbitrary and changes when the image is multiplied by anything but a power of two (pyapr
+    1.0.7's does too), and form_apr warns. A floor relative to the image's range keeps flat
+    regions coarse, does not warn, and follows the image's scale. :meth:`libapr` gives LibAPR's
+    defaults exactly (``sigma_th = 0``, with the warning). The other thresholds are absolute
+    intensities, as in LibAPR: scale them with the image if its range may vary.
     """
 
     rel_error: float = 0.1
     gradient_smoothing: float = 3.0
-    sigma_th: float = 0.0
+    sigma_th: float | None = None
     sigma_th_max: float = 0.0
     grad_th: float = 0.0
     Ip_th: float = 0.0
     pulling_scheme: str = "libapr"
 
+    @classmethod
+    def libapr(cls, **changes) -> "APRParameters":
+        """LibAPR's (pyapr 1.0.7) defaults: E = 0.1, lambda = 3, sigma_th = sigma_th_max = grad_th =
+        Ip_th = 0, LibAPR's pulling scheme (aprlib's defaults until issue 41), with ``changes``
+        (field=value) applied. form_apr warns about ``sigma_th = 0`` with smoothing, as LibAPR does."""
+        return cls(rel_error=0.1, gradient_smoothing=3.0, sigma_th=0.0, sigma_th_max=0.0, grad_th=0.0, Ip_th=0.0,
+                   pulling_scheme="libapr").replace(**changes)
+
     def __post_init__(self):
         for name in ("rel_error", "gradient_smoothing", "sigma_th", "sigma_th_max", "grad_th", "Ip_th"):
             value = getattr(self, name)
+            if name == "sigma_th" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+                none = " or None (a fraction of the image's range)" if name == "sigma_th" else ""
+                raise TypeError(f"{name} must be a real number{none}, got {type(value).__name__}")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value}")
         if not isinstance(self.pulling_scheme, str):
@@ -77,10 +104,21 @@ class APRParameters:
             raise ValueError(f"rel_error (E) must be > 0, got {self.rel_error}")
         if self.gradient_smoothing < 0:
             raise ValueError(f"gradient_smoothing (lambda) must be >= 0, got {self.gradient_smoothing}")
-        if self.sigma_th < 0 or self.sigma_th_max < 0:
+        if (self.sigma_th is not None and self.sigma_th < 0) or self.sigma_th_max < 0:
             raise ValueError("sigma_th and sigma_th_max must be >= 0")
         if self.pulling_scheme not in ("libapr", "minimal"):
             raise ValueError(f"pulling_scheme must be 'libapr' or 'minimal', got {self.pulling_scheme!r}")
+
+    def for_image(self, image) -> "APRParameters":
+        """These parameters with ``sigma_th`` in the image's intensity units: the value
+        :func:`form_apr` uses for ``image`` ((H, W) or (H, W, 3)) when ``sigma_th`` is None
+        (``SIGMA_TH_FRACTION`` of its range); unchanged when ``sigma_th`` is a number."""
+        if self.sigma_th is not None:
+            return self
+        img, max_abs = _as_float_image(image, "image", True)
+        e = _power_of_two_exponent(max_abs)
+        work = np.ldexp(img, -e) if e else img
+        return self.replace(sigma_th=math.ldexp(_relative_sigma_th(to_grayscale(work) if work.ndim == 3 else work), e))
 
     def replace(self, **changes) -> "APRParameters":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -188,6 +226,14 @@ def _scaled_threshold(value: float, e: int) -> float:
     return min(max(math.ldexp(float(value), -e), -_FLOAT32_MAX), _FLOAT32_MAX)
 
 
+def _relative_sigma_th(gray: np.ndarray) -> float:
+    """The default sigma_th of a (power-of-two scaled) grayscale image, in its units:
+    SIGMA_TH_FRACTION of max - min, or of max |value| for an image of one value (0.01 if all 0)."""
+    hi, lo = float(gray.max()), float(gray.min())  # float64: no overflow
+    spread = hi - lo if hi > lo else max(abs(hi), abs(lo))
+    return SIGMA_TH_FRACTION * (spread if spread > 0 else 1.0)
+
+
 def to_grayscale(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) -> (H, W) luma with skimage.color.rgb2gray's weights, float32."""
     return np.ascontiguousarray(rgb @ _GRAY_WEIGHTS.astype(np.float32), dtype=np.float32)
@@ -200,11 +246,14 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
       the particle cells are those of the grayscale image and each channel is sampled as the
       mean over each cell (thesis 4.2.2). Finite values only (NaN or inf raise ValueError), in
       the float32 range; the structure does not depend on the image's scale (module docstring).
-    - ``params``: APRParameters; keyword overrides (e.g. ``rel_error=0.4``) replace its fields.
+    - ``params``: APRParameters (default ``APRParameters()``: aprlib's recommended setting, sigma_th
+      1% of the image's range); keyword overrides (e.g. ``rel_error=0.4``) replace its fields.
+      ``APRParameters.libapr()`` gives LibAPR's defaults.
 
     Returns an APR whose intensities have shape (N,) (grayscale) or (N, 3) (RGB): the cell means
     of the image as given, always finite (means are summed in double where float32 sums would
-    overflow).
+    overflow). Its ``params`` are those used, with ``sigma_th`` in intensity units
+    (:meth:`APRParameters.for_image`), so ``form_apr(image, apr.params)`` forms it again.
     """
     params = APRParameters() if params is None else params
     if not isinstance(params, APRParameters):
@@ -215,13 +264,19 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
     if params.sigma_th == 0 and params.gradient_smoothing > 0:
         warnings.warn("sigma_th = 0 with gradient smoothing: in flat regions the local intensity scale is the "
                       "smoothing's float rounding noise, so the structure there depends on rounding (LibAPR "
-                      "warns about sigma_th = 0 too); set sigma_th > 0, e.g. 1% of the image's range",
+                      "warns about sigma_th = 0 too); set sigma_th > 0, or leave it at its default (None: 1% of "
+                      "the image's range, APRParameters())",
                       RuntimeWarning, stacklevel=2)
     # Exact rescaling by a power of two into the range where float32 neither overflows nor
     # underflows; the absolute thresholds follow. A no-op when the maximum is already in (0.5, 1].
     e = _power_of_two_exponent(max_abs)
     work = np.ldexp(img, -e) if e else img
     gray = to_grayscale(work) if work.ndim == 3 else work
+    if params.sigma_th is None:  # SIGMA_TH_FRACTION of the range, here in the scaled units; recorded unscaled
+        sigma_th = _relative_sigma_th(gray)
+        params = params.replace(sigma_th=math.ldexp(sigma_th, e))
+    else:
+        sigma_th = _scaled_threshold(params.sigma_th, e)
     lam = float(params.gradient_smoothing)
     b1, b2, norm, k = bspline_recursion(lam) if lam > 0 else (0.0, 0.0, 1.0, 0)
     # The structure and the cell means of the image as given, in one call (no Python round trip,
@@ -232,7 +287,7 @@ def form_apr(image, params: APRParameters | None = None, **overrides) -> APR:
         rel_error=float(params.rel_error),
         grad_th=_scaled_threshold(params.grad_th, e),
         Ip_th=_scaled_threshold(params.Ip_th, e),
-        sigma_th=_scaled_threshold(params.sigma_th, e),
+        sigma_th=sigma_th,
         sigma_th_max=_scaled_threshold(params.sigma_th_max, e),
         smooth=lam > 0,
         b1=b1,

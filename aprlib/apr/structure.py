@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import zipfile
 
 import numpy as np
 
@@ -322,12 +323,41 @@ class APR:
         return cls(d["height"], d["width"], *(d[k] for k in cls._FIELDS), intensities=d.get("intensities"))
 
     def save(self, path) -> None:
+        """Write the APR's arrays (:meth:`to_dict`) to ``path`` as a compressed ``.npz``."""
         np.savez_compressed(path, **self.to_dict())
 
     @classmethod
     def load(cls, path) -> "APR":
-        with np.load(path) as f:
-            return cls.from_dict({k: f[k] for k in f.files})
+        """The APR that :meth:`save` wrote to ``path`` (the structure is validated). Raises
+        FileNotFoundError for a missing file and ValueError, naming the file, for anything else than
+        an ``.npz`` of an APR's arrays (nothing pickled is ever loaded)."""
+        try:
+            f = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as e:  # noqa: BLE001  numpy tries zip, .npy, then pickle: any failure means "not an .npz"
+            what = "a damaged zip archive" if isinstance(e, zipfile.BadZipFile) else "not a zip archive"
+            raise ValueError(f"{path} is not an APR file ({what}): APR.load reads the .npz archives that APR.save "
+                             f"writes") from e
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single array (.npy), not an APR: APR.load reads the .npz archives "
+                             f"that APR.save writes")
+        with f:
+            missing = [k for k in ("height", "width") + cls._FIELDS if k not in f.files]
+            if missing:
+                raise ValueError(f"{path} is an .npz archive but not an APR: it lacks the entries {missing} "
+                                 f"that APR.save writes")
+            d = {}
+            for k in f.files:
+                try:
+                    d[k] = f[k]
+                except ValueError as e:  # an object array: it would need unpickling
+                    raise ValueError(f"{path}: entry {k!r} holds Python objects (pickled), not an APR's numbers; "
+                                     f"APR.load does not unpickle") from e
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{path}: {e}") from e
 
 
 # --- per-APR index tables, cached on the APR (the batch plans of aprlib.ops.plans use them) ----------

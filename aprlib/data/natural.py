@@ -31,10 +31,16 @@ _DVC_NAME = re.compile(r"^(cat|dog)\.(\d+)\.jpe?g$", re.IGNORECASE)
 
 def dogs_vs_cats_files(data_dir) -> list[tuple[Path, int]]:
     """``(path, label)`` of every ``cat.N.jpg`` / ``dog.N.jpg`` in the Kaggle training folder
-    (label 0 cat, 1 dog), sorted by class and N. Other files are ignored."""
+    (label 0 cat, 1 dog), sorted by class and N. Other files are ignored. Raises FileNotFoundError for a
+    missing folder, NotADirectoryError for a file (such as the unextracted ``train.zip``) and ValueError
+    for a folder without such files."""
     root = Path(data_dir)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"Dogs-vs-Cats data {root} is a file, not a folder: pass the folder that holds "
+                                 f"cat.N.jpg and dog.N.jpg (unzip Kaggle's train.zip first; book/guide.md, "
+                                 f"'Natural images')")
     if not root.is_dir():
-        raise FileNotFoundError(f"Dogs-vs-Cats folder {root} does not exist (see README: natural images)")
+        raise FileNotFoundError(f"Dogs-vs-Cats folder {root} does not exist (book/guide.md, 'Natural images')")
     found = []
     for p in root.iterdir():
         m = _DVC_NAME.match(p.name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -343,12 +344,19 @@ def generate_batch(n: int, seed: int, size: SizeLike = (256, 256),
     If ``labels`` is None they are balanced (class counts differ by at most
     one) in random order. Returns ``(images, labels)``: float32 ``(n, H, W)``
     and int64 ``(n,)``. Identical output for identical arguments.
+
+    Raises MemoryError at once, with the numbers, when the images (``4 n H W``
+    bytes) would not fit in the memory available now (:func:`_available_memory`);
+    :class:`SyntheticShapes` and :class:`SyntheticShapesStream` generate each
+    image when it is read instead.
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     seed = _check_seed(seed)
     h, w = _check_size(size)
     params = _check_params(params)
+    _check_fits_in_memory(n * h * w * np.dtype(np.float32).itemsize + n * 8,
+                          f"generate_batch({n}, size=({h}, {w})): {n} float32 images of {h}x{w}")
     rng = np.random.default_rng(seed)
     if labels is None:
         lab = rng.permutation(np.arange(n) % NUM_CLASSES).astype(np.int64)
@@ -361,6 +369,50 @@ def generate_batch(n: int, seed: int, size: SizeLike = (256, 256),
     for i in range(n):
         images[i] = generate_image(int(lab[i]), rng, (h, w), params)
     return images, lab
+
+
+def _available_memory() -> Optional[int]:
+    """Bytes of memory available to a new allocation now, or None where that cannot be told:
+    psutil's ``virtual_memory().available`` if psutil is installed, else the kernel's
+    MemAvailable (/proc/meminfo), else free pages (``os.sysconf``); no more than the cgroup's
+    (container's) memory limit left, where one is set (cgroup v2)."""
+    available = None
+    try:
+        import psutil
+        available = int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001  not installed, or no answer: ask the kernel
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        available = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+        if available is None:
+            try:
+                available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (AttributeError, ValueError, OSError):
+                return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read().strip())
+        if limit != "max":
+            available = min(available, max(int(limit) - current, 0))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _check_fits_in_memory(nbytes: int, what: str) -> None:
+    """MemoryError naming ``what`` and the numbers if ``nbytes`` exceed the available memory."""
+    available = _available_memory()
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} need {nbytes / 2 ** 30:.3g} GiB, but only {available / 2 ** 30:.3g} GiB of "
+                          f"memory is available: generate fewer or smaller images at a time, or use "
+                          f"SyntheticShapes / SyntheticShapesStream, which generate each image when it is read")
 
 
 def _to_sample(image: np.ndarray, label: int, transform: Optional[Callable[[np.ndarray], Any]]):
@@ -441,7 +493,13 @@ class SyntheticShapesStream(torch.utils.data.IterableDataset):
         self.start = int(start)
 
     def image(self, j: int) -> Tuple[np.ndarray, int]:
-        """Raw ``(float32 (H, W) image, label)`` of stream element ``j``."""
+        """Raw ``(float32 (H, W) image, label)`` of stream element ``j`` (an integer >= 0: the stream is
+        infinite, so it has no end to count back from)."""
+        if isinstance(j, bool) or not isinstance(j, numbers.Integral):
+            raise TypeError(f"stream element index must be an integer, got {type(j).__name__} {j!r}")
+        if j < 0:
+            raise IndexError(f"stream element index must be >= 0, got {j}: the stream's elements are numbered "
+                             f"0, 1, 2, ... without end, so a negative index has nothing to count back from")
         rng = np.random.default_rng([self.seed, _TAG_STREAM, int(j)])
         label = int(rng.integers(NUM_CLASSES))
         return generate_image(label, rng, self.size, self.params), label

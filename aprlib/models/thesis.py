@@ -165,7 +165,9 @@ class APRNet(nn.Module):
 
 class PixelNet(nn.Module):
     """The pixel counterpart: Conv2d blocks with BN, MaxPool2d(2), ReLU, then global average
-    pooling. Input: (B, C, H, W). ``padding_mode`` is ``nn.Conv2d``'s: 'zeros' (the default, as the
+    pooling. Input: (B, C, H, W) with H, W >= 2**n for n poolings (Pix_A 8, Pix_B 32, the
+    natural-image networks 16 pixels; a smaller image is refused with a ValueError before any layer
+    runs). ``padding_mode`` is ``nn.Conv2d``'s: 'zeros' (the default, as the
     APR convolution's zero padding outside the image) or e.g. 'replicate'.
 
     A block computes the ReLU after the max pooling, on a quarter of the values: the maximum commutes
@@ -203,9 +205,29 @@ class PixelNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"pixel networks take (B, C, H, W) images, got shape {tuple(x.shape)}")
+        self._check_size(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.features(x).mean(dim=(2, 3))
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        """ValueError, before any layer runs, for images (B, C, H, W) too small for the network: each of
+        its n max poolings (2x2, stride 2) needs a row and a column to pool, so H, W >= 2**n; in training
+        mode each batch norm needs more than one value per channel (B x its input's height x width)."""
+        n_pool = sum(after == "bn_relu_pool" for *_, after in self.spec)
+        (b, _, h, w), need = x.shape, 2 ** n_pool
+        if h < need or w < need:
+            raise ValueError(f"this pixel network max-pools {n_pool} times by 2, so its images must be at least "
+                             f"{need}x{need} pixels, got {h}x{w} (input shape {tuple(x.shape)}): resize or pad "
+                             f"the images, or use a network with fewer poolings")
+        if self.training and n_pool:
+            # the last batch norm sees the image after n_pool - 1 poolings ("bn_*" orders) or n_pool ("pool_relu_bn")
+            k = n_pool if self.block_order == "pool_relu_bn" else n_pool - 1
+            if b * (h >> k) * (w >> k) < 2:
+                raise ValueError(f"in training mode batch norm needs more than one value per channel, but this "
+                                 f"network's last batch norm sees {h >> k}x{w >> k} values of a batch of {b} "
+                                 f"(input shape {tuple(x.shape)}): train on batches of at least 2 images or images "
+                                 f"of at least {2 * need}x{2 * need} pixels, or call .eval() to evaluate")
 
 
 def _classes(spec, n_classes: int | None):

@@ -168,18 +168,21 @@ def _differences(stored, expected, prefix="") -> list[str]:
     return [] if stored == expected else [prefix.rstrip(".") or "header"]
 
 
-def _load_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, resumable) -> dict | None:
+def _load_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, resumable,
+                     entries: tuple = ()) -> dict | None:
     """Restore model and optimizer from the first of ``ck.path``, ``ck.archive`` that exists and can
     be resumed by this run; returns its whole saved state (the caller restores ``torch_rng`` around
     the creation of its DataLoader iterator, which draws from it), or None: the run starts from scratch.
 
     A file is resumed only if it loads with ``torch.load(weights_only=True)``, its header equals this
-    run's (:func:`_header`: format, aprlib version, configuration, the loop's settings), its model
-    fits ``model`` and ``resumable(state)`` (the loop's check of the progress against its budget)
-    returns None rather than a reason. An unreadable file (truncated, corrupt, or holding anything
-    but tensors and plain data) is moved aside to ``<name>.corrupt-<time>`` with a warning naming it;
-    a file that cannot be resumed for another reason is left in place (the run overwrites ``path``
-    when it next saves) and a printed line says why."""
+    run's (:func:`_header`: format, aprlib version, configuration, the loop's settings), it holds the
+    loop's progress ``entries`` (the keys of its ``progress()``), its model fits ``model`` and
+    ``resumable(state)`` (the loop's check of the progress against its budget) returns None rather
+    than a reason. An unreadable file (truncated, corrupt, holding anything but tensors and plain
+    data, or, under this run's header, lacking an entry the loop reads) is moved aside to
+    ``<name>.corrupt-<time>`` with a warning naming it (and the missing entries); a file that cannot
+    be resumed for another reason is left in place (the run overwrites ``path`` when it next saves)
+    and a printed line says why."""
     if ck is None:
         return None
     expected, notes = _header(ck, loop), []
@@ -205,6 +208,13 @@ def _load_checkpoint(ck: Checkpoint | None, loop: dict, model, optimizer, resuma
         if diff:
             notes.append(("print", f"checkpoint {path} was written for another configuration (differs in "
                                    f"{', '.join(diff)}): not resumed"))
+            continue
+        lacking = [k for k in entries if k not in state]
+        if lacking:  # this run's header, yet not what this run writes: damaged, as an unreadable file
+            aside = _move_aside(path)
+            which = f"entr{'y' if len(lacking) == 1 else 'ies'} {', '.join(map(repr, lacking))}"
+            notes.append(("warn", f"checkpoint {path} is unreadable (it lacks the {which} that this run's "
+                                  f"checkpoints hold): moved aside to {aside.name}"))
             continue
         reason = resumable(state)
         if reason:

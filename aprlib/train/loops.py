@@ -84,8 +84,8 @@ class InputSpec:
     @property
     def formation(self) -> APRParameters:
         """The APR formation parameters of this spec (LibAPR's defaults for the rest)."""
-        return APRParameters(rel_error=self.rel_error, gradient_smoothing=self.gradient_smoothing,
-                             sigma_th=self.sigma_th)
+        return APRParameters.libapr(rel_error=self.rel_error, gradient_smoothing=self.gradient_smoothing,
+                                    sigma_th=self.sigma_th)
 
     def form(self, image) -> APR:
         """The APR of one image with this spec's formation parameters (intensities not normalised)."""
@@ -330,7 +330,8 @@ class _Run:
 
     def progress(self, phase: int, step: int) -> dict:
         """What a checkpoint taken before step ``step`` of ``phase`` holds besides model, optimizer
-        and RNG (plain data and tensors)."""
+        and RNG (plain data and tensors); no side effects: its keys are the entries a checkpoint must
+        hold to be resumed."""
         raise NotImplementedError
 
     def batches(self, phase: int, first: int):
@@ -365,7 +366,7 @@ def _fit(optimizer, run: _Run, checkpoint: Checkpoint | None, checkpoint_every_s
     restored after creating the iterator). A phase with no steps left is skipped."""
     model = run.model
     phase, first, rng_state = 0, 0, None
-    state = _load_checkpoint(checkpoint, run.header, model, optimizer, run.resumable)
+    state = _load_checkpoint(checkpoint, run.header, model, optimizer, run.resumable, tuple(run.progress(0, 0)))
     if state is not None:
         phase, first = run.restore(state)
         rng_state = state["torch_rng"]
