@@ -178,7 +178,7 @@ browser: $(STAMP)
 	@if [ -z "$(CHROMIUM)" ]; then \
 	  echo "browser: SKIPPED (not run, not passed): Chromium is not installed, so the built book was not opened in a browser. To enable this check: apt-get install chromium (Debian/Ubuntu), then make browser"; \
 	else \
-	  CHROMIUM="$(CHROMIUM)" $(BIN)/python -m pytest -q -m browser tests/test_book_browser.py; rc=$$?; \
+	  CHROMIUM="$(CHROMIUM)" $(BIN)/python -m pytest -q -m browser tests/test_book_browser.py tests/test_book_layout.py; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "browser: no test ran: build the book first (make book-html)" >&2; fi; \
 	  exit $$rc; \
 	fi
