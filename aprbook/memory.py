@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aprlib.apr import APR, apr_pooled
+from aprlib.apr import APR
 from aprlib.models import VGG16_CFG
 
 __all__ = ["feature_map_sizes", "measure_peak"]
@@ -34,7 +34,7 @@ def feature_map_sizes(apr: APR, cfg=VGG16_CFG, in_channels: int = 1) -> dict:
         pix_sizes.append(H * W * c)
         if v == "M":
             names.append(f"pool{i}")
-            cur = apr_pooled(cur)[0]
+            cur = cur.pooled()[0]
             H, W = H // 2, W // 2
         else:
             names.append(f"conv{i}")

@@ -822,8 +822,9 @@ def table_bytes(batch) -> dict:
     structure and intensities or the batch's own offsets. Returns ``bytes`` and ``n_buffers``."""
     from aprlib.apr import APR, APRBatch
     aprs = list(batch.aprs)
-    own_apr = set(vars(APR.from_dict(aprs[0].to_dict())))  # what an APR holds before any table is built
-    own_batch = set(vars(APRBatch(aprs[:1])))
+    # what an APR and a batch hold before any table is built, less their (then empty) table caches
+    own_apr = set(vars(APR.from_dict(aprs[0].to_dict()))) - {"_tables"}
+    own_batch = set(vars(APRBatch(aprs[:1]))) - {"_tables"}
     seen_ids = {id(a) for a in aprs} | {id(batch)}
     buffers: dict = {}
     for o in [batch] + aprs:  # the own structure: its memory is never counted, even if a cache refers to it

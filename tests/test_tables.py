@@ -235,7 +235,7 @@ def test_a_canvas_no_dense_map_could_hold():
     with torch.no_grad():
         out = net(batch)
     assert out.shape[0] == 1 and torch.isfinite(out).all()
-    table_bytes = sum(v.nbytes for k, v in apr.__dict__["_plan_cache"].items() if isinstance(v, np.ndarray))
+    table_bytes = sum(v.nbytes for k, v in apr._tables.items() if isinstance(v, np.ndarray))
     assert table_bytes < 1 << 20
 
 

@@ -20,6 +20,12 @@ class APRBatch:
     ``particle_offsets`` (B+1,) and ``tree_offsets`` (B+1,) delimit each APR's particles and tree
     nodes; ``batch_index`` (N_total,) gives each particle's APR. ``features()`` stacks the
     intensities as a float32 tensor (N_total, C).
+
+    The batch's index plans (:meth:`plan`: the tree, convolution and pooling plans of
+    :mod:`aprlib.ops.plans`, made from its APRs' own tables) and its per-device tensors
+    (:meth:`batch_index_tensor`, :meth:`pixel_owner`) are built once on first use and held in its one
+    declared cache, ``_tables`` (made in ``__init__``, dropped with the batch); every layer given the
+    batch shares them.
     """
 
     def __init__(self, aprs: Sequence[APR]):
@@ -39,17 +45,40 @@ class APRBatch:
         self.particle_offsets = np.concatenate([[0], np.cumsum([a.n_particles for a in aprs])]).astype(np.int64)
         self.tree_offsets = np.concatenate([[0], np.cumsum([a.n_tree for a in aprs])]).astype(np.int64)
         self.batch_index = np.repeat(np.arange(len(aprs)), [a.n_particles for a in aprs]).astype(np.int64)
+        self._tables = {}  # the one cache of plans and tensors (see _table)
+
+    # --- plans and tensors, built on first use and held in the batch's one cache -------------------
+    def _table(self, key: tuple, build):
+        """The entry cached under ``key`` in ``self._tables``, made by ``build()`` on first use."""
+        t = self._tables
+        if key not in t:
+            t[key] = build()
+        return t[key]
+
+    def plan(self, key: tuple, build):
+        """The index plan cached under ``key`` (a tuple) in the batch's cache, made by ``build(aprs)``
+        from the batch's APRs on first use. :func:`aprlib.ops.plans.tree_plan`, ``conv_plan`` and
+        ``pool_plan`` get the batch's plans through this method, so every layer given the batch shares
+        them (this module cannot import those plan classes: they make batches)."""
+        if not isinstance(key, tuple):
+            raise TypeError(f"a plan key must be a tuple, got {type(key).__name__}")
+        return self._table(("plan",) + key, lambda: build(self.aprs))
+
+    def pixel_owner(self, device="cpu") -> torch.Tensor:
+        """(B * H * W,) int64 tensor on ``device``: the batch row of the particle holding each pixel of
+        each image, images one after the other (made once per device from :meth:`APR.pixel_owner`)."""
+        def build():
+            rows = [a.pixel_owner().ravel() + off for a, off in zip(self.aprs, self.particle_offsets[:-1])]
+            return torch.as_tensor(np.concatenate(rows), device=device)
+        return self._table(("pixel_owner", str(device)), build)
 
     def __len__(self) -> int:
         return len(self.aprs)
 
     def batch_index_tensor(self, device="cpu") -> torch.Tensor:
         """``batch_index`` as an int64 tensor on ``device`` (made once per device)."""
-        cache = self.__dict__.setdefault("_index_cache", {})
-        key = str(torch.device(device))
-        if key not in cache:
-            cache[key] = torch.as_tensor(self.batch_index, device=device)
-        return cache[key]
+        return self._table(("batch_index", str(torch.device(device))),
+                           lambda: torch.as_tensor(self.batch_index, device=device))
 
     def __getitem__(self, i: int) -> APR:
         return self.aprs[i]
@@ -104,7 +133,8 @@ class APRBatch:
 
 def _reduce_for_processes(batch: APRBatch):
     """How torch's DataLoader workers (and other ``multiprocessing`` queues) send a batch: every array
-    of it (its APRs, their cached index tables, the batch's plans) in one tensor, which
+    of it (its APRs, their cached index tables, the batch's plans: everything in ``vars(batch)``, the
+    ``_tables`` caches included) in one tensor, which
     ``torch.multiprocessing`` passes through shared memory (:mod:`aprlib.apr.packing`). Plain
     :mod:`pickle` is unaffected."""
     return _unpack_batch, pack(batch.__dict__)
@@ -114,7 +144,7 @@ ForkingPickler.register(APRBatch, _reduce_for_processes)
 
 
 def _unpack_batch(skeleton: bytes, buffer: torch.Tensor, layout: list) -> APRBatch:
-    batch = APRBatch.__new__(APRBatch)
+    batch = APRBatch.__new__(APRBatch)  # the batch's own attributes, ``_tables`` included, as packed
     batch.__dict__.update(unpack(skeleton, buffer, layout))
     return batch
 

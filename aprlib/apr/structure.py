@@ -6,9 +6,12 @@ Coordinates: a cell at level ``l`` with indices ``(y, x)`` covers pixel rows
 (level, y, x); ``level_offsets[l]:level_offsets[l+1]`` are the particles of level ``l``.
 
 The index tables an APR's structure determines (the children of each tree node, the neighbourhood
-table of each kernel size, the pooled structure with its pooling table) are built on first use and
-cached on the APR object (:func:`apr_children`, :func:`apr_neighbours`, :func:`apr_pooled`); the
-batch plans of :mod:`aprlib.ops.plans` are made from them.
+table of each kernel size, the pooled structure with its pooling table, the pixel -> particle map)
+are built on first use by the APR's own methods (:meth:`APR.children`, :meth:`APR.neighbourhood`,
+:meth:`APR.pooled`, :meth:`APR.pixel_owner`) and held in its one declared cache, ``APR._tables``
+(a dict made in ``__init__``, dropped with the APR). No other module writes into an APR; the batch
+plans of :mod:`aprlib.ops.plans` are made from these tables. :func:`apr_children`,
+:func:`apr_neighbours` and :func:`apr_pooled` are thin wrappers of the methods.
 """
 from __future__ import annotations
 
@@ -127,6 +130,7 @@ class APR:
         self.params = params
         self._intensities = None
         self.intensities = intensities
+        self._tables = {}  # the one cache of index tables (see _table)
 
     def _validate(self) -> None:
         """ValueError unless the arrays are the APR that their particle cells define."""
@@ -169,7 +173,58 @@ class APR:
         apr.tree_offsets = s["tree_offsets"]
         apr.params = params
         apr._intensities = intensities
+        apr._tables = {}
         return apr
+
+    # --- index tables, built on first use and held in the APR's one cache -----------------------
+    def _table(self, key: tuple, build):
+        """The table cached under ``key`` in ``self._tables``, made by ``build()`` on first use."""
+        t = self._tables
+        if key not in t:
+            t[key] = build()
+        return t[key]
+
+    def _structure_args(self) -> tuple:
+        return (self.level, self.y, self.x, self.parent, self.tree_level, self.tree_y, self.tree_x,
+                self.tree_parent, self.height, self.width)
+
+    def children(self) -> tuple[np.ndarray, np.ndarray]:
+        """Children of each tree node as local value rows, (T, 4) int32 -1 padded, and counts (T,)
+        int32 (built once, cached on the APR)."""
+        return self._table(("children",), lambda: _core.child_table(*self._structure_args()))
+
+    def neighbourhood(self, k: int) -> np.ndarray:
+        """(N, k*k) int32 local value rows of each particle's k x k neighbourhood (zero row = N + T),
+        built once per kernel size and cached on the APR.
+
+        Built from the sorted structure by per-row bisection: O(N k^2 log) time, no dense map."""
+        k = int(k)
+        return self._table(("neighbours", k), lambda: _core.neighbour_table(*self._structure_args(), k))
+
+    def pooled(self) -> tuple["APR", np.ndarray]:
+        """Max-pooling plan: the pooled APR and its (M, 4) int32 table of input particle rows (-1
+        padded), built once and cached on the APR.
+
+        The particles of the finest level present are pooled into their parent cells (the tree nodes
+        of the level above become particles); the others are copied. Derived from the APR's structure
+        in O(N + T). When the finest level is already ``level_min`` nothing is pooled (every row
+        copies) and the pooled APR is this one."""
+        def build():
+            s, table = _core.pool_structure(*self._structure_args())
+            pooled = (self if top_level(self) <= self.level_min
+                      else APR.from_structure(s, params=self.params, validate=False))
+            return pooled, table
+        return self._table(("pooled",), build)
+
+    def pixel_owner(self) -> np.ndarray:
+        """(H, W) int64: the index of the particle whose cell holds each pixel (built once, cached on
+        the APR)."""
+        def build():
+            if self.n_particles >= 1 << 24:
+                raise ValueError(f"pixel_owner supports APRs of fewer than 2^24 particles, got {self.n_particles}")
+            # float32 holds every integer below 2^24 exactly
+            return self.reconstruct(np.arange(self.n_particles, dtype=np.float32)).astype(np.int64)
+        return self._table(("pixel_owner",), build)
 
     # --- basic properties -------------------------------------------------------------------
     @property
@@ -360,36 +415,17 @@ class APR:
             raise type(e)(f"{path}: {e}") from e
 
 
-# --- per-APR index tables, cached on the APR (the batch plans of aprlib.ops.plans use them) ----------
-def _structure_args(apr: APR):
-    return (apr.level, apr.y, apr.x, apr.parent, apr.tree_level, apr.tree_y, apr.tree_x, apr.tree_parent,
-            apr.height, apr.width)
-
-
-def _cache(apr: APR) -> dict:
-    cache = apr.__dict__.get("_plan_cache")
-    if cache is None:
-        cache = apr.__dict__["_plan_cache"] = {}
-    return cache
-
-
+# --- thin wrappers of the APR's table methods (kept for existing callers) ------------------------
 def apr_children(apr: APR) -> tuple[np.ndarray, np.ndarray]:
-    """Children of each tree node as local value rows, (T, 4) int32 -1 padded, and counts (T,) int32."""
-    c = _cache(apr)
-    if "children" not in c:
-        c["children"] = _core.child_table(*_structure_args(apr))
-    return c["children"]
+    """Thin wrapper of :meth:`APR.children`: children of each tree node as local value rows, (T, 4)
+    int32 -1 padded, and counts (T,) int32."""
+    return apr.children()
 
 
 def apr_neighbours(apr: APR, k: int) -> np.ndarray:
-    """(N, k*k) int32 local value rows of each particle's k x k neighbourhood (zero row = N + T).
-
-    Built from the sorted structure by per-row bisection: O(N k^2 log) time, no dense map."""
-    c = _cache(apr)
-    key = ("nbr", int(k))
-    if key not in c:
-        c[key] = _core.neighbour_table(*_structure_args(apr), int(k))
-    return c[key]
+    """Thin wrapper of :meth:`APR.neighbourhood`: (N, k*k) int32 local value rows of each particle's
+    k x k neighbourhood (zero row = N + T)."""
+    return apr.neighbourhood(k)
 
 
 def top_level(apr: APR) -> int:
@@ -398,15 +434,6 @@ def top_level(apr: APR) -> int:
 
 
 def apr_pooled(apr: APR) -> tuple[APR, np.ndarray]:
-    """Max-pooling plan: the pooled APR and its (M, 4) int32 table of input particle rows (-1 padded).
-
-    The particles of the finest level present are pooled into their parent cells (the tree nodes of
-    the level above become particles); the others are copied. Derived from the APR's structure in
-    O(N + T). When the finest level is already ``level_min`` nothing is pooled (every row copies).
-    """
-    c = _cache(apr)
-    if "pooled" not in c:
-        s, table = _core.pool_structure(*_structure_args(apr))
-        pooled = apr if top_level(apr) <= apr.level_min else APR.from_structure(s, params=apr.params, validate=False)
-        c["pooled"] = (pooled, table)
-    return c["pooled"]
+    """Thin wrapper of :meth:`APR.pooled`: the pooled APR and its (M, 4) int32 table of input particle
+    rows (-1 padded)."""
+    return apr.pooled()

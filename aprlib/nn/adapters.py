@@ -11,7 +11,8 @@ dense stem or feed a dense head (hybrid networks).
 The two are adjoint up to the cell areas (``dense_to_apr(apr_to_dense(x)) == x``). Both are plain
 torch indexing ops (any device, autograd included). Their cost is O(pixels): they read or write the
 dense map, which the rest of an APR network never does. The pixel -> particle map of each APR is
-cached on it.
+built and cached by the APR itself (:meth:`APR.pixel_owner`), the batch's by the batch
+(:meth:`APRBatch.pixel_owner`).
 """
 from __future__ import annotations
 
@@ -27,14 +28,9 @@ __all__ = ["pixel_owner", "apr_to_dense", "dense_to_apr", "APRToDense", "DenseTo
 
 
 def pixel_owner(apr: APR) -> np.ndarray:
-    """(H, W) int64: the index of the particle whose cell holds each pixel (cached on the APR)."""
-    cache = apr.__dict__.setdefault("_plan_cache", {})
-    if "owner" not in cache:
-        if apr.n_particles >= 1 << 24:
-            raise ValueError(f"pixel_owner supports APRs of fewer than 2^24 particles, got {apr.n_particles}")
-        # float32 holds every integer below 2^24 exactly
-        cache["owner"] = apr.reconstruct(np.arange(apr.n_particles, dtype=np.float32)).astype(np.int64)
-    return cache["owner"]
+    """Thin wrapper of :meth:`APR.pixel_owner`: (H, W) int64, the index of the particle whose cell
+    holds each pixel (cached on the APR)."""
+    return apr.pixel_owner()
 
 
 def _common_shape(batch: APRBatch) -> tuple[int, int]:
@@ -42,16 +38,6 @@ def _common_shape(batch: APRBatch) -> tuple[int, int]:
     if len(shapes) != 1:
         raise ValueError(f"dense maps need APRs of one image shape, got {sorted(shapes)}")
     return shapes.pop()
-
-
-def _flat_owner(batch: APRBatch, device) -> torch.Tensor:
-    """(B * H * W,) batch row of the particle holding each pixel of each image (cached per device)."""
-    cache = batch.__dict__.setdefault("_plan_cache", {})
-    key = ("owner", str(device))
-    if key not in cache:
-        rows = [pixel_owner(a).ravel() + off for a, off in zip(batch.aprs, batch.particle_offsets[:-1])]
-        cache[key] = torch.as_tensor(np.concatenate(rows), device=device)
-    return cache[key]
 
 
 def apr_to_dense(features: torch.Tensor, batch: APRBatch) -> torch.Tensor:
@@ -63,7 +49,7 @@ def apr_to_dense(features: torch.Tensor, batch: APRBatch) -> torch.Tensor:
         raise ValueError(f"features must be a (N, C) tensor with N = {batch.n_particles} particles, got "
                          f"{getattr(features, 'shape', type(features).__name__)}")
     H, W = _common_shape(batch)
-    dense = features.index_select(0, _flat_owner(batch, features.device))  # (B*H*W, C)
+    dense = features.index_select(0, batch.pixel_owner(features.device))  # (B*H*W, C)
     return dense.reshape(len(batch), H, W, -1).permute(0, 3, 1, 2)
 
 
@@ -75,7 +61,7 @@ def dense_to_apr(x: torch.Tensor, batch: APRBatch) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != len(batch) or x.shape[2:] != (H, W):
         raise ValueError(f"dense maps must be (B, C, H, W) = ({len(batch)}, C, {H}, {W}), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    owner = _flat_owner(batch, x.device)
+    owner = batch.pixel_owner(x.device)
     flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
     sums = flat.new_zeros(batch.n_particles, x.shape[1]).index_add(0, owner, flat)
     counts = torch.bincount(owner, minlength=batch.n_particles).to(x.dtype)

@@ -2,10 +2,12 @@
 ``reproduction-spec.md`` section 4).
 
 A layer's input lives in one value array ``[particle values (N); tree means (T); zero row]``.
-Per APR (cached on the APR object, :mod:`aprlib.apr.structure`): the children of each tree node, the
-neighbourhood table of each kernel size, and the pooled structure with its pooling table. Per batch
-(cached on the APRBatch, here): the same tables with rows shifted into the batch's value array, where
-the particles of all APRs come first, then all tree nodes, then one zero row.
+Per APR (built and cached by the APR's own methods, :mod:`aprlib.apr.structure`): the children of
+each tree node, the neighbourhood table of each kernel size, and the pooled structure with its
+pooling table. Per batch (the plan classes here; :func:`tree_plan`, :func:`conv_plan` and :func:`pool_plan` get them
+through the batch's own cache, :meth:`APRBatch.plan`): the same tables with rows shifted into the batch's
+value array, where the particles of all APRs come first, then all tree nodes, then one zero row.
+Nothing here writes into an APR or a batch.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 
 from .. import _core
 from ..apr.batch import APRBatch
-from ..apr.structure import apr_children, apr_neighbours, apr_pooled, top_level
+from ..apr.structure import APR, top_level
 
 __all__ = ["TreePlan", "ConvPlan", "PoolPlan", "tree_plan", "conv_plan", "pool_plan", "build_tables"]
 
@@ -74,7 +76,7 @@ class TreePlan:
         lay = _Layout(aprs)
         self.N, self.T = lay.N, lay.T
         kids, counts, levels = [], [], []
-        for b, (a, (ch, cn)) in enumerate(zip(aprs, _map(apr_children, aprs))):
+        for b, (a, (ch, cn)) in enumerate(zip(aprs, _map(APR.children, aprs))):
             kids.append(lay.globalise(b, ch))
             counts.append(cn)
             levels.append(a.tree_level.astype(np.int64))
@@ -127,7 +129,7 @@ class ConvPlan:
         self.zero = lay.zero
         self.n_vals = lay.zero + 1
         self._layout, self.maps = lay, lay.maps()
-        self.tables = _map(lambda a: apr_neighbours(a, k), aprs) if k > 1 else None
+        self.tables = _map(lambda a: a.neighbourhood(k), aprs) if k > 1 else None
         self.groups = []
         for i in range(n_kernels):
             segs = []
@@ -218,7 +220,7 @@ class PoolPlan:
     def __init__(self, aprs):
         pooled, tables = [], []
         poff = 0
-        for a, (p, tab) in zip(aprs, _map(apr_pooled, aprs)):
+        for a, (p, tab) in zip(aprs, _map(APR.pooled, aprs)):
             pooled.append(p)
             tables.append(np.where(tab < 0, -1, tab.astype(np.int64) + poff))
             poff += a.n_particles
@@ -244,37 +246,26 @@ class PoolPlan:
         return self._torch[key]
 
 
-def _batch_cache(batch) -> dict:
-    cache = batch.__dict__.get("_plan_cache")
-    if cache is None:
-        cache = batch.__dict__["_plan_cache"] = {}
-    return cache
-
-
 def tree_plan(batch) -> TreePlan:
-    c = _batch_cache(batch)
-    if "tree" not in c:
-        c["tree"] = TreePlan(batch.aprs)
-    return c["tree"]
+    """The batch's tree plan (built once, held in the batch's cache: :meth:`APRBatch.plan`)."""
+    return batch.plan(("tree",), TreePlan)
 
 
 def conv_plan(batch, k: int, n_kernels: int) -> ConvPlan:
-    c = _batch_cache(batch)
-    key = ("conv", int(k), int(n_kernels))
-    if key not in c:
-        c[key] = ConvPlan(batch.aprs, int(k), int(n_kernels))
-    return c[key]
+    """The batch's convolution plan for kernel size ``k`` and ``n_kernels`` level-specific kernels
+    (built once per (k, n_kernels), held in the batch's cache: :meth:`APRBatch.plan`)."""
+    k, n_kernels = int(k), int(n_kernels)
+    return batch.plan(("conv", k, n_kernels), lambda aprs: ConvPlan(aprs, k, n_kernels))
 
 
 def pool_plan(batch) -> PoolPlan:
-    c = _batch_cache(batch)
-    if "pool" not in c:
-        c["pool"] = PoolPlan(batch.aprs)
-    return c["pool"]
+    """The batch's pooling plan: the pooled batch and its table (built once, held in the batch's cache:
+    :meth:`APRBatch.plan`)."""
+    return batch.plan(("pool",), PoolPlan)
 
 
 def build_tables(batch, entries) -> None:
-    """Build (and cache) the tables of ``entries`` on ``batch``, in layer order: ('conv', k,
+    """Build the tables of ``entries`` (cached by ``batch`` and its APRs), in layer order: ('conv', k,
     n_kernels) builds the tree and neighbourhood tables, ('pool',) the pooled structure (the following
     entries apply to the pooled batch)."""
     for entry in entries:
