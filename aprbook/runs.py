@@ -331,10 +331,8 @@ def primary_twin(run: dict, cfg: dict, profile: str, results_dir) -> ResultStore
     if twin is None:
         return None
     store = streamed_store(twin, twin_cfg, profile, results_dir)
-
-    def same(p):
-        return {k: v for k, v in p.items() if k not in LENGTH_FIELDS}
-    if same(store.params) != same(_primary_params(run, cfg)) or not store.fresh:
+    # the same parameters but for the length: what a checkpoint's key compares
+    if checkpoint_params(store.params) != checkpoint_params(_primary_params(run, cfg)) or not store.fresh:
         return None
     return store if (store.provenance() or {}).get("batches_trained", 0) >= cfg["n_batches"] else None
 
