@@ -63,18 +63,18 @@ int64_t channel_block(int64_t C) {
 
 template <typename F>
 int64_t tree_fill(F* vals, int64_t N, int64_t T, int64_t C, const int64_t* order, const int64_t* offsets,
-                  int levels, const int32_t* children, const int32_t* counts) {
+                  int levels, const int32_t* children, int64_t width, const int32_t* counts) {
     int64_t bad = 0;
     for (int l = levels - 1; l >= 0; --l) {  // finest tree level first
         const int64_t t0 = offsets[l], t1 = offsets[l + 1];
-#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * 4 >= g_parallel_threshold)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * width >= g_parallel_threshold)
         for (int64_t o = t0; o < t1; ++o) {
             const int64_t t = order[o];
-            if (t < 0 || t >= T || counts[t] < 1 || counts[t] > 4) { ++bad; continue; }
+            if (t < 0 || t >= T || counts[t] < 1 || counts[t] > width) { ++bad; continue; }
             F* dst = vals + (N + t) * C;
             std::fill(dst, dst + C, F(0));
             for (int64_t j = 0; j < counts[t]; ++j) {
-                const int64_t ch = children[4 * t + j];
+                const int64_t ch = children[width * t + j];
                 if (ch < 0 || ch >= N + T) { ++bad; continue; }
                 const F* src = vals + ch * C;
                 for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
@@ -88,18 +88,18 @@ int64_t tree_fill(F* vals, int64_t N, int64_t T, int64_t C, const int64_t* order
 
 template <typename F>
 int64_t tree_unfill(F* grad, int64_t N, int64_t T, int64_t C, const int64_t* order, const int64_t* offsets,
-                    int levels, const int32_t* children, const int32_t* counts) {
+                    int levels, const int32_t* children, int64_t width, const int32_t* counts) {
     int64_t bad = 0;
     for (int l = 0; l < levels; ++l) {  // coarsest tree level first
         const int64_t t0 = offsets[l], t1 = offsets[l + 1];
-#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * 4 >= g_parallel_threshold)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if ((t1 - t0) * C * width >= g_parallel_threshold)
         for (int64_t o = t0; o < t1; ++o) {
             const int64_t t = order[o];
-            if (t < 0 || t >= T || counts[t] < 1 || counts[t] > 4) { ++bad; continue; }
+            if (t < 0 || t >= T || counts[t] < 1 || counts[t] > width) { ++bad; continue; }
             const F* src = grad + (N + t) * C;
             const F inv = F(1) / static_cast<F>(counts[t]);
             for (int64_t j = 0; j < counts[t]; ++j) {  // each child has exactly this one parent
-                const int64_t ch = children[4 * t + j];
+                const int64_t ch = children[width * t + j];
                 if (ch < 0 || ch >= N + T) { ++bad; continue; }
                 F* dst = grad + ch * C;
                 for (int64_t c = 0; c < C; ++c) dst[c] += src[c] * inv;
@@ -226,14 +226,14 @@ int64_t scatter_add_segments(const F* grad_cols, int64_t C, int64_t K, const Tab
 }
 
 template <typename F>
-int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int32_t* table, int64_t M, F* out,
+int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int32_t* table, int64_t width, int64_t M, F* out,
                      int64_t* argmax) {
     int64_t bad = 0;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (M * C >= g_parallel_threshold)
     for (int64_t i = 0; i < M; ++i) {
         F* o = out + i * C;
         int64_t* a = argmax + i * C;
-        const int64_t first = table[4 * i];
+        const int64_t first = table[width * i];
         if (first < 0 || first >= n_x) {  // every output row has at least its first input
             ++bad;
             std::fill(o, o + C, F(0));
@@ -244,8 +244,8 @@ int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int32_t* table, i
             o[c] = x[first * C + c];
             a[c] = first;
         }
-        for (int64_t j = 1; j < 4; ++j) {
-            const int64_t src = table[4 * i + j];
+        for (int64_t j = 1; j < width; ++j) {
+            const int64_t src = table[width * i + j];
             if (src < 0) continue;
             if (src >= n_x) { ++bad; continue; }
             const F* xs = x + src * C;
@@ -279,16 +279,16 @@ int64_t pool_backward(const F* grad_out, int64_t C, const int64_t* argmax, int64
 
 #define APROPS_INSTANTIATE(F)                                                                               \
     template int64_t tree_fill<F>(F*, int64_t, int64_t, int64_t, const int64_t*, const int64_t*, int,           \
-                                  const int32_t*, const int32_t*);                                             \
+                                  const int32_t*, int64_t, const int32_t*);                                    \
     template int64_t tree_unfill<F>(F*, int64_t, int64_t, int64_t, const int64_t*, const int64_t*, int,         \
-                                    const int32_t*, const int32_t*);                                           \
+                                    const int32_t*, int64_t, const int32_t*);                                           \
     template int64_t gather_rows<F>(const F*, int64_t, int64_t, const int32_t*, int64_t, int64_t, F*);          \
     template int64_t gather_segments<F>(const F*, int64_t, int64_t, int64_t, const TableRef*, int64_t,          \
                                         const int64_t*, int64_t, int64_t, F*);                                 \
     template int64_t scatter_add_rows<F>(const F*, int64_t, const int32_t*, int64_t, int64_t, int64_t, F*);      \
     template int64_t scatter_add_segments<F>(const F*, int64_t, int64_t, const TableRef*, int64_t,              \
                                              const int64_t*, int64_t, int64_t, int64_t, F*);                   \
-    template int64_t pool_forward<F>(const F*, int64_t, int64_t, const int32_t*, int64_t, F*, int64_t*);         \
+    template int64_t pool_forward<F>(const F*, int64_t, int64_t, const int32_t*, int64_t, int64_t, F*, int64_t*);         \
     template int64_t pool_backward<F>(const F*, int64_t, const int64_t*, int64_t, int64_t, F*);
 APROPS_INSTANTIATE(float)
 APROPS_INSTANTIATE(double)

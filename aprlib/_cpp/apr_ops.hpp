@@ -31,16 +31,16 @@ struct TableRef {
 // The data kernels are instantiated for F = float and double (double for gradient checks).
 // Tree means, bottom-up: for each level from finest to coarsest (order[offsets[l]:offsets[l+1]]
 // are the tree nodes, 0..T-1, of the l-th tree level, coarsest first), vals row N + t <- mean of
-// its children rows (children (T, 4), -1 padded; counts (T) in [1, 4]).
+// its children rows (children (T, width), -1 padded, width = 2^ndim; counts (T) in [1, width]).
 // Returns the number of invalid indices met (nothing is read or written through them).
 template <typename F>
 int64_t tree_fill(F* vals, int64_t N, int64_t T, int64_t C, const int64_t* order, const int64_t* offsets,
-                  int levels, const int32_t* children, const int32_t* counts);
+                  int levels, const int32_t* children, int64_t width, const int32_t* counts);
 // Transpose of tree_fill, top-down: each tree row's gradient is split equally among its children
 // (added to their rows). Same validation as tree_fill.
 template <typename F>
 int64_t tree_unfill(F* grad, int64_t N, int64_t T, int64_t C, const int64_t* order, const int64_t* offsets,
-                    int levels, const int32_t* children, const int32_t* counts);
+                    int levels, const int32_t* children, int64_t width, const int32_t* counts);
 
 // cols (n, K * C) <- vals rows (n_vals, C): cols[i, j*C + c] = vals[table[i, j], c] for the (n, K)
 // table. Out-of-range entries are counted and their columns zeroed.
@@ -66,12 +66,12 @@ template <typename F>
 int64_t scatter_add_segments(const F* grad_cols, int64_t C, int64_t K, const TableRef* refs, int64_t n_refs,
                              const int64_t* segs, int64_t S, int64_t zero, int64_t n_vals, F* grad_vals);
 
-// Max pooling: out[i, c] = max_j x[table[i, j], c] over the valid (>= 0) entries of the (M, 4)
+// Max pooling: out[i, c] = max_j x[table[i, j], c] over the valid (>= 0) entries of the (M, width)
 // table (x has n_x rows), argmax[i, c] = that input row (the first one on ties). NaN propagates as
 // in torch: a window holding a NaN gives NaN, and argmax is its first NaN. Backward: grad_x[argmax[i, c], c] +=
 // grad_out[i, c]. Each input row must feed at most one output row.
 template <typename F>
-int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int32_t* table, int64_t M, F* out,
+int64_t pool_forward(const F* x, int64_t n_x, int64_t C, const int32_t* table, int64_t width, int64_t M, F* out,
                      int64_t* argmax);
 template <typename F>
 int64_t pool_backward(const F* grad_out, int64_t C, const int64_t* argmax, int64_t M, int64_t n_x,

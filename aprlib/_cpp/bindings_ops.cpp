@@ -118,7 +118,8 @@ void bind_data_ops(py::module_& m) {
                       "vals must be (>= N + T, C)");
               require_1d(order, T, "order");
               require(offsets.ndim() == 1 && offsets.shape(0) >= 1, "offsets must be 1D");
-              require(children.ndim() == 2 && children.shape(0) == T && children.shape(1) == 4, "children must be (T, 4)");
+              require(children.ndim() == 2 && children.shape(0) == T && (children.shape(1) == 4 || children.shape(1) == 8),
+                      "children must be (T, 4) (2D) or (T, 8) (3D)");
               require_1d(counts, T, "counts");
               const int levels = static_cast<int>(offsets.shape(0) - 1);
               const int64_t* off = offsets.data();
@@ -128,9 +129,9 @@ void bind_data_ops(py::module_& m) {
               {
                   py::gil_scoped_release release;
                   bad = transpose ? aprops::tree_unfill(vals.mutable_data(), N, T, vals.shape(1), order.data(), off, levels,
-                                                        children.data(), counts.data())
+                                                        children.data(), children.shape(1), counts.data())
                                   : aprops::tree_fill(vals.mutable_data(), N, T, vals.shape(1), order.data(), off, levels,
-                                                      children.data(), counts.data());
+                                                      children.data(), children.shape(1), counts.data());
               }
               require_valid(bad, "tree_fill");
           },
@@ -216,20 +217,21 @@ void bind_data_ops(py::module_& m) {
     m.def("pool_forward",
           [](const carray<F>& x, const carray<int32_t>& table) {
               require(x.ndim() == 2, "x must be (N, C)");
-              require(table.ndim() == 2 && table.shape(1) == 4, "pool table must be (M, 4)");
+              require(table.ndim() == 2 && (table.shape(1) == 4 || table.shape(1) == 8),
+                      "pool table must be (M, 4) (2D) or (M, 8) (3D)");
               const int64_t M = table.shape(0), C = x.shape(1);
               carray<F> out({M, C});
               carray<int64_t> argmax({M, C});
               int64_t bad;
               {
                   py::gil_scoped_release release;
-                  bad = aprops::pool_forward(x.data(), x.shape(0), C, table.data(), M, out.mutable_data(),
+                  bad = aprops::pool_forward(x.data(), x.shape(0), C, table.data(), table.shape(1), M, out.mutable_data(),
                                              argmax.mutable_data());
               }
               require_valid(bad, "pool_forward");
               return py::make_tuple(out, argmax);
           },
-          py::arg("x"), py::arg("table"), "Max pooling over (M, 4) input rows -> (out (M, C), argmax (M, C)).");
+          py::arg("x"), py::arg("table"), "Max pooling over (M, 4) or (M, 8) input rows -> (out (M, C), argmax (M, C)).");
 
     m.def("pool_backward",
           [](const carray<F>& grad_out, const carray<int64_t>& argmax, int64_t n_x) {

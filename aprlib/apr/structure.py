@@ -1,9 +1,12 @@
-"""The APR object: particle cells (per level, sorted), their tree of ancestors, intensities.
+"""The APR object: particle cells (per level, sorted), their tree of ancestors, intensities, of a 2D
+image (H, W) or a 3D volume (Z, Y, X): the dimension, ``APR.ndim``, is a parameter.
 
-Coordinates: a cell at level ``l`` with indices ``(y, x)`` covers pixel rows
-``[y * 2^(L-l), (y+1) * 2^(L-l))`` and columns likewise (clipped to the image), where
-``L = level_max = max(ceil(log2(max(H, W))), 2)``. Particles and tree nodes are sorted by
-(level, y, x); ``level_offsets[l]:level_offsets[l+1]`` are the particles of level ``l``.
+Coordinates: a cell at level ``l`` with indices ``(y, x)`` (2D) or ``(z, y, x)`` (3D) covers pixel rows
+``[y * 2^(L-l), (y+1) * 2^(L-l))`` and columns (and planes) likewise (clipped to the image), where
+``L = level_max = max(ceil(log2(max(shape))), 2)``. Particles and tree nodes are sorted by
+(level, [z,] y, x); ``level_offsets[l]:level_offsets[l+1]`` are the particles of level ``l``.
+2D structures use the C++ kernels of ``aprlib._core``; 3D ones the numpy geometry of :mod:`.cells`
+(which gives the same tables in 2D: ``tests/test_cells.py``).
 
 The index tables an APR's structure determines (the children of each tree node, the neighbourhood
 table of each kernel size, the pooled structure with its pooling table, the pixel -> particle map)
@@ -22,6 +25,7 @@ import zipfile
 import numpy as np
 
 from .. import _core
+from . import cells as _cells
 
 __all__ = ["APR", "apr_children", "apr_neighbours", "apr_pooled", "top_level"]
 
@@ -88,11 +92,14 @@ def _offsets(levels: np.ndarray, level_max: int) -> np.ndarray:
 
 
 class APR:
-    """Adaptive Particle Representation of a 2D image.
+    """Adaptive Particle Representation of a 2D image or a 3D volume.
 
     Attributes (numpy arrays): ``level`` (N,) int8, ``y``/``x`` (N,) int32 cell indices,
     ``parent`` (N,) int64 tree index (-1 at level_min), ``tree_level``/``tree_y``/``tree_x``
-    (T,), ``tree_parent`` (T,), ``intensities`` (N,) or (N, C) float32 (or None).
+    (T,), ``tree_parent`` (T,), ``intensities`` (N,) or (N, C) float32 (or None). A 3D APR (made
+    with ``depth``, ``z`` and ``tree_z``, or by :meth:`from_cells` and ``form_apr(volume, ndim=3)``) also
+    has ``depth`` and the plane indices ``z`` (N,) and ``tree_z`` (T,) int32; ``ndim`` is 2 or 3 and
+    ``shape`` is (H, W) or (Z, Y, X).
 
     With ``validate`` (the default) the arrays are checked to be an APR: particle cells that
     partition the image, sorted by (level, y, x), with the tree and parent indices that these
@@ -100,9 +107,22 @@ class APR:
     kernels build.
     """
 
+    #: 2D unless the APR is made with ``depth`` (class defaults, so 2D APRs carry no extra attribute)
+    ndim = 2
+    depth = None
+    z = None
+    tree_z = None
+
     def __init__(self, height, width, level, y, x, parent, tree_level, tree_y, tree_x, tree_parent,
-                 intensities=None, params=None, validate: bool = True):
+                 intensities=None, params=None, validate: bool = True, *, depth=None, z=None, tree_z=None):
         self.height, self.width = _size(height, "height"), _size(width, "width")
+        if depth is not None or z is not None or tree_z is not None:
+            if depth is None or z is None or tree_z is None:
+                raise ValueError("a 3D APR needs depth, z and tree_z together")
+            self.ndim = 3
+            self.depth = _size(depth, "depth")
+            self.z = _index_array(z, "z", np.int32)
+            self.tree_z = _index_array(tree_z, "tree_z", np.int32)
         self.level = _index_array(level, "level", np.int8)
         self.y = _index_array(y, "y", np.int32)
         self.x = _index_array(x, "x", np.int32)
@@ -112,13 +132,15 @@ class APR:
         self.tree_x = _index_array(tree_x, "tree_x", np.int32)
         self.tree_parent = _index_array(tree_parent, "tree_parent", np.int64)
         n, t = len(self.level), len(self.tree_level)
-        if not (len(self.y) == len(self.x) == len(self.parent) == n):
-            raise ValueError("level, y, x and parent must have the same length")
-        if not (len(self.tree_y) == len(self.tree_x) == len(self.tree_parent) == t):
-            raise ValueError("tree_level, tree_y, tree_x and tree_parent must have the same length")
+        if not (len(self.y) == len(self.x) == len(self.parent) == n) or (self.ndim == 3 and len(self.z) != n):
+            raise ValueError("level, the coordinates and parent must have the same length")
+        if not (len(self.tree_y) == len(self.tree_x) == len(self.tree_parent) == t) or (
+                self.ndim == 3 and len(self.tree_z) != t):
+            raise ValueError("tree_level, the tree coordinates and tree_parent must have the same length")
         if n == 0:
             raise ValueError("an APR needs at least one particle")
-        self.level_min, self.level_max = _core.level_range(self.height, self.width)
+        self.level_min, self.level_max = (_core.level_range(self.height, self.width) if self.ndim == 2
+                                          else _cells.level_range(self.shape))
         if np.any(np.diff(self.level) < 0) or np.any(np.diff(self.tree_level) < 0):
             raise ValueError("particles and tree nodes must be sorted by level")
         if np.any((self.parent < -1) | (self.parent >= t)) or np.any((self.tree_parent < -1) | (self.tree_parent >= t)):
@@ -136,11 +158,19 @@ class APR:
         """ValueError unless the arrays are the APR that their particle cells define."""
         # raises ValueError("not a valid APR: ...") for cells outside the image, duplicates,
         # overlaps and gaps
-        s = _core.structure_from_cells(self.level, self.y, self.x, self.height, self.width)
-        for name in ("level", "y", "x"):
+        if self.ndim == 3:
+            c = _cells.structure_from_cells(self.shape, self.level, self.coords)
+            s = dict(level=c.level, z=c.coords[0], y=c.coords[1], x=c.coords[2], parent=c.parent,
+                     tree_level=c.tree_level, tree_z=c.tree_coords[0], tree_y=c.tree_coords[1],
+                     tree_x=c.tree_coords[2], tree_parent=c.tree_parent)
+        else:
+            s = _core.structure_from_cells(self.level, self.y, self.x, self.height, self.width)
+        for name in ("level", "z", "y", "x") if self.ndim == 3 else ("level", "y", "x"):
             if not np.array_equal(s[name], getattr(self, name)):
-                raise ValueError("not a valid APR: particles must be sorted by (level, y, x)")
-        for name in ("parent", "tree_level", "tree_y", "tree_x", "tree_parent"):
+                order = "(level, z, y, x)" if self.ndim == 3 else "(level, y, x)"
+                raise ValueError(f"not a valid APR: particles must be sorted by {order}")
+        tree_names = ("tree_z", "tree_y", "tree_x") if self.ndim == 3 else ("tree_y", "tree_x")
+        for name in ("parent", "tree_level") + tree_names + ("tree_parent",):
             if not np.array_equal(s[name], getattr(self, name)):
                 raise ValueError(f"not a valid APR: {name} does not match the particle cells (the tree "
                                  f"must be the ancestors of the particles, sorted by (level, y, x))")
@@ -176,6 +206,55 @@ class APR:
         apr._tables = {}
         return apr
 
+    @classmethod
+    def from_cells(cls, shape, level, coords, intensities=None, params=None) -> "APR":
+        """The APR whose particle cells are given, in any order and any dimension: ``shape`` (H, W) or
+        (Z, Y, X); ``level`` (N,) and ``coords`` (a sequence of d arrays (N,): (y, x) or (z, y, x)) the
+        cells; ``intensities`` (N,) or (N, C) in the given order. The structure is sorted, its tree built
+        and checked (ValueError "not a valid APR: ..." unless the cells partition the image)."""
+        shape = tuple(shape)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"an APR is 2D (H, W) or 3D (Z, Y, X), got shape {shape}")
+        for i, v in enumerate(shape):
+            _size(v, f"shape[{i}]")
+        level = np.asarray(level)
+        keys_order = None
+        if intensities is not None:  # reorder the values with the cells
+            lmax = _cells.level_range(shape)[1]
+            keys_order = np.argsort(_cells.cell_keys(level, [np.asarray(c) for c in coords], lmax), kind="stable")
+        c = _cells.structure_from_cells(shape, level, coords)
+        if keys_order is not None:
+            intensities = np.asarray(intensities)[keys_order]
+        return cls._from_cell_structure(c, intensities, params)
+
+    @classmethod
+    def _from_cell_structure(cls, c, intensities=None, params=None) -> "APR":
+        """An APR from a sorted :class:`~aprlib.apr.cells.Cells` structure (not checked again)."""
+        if c.ndim == 2:
+            y, x = c.coords
+            ty, tx = c.tree_coords
+            return cls(c.shape[0], c.shape[1], c.level, y, x, c.parent, c.tree_level, ty, tx, c.tree_parent,
+                       intensities=intensities, params=params, validate=False)
+        z, y, x = c.coords
+        tz, ty, tx = c.tree_coords
+        return cls(c.shape[1], c.shape[2], c.level, y, x, c.parent, c.tree_level, ty, tx, c.tree_parent,
+                   intensities=intensities, params=params, validate=False, depth=c.shape[0], z=z, tree_z=tz)
+
+    @property
+    def coords(self) -> tuple:
+        """The particles' cell indices: (y, x) or (z, y, x)."""
+        return (self.y, self.x) if self.ndim == 2 else (self.z, self.y, self.x)
+
+    @property
+    def tree_coords(self) -> tuple:
+        """The tree nodes' cell indices: (tree_y, tree_x) or (tree_z, tree_y, tree_x)."""
+        return (self.tree_y, self.tree_x) if self.ndim == 2 else (self.tree_z, self.tree_y, self.tree_x)
+
+    def _cell_structure(self):
+        """This APR's structure as a :class:`~aprlib.apr.cells.Cells` (views of its arrays)."""
+        return _cells.Cells(self.shape, self.level, self.coords, self.parent, self.tree_level, self.tree_coords,
+                            self.tree_parent)
+
     # --- index tables, built on first use and held in the APR's one cache -----------------------
     def _table(self, key: tuple, build):
         """The table cached under ``key`` in ``self._tables``, made by ``build()`` on first use."""
@@ -189,20 +268,24 @@ class APR:
                 self.tree_parent, self.height, self.width)
 
     def children(self) -> tuple[np.ndarray, np.ndarray]:
-        """Children of each tree node as local value rows, (T, 4) int32 -1 padded, and counts (T,)
-        int32 (built once, cached on the APR)."""
+        """Children of each tree node as local value rows, (T, 2^ndim) int32 -1 padded (child particles
+        in order, then child tree nodes), and counts (T,) int32 (built once, cached on the APR)."""
+        if self.ndim == 3:
+            return self._table(("children",), lambda: _cells.child_table(self._cell_structure()))
         return self._table(("children",), lambda: _core.child_table(*self._structure_args()))
 
     def neighbourhood(self, k: int) -> np.ndarray:
-        """(N, k*k) int32 local value rows of each particle's k x k neighbourhood (zero row = N + T),
-        built once per kernel size and cached on the APR.
+        """(N, k^ndim) int32 local value rows of each particle's k x k (x k) neighbourhood, offsets in
+        row-major order (zero row = N + T), built once per kernel size and cached on the APR.
 
-        Built from the sorted structure by per-row bisection: O(N k^2 log) time, no dense map."""
+        Built from the sorted structure by bisection: O(N k^ndim log) time, no dense map."""
         k = int(k)
+        if self.ndim == 3:
+            return self._table(("neighbours", k), lambda: _cells.neighbour_table(self._cell_structure(), k))
         return self._table(("neighbours", k), lambda: _core.neighbour_table(*self._structure_args(), k))
 
     def pooled(self) -> tuple["APR", np.ndarray]:
-        """Max-pooling plan: the pooled APR and its (M, 4) int32 table of input particle rows (-1
+        """Max-pooling plan: the pooled APR and its (M, 2^ndim) int32 table of input particle rows (-1
         padded), built once and cached on the APR.
 
         The particles of the finest level present are pooled into their parent cells (the tree nodes
@@ -210,6 +293,10 @@ class APR:
         in O(N + T). When the finest level is already ``level_min`` nothing is pooled (every row
         copies) and the pooled APR is this one."""
         def build():
+            if self.ndim == 3:
+                c, table = _cells.pool_structure(self._cell_structure())
+                pooled = self if top_level(self) <= self.level_min else APR._from_cell_structure(c, params=self.params)
+                return pooled, table
             s, table = _core.pool_structure(*self._structure_args())
             pooled = (self if top_level(self) <= self.level_min
                       else APR.from_structure(s, params=self.params, validate=False))
@@ -217,8 +304,11 @@ class APR:
         return self._table(("pooled",), build)
 
     def pixel_owner(self) -> np.ndarray:
-        """(H, W) int64: the index of the particle whose cell holds each pixel (built once, cached on
-        the APR)."""
+        """(H, W) or (Z, Y, X) int64: the index of the particle whose cell holds each pixel / voxel
+        (built once, cached on the APR)."""
+        if self.ndim == 3:
+            return self._table(("pixel_owner",), lambda: _cells.owner_map(self._cell_structure()))
+
         def build():
             if self.n_particles >= 1 << 24:
                 raise ValueError(f"pixel_owner supports APRs of fewer than 2^24 particles, got {self.n_particles}")
@@ -228,8 +318,9 @@ class APR:
 
     # --- basic properties -------------------------------------------------------------------
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.height, self.width)
+    def shape(self) -> tuple[int, ...]:
+        """(H, W), or (Z, Y, X) for a 3D APR."""
+        return (self.height, self.width) if self.ndim == 2 else (self.depth, self.height, self.width)
 
     @property
     def n_particles(self) -> int:
@@ -244,8 +335,8 @@ class APR:
 
     @property
     def computational_ratio(self) -> float:
-        """CR = number of pixels / number of particles."""
-        return self.height * self.width / self.n_particles
+        """CR = number of pixels (voxels) / number of particles."""
+        return float(np.prod(self.shape, dtype=np.float64)) / self.n_particles
 
     cr = computational_ratio
 
@@ -293,7 +384,8 @@ class APR:
 
     # --- sampling and reconstruction --------------------------------------------------------
     def sample(self, image) -> np.ndarray:
-        """Mean of ``image`` over each particle cell: (H, W) -> (N,), (H, W, C) -> (N, C).
+        """Mean of ``image`` over each particle cell: (H, W) -> (N,), (H, W, C) -> (N, C); for a 3D APR
+        (Z, Y, X) -> (N,) and (Z, Y, X, C) -> (N, C).
 
         Finite real images only (ValueError for NaN, inf or values beyond float32); the means of
         finite pixels are finite."""
@@ -301,17 +393,22 @@ class APR:
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise ValueError("image contains NaN or infinite values")
         img = _real_values(arr, "image")
-        if img.shape[:2] != self.shape or img.ndim not in (2, 3):
+        d = self.ndim
+        if img.shape[:d] != self.shape or img.ndim not in (d, d + 1):
             raise ValueError(f"image must have shape {self.shape} or {self.shape} + (C,), got {img.shape}")
-        if img.ndim == 3 and img.shape[2] == 0:
+        if img.ndim == d + 1 and img.shape[d] == 0:
             raise ValueError(f"image must have at least one channel, got shape {img.shape}")
-        out = _core.cell_means(self.level, self.y, self.x, img if img.ndim == 3 else img[..., None])
-        return out if img.ndim == 3 else out[:, 0]
+        channels = img if img.ndim == d + 1 else img[..., None]
+        if d == 3:
+            out = _cells.cell_means(self._cell_structure(), channels, self.pixel_owner())
+        else:
+            out = _core.cell_means(self.level, self.y, self.x, channels)
+        return out if img.ndim == d + 1 else out[:, 0]
 
     def reconstruct(self, values=None) -> np.ndarray:
         """Piecewise-constant image from particle values (default: the intensities).
 
-        values (N,) -> (H, W); values (N, C) -> (H, W, C). float32.
+        values (N,) -> (H, W); values (N, C) -> (H, W, C) (3D: (Z, Y, X) and (Z, Y, X, C)). float32.
         """
         values = self.intensities if values is None else values
         if values is None:
@@ -319,12 +416,16 @@ class APR:
         vals = _real_values(values, "values")
         if vals.ndim not in (1, 2):
             raise ValueError(f"values must be (N,) or (N, C), got shape {vals.shape}")
+        if self.ndim == 3:
+            if vals.shape[0] != self.n_particles:
+                raise ValueError(f"values must have {self.n_particles} rows, got shape {vals.shape}")
+            return vals[self.pixel_owner()]
         out = _core.reconstruct(self.level, self.y, self.x, vals if vals.ndim == 2 else vals[:, None],
                                 self.height, self.width)
         return out if vals.ndim == 2 else out[..., 0]
 
     def level_map(self) -> np.ndarray:
-        """(H, W) int8 image of the level of the particle cell each pixel belongs to."""
+        """(H, W) (or (Z, Y, X)) int8 image of the level of the particle cell each pixel belongs to."""
         return self.reconstruct(self.level.astype(np.float32)).astype(np.int8)
 
     def tree_means(self, values=None) -> np.ndarray:
@@ -362,9 +463,13 @@ class APR:
     # --- persistence -------------------------------------------------------------------------
     _FIELDS = ("level", "y", "x", "parent", "tree_level", "tree_y", "tree_x", "tree_parent")
 
+    _FIELDS_3D = ("z", "tree_z")
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self._FIELDS}
         d.update(height=self.height, width=self.width)
+        if self.ndim == 3:
+            d.update(depth=self.depth, z=self.z, tree_z=self.tree_z)
         if self.intensities is not None:
             d["intensities"] = self.intensities
         return d
@@ -375,7 +480,13 @@ class APR:
         missing = [k for k in ("height", "width") + cls._FIELDS if k not in d]
         if missing:
             raise ValueError(f"an APR dict needs {missing}")
-        return cls(d["height"], d["width"], *(d[k] for k in cls._FIELDS), intensities=d.get("intensities"))
+        extra = {}
+        if "depth" in d or "z" in d or "tree_z" in d:
+            missing = [k for k in ("depth",) + cls._FIELDS_3D if k not in d]
+            if missing:
+                raise ValueError(f"a 3D APR dict needs {missing}")
+            extra = dict(depth=d["depth"], z=d["z"], tree_z=d["tree_z"])
+        return cls(d["height"], d["width"], *(d[k] for k in cls._FIELDS), intensities=d.get("intensities"), **extra)
 
     def save(self, path) -> None:
         """Write the APR's arrays (:meth:`to_dict`) to ``path`` as a compressed ``.npz``."""
@@ -417,13 +528,13 @@ class APR:
 
 # --- thin wrappers of the APR's table methods (kept for existing callers) ------------------------
 def apr_children(apr: APR) -> tuple[np.ndarray, np.ndarray]:
-    """Thin wrapper of :meth:`APR.children`: children of each tree node as local value rows, (T, 4)
+    """Thin wrapper of :meth:`APR.children`: children of each tree node as local value rows, (T, 2^ndim)
     int32 -1 padded, and counts (T,) int32."""
     return apr.children()
 
 
 def apr_neighbours(apr: APR, k: int) -> np.ndarray:
-    """Thin wrapper of :meth:`APR.neighbourhood`: (N, k*k) int32 local value rows of each particle's
+    """Thin wrapper of :meth:`APR.neighbourhood`: (N, k^ndim) int32 local value rows of each particle's
     k x k neighbourhood (zero row = N + T)."""
     return apr.neighbourhood(k)
 
@@ -434,6 +545,6 @@ def top_level(apr: APR) -> int:
 
 
 def apr_pooled(apr: APR) -> tuple[APR, np.ndarray]:
-    """Thin wrapper of :meth:`APR.pooled`: the pooled APR and its (M, 4) int32 table of input particle
+    """Thin wrapper of :meth:`APR.pooled`: the pooled APR and its (M, 2^ndim) int32 table of input particle
     rows (-1 padded)."""
     return apr.pooled()
