@@ -7,11 +7,12 @@ Layers, each using only those above it in this list: ``aprlib._core`` (C++ kerne
 loads the APR, the operations and the layers (numpy and torch), no plotting, table or image library.
 """
 from .apr import APR, APRBatch, APRParameters, collate_aprs, form_apr
-from .nn.layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
-                        APRSpatialDropout, level_channel)
-from .ops.functional import apr_conv2d, apr_max_pool2d, tree_values
+from .nn.layers import (APRBatchNorm, APRConv, APRConv2d, APRConv3d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool,
+                        APRMaxPool2d, APRMaxPool3d, APRReLU, APRSpatialDropout, level_channel)
+from .ops.functional import apr_conv, apr_conv2d, apr_conv3d, apr_max_pool, apr_max_pool2d, apr_max_pool3d, tree_values
 
 __version__ = "0.1.0"
-__all__ = ["APR", "APRBatch", "APRParameters", "collate_aprs", "form_apr", "apr_conv2d", "apr_max_pool2d",
-           "tree_values", "APRBatchNorm", "APRConv2d", "APRDropout", "APRFeatures", "APRGlobalAvgPool",
-           "APRMaxPool2d", "APRReLU", "APRSpatialDropout", "level_channel"]
+__all__ = ["APR", "APRBatch", "APRParameters", "collate_aprs", "form_apr", "apr_conv", "apr_conv2d", "apr_conv3d",
+           "apr_max_pool", "apr_max_pool2d", "apr_max_pool3d", "tree_values", "APRBatchNorm", "APRConv", "APRConv2d",
+           "APRConv3d", "APRDropout", "APRFeatures", "APRGlobalAvgPool", "APRMaxPool", "APRMaxPool2d", "APRMaxPool3d",
+           "APRReLU", "APRSpatialDropout", "level_channel"]

@@ -39,6 +39,9 @@ class APRBatch:
                 raise TypeError(f"item {i} is a {type(a).__name__}, not an APR")
         channels = {None if a.intensities is None else (1 if a.intensities.ndim == 1 else a.intensities.shape[1])
                     for a in aprs}
+        dims = sorted({a.ndim for a in aprs})
+        if len(dims) > 1:
+            raise ValueError("all APRs of a batch must have the same dimension, got 2D and 3D APRs")
         if len(channels) > 1:
             raise ValueError(f"all APRs of a batch must have the same number of channels, got {sorted(map(str, channels))}")
         self.aprs = aprs
@@ -65,8 +68,8 @@ class APRBatch:
         return self._table(("plan",) + key, lambda: build(self.aprs))
 
     def pixel_owner(self, device="cpu") -> torch.Tensor:
-        """(B * H * W,) int64 tensor on ``device``: the batch row of the particle holding each pixel of
-        each image, images one after the other (made once per device from :meth:`APR.pixel_owner`)."""
+        """(sum of the images' pixels,) int64 tensor on ``device``: the batch row of the particle holding
+        each pixel (voxel) of each image, images one after the other (made once per device from :meth:`APR.pixel_owner`)."""
         def build():
             rows = [a.pixel_owner().ravel() + off for a, off in zip(self.aprs, self.particle_offsets[:-1])]
             return torch.as_tensor(np.concatenate(rows), device=device)
@@ -85,6 +88,11 @@ class APRBatch:
 
     def __iter__(self):
         return iter(self.aprs)
+
+    @property
+    def ndim(self) -> int:
+        """2 or 3: the dimension of the batch's APRs."""
+        return self.aprs[0].ndim
 
     @property
     def n_particles(self) -> int:

@@ -3,9 +3,10 @@ and the one walk over a network's layers, which builds the index tables it needs
 (:mod:`aprlib.nn.prepare`: ``from aprlib.nn.prepare import prepare``; not re-exported here, so that
 ``aprlib.nn.prepare`` stays the module)."""
 from .adapters import APRToDense, DenseToAPR, apr_to_dense, dense_to_apr, pixel_owner
-from .layers import (APRBatchNorm, APRConv2d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
+from .layers import (APRBatchNorm, APRConv, APRConv2d, APRConv3d, APRMaxPool, APRMaxPool3d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU,
                      APRSpatialDropout, level_channel)
 
-__all__ = ["APRBatchNorm", "APRConv2d", "APRDropout", "APRFeatures", "APRGlobalAvgPool", "APRMaxPool2d", "APRReLU",
+__all__ = ["APRBatchNorm", "APRConv", "APRConv2d", "APRConv3d", "APRMaxPool", "APRMaxPool3d", "APRDropout",
+           "APRFeatures", "APRGlobalAvgPool", "APRMaxPool2d", "APRReLU",
            "APRSpatialDropout", "level_channel", "APRToDense", "DenseToAPR", "apr_to_dense", "dense_to_apr",
            "pixel_owner"]

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..apr.batch import APRBatch
-from ..ops.functional import BACKENDS, apr_conv2d, apr_max_pool2d
+from ..ops.functional import BACKENDS, apr_conv, apr_max_pool
 
-__all__ = ["APRFeatures", "APRConv2d", "APRMaxPool2d", "APRBatchNorm", "APRReLU", "APRDropout",
+__all__ = ["APRFeatures", "APRConv", "APRConv2d", "APRConv3d", "APRMaxPool", "APRMaxPool2d", "APRMaxPool3d", "APRBatchNorm", "APRReLU", "APRDropout",
            "APRSpatialDropout", "APRGlobalAvgPool", "level_channel"]
 
 
@@ -71,14 +71,25 @@ def _check(inp) -> APRFeatures:
     return inp
 
 
-class APRConv2d(nn.Module):
-    """APR convolution: ``in_channels`` -> ``out_channels`` with odd ``kernel_size`` and
-    ``n_level_kernels`` level-specific kernels (kernel 0 for the finest level present, the last one
-    reused for all coarser levels). Weight: (out, in, n_level_kernels, k, k)."""
+def _check_ndim(ndim) -> int:
+    if ndim not in (2, 3) or isinstance(ndim, bool):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+    return int(ndim)
+
+
+class APRConv(nn.Module):
+    """APR convolution of ``ndim``-dimensional APRs (2: images, 3: volumes): ``in_channels`` ->
+    ``out_channels`` with odd ``kernel_size`` and ``n_level_kernels`` level-specific kernels (kernel 0
+    for the finest level present, the last one reused for all coarser levels). Weight: (out, in,
+    n_level_kernels, k, k) in 2D, (out, in, n_level_kernels, k, k, k) in 3D. :class:`APRConv2d` and
+    :class:`APRConv3d` fix ``ndim``."""
+
+    ndim = 2  # modules pickled before the option existed are 2D
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_level_kernels: int = 1,
-                 bias: bool = True, backend: str = "auto", device=None, dtype=None):
+                 bias: bool = True, backend: str = "auto", device=None, dtype=None, *, ndim: int = 2):
         super().__init__()
+        self.ndim = _check_ndim(ndim)
         factory = {"device": device, "dtype": dtype}
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("n_level_kernels", n_level_kernels)):
@@ -92,8 +103,8 @@ class APRConv2d(nn.Module):
         kernel_size, n_level_kernels = int(kernel_size), int(n_level_kernels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.n_level_kernels, self.backend = kernel_size, n_level_kernels, backend
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n_level_kernels, kernel_size, kernel_size,
-                                               **factory))
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n_level_kernels,
+                                               *([kernel_size] * self.ndim), **factory))
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels, **factory))
         else:
@@ -101,16 +112,16 @@ class APRConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        # nn.Conv2d's default (kaiming_uniform with a = sqrt(5)) for each level kernel:
-        # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels * k * k
-        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        # nn.Conv2d's / nn.Conv3d's default (kaiming_uniform with a = sqrt(5)) for each level kernel:
+        # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels * k^ndim
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** self.ndim)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, inp: APRFeatures) -> APRFeatures:
         inp = _check(inp)
-        out = apr_conv2d(inp.features, inp.batch, self.weight, self.bias, backend=self.backend)
+        out = apr_conv(inp.features, inp.batch, self.weight, self.bias, backend=self.backend, ndim=self.ndim)
         return inp.with_features(out)
 
     def extra_repr(self):
@@ -118,22 +129,59 @@ class APRConv2d(nn.Module):
                 f"n_level_kernels={self.n_level_kernels}, bias={self.bias is not None}, backend={self.backend!r}")
 
 
-class APRMaxPool2d(nn.Module):
-    """Max pooling of each APR's finest-level particles into their parents; returns the pooled APR."""
+class APRConv2d(APRConv):
+    """:class:`APRConv` of 2D APRs (images): weight (out, in, n_level_kernels, k, k)."""
 
-    def __init__(self, backend: str = "auto"):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_level_kernels: int = 1,
+                 bias: bool = True, backend: str = "auto", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, n_level_kernels, bias, backend, device, dtype, ndim=2)
+
+
+class APRConv3d(APRConv):
+    """:class:`APRConv` of 3D APRs (volumes): weight (out, in, n_level_kernels, k, k, k)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_level_kernels: int = 1,
+                 bias: bool = True, backend: str = "auto", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, n_level_kernels, bias, backend, device, dtype, ndim=3)
+
+
+class APRMaxPool(nn.Module):
+    """Max pooling of each APR's finest-level particles into their parents (2^ndim children); returns
+    the pooled APR. ``ndim`` None takes 2D and 3D APRs; :class:`APRMaxPool2d` and :class:`APRMaxPool3d`
+    check it."""
+
+    ndim = None
+
+    def __init__(self, backend: str = "auto", *, ndim: int | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        self.ndim = None if ndim is None else _check_ndim(ndim)
 
     def forward(self, inp: APRFeatures) -> APRFeatures:
         inp = _check(inp)
-        out, batch = apr_max_pool2d(inp.features, inp.batch, backend=self.backend)
+        out, batch = apr_max_pool(inp.features, inp.batch, backend=self.backend, ndim=self.ndim)
         return APRFeatures(out, batch)
 
     def extra_repr(self):
         return f"backend={self.backend!r}"
+
+
+class APRMaxPool2d(APRMaxPool):
+    """:class:`APRMaxPool` of 2D APRs."""
+
+    ndim = 2  # modules pickled before the option existed
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__(backend, ndim=2)
+
+
+class APRMaxPool3d(APRMaxPool):
+    """:class:`APRMaxPool` of 3D APRs."""
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__(backend, ndim=3)
 
 
 def _padded_count(batch: APRBatch) -> int:

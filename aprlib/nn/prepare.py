@@ -3,7 +3,7 @@ building them on a batch ahead of the forward pass (:func:`prepare`)."""
 from __future__ import annotations
 
 from ..ops.plans import build_tables
-from .layers import APRConv2d, APRMaxPool2d
+from .layers import APRConv, APRMaxPool
 
 __all__ = ["layer_entries", "prepare"]
 
@@ -12,9 +12,9 @@ def layer_entries(network) -> list[tuple]:
     """The index tables ``network`` needs, in order: ('conv', k, n_kernels) and ('pool',) entries."""
     out = []
     for m in network.modules():
-        if isinstance(m, APRConv2d):
+        if isinstance(m, APRConv):
             out.append(("conv", m.kernel_size, m.n_level_kernels))
-        elif isinstance(m, APRMaxPool2d):
+        elif isinstance(m, APRMaxPool):
             out.append(("pool",))
     return out
 

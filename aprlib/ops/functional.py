@@ -23,7 +23,8 @@ from ..apr.batch import APRBatch
 from . import library as _lib
 from .plans import ConvPlan, TreePlan, conv_plan, pool_plan, tree_plan
 
-__all__ = ["resolve_backend", "tree_values", "apr_conv2d", "apr_max_pool2d"]
+__all__ = ["resolve_backend", "tree_values", "apr_conv", "apr_conv2d", "apr_conv3d", "apr_max_pool", "apr_max_pool2d",
+           "apr_max_pool3d"]
 
 BACKENDS = ("auto", "cpp", "torch")
 
@@ -39,9 +40,11 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
     return backend
 
 
-def _check_batch(batch):
+def _check_batch(batch, ndim: int | None = None):
     if not isinstance(batch, APRBatch):
         raise TypeError(f"batch must be an APRBatch (wrap a single APR as APRBatch([apr])), got {type(batch).__name__}")
+    if ndim is not None and batch.ndim != ndim:
+        raise ValueError(f"a {ndim}D operation was given a batch of {batch.ndim}D APRs")
 
 
 _weight_matrix = _lib._weight_matrix
@@ -123,14 +126,16 @@ def _conv_torch(x, weight, bias, plan: ConvPlan, tplan: TreePlan):
 
 
 @torch.compiler.disable
-def _conv_setup(x, batch, weight, bias, backend):
+def _conv_setup(x, batch, weight, bias, backend, ndim=None):
     """Checks and the plans (eager under torch.compile): (None, (plan, tree plan)) for the torch
     backend, else the plans' tensors for ``torch.ops.aprlib.conv`` and (k > 1) ``tree_means``."""
-    _check_batch(batch)
+    _check_batch(batch, ndim)
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
-    if weight.ndim != 5 or weight.shape[3] != weight.shape[4]:
-        raise ValueError(f"weight must be (D, C, n_kernels, k, k), got {tuple(weight.shape)}")
+    d = batch.ndim
+    if weight.ndim != 3 + d or len(set(weight.shape[3:])) != 1:
+        ks = ", ".join(["k"] * d)
+        raise ValueError(f"weight must be (D, C, n_kernels, {ks}) for {d}D APRs, got {tuple(weight.shape)}")
     k = weight.shape[3]
     if k % 2 != 1:
         raise ValueError(f"kernel size must be odd, got {k}")
@@ -153,31 +158,45 @@ def _conv_setup(x, batch, weight, bias, backend):
     tplan = tree_plan(batch)
     if resolve_backend(backend, x) == "torch":
         return None, (plan, tplan)
-    return plan.op_tensors(_lib.chunk_rows(k * k * x.shape[1])), (tplan.op_tensors() if k > 1 else None)
+    return plan.op_tensors(_lib.chunk_rows(k ** d * x.shape[1])), (tplan.op_tensors() if k > 1 else None)
 
 
-def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               backend: str = "auto") -> torch.Tensor:
-    """APR convolution (thesis eq. 3.3): (N, C) features -> (N, D), outputs at the particles.
+def apr_conv(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
+             backend: str = "auto", *, ndim: int | None = None) -> torch.Tensor:
+    """APR convolution (thesis eq. 3.3) of 2D or 3D APRs: (N, C) features -> (N, D), outputs at the
+    particles.
 
-    weight: (D, C, n_kernels, k, k), k odd; kernel 0 for each APR's finest level present, kernel i
-    for the i-th level below it, the last kernel for all coarser levels. Neighbourhoods are
-    reconstructed through the tree (means of finer particles, piecewise-constant copies of coarser
-    ones, zero outside the image). bias: (D,) or None.
+    weight: (D, C, n_kernels, k, k) for 2D APRs, (D, C, n_kernels, k, k, k) for 3D ones, k odd; kernel
+    0 for each APR's finest level present, kernel i for the i-th level below it, the last kernel for
+    all coarser levels. Neighbourhoods are reconstructed through the tree (means of finer particles,
+    piecewise-constant copies of coarser ones, zero outside the image). bias: (D,) or None. ``ndim``
+    (2 or 3), if given, is checked against the batch's (:func:`apr_conv2d`, :func:`apr_conv3d`).
     """
-    args, tree = _conv_setup(x, batch, weight, bias, backend)
+    args, tree = _conv_setup(x, batch, weight, bias, backend, ndim)
     if args is None:
         return _conv_torch(x, weight, bias, *tree)
     vals = x if tree is None else torch.ops.aprlib.tree_means(x, *tree)
     return torch.ops.aprlib.conv(vals, weight, bias, *args)
 
 
+def apr_conv2d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               backend: str = "auto") -> torch.Tensor:
+    """:func:`apr_conv` of 2D APRs: weight (D, C, n_kernels, k, k)."""
+    return apr_conv(x, batch, weight, bias, backend, ndim=2)
+
+
+def apr_conv3d(x: torch.Tensor, batch, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               backend: str = "auto") -> torch.Tensor:
+    """:func:`apr_conv` of 3D APRs: weight (D, C, n_kernels, k, k, k)."""
+    return apr_conv(x, batch, weight, bias, backend, ndim=3)
+
+
 # --- max pooling --------------------------------------------------------------------------------
 @torch.compiler.disable
-def _pool_setup(x, batch, backend):
+def _pool_setup(x, batch, backend, ndim=None):
     """Checks and the pooling plan (eager under torch.compile): (torch table or None, cpp table or None,
     pooled batch)."""
-    _check_batch(batch)
+    _check_batch(batch, ndim)
     plan = pool_plan(batch)
     _check_features(x, plan.n_in)
     if resolve_backend(backend, x) == "torch":
@@ -185,17 +204,28 @@ def _pool_setup(x, batch, backend):
     return None, plan.op_tensor(), plan.out
 
 
-def apr_max_pool2d(x: torch.Tensor, batch, backend: str = "auto"):
-    """APR max pooling (thesis 3.2.1): returns (pooled features (M, C), pooled APRBatch).
+def apr_max_pool(x: torch.Tensor, batch, backend: str = "auto", *, ndim: int | None = None):
+    """APR max pooling (thesis 3.2.1) of 2D or 3D APRs: returns (pooled features (M, C), pooled
+    APRBatch).
 
-    The particles of each APR's finest level are max-reduced into their parent cells; the others
-    are copied. The backward pass routes each gradient to the input that was the maximum (the
+    The particles of each APR's finest level are max-reduced into their parent cells (4 children in
+    2D, 8 in 3D); the others are copied. ``ndim``, if given, is checked against the batch's. The backward pass routes each gradient to the input that was the maximum (the
     first one on ties). NaN propagates as in torch: a cell with a NaN child is NaN, and its
     gradient goes to its first NaN child, with both backends (``F.max_pool2d`` picks the last NaN
     of a window holding several).
     """
-    torch_table, table, pooled = _pool_setup(x, batch, backend)
+    torch_table, table, pooled = _pool_setup(x, batch, backend, ndim)
     if table is None:
         xp = torch.cat([x, x.new_full((1, x.shape[1]), float("-inf"))])
         return xp[torch_table].max(dim=1).values, pooled
     return torch.ops.aprlib.pool(x, table)[0], pooled
+
+
+def apr_max_pool2d(x: torch.Tensor, batch, backend: str = "auto"):
+    """:func:`apr_max_pool` of 2D APRs."""
+    return apr_max_pool(x, batch, backend, ndim=2)
+
+
+def apr_max_pool3d(x: torch.Tensor, batch, backend: str = "auto"):
+    """:func:`apr_max_pool` of 3D APRs."""
+    return apr_max_pool(x, batch, backend, ndim=3)

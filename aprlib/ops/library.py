@@ -44,9 +44,17 @@ def _np(t: torch.Tensor):
 
 
 def _weight_matrix(weight: torch.Tensor, i: int) -> torch.Tensor:
-    """Kernel i of a (D, C, n, k, k) bank as a (D, k*k*C) matrix matching the gathered columns."""
-    d = weight.shape[0]
-    return weight[:, :, i].permute(0, 2, 3, 1).reshape(d, -1)
+    """Kernel i of a (D, C, n, k, k) (2D) or (D, C, n, k, k, k) (3D) bank as a (D, k^ndim*C) matrix
+    matching the gathered columns (offsets in row-major order, then channels)."""
+    d, w = weight.shape[0], weight[:, :, i]
+    return w.permute(0, *range(2, w.ndim), 1).reshape(d, -1)
+
+
+def _weight_grad(gw: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_weight_matrix` for one kernel: (D, k^ndim*C) -> (D, C, k, ... k)."""
+    d, c, ks = weight.shape[0], weight.shape[1], weight.shape[3:]
+    nd = len(ks)
+    return gw.reshape(d, *ks, c).permute(0, nd + 1, *range(1, nd + 1))
 
 
 # --- tree means ---------------------------------------------------------------------------------
@@ -124,7 +132,7 @@ class _Gather:
 def conv(vals: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], tables: list[torch.Tensor],
          maps: torch.Tensor, rows: torch.Tensor, segs: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
     """APR convolution of a value array ``vals`` (the features for k = 1, else ``tree_means`` of them, the
-    last row zero) with ``weight`` (D, C, n_kernels, k, k) -> (N, D), N = len(rows); plan tensors as
+    last row zero) with ``weight`` (D, C, n_kernels, k, k) or (D, C, n_kernels, k, k, k) -> (N, D), N = len(rows); plan tensors as
     :meth:`~aprlib.ops.plans.ConvPlan.op_tensors`. Per kernel group and chunk: gather, GEMM, index_copy_."""
     vals = vals.detach().contiguous()
     w = weight.detach()
@@ -155,7 +163,7 @@ def conv_backward(grad_out: torch.Tensor, vals: torch.Tensor, weight: torch.Tens
     into the value array (``_core.scatter_add_segments``; ``index_add_`` for k = 1)."""
     w = weight.detach()
     vals = vals.detach().contiguous()
-    d, c, k = w.shape[0], vals.shape[1], w.shape[3]
+    k = w.shape[3]
     grad_out = grad_out.detach().contiguous()
     gather = _Gather(vals, k, tables, maps, segs)
     grad_vals = torch.zeros_like(vals) if need_vals else None
@@ -171,7 +179,7 @@ def conv_backward(grad_out: torch.Tensor, vals: torch.Tensor, weight: torch.Tens
             gw = w.new_zeros(wm.shape)
             for s0, s1, r0, r1 in group:
                 gw += g[r0 - g0:r1 - g0].t() @ gather(s0, s1, rows[r0:r1])
-            grad_w[:, :, i] = gw.reshape(d, k, k, c).permute(0, 3, 1, 2)
+            grad_w[:, :, i] = _weight_grad(gw, w)
         if grad_vals is not None:
             if k == 1:
                 grad_vals.index_add_(0, rows_t, g @ wm)

@@ -80,7 +80,7 @@ class TreePlan:
             kids.append(lay.globalise(b, ch))
             counts.append(cn)
             levels.append(a.tree_level.astype(np.int64))
-        self.children = np.ascontiguousarray(np.concatenate(kids)) if kids else np.zeros((0, 4), np.int32)
+        self.children = np.ascontiguousarray(np.concatenate(kids))  # (T, 2^ndim); a batch has >= 1 APR
         self.counts = np.ascontiguousarray(np.concatenate(counts)).astype(np.int32)
         lv = np.concatenate(levels) if levels else np.zeros(0, np.int64)
         self.order = np.argsort(lv, kind="stable").astype(np.int64)
@@ -119,13 +119,14 @@ class ConvPlan:
     Kernel i applies to the i-th level below each APR's finest level (the last kernel to all coarser
     ones): in each APR a contiguous run of particles. ``groups[i] = (i, segs, rows)``: ``segs``
     (S, 3) int64 = (APR, first, stop) local particle ranges in output order, ``rows`` their batch
-    rows. The batch keeps no copy of the tables: ``tables`` are the APRs' own (N_b, k*k) int32 tables
+    rows. The batch keeps no copy of the tables: ``tables`` are the APRs' own (N_b, k^ndim) int32 tables
     and ``maps`` (B, 4) translates their rows in the kernels (``_core.gather_segments``).
     """
 
     def __init__(self, aprs, k: int, n_kernels: int):
         lay = _Layout(aprs)
         self.k, self.n_kernels, self.N, self.T = k, n_kernels, lay.N, lay.T
+        self.ndim = aprs[0].ndim
         self.zero = lay.zero
         self.n_vals = lay.zero + 1
         self._layout, self.maps = lay, lay.maps()
@@ -170,7 +171,7 @@ class ConvPlan:
 
     def op_tensors(self, step: int) -> tuple:
         """The arguments of ``torch.ops.aprlib.conv`` and ``conv_backward`` for chunks of at most ``step``
-        rows (cached): ``tables`` (list of the APRs' own (N_b, k*k) int32 tables, zero-copy; empty for
+        rows (cached): ``tables`` (list of the APRs' own (N_b, k^ndim) int32 tables, zero-copy; empty for
         k = 1), ``maps`` (B, 4) int64, ``rows`` (N,) int64 the groups' batch rows one after the other,
         ``segs`` (S, 3) int64 every chunk's segments one after the other, ``chunks`` (n_chunks, 5) int64
         = (kernel, first seg, stop seg, first row, stop row) with rows indexing ``rows``, in group order."""
@@ -208,7 +209,7 @@ class ConvPlan:
                     table = rows[:, None]
                 else:
                     parts = [self._layout.globalise(b, self.tables[b][s:e], np.int64) for b, s, e in segs.tolist()]
-                    table = np.concatenate(parts) if parts else np.zeros((0, self.k * self.k), np.int64)
+                    table = np.concatenate(parts) if parts else np.zeros((0, self.k ** self.ndim), np.int64)
                 out.append((i, self.rows_tensor(i, device), torch.as_tensor(table, device=device)))
             self._torch[key] = out
         return self._torch[key]

@@ -1,0 +1,158 @@
+"""The APR operations on 3D APRs, proven as in 2D: on an APR whose particles are all at the finest
+level (a voxel volume) APR convolution equals ``F.conv3d`` (zero padding) and APR max pooling
+``F.max_pool3d``; gradcheck in float64; the C++ and pure-torch paths agree on APRs of many levels;
+layers (convolution with level kernels, pooling, batch norm, ReLU, dropout, global pooling) run forward
+and backward; a 2D APR given to a 3D layer (and the reverse) is a clear error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import aprlib
+from aprlib import APRBatch, APRFeatures
+from aprlib.ops import apr_conv, apr_conv3d, apr_max_pool, apr_max_pool3d, tree_values
+from test_cells import dense_apr, random_cells
+
+BACKENDS = ["cpp", "torch"]
+
+
+def _random_apr(shape, seed, p=0.5, channels=None):
+    level, coords = random_cells(shape, seed, p)
+    rng = np.random.default_rng(seed)
+    vals = rng.standard_normal(len(level) if channels is None else (len(level), channels)).astype(np.float32)
+    return aprlib.APR.from_cells(shape, level, coords, intensities=vals)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(4, 5, 6), (8, 8, 8), (3, 7, 2)])
+def test_conv3d_equals_conv3d_on_a_voxel_apr(backend, k, shape):
+    apr = dense_apr(shape)
+    batch = APRBatch([apr])
+    g = torch.Generator().manual_seed(k)
+    C, D = 2, 3
+    x = torch.randn(apr.n_particles, C, generator=g, dtype=torch.float64)
+    w = torch.randn(D, C, 1, k, k, k, generator=g, dtype=torch.float64)
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    out = apr_conv3d(x, batch, w, b, backend=backend)
+    vol = x.t().reshape(1, C, *shape)  # particles of a voxel APR are in C order
+    ref = F.conv3d(vol, w[:, :, 0], b, padding=k // 2)[0].reshape(D, -1).t()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(4, 6, 8), (8, 8, 8), (2, 4, 4)])
+def test_max_pool3d_equals_max_pool3d_on_a_voxel_apr(backend, shape):
+    apr = dense_apr(shape)
+    batch = APRBatch([apr])
+    C = 3
+    x = torch.randn(apr.n_particles, C, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out, pooled = apr_max_pool3d(x, batch, backend=backend)
+    ref = F.max_pool3d(x.t().reshape(1, C, *shape), 2)[0].reshape(C, -1).t()
+    assert pooled[0].shape == shape and pooled[0].n_particles == ref.shape[0]
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_max_pool3d_then_conv3d_equals_dense_on_a_voxel_apr():
+    shape = (8, 8, 8)
+    apr = dense_apr(shape)
+    batch = APRBatch([apr])
+    x = torch.randn(apr.n_particles, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w = torch.randn(2, 1, 1, 3, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    px, pooled = apr_max_pool3d(x, batch)
+    out = apr_conv3d(px, pooled, w)
+    ref = F.conv3d(F.max_pool3d(x.t().reshape(1, 1, *shape), 2), w[:, :, 0], padding=1)[0].reshape(2, -1).t()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("k,n_kernels", [(1, 1), (3, 2), (5, 3)])
+def test_cpp_and_torch_paths_agree_in_3d(k, n_kernels):
+    aprs = [_random_apr((6, 7, 5), 10), _random_apr((8, 8, 8), 11, 0.6), _random_apr((3, 4, 5), 12)]
+    batch = APRBatch(aprs)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(batch.n_particles, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, n_kernels, k, k, k, generator=g, dtype=torch.float64, requires_grad=True)
+    outs, grads = [], []
+    for backend in BACKENDS:
+        y = apr_conv3d(x, batch, w, backend=backend)
+        p, _ = apr_max_pool3d(y, batch, backend=backend)
+        loss = (p ** 2).sum()
+        gx, gw = torch.autograd.grad(loss, (x, w))
+        outs.append(p.detach())
+        grads.append((gx, gw))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    tv = [tree_values(x, batch, backend=b) for b in BACKENDS]
+    torch.testing.assert_close(tv[0], tv[1], rtol=1e-12, atol=1e-12)
+
+
+def test_tree_values_are_the_means_of_the_children_in_3d():
+    apr = _random_apr((6, 6, 6), 13)
+    batch = APRBatch([apr])
+    x = torch.from_numpy(apr.intensities.astype(np.float64))[:, None]
+    vals = tree_values(x, batch)
+    np.testing.assert_allclose(vals[apr.n_particles:-1, 0].numpy(), apr.tree_means(apr.intensities.astype(np.float64)),
+                               rtol=1e-12)
+    assert float(vals[-1, 0]) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_3d(backend):
+    batch = APRBatch([_random_apr((4, 5, 4), 14), _random_apr((3, 3, 4), 15)])
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(batch.n_particles, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, 2, 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: apr_conv3d(x, batch, w, b, backend=backend), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x: apr_max_pool3d(x, batch, backend=backend)[0], (x,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_3d_network_trains_forward_and_backward(backend):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        aprlib.APRConv3d(1, 4, 3, n_level_kernels=2, backend=backend), aprlib.APRBatchNorm(4), aprlib.APRReLU(),
+        aprlib.APRMaxPool3d(backend=backend), aprlib.APRConv3d(4, 4, 5, backend=backend), aprlib.APRDropout(0.1),
+        aprlib.APRSpatialDropout(0.1), aprlib.APRConv3d(4, 4, 1, backend=backend), aprlib.APRGlobalAvgPool(),
+        torch.nn.Linear(4, 2)).double()
+    batch = APRBatch([_random_apr((8, 8, 8), 16), _random_apr((6, 5, 7), 17)])
+    out = net(APRFeatures(batch.features(torch.float64), batch))
+    assert out.shape == (2, 2)
+    F.cross_entropy(out, torch.tensor([0, 1])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_apr_conv_takes_its_dimension_from_the_batch():
+    apr2 = aprlib.APR.from_cells((4, 4), *random_cells((4, 4), 0))
+    apr3 = _random_apr((4, 4, 4), 1)
+    x2 = torch.zeros(apr2.n_particles, 1)
+    x3 = torch.zeros(apr3.n_particles, 1)
+    assert apr_conv(x2, APRBatch([apr2]), torch.zeros(1, 1, 1, 3, 3)).shape == (apr2.n_particles, 1)
+    assert apr_conv(x3, APRBatch([apr3]), torch.zeros(1, 1, 1, 3, 3, 3)).shape == (apr3.n_particles, 1)
+    assert apr_max_pool(x3, APRBatch([apr3]))[0].shape[1] == 1
+
+
+def test_dimension_mismatches_are_clear_errors():
+    apr2 = aprlib.APR.from_cells((4, 4), *random_cells((4, 4), 0))
+    apr3 = _random_apr((4, 4, 4), 1)
+    b2, b3 = APRBatch([apr2]), APRBatch([apr3])
+    x2, x3 = torch.zeros(apr2.n_particles, 1), torch.zeros(apr3.n_particles, 1)
+    with pytest.raises(ValueError, match="3D operation was given a batch of 2D APRs"):
+        apr_conv3d(x2, b2, torch.zeros(1, 1, 1, 3, 3, 3))
+    with pytest.raises(ValueError, match="2D operation was given a batch of 3D APRs"):
+        aprlib.apr_conv2d(x3, b3, torch.zeros(1, 1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"weight must be \(D, C, n_kernels, k, k, k\) for 3D APRs"):
+        apr_conv(x3, b3, torch.zeros(1, 1, 1, 3, 3))
+    with pytest.raises(ValueError, match=r"weight must be \(D, C, n_kernels, k, k, k\) for 3D APRs"):
+        apr_conv(x3, b3, torch.zeros(1, 1, 1, 3, 3, 1))
+    with pytest.raises(ValueError, match="3D operation was given a batch of 2D APRs"):
+        aprlib.APRMaxPool3d()(APRFeatures(x2, b2))
+    with pytest.raises(ValueError, match="3D operation was given a batch of 2D APRs"):
+        aprlib.APRConv3d(1, 1, 3)(APRFeatures(x2, b2))
+    with pytest.raises(ValueError, match="same dimension"):
+        APRBatch([apr2, apr3])
+    with pytest.raises(ValueError, match="ndim must be 2 or 3"):
+        aprlib.APRConv(1, 1, 3, ndim=4)
