@@ -24,6 +24,20 @@ constexpr int64_t kLisPad = 3;  // LibAPR pads by max(width1, width2) / 2 = 3 sa
 // The cubic B-spline evaluated at its knots along one axis: out[o, i, j] = (a[o, i-1, j] +
 // 4 a[o, i, j] + a[o, i+1, j]) / 6 with whole-sample mirror borders, for `outer` blocks of n x inner.
 void bspline_eval_axis(const float* a, int64_t outer, int64_t n, int64_t inner, float* out) {
+    if (inner == 1) {  // along contiguous lines: the borders apart, a vectorisable loop
+        for (int64_t o = 0; o < outer; ++o) {
+            const float* c = a + o * n;
+            float* d = out + o * n;
+            if (n == 1) {
+                d[0] = (c[0] + 4.0f * c[0] + c[0]) / 6.0f;
+                continue;
+            }
+            d[0] = (c[1] + 4.0f * c[0] + c[1]) / 6.0f;
+            for (int64_t i = 1; i + 1 < n; ++i) d[i] = (c[i - 1] + 4.0f * c[i] + c[i + 1]) / 6.0f;
+            d[n - 1] = (c[n - 2] + 4.0f * c[n - 1] + c[n - 2]) / 6.0f;
+        }
+        return;
+    }
     for (int64_t o = 0; o < outer; ++o)
         for (int64_t i = 0; i < n; ++i) {
             const float* p = a + (o * n + mirror(i - 1, n)) * inner;
@@ -188,12 +202,20 @@ void gradient_ds3d(const float* c, int64_t Z, int64_t Y, int64_t X, float* out) 
                     const float* b = bk + y * X;
                     const float* f = fw + y * X;
                     g[2 * Xh - 1] = 0.0f;  // X odd: the last half column has one voxel
-                    for (int64_t x = 0; x < X; ++x) {
-                        const float gx = 0.5f * (row[std::min(x + 1, X - 1)] - row[std::max<int64_t>(x - 1, 0)]);
+                    auto mag2 = [&](int64_t x, int64_t xm, int64_t xp) {
+                        const float gx = 0.5f * (row[xp] - row[xm]);
+                        const float gy = 0.5f * (dn[x] - up[x]);
+                        const float gz = 0.5f * (f[x] - b[x]);
+                        return gx * gx + gy * gy + gz * gz;
+                    };
+                    g[0] = mag2(0, 0, std::min<int64_t>(1, X - 1));
+                    for (int64_t x = 1; x + 1 < X; ++x) {  // interior: vectorisable
+                        const float gx = 0.5f * (row[x + 1] - row[x - 1]);
                         const float gy = 0.5f * (dn[x] - up[x]);
                         const float gz = 0.5f * (f[x] - b[x]);
                         g[x] = gx * gx + gy * gy + gz * gz;
                     }
+                    if (X > 1) g[X - 1] = mag2(X - 1, X - 2, X - 1);
                     float* o = oz + (y / 2) * Xh;
                     for (int64_t xh = 0; xh < Xh; ++xh) o[xh] = std::max(o[xh], std::max(g[2 * xh], g[2 * xh + 1]));
                 }
@@ -207,23 +229,32 @@ void gradient_ds3d(const float* c, int64_t Z, int64_t Y, int64_t X, float* out) 
 // in (z, y, x) order; with from_bspline the spline is then evaluated there along every axis of
 // more than 2 voxels (LibAPR's calc_inv_bspline_*).
 void half_volume(const float* img, int64_t Z, int64_t Y, int64_t X, bool from_bspline, float* out) {
-    const int64_t Zh = (Z + 1) / 2, Yh = (Y + 1) / 2, Xh = (X + 1) / 2;
-#pragma omp parallel for schedule(static) if (Z * Y * X >= kMinParallelFormation)
-    for (int64_t zh = 0; zh < Zh; ++zh)
-        for (int64_t yh = 0; yh < Yh; ++yh) {
-            float* o = out + (zh * Yh + yh) * Xh;
-            const int64_t z1 = std::min(2 * zh + 2, Z), y1 = std::min(2 * yh + 2, Y);
-            for (int64_t xh = 0; xh < Xh; ++xh) {
-                const int64_t x0 = 2 * xh, x1 = std::min(x0 + 2, X);
-                double s = 0.0;
+    const int64_t Zh = (Z + 1) / 2, Yh = (Y + 1) / 2, Xh = (X + 1) / 2, Xp = X / 2;  // Xp: pairs
+#pragma omp parallel if (Z * Y * X >= kMinParallelFormation)
+    {
+        Scratch<double> acc(Xh);
+#pragma omp for schedule(static)
+        for (int64_t zh = 0; zh < Zh; ++zh)
+            for (int64_t yh = 0; yh < Yh; ++yh) {
+                float* o = out + (zh * Yh + yh) * Xh;
+                const int64_t z1 = std::min(2 * zh + 2, Z), y1 = std::min(2 * yh + 2, Y);
+                for (int64_t xh = 0; xh < Xh; ++xh) acc[xh] = 0.0;
+                // summed in (z, y, x) order, row by row
                 for (int64_t z = 2 * zh; z < z1; ++z)
                     for (int64_t y = 2 * yh; y < y1; ++y) {
                         const float* r = img + (z * Y + y) * X;
-                        for (int64_t x = x0; x < x1; ++x) s += r[x];
+                        for (int64_t xh = 0; xh < Xp; ++xh) {
+                            acc[xh] += r[2 * xh];
+                            acc[xh] += r[2 * xh + 1];
+                        }
+                        if (Xp < Xh) acc[Xh - 1] += r[X - 1];
                     }
-                o[xh] = static_cast<float>(s / static_cast<double>((z1 - 2 * zh) * (y1 - 2 * yh) * (x1 - x0)));
+                const int64_t rows = (z1 - 2 * zh) * (y1 - 2 * yh);
+                const double full = static_cast<double>(rows * 2);
+                for (int64_t xh = 0; xh < Xp; ++xh) o[xh] = static_cast<float>(acc[xh] / full);
+                if (Xp < Xh) o[Xh - 1] = static_cast<float>(acc[Xh - 1] / static_cast<double>(rows));
             }
-        }
+    }
     if (!from_bspline) return;
     const int64_t n = Zh * Yh * Xh;
     Scratch<float> tmp(n);
@@ -354,6 +385,18 @@ Structure3 pulling_scheme3d(const uint8_t* req_half, const Geometry3& g, bool mi
     Structure3 out;
     out.g = g;
     out.level_offsets.assign(L + 2, 0);
+    {  // reserve: particles of level l are at most the 8 children of each split cell of level l - 1
+        int64_t bound = g.nz(lmin) * g.ny(lmin) * g.nx(lmin);
+        for (int l = lmin; l < L; ++l) {
+            int64_t c = 0;
+            for (uint8_t v : split[l]) c += v;
+            bound += 8 * c;
+        }
+        out.level.reserve(bound);
+        out.z.reserve(bound);
+        out.y.reserve(bound);
+        out.x.reserve(bound);
+    }
     auto emit = [&](int l, int64_t z, int64_t y, int64_t x) {
         out.level.push_back(static_cast<int8_t>(l));
         out.z.push_back(static_cast<int32_t>(z));

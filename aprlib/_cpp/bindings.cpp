@@ -278,7 +278,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("form_apr3d",
           [](const carray<float>& volume, double rel_error, double grad_th, double Ip_th, double sigma_th,
              double sigma_th_max, bool smooth, double b1, double b2, double norm, int bspline_k,
-             bool minimal_grading, const py::object& means_of) {
+             bool minimal_grading, const py::object& means_of, bool check_finite) {
               require(volume.ndim() == 3, "volume must be 3D (Z, Y, X), got ndim=" + std::to_string(volume.ndim()));
               require(volume.shape(0) > 0 && volume.shape(1) > 0 && volume.shape(2) > 0,
                       "volume must not be empty (shape " + std::to_string(volume.shape(0)) + "x" +
@@ -299,8 +299,8 @@ PYBIND11_MODULE(_core, m) {
               int64_t bad = -1;
               {
                   py::gil_scoped_release release;
-                  max_abs_finite(volume.data(), Z * Y * X, &bad);
-                  if (bad < 0 && !means_of.is_none()) {
+                  if (check_finite) max_abs_finite(volume.data(), Z * Y * X, &bad);
+                  if (check_finite && bad < 0 && !means_of.is_none()) {
                       max_abs_finite(source.data(), Z * Y * X, &bad);
                       if (bad >= 0) bad += Z * Y * X;  // reported for means_of below
                   }
@@ -331,14 +331,16 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("volume"), py::arg("rel_error"), py::arg("grad_th"), py::arg("Ip_th"), py::arg("sigma_th"),
           py::arg("sigma_th_max"), py::arg("smooth"), py::arg("b1"), py::arg("b2"), py::arg("norm"),
-          py::arg("bspline_k"), py::arg("minimal_grading") = false, py::arg("means_of") = py::none(),
+          py::arg("bspline_k"), py::arg("minimal_grading") = false, py::arg("means_of") = py::none(), py::arg("check_finite") = true,
           "APR particle cells of a float32 C-contiguous (Z, Y, X) volume of finite values (LibAPR's pipeline "
           "in 3D) and the mean of the volume over each: (cells, means). cells: dict with depth, height, width, "
           "level_min, level_max (ints), level_offsets (level_max + 2,) int64, level (N,) int8, z, y, x (N,) int32 "
           "cell indices at their level, sorted by (level, z, y, x); a cell of level l covers the voxels "
           "[i * 2^(level_max - l), (i + 1) * 2^(level_max - l)) along each axis, clipped to the volume. "
-          "means: (N,) float32, of means_of (a float32 (Z, Y, X) volume) if given, else of volume. Every "
-          "argument is checked (shapes, finiteness, parameters) before the kernels run.");
+          "means: (N,) float32, of means_of (a float32 (Z, Y, X) volume) if given, else of volume. Shapes and "
+          "parameters are checked before the kernels run, and so is finiteness of both volumes unless "
+          "check_finite=False (for callers that checked it already, as form_volume_cells does: non-finite "
+          "values then give meaningless cells but touch no memory outside the arrays).");
 
     m.def("level_range3d", [](int64_t Z, int64_t Y, int64_t X) {
               require(Z > 0 && Y > 0 && X > 0, "volume depth, height and width must be positive");

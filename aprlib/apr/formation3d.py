@@ -131,5 +131,6 @@ def form_volume_cells(volume, params: APRParameters | None = None, **overrides):
         bspline_k=k,
         minimal_grading=params.pulling_scheme == "minimal",
         means_of=vol if e else None,
+        check_finite=False,  # as_float_volume checked vol (and so work = vol * 2**-e)
     )
     return cells, means, params
