@@ -166,17 +166,130 @@ Geometry3 make_geometry3(int64_t Z, int64_t Y, int64_t X) {
 
 namespace {
 
-// Smoothing B-spline coefficients of the volume, along x, y and z, with LibAPR's whole-sample
-// mirror boundary conditions (bspline_filt_rec_*'s initial values are those of the mirrored line);
-// axes of <= 2 voxels are left as they are, as LibAPR does.
+// LibAPR's smoothing B-spline (ComputeGradient::bspline_filt_rec_*) of lines of n samples, as the
+// n x n matrix (row-major, double) that maps a line to its coefficients. LibAPR starts the causal
+// recursion from sums of the first k0 samples weighted by its impulse response and the
+// anti-causal one from sums of the last k0 samples weighted by the symmetric filter's
+// (k0 = ceil(|ln 1e-4 / ln rho|)), i.e. from the whole-sample mirrored line; for a line shorter than
+// k0 the weights of the missing samples are added to the last one (the line is extended by its
+// end sample rather than mirrored). For long lines that is the mirror extension up to the 1e-4
+// truncation, which bspline_rows/cols reproduce (tolerance 1e-7); for short ones it is not, so
+// their lines go through this matrix. The recursion's poles come from b1 = 2 rho cos(omega) and
+// b2 = -rho^2 (LibAPR computes them from lambda, in float).
+std::vector<double> libapr_short_line_matrix(int64_t n, const Params& p) {
+    const double rho = std::sqrt(-p.b2), omg = std::acos(std::clamp(p.b1 / (2.0 * rho), -1.0, 1.0));
+    const double b1 = p.b1, b2 = p.b2;
+    const double c0 = (1 + rho * rho) / (1 - rho * rho) * (1 - 2 * rho * std::cos(omg) + rho * rho) /
+                      (1 + 2 * rho * std::cos(omg) + rho * rho);
+    const double gamma = (1 - rho * rho) / (1 + rho * rho) / std::tan(omg);
+    const double denom = std::pow(1 - 2 * rho * std::cos(omg) + rho * rho, 2);
+    const double norm = denom;  // LibAPR's norm_factor
+    const int64_t k0 = static_cast<int64_t>(std::ceil(std::fabs(std::log(1e-4) / std::log(rho))));
+    const int64_t minlen = std::min(k0, n);
+    std::vector<double> h(k0 + 3), hb(k0 + 3);
+    for (int64_t k = 0; k < k0 + 3; ++k) {
+        h[k] = std::pow(rho, double(k)) * std::sin((k + 1) * omg) / std::sin(omg);
+        hb[k] = c0 * std::pow(rho, double(k)) * (std::cos(omg * k) + gamma * std::sin(omg * k)) / denom;
+    }
+    std::vector<double> bc1(k0, 0.0), bc2(k0, 0.0), bc3(k0, 0.0), bc4(k0, 0.0);
+    if (k0 > 1) bc1[1] = h[0];
+    for (int64_t k = 0; k < k0; ++k) bc1[k] += h[k + 1];
+    for (int64_t k = 0; k < k0; ++k) bc2[k] = h[k];
+    bc3[0] = hb[1];
+    for (int64_t k = 0; k + 1 < k0; ++k) bc3[k + 1] += hb[k] + hb[k + 2];
+    bc4[0] = hb[0];
+    for (int64_t k = 1; k < k0; ++k) bc4[k] += 2 * hb[k];
+    for (auto* bc : {&bc1, &bc2, &bc3, &bc4})
+        for (int64_t k = minlen; k < k0; ++k) (*bc)[minlen - 1] += (*bc)[k];
+    std::vector<double> M(n * n), x(n), y(n), o(n);
+    for (int64_t j = 0; j < n; ++j) {  // column j: the response to the unit line e_j
+        std::fill(x.begin(), x.end(), 0.0);
+        x[j] = 1.0;
+        double t1 = 0, t2 = 0, t3 = 0, t4 = 0;
+        for (int64_t k = 0; k < minlen; ++k) {
+            t1 += bc1[k] * x[k];
+            t2 += bc2[k] * x[k];
+            t3 += bc3[k] * x[n - 1 - k];
+            t4 += bc4[k] * x[n - 1 - k];
+        }
+        y[0] = t2;
+        y[1] = t1;
+        for (int64_t i = 2; i < n; ++i) {
+            const double t = t1 * b1 + t2 * b2 + x[i];
+            y[i] = t;
+            t2 = t1;
+            t1 = t;
+        }
+        o[n - 2] = t3 * norm;
+        o[n - 1] = t4 * norm;
+        double u2 = o[n - 1] / norm, u1 = o[n - 2] / norm;
+        for (int64_t i = n - 3; i >= 0; --i) {
+            const double t = u1 * b1 + u2 * b2 + y[i];
+            o[i] = t * norm;
+            u2 = u1;
+            u1 = t;
+        }
+        for (int64_t i = 0; i < n; ++i) M[i * n + j] = o[i];
+    }
+    return M;
+}
+
+// Lines of k0 or more samples take the mirrored recursions; shorter ones LibAPR's matrix. LibAPR's
+// formulas need complex-conjugate poles (lambda > 1/144; below, its omega is NaN): with real poles
+// the mirrored recursions are used at every length.
+bool libapr_short_line(int64_t n, const Params& p) {
+    if (!(p.b1 * p.b1 + 4.0 * p.b2 < 0.0)) return false;
+    const double rho = std::sqrt(-p.b2);
+    return n > 2 && rho > 0.0 && rho < 1.0 && n < std::ceil(std::fabs(std::log(1e-4) / std::log(rho)));
+}
+
+// out[o, i, j] = sum_k M[i, k] in[o, k, j] for `outer` blocks of n x inner (out may not alias in).
+void apply_axis_matrix(const float* in, int64_t outer, int64_t n, int64_t inner, const std::vector<double>& M,
+                       float* out) {
+    Scratch<double> acc(inner);
+    for (int64_t o = 0; o < outer; ++o) {
+        const float* blk = in + o * n * inner;
+        for (int64_t i = 0; i < n; ++i) {
+            for (int64_t j = 0; j < inner; ++j) acc[j] = 0.0;
+            for (int64_t k = 0; k < n; ++k) {
+                const double m = M[i * n + k];
+                const float* r = blk + k * inner;
+                for (int64_t j = 0; j < inner; ++j) acc[j] += m * r[j];
+            }
+            float* d = out + (o * n + i) * inner;
+            for (int64_t j = 0; j < inner; ++j) d[j] = static_cast<float>(acc[j]);
+        }
+    }
+}
+
+// Smoothing B-spline coefficients of the volume, along x, y and z, with LibAPR's boundary
+// conditions: whole-sample mirroring (bspline_filt_rec_*'s initial values are those of the
+// mirrored line), and LibAPR's own initialisation for lines shorter than its window
+// (libapr_short_line_matrix); axes of <= 2 voxels are left as they are, as LibAPR does.
 void bspline_smooth3d(const float* img, int64_t Z, int64_t Y, int64_t X, const Params& p, float* out) {
-    if (X > 2)
+    if (X > 2 && libapr_short_line(X, p))
+        apply_axis_matrix(img, Z * Y, X, 1, libapr_short_line_matrix(X, p), out);
+    else if (X > 2)
         bspline_rows(img, Z * Y, X, p, out, true);
     else
         std::memcpy(out, img, sizeof(float) * Z * Y * X);
-    if (Y > 2)
+    if (Y > 2 && libapr_short_line(Y, p)) {
+        const std::vector<double> M = libapr_short_line_matrix(Y, p);
+        Scratch<float> slice(Y * X);
+        for (int64_t z = 0; z < Z; ++z) {
+            std::memcpy(slice.data(), out + z * Y * X, sizeof(float) * Y * X);
+            apply_axis_matrix(slice.data(), 1, Y, X, M, out + z * Y * X);
+        }
+    } else if (Y > 2) {
         for (int64_t z = 0; z < Z; ++z) bspline_cols(out + z * Y * X, Y, X, p, true);
-    if (Z > 2) bspline_cols(out, Z, Y * X, p, true);
+    }
+    if (Z > 2 && libapr_short_line(Z, p)) {
+        Scratch<float> copy(Z * Y * X);
+        std::memcpy(copy.data(), out, sizeof(float) * Z * Y * X);
+        apply_axis_matrix(copy.data(), 1, Z, Y * X, libapr_short_line_matrix(Z, p), out);
+    } else if (Z > 2) {
+        bspline_cols(out, Z, Y * X, p, true);
+    }
 }
 
 // |grad| by central differences (replicated borders), max over 2x2x2 blocks (clipped at odd
