@@ -148,6 +148,17 @@ def test_constant_volume_gives_coarsest_cells(shape):
         check_cells(cells, means, v)
 
 
+@pytest.mark.parametrize("shape", [(64, 64, 64), (37, 20, 50)])
+def test_constant_volume_matches_pyapr(shape):
+    """pyapr 1.0.7 puts a constant volume at level 2 = level_min + 1 too (64 and 24 cells here)."""
+    pyapr = pytest.importorskip("pyapr")
+    v = np.full(shape, 0.7, np.float32)
+    cells, means, _ = form_volume_cells(v, sigma_th=0.007)
+    apr, lp, _ = _pyapr_levels(pyapr, v, 0.1, 3.0, 0.007)
+    assert len(means) == apr.total_number_particles()
+    np.testing.assert_array_equal(level_map(cells), lp)
+
+
 @pytest.mark.parametrize("seed,shape", [(0, (32, 32, 32)), (1, (21, 40, 33)), (2, (9, 64, 17))])
 @pytest.mark.parametrize("scheme", ["libapr", "minimal"])
 def test_cells_partition_and_grading(seed, shape, scheme):
