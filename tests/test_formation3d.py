@@ -347,3 +347,25 @@ def test_agreement_with_pyapr_thin_and_odd(shape):
                   f"voxels at the same level {same:.5f}")
             assert same >= 0.99
             assert np.abs(lm - lp).max() <= 1
+
+
+@pytest.mark.parametrize("thresholds", [dict(Ip_th=0.3), dict(grad_th=0.01), dict(sigma_th_max=0.02),
+                                        dict(Ip_th=0.2, grad_th=0.005)])
+def test_agreement_with_pyapr_thresholds(thresholds):
+    """grad_th, Ip_th and sigma_th_max as LibAPR applies them (measured: identical level maps and
+    particle counts in all 8 cases)."""
+    pyapr = pytest.importorskip("pyapr")
+    v = blobs(64, 7)
+    for lam in (3.0, 0.0):
+        p = pyapr.APRParameters()
+        p.auto_parameters = False
+        p.rel_error, p.gradient_smoothing, p.sigma_th = 0.1, lam, 0.04
+        p.sigma_th_max = thresholds.get("sigma_th_max", 0.0)
+        p.grad_th = thresholds.get("grad_th", 0.0)
+        p.Ip_th = thresholds.get("Ip_th", 0.0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            apr, _ = pyapr.converter.get_apr(v, params=p)
+        lp = np.asarray(pyapr.reconstruction.reconstruct_level(apr))
+        cells, means, _ = form_volume_cells(v, rel_error=0.1, gradient_smoothing=lam, sigma_th=0.04, **thresholds)
+        assert float((level_map(cells) == lp).mean()) >= 0.999
+        assert abs(len(means) - apr.total_number_particles()) <= 0.001 * apr.total_number_particles()
