@@ -2,10 +2,15 @@
 ``aprlib._core.form_apr3d``).
 
 The pipeline is LibAPR's in 3D (``reproduction-spec.md`` section 1, with LibAPR's 3D choices):
-smoothing B-spline along x, y, z -> |grad| by central differences, max over 2x2x2 blocks (half
-resolution) -> local intensity scale on the half-resolution volume (LibAPR's mirror padding and
-truncated box means of widths 3 and 7, c = 26.1256) -> required levels from E -> LibAPR's pulling
-scheme with one-level grading between the 26 face, edge and corner neighbours -> cell means.
+smoothing B-spline along x, y, z with LibAPR's boundary conditions (whole-sample mirroring; lines
+shorter than LibAPR's initialisation window take its own initialisation; axes of <= 2 voxels are not
+smoothed) -> |grad| by central differences (replicated borders), max over 2x2x2 blocks (half
+resolution) -> the half-resolution volume (2x2x2 means; with smoothing, the spline evaluated there)
+-> local intensity scale (LibAPR's mirror padding and truncated box means of widths 3 and 7 along
+each axis of more than 3 half-resolution samples, c = 26.1256 with three such axes) -> grad_th,
+Ip_th, sigma_th, sigma_th_max -> required levels from E -> LibAPR's pulling scheme with one-level
+grading between the 26 face, edge and corner neighbours (or the minimal graded set) -> cell means.
+pyapr 1.0.7 forms the same levels on all but a few voxels (tests/test_formation3d.py).
 
 Scale handling is that of :func:`aprlib.apr.formation.form_apr`: the volume is multiplied by the
 power of two that brings its largest magnitude into (0.5, 1] (exact; the absolute thresholds
@@ -70,7 +75,8 @@ def level_range3d(depth: int, height: int, width: int) -> tuple[int, int]:
     return tuple(_core.level_range3d(int(depth), int(height), int(width)))
 
 
-def form_volume_cells(volume, params: APRParameters | None = None, **overrides):
+def form_volume_cells(volume, params: APRParameters | None = None,
+                      **overrides) -> tuple[dict, np.ndarray, APRParameters]:
     """Form the APR particle cells of a 3D volume and the mean of the volume over each.
 
     - ``volume``: (Z, Y, X) real array (float or integer dtype, or a torch tensor), any Z, Y, X >= 1,
