@@ -33,7 +33,9 @@ struct Structure3 {
 };
 
 // Particle cells of the float32 volume img (Z, Y, X) by LibAPR's pipeline in 3D:
-// smoothing B-spline along x, y, z (an axis of <= 2 voxels is not smoothed, as in LibAPR) ->
+// smoothing B-spline along x, y, z with LibAPR's boundary conditions (whole-sample mirroring; lines
+// shorter than LibAPR's initialisation window take its own initialisation; an axis of <= 2 voxels
+// is not smoothed) ->
 // |grad| by central differences (replicated borders), max over 2x2x2 blocks -> the half-resolution
 // volume (2x2x2 means; with smoothing, the spline evaluated there) -> thresholds -> local intensity
 // scale (LibAPR's: mirror padding by 3, truncated box means of width 3 then 7 along each axis of
