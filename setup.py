@@ -35,7 +35,7 @@ link_args = omp[1] if omp else []
 
 ext = Pybind11Extension(
     "aprlib._core",
-    sources=["aprlib/_cpp/apr_core.cpp", "aprlib/_cpp/apr_ops.cpp", "aprlib/_cpp/apr_tables.cpp", "aprlib/_cpp/bindings.cpp",
+    sources=["aprlib/_cpp/apr_core.cpp", "aprlib/_cpp/apr_core3d.cpp", "aprlib/_cpp/apr_ops.cpp", "aprlib/_cpp/apr_tables.cpp", "aprlib/_cpp/bindings.cpp",
              "aprlib/_cpp/bindings_ops.cpp"],
     include_dirs=["aprlib/_cpp"],
     cxx_std=17,

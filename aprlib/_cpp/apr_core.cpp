@@ -1,5 +1,6 @@
 // APR formation kernels; see apr_core.hpp for the contract of each function.
 #include "apr_core.hpp"
+#include "apr_detail.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -16,82 +17,7 @@ namespace aprcore {
 
 namespace {
 
-// Work (elements) below which a formation loop runs on one thread. Every parallel region (fork,
-// barriers, join) stalls whenever a team thread is descheduled: on a 2-core machine shared with
-// other busy processes, the ~25 short regions of one formation made two threads slower than one
-// at every image size. So only the compute-bound passes, the B-spline's two and the cell means,
-// run in parallel, from 2048 x 2048 images on; the other loops are memory-bound (a second thread
-// gains little) and run in parallel only from 8192 x 8192 images on.
-constexpr int64_t kMinParallelSpline = int64_t(1) << 22;
-constexpr int64_t kMinParallelFormation = int64_t(1) << 24;
-
-// Reflective ('d c b a | a b c d') index into [0, n).
-inline int64_t reflect(int64_t i, int64_t n) {
-    if (n == 1) return 0;
-    const int64_t period = 2 * n;
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - 1 - i;
-}
-
-// Whole-sample mirror ('d c b | a b c d') index into [0, n), as LibAPR pads its box filters.
-inline int64_t mirror(int64_t i, int64_t n) {
-    if (n == 1) return 0;
-    const int64_t period = 2 * n - 2;
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - i;
-}
-
-inline int ceil_log2(int64_t v) {
-    int l = 0;
-    while ((int64_t(1) << l) < v) ++l;
-    return l;
-}
-
-// Uninitialised, 64-byte aligned scratch buffer (std::vector would zero-fill what is overwritten
-// anyway). Large ones are 2 MiB aligned and, on Linux, advised to use transparent huge pages:
-// the B-spline's column pass reads and writes one line per image row (one 4 KiB page each),
-// which without huge pages costs a TLB miss per sample.
-template <typename T>
-struct Scratch {
-    struct Free {
-        void operator()(T* q) const { std::free(q); }
-    };
-    std::unique_ptr<T, Free> p;
-    explicit Scratch(int64_t n) {
-        constexpr size_t kHuge = size_t(1) << 21;
-        size_t bytes = sizeof(T) * static_cast<size_t>(std::max<int64_t>(n, 1));
-        const size_t align = bytes >= 2 * kHuge ? kHuge : 64;
-        bytes = (bytes + align - 1) / align * align;
-        p.reset(static_cast<T*>(std::aligned_alloc(align, bytes)));
-        if (!p) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-        if (align == kHuge) madvise(p.get(), bytes, MADV_HUGEPAGE);  // advice only: errors ignored
-#endif
-    }
-    T* data() { return p.get(); }
-    const T* data() const { return p.get(); }
-    T& operator[](int64_t i) { return p.get()[i]; }
-    const T& operator[](int64_t i) const { return p.get()[i]; }
-};
-
-// v.resize(n) for a vector about to be filled; large buffers are advised to use transparent huge
-// pages first (on Linux), which spares most of the page faults of first touching them.
-template <typename V>
-void resize_for_fill(V& v, int64_t n) {
-    using T = typename V::value_type;
-#ifdef MADV_HUGEPAGE
-    constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-    if (v.capacity() < static_cast<size_t>(n) && sizeof(T) * static_cast<size_t>(n) >= 2 * kHuge) {
-        v.reserve(static_cast<size_t>(n));
-        const uintptr_t a = (reinterpret_cast<uintptr_t>(v.data()) + kHuge - 1) & ~(kHuge - 1);
-        const uintptr_t b = (reinterpret_cast<uintptr_t>(v.data() + n)) & ~(kHuge - 1);
-        if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_HUGEPAGE);  // advice only
-    }
-#endif
-    v.resize(static_cast<size_t>(n));
-}
+using namespace detail;  // shared helpers (apr_detail.hpp)
 
 constexpr int64_t kLanes = 16;  // lines filtered together (one SIMD-friendly block)
 
@@ -172,6 +98,11 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
     // float, into `out`), then columns, in place in `out` (a block of columns is read whole by
     // the causal pass before the anti-causal pass writes it). Lines are processed kLanes at a
     // time (sample i of the kLanes lines side by side).
+    detail::bspline_rows(img, H, W, p, out);
+    detail::bspline_cols(out, H, W, p);
+}
+
+void detail::bspline_rows(const float* img, int64_t H, int64_t W, const Params& p, float* out, bool mirror_ends) {
     const int64_t k = p.bspline_k;
     const double b1 = p.b1, b2 = p.b2, norm = p.norm;
     float* rows = out;
@@ -179,7 +110,7 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
         const int64_t m = W + 2 * k;
         std::vector<int64_t> src(m), ident(m);  // source column of each extended sample
         for (int64_t i = 0; i < m; ++i) {
-            src[i] = reflect(i - k, W);
+            src[i] = mirror_ends ? mirror(i - k, W) : reflect(i - k, W);
             ident[i] = i;
         }
 #pragma omp parallel if (H * W >= kMinParallelSpline)
@@ -219,10 +150,16 @@ void bspline_smooth(const float* img, int64_t H, int64_t W, const Params& p, flo
             }
         }
     }
+}
+
+void detail::bspline_cols(float* out, int64_t H, int64_t W, const Params& p, bool mirror_ends) {
+    const int64_t k = p.bspline_k;
+    const double b1 = p.b1, b2 = p.b2, norm = p.norm;
+    const float* rows = out;
     const int64_t m = H + 2 * k;
     std::vector<int64_t> src(m), ident(m);  // source row of each extended sample
     for (int64_t i = 0; i < m; ++i) {
-        src[i] = reflect(i - k, H);
+        src[i] = mirror_ends ? mirror(i - k, H) : reflect(i - k, H);
         ident[i] = i;
     }
     const int64_t full = W / kLanes * kLanes;  // columns in full blocks
@@ -445,45 +382,11 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
 #pragma omp parallel for schedule(static) if (n >= kMinParallelFormation)
     for (int64_t i = 0; i < n; ++i) {
         const double ratio = static_cast<double>(grad_half[i]) / sigma_half[i] * factor;
-        int l;
-        if (!(ratio > 0.0)) {
-            l = lo;  // zero gradient (or infinite scale)
-        } else if (std::isinf(ratio)) {
-            l = hi;  // zero scale with a gradient
-        } else {
-            // floor(log2(ratio)): the exponent field of the (positive, finite) double; a subnormal
-            // ratio gives -1023, below level_min like its true exponent.
-            uint64_t bits;
-            std::memcpy(&bits, &ratio, sizeof bits);
-            l = std::clamp(static_cast<int>((bits >> 52) & 0x7ff) - 1023, lo, hi);
-        }
-        req_half[i] = static_cast<uint8_t>(l + 1);
+        req_half[i] = static_cast<uint8_t>(required_level_of_ratio(ratio, lo, hi));
     }
 }
 
 namespace {
-
-// Calls f(x) for each x in [0, n) with p[x] != 0, in increasing order; skips zero runs 8 bytes
-// at a time.
-template <typename F>
-inline void for_each_set(const uint8_t* p, int64_t n, F f) {
-    int64_t x = 0;
-    for (; x + 8 <= n; x += 8) {
-        uint64_t w;
-        std::memcpy(&w, p + x, 8);
-        if (w == 0) continue;
-        for (int64_t j = 0; j < 8; ++j)
-            if (p[x + j]) f(x + j);
-    }
-    for (; x < n; ++x)
-        if (p[x]) f(x);
-}
-
-inline int64_t count_set(const uint8_t* p, int64_t n) {
-    int64_t c = 0;
-    for (int64_t x = 0; x < n; ++x) c += p[x] != 0;
-    return c;
-}
 
 // The sorted particle and tree arrays from split masks split[l] (rows(l) x cols(l), l in
 // [level_min, level_max]; split[level_max] may be null: no pixel is split).

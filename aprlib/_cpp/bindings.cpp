@@ -7,6 +7,7 @@
 #include <string>
 
 #include "apr_core.hpp"
+#include "apr_core3d.hpp"
 #include "binding_utils.hpp"
 
 #ifdef _OPENMP
@@ -273,6 +274,82 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("height"), py::arg("width"),
           "(level_min, level_max) of an H x W image: the one rule, level_max = max(ceil(log2(max(H, W))), 2).");
+
+    m.def("form_apr3d",
+          [](const carray<float>& volume, double rel_error, double grad_th, double Ip_th, double sigma_th,
+             double sigma_th_max, bool smooth, double b1, double b2, double norm, int bspline_k,
+             bool minimal_grading, const py::object& means_of, bool check_finite) {
+              require(volume.ndim() == 3, "volume must be 3D (Z, Y, X), got ndim=" + std::to_string(volume.ndim()));
+              require(volume.shape(0) > 0 && volume.shape(1) > 0 && volume.shape(2) > 0,
+                      "volume must not be empty (shape " + std::to_string(volume.shape(0)) + "x" +
+                          std::to_string(volume.shape(1)) + "x" + std::to_string(volume.shape(2)) + ")");
+              require(volume.shape(0) <= INT32_MAX && volume.shape(1) <= INT32_MAX && volume.shape(2) <= INT32_MAX,
+                      "volume sides must fit in int32");
+              Params p = make_params(rel_error, grad_th, Ip_th, sigma_th, sigma_th_max, smooth, b1, b2, norm,
+                                     bspline_k);
+              p.minimal_grading = minimal_grading;
+              const int64_t Z = volume.shape(0), Y = volume.shape(1), X = volume.shape(2);
+              carray<float> source = volume;  // the volume whose cell means are returned
+              if (!means_of.is_none()) {
+                  source = means_of.cast<carray<float>>();
+                  require(source.ndim() == 3 && source.shape(0) == Z && source.shape(1) == Y && source.shape(2) == X,
+                          "means_of must have the volume's shape (Z, Y, X)");
+              }
+              Structure3 s;
+              int64_t bad = -1;
+              {
+                  py::gil_scoped_release release;
+                  if (check_finite) max_abs_finite(volume.data(), Z * Y * X, &bad);
+                  if (check_finite && bad < 0 && !means_of.is_none()) {
+                      max_abs_finite(source.data(), Z * Y * X, &bad);
+                      if (bad >= 0) bad += Z * Y * X;  // reported for means_of below
+                  }
+                  if (bad < 0) s = form_structure3d(volume.data(), Z, Y, X, p);
+              }
+              require(bad < 0 || bad >= Z * Y * X, "volume contains NaN or infinite values (first at flat index " +
+                                                       std::to_string(bad) + ")");
+              require(bad < 0, "means_of contains NaN or infinite values (first at flat index " +
+                                   std::to_string(bad - Z * Y * X) + ")");
+              const int64_t n = static_cast<int64_t>(s.level.size());
+              carray<float> means({n});
+              {
+                  py::gil_scoped_release release;
+                  cell_means3d(s, source.data(), means.mutable_data());
+              }
+              py::dict d;
+              d["depth"] = s.g.Z;
+              d["height"] = s.g.Y;
+              d["width"] = s.g.X;
+              d["level_min"] = s.g.level_min;
+              d["level_max"] = s.g.level_max;
+              d["level_offsets"] = bindutil::to_numpy(std::move(s.level_offsets));
+              d["level"] = bindutil::to_numpy(std::move(s.level));
+              d["z"] = bindutil::to_numpy(std::move(s.z));
+              d["y"] = bindutil::to_numpy(std::move(s.y));
+              d["x"] = bindutil::to_numpy(std::move(s.x));
+              return py::make_tuple(d, means);
+          },
+          py::arg("volume"), py::arg("rel_error"), py::arg("grad_th"), py::arg("Ip_th"), py::arg("sigma_th"),
+          py::arg("sigma_th_max"), py::arg("smooth"), py::arg("b1"), py::arg("b2"), py::arg("norm"),
+          py::arg("bspline_k"), py::arg("minimal_grading") = false, py::arg("means_of") = py::none(), py::arg("check_finite") = true,
+          "APR particle cells of a float32 C-contiguous (Z, Y, X) volume of finite values (LibAPR's pipeline "
+          "in 3D) and the mean of the volume over each: (cells, means). cells: dict with depth, height, width, "
+          "level_min, level_max (ints), level_offsets (level_max + 2,) int64, level (N,) int8, z, y, x (N,) int32 "
+          "cell indices at their level, sorted by (level, z, y, x); a cell of level l covers the voxels "
+          "[i * 2^(level_max - l), (i + 1) * 2^(level_max - l)) along each axis, clipped to the volume. "
+          "means: (N,) float32, of means_of (a float32 (Z, Y, X) volume) if given, else of volume. Shapes and "
+          "parameters are checked before the kernels run, and so is finiteness of both volumes unless "
+          "check_finite=False (for callers that checked it already, as form_volume_cells does: non-finite "
+          "values then give meaningless cells but touch no memory outside the arrays).");
+
+    m.def("level_range3d", [](int64_t Z, int64_t Y, int64_t X) {
+              require(Z > 0 && Y > 0 && X > 0, "volume depth, height and width must be positive");
+              const Geometry3 g = make_geometry3(Z, Y, X);
+              return py::make_tuple(g.level_min, g.level_max);
+          },
+          py::arg("depth"), py::arg("height"), py::arg("width"),
+          "(level_min, level_max) of a Z x Y x X volume: level_min = 1, level_max = max(ceil(log2(max(Z, Y, X))), 2) "
+          "(level_range's rule with the third axis).");
 
     bind_ops(m);
 
