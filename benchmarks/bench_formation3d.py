@@ -62,7 +62,7 @@ def main(argv=None):
     import numpy as np
 
     from aprlib import _core
-    from aprlib.apr.formation3d import form_volume_cells
+    from aprlib.apr.formation import form_volume_cells
     _core.set_num_threads(args.threads)
     try:
         import pyapr

@@ -1,4 +1,4 @@
-"""APR formation of 3D volumes: aprlib.apr.formation3d.form_volume_cells and _core.form_apr3d.
+"""APR formation of 3D volumes: aprlib.apr.formation.form_volume_cells and _core.form_apr3d.
 
 Cross-check against pyapr 1.0.7's 3D formation (test_agreement_with_pyapr; measured when written:
 seeded volumes of 4 to 8 Gaussian blobs and solid balls on a 0.1 background with Gaussian noise of
@@ -26,7 +26,7 @@ import pytest
 
 from aprlib import _core
 from aprlib.apr import APRParameters
-from aprlib.apr.formation3d import form_volume_cells, level_range3d
+from aprlib.apr.formation import form_volume_cells, level_range3d
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -156,3 +156,46 @@ def test_dimension_mismatches_are_clear_errors():
         APRBatch([apr2, apr3])
     with pytest.raises(ValueError, match="ndim must be 2 or 3"):
         aprlib.APRConv(1, 1, 3, ndim=4)
+
+
+def _formed_volume_apr(seed=0, size=32):
+    from aprlib.data.nuclei import NucleiParams, generate
+    vol = generate((size, size, size), NucleiParams(n_objects=3, radius_range=(4.0, 7.0), photon_scale=2000.0,
+                                                     read_noise=0.003), seed=seed).image
+    return aprlib.form_apr(vol, ndim=3, sigma_th=0.05)
+
+
+def test_form_apr_of_a_volume_is_a_3d_apr_of_its_cells():
+    from aprlib.apr.formation import form_volume_cells
+    from aprlib.data.nuclei import NucleiParams, generate
+    vol = generate((24, 32, 20), NucleiParams(n_objects=2, radius_range=(4.0, 6.0)), seed=3).image
+    apr = aprlib.form_apr(vol, ndim=3)
+    cells, means, used = form_volume_cells(vol)
+    assert apr.ndim == 3 and apr.shape == vol.shape and apr.params == used
+    np.testing.assert_array_equal(apr.level, cells["level"])
+    np.testing.assert_array_equal(apr.z, cells["z"])
+    np.testing.assert_array_equal(apr.intensities, means)
+    np.testing.assert_allclose(apr.sample(vol), means, rtol=1e-5, atol=1e-6)  # the cell means, again
+    apr._validate()  # the tree built for the kernel's cells is the APR's
+    assert 1 < apr.computational_ratio
+    with pytest.raises(ValueError, match="pass ndim=3"):
+        aprlib.form_apr(vol)
+    with pytest.raises(ValueError, match="ndim must be 2"):
+        aprlib.form_apr(vol, ndim=4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_formed_3d_apr_goes_through_every_layer(backend):
+    """The issue's criterion: a 3D APR formed from a volume through APRConv (k = 1, 3, 5, level kernels),
+    APRMaxPool, batch norm and global pooling, forward and backward."""
+    torch.manual_seed(0)
+    batch = APRBatch([_formed_volume_apr(0), _formed_volume_apr(1)])
+    assert len(set(int(v) for v in batch.level)) > 1
+    net = torch.nn.Sequential(
+        aprlib.APRConv3d(1, 4, 1, backend=backend), aprlib.APRConv3d(4, 4, 3, n_level_kernels=3, backend=backend),
+        aprlib.APRBatchNorm(4), aprlib.APRReLU(), aprlib.APRMaxPool3d(backend=backend),
+        aprlib.APRConv3d(4, 4, 5, n_level_kernels=2, backend=backend), aprlib.APRGlobalAvgPool(), torch.nn.Linear(4, 2))
+    out = net(APRFeatures.from_batch(batch))
+    F.cross_entropy(out, torch.tensor([0, 1])).backward()
+    assert out.shape == (2, 2) and torch.isfinite(out).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
