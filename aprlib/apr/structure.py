@@ -18,6 +18,7 @@ plans of :mod:`aprlib.ops.plans` are made from these tables. :func:`apr_children
 """
 from __future__ import annotations
 
+import copy
 import numbers
 import operator
 import zipfile
@@ -239,6 +240,13 @@ class APR:
         tz, ty, tx = c.tree_coords
         return cls(c.shape[1], c.shape[2], c.level, y, x, c.parent, c.tree_level, ty, tx, c.tree_parent,
                    intensities=intensities, params=params, validate=False, depth=c.shape[0], z=z, tree_z=tz)
+
+    def _structure_only(self) -> "APR":
+        """This APR without intensities: the same structure arrays and the same table cache (the dict
+        itself, shared: the tables depend on the structure only)."""
+        view = copy.copy(self)
+        view._intensities = None
+        return view
 
     @property
     def coords(self) -> tuple:

@@ -222,7 +222,9 @@ class PoolPlan:
         pooled, tables = [], []
         poff = 0
         for a, (p, tab) in zip(aprs, _map(APR.pooled, aprs)):
-            pooled.append(p)
+            # an APR with nothing to pool is its own pooled APR: in the pooled batch, as its structure
+            # only, like the other pooled APRs (a batch's APRs all have intensities or none)
+            pooled.append(p._structure_only() if p is a and a.intensities is not None else p)
             tables.append(np.where(tab < 0, -1, tab.astype(np.int64) + poff))
             poff += a.n_particles
         if poff >= _INT32_MAX:
