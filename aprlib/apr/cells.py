@@ -139,23 +139,62 @@ def structure_from_cells(shape, level, coords, check: bool = True) -> Cells:
             covered *= np.minimum((c + 1) * side, shape[axis]) - c * side
         if int(covered.sum()) != math.prod(shape):
             raise ValueError("not a valid APR: the particle cells leave gaps")
-    # the tree: all ancestors, level by level from the finest
-    tree_keys_by_level = {}
+    # the tree: all ancestors, level by level from the finest, as linear indices in each level's grid
+    starts = np.searchsorted(level, np.arange(lmax + 2))
+    tree_lin = {}  # level -> sorted linear indices of its tree nodes
     for lev in range(lmax, lmin, -1):  # the parents of the particles and tree nodes of each level
-        src = np.concatenate([keys[level == lev], tree_keys_by_level.get(lev, np.zeros(0, np.int64))])
-        if len(src):
-            tree_keys_by_level[lev - 1] = np.unique(_parent_keys(src, d, lmax))
-    tree_keys = (np.concatenate([tree_keys_by_level[lv] for lv in sorted(tree_keys_by_level)])
-                 if tree_keys_by_level else np.zeros(0, np.int64))
-    tree_level, tree_coords = _unpack_keys(tree_keys, d, lmax)
+        a, b = starts[lev], starts[lev + 1]
+        grid = level_shape(shape, lmax, lev)
+        src = [c[a:b] for c in coords]
+        if lev in tree_lin:
+            tc = np.unravel_index(tree_lin[lev], grid)
+            src = [np.concatenate([s_, t_]) for s_, t_ in zip(src, tc)]
+        if len(src[0]):
+            up = level_shape(shape, lmax, lev - 1)
+            tree_lin[lev - 1] = _unique_cells(np.ravel_multi_index([c >> 1 for c in src], up), math.prod(up))
+    levels = sorted(tree_lin)
+    tree_level = np.concatenate([np.full(len(tree_lin[lv]), lv, np.int64) for lv in levels]) if levels else np.zeros(0, np.int64)
+    tree_coords = [np.concatenate(parts) if levels else np.zeros(0, np.int64) for parts in zip(
+        *[np.unravel_index(tree_lin[lv], level_shape(shape, lmax, lv)) for lv in levels])] if levels else [
+        np.zeros(0, np.int64) for _ in range(d)]
+    tstart = dict(zip(levels, np.concatenate([[0], np.cumsum([len(tree_lin[lv]) for lv in levels])])))
+
+    def parents(lev, cs):  # tree indices of the parents of level-lev cells
+        up = level_shape(shape, lmax, lev - 1)
+        lin = np.ravel_multi_index([c >> 1 for c in cs], up)
+        nodes = tree_lin[lev - 1]
+        if math.prod(up) <= max(_DENSE_CELLS_PER_LOOKUP * len(lin), 1 << 22):  # a dense rank map
+            rank = np.empty(math.prod(up), np.int64)
+            rank[nodes] = np.arange(len(nodes))
+            return tstart[lev - 1] + rank[lin]
+        return tstart[lev - 1] + np.searchsorted(nodes, lin)
+
     parent = np.full(n, -1, np.int64)
-    fine = level > lmin
-    parent[fine] = _find(tree_keys, _parent_keys(keys[fine], d, lmax))
-    tree_parent = np.full(len(tree_keys), -1, np.int64)
-    tfine = tree_level > lmin
-    tree_parent[tfine] = _find(tree_keys, _parent_keys(tree_keys[tfine], d, lmax))
+    tree_parent = np.full(len(tree_level), -1, np.int64)
+    for lev in range(lmin + 1, lmax + 1):
+        a, b = starts[lev], starts[lev + 1]
+        if b > a:
+            parent[a:b] = parents(lev, [c[a:b] for c in coords])
+        if lev in tree_lin:
+            t0 = tstart[lev]
+            tree_parent[t0:t0 + len(tree_lin[lev])] = parents(lev, np.unravel_index(tree_lin[lev],
+                                                                                   level_shape(shape, lmax, lev)))
     return Cells(shape, level.astype(np.int8), [c.astype(np.int32) for c in coords], parent,
                  tree_level.astype(np.int8), [c.astype(np.int32) for c in tree_coords], tree_parent)
+
+
+#: a level's tree nodes are found on a dense boolean grid (one byte per cell of the level) when the
+#: grid has at most this many cells per cell looked up (or fewer than 2^22 cells), else by sorting
+_DENSE_CELLS_PER_LOOKUP = 64
+
+
+def _unique_cells(lin: np.ndarray, grid_cells: int) -> np.ndarray:
+    """Sorted unique values of the linear cell indices ``lin`` (in [0, grid_cells))."""
+    if grid_cells <= max(_DENSE_CELLS_PER_LOOKUP * len(lin), 1 << 22):
+        mark = np.zeros(grid_cells, bool)
+        mark[lin] = True
+        return np.flatnonzero(mark)
+    return np.unique(lin)
 
 
 def _unpack_keys(keys: np.ndarray, d: int, level_max: int):
