@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..apr.batch import APRBatch
-from ..ops.functional import BACKENDS, apr_conv2d, apr_max_pool2d
+from ..ops import BACKENDS, apr_conv2d, apr_max_pool2d
 
 __all__ = ["APRFeatures", "APRConv2d", "APRMaxPool2d", "APRBatchNorm", "APRReLU", "APRDropout",
            "APRSpatialDropout", "APRGlobalAvgPool", "level_channel"]
