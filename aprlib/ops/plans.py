@@ -18,7 +18,7 @@ from .. import _core
 from ..apr.batch import APRBatch
 from ..apr.structure import APR, top_level
 
-__all__ = ["TreePlan", "ConvPlan", "PoolPlan", "tree_plan", "conv_plan", "pool_plan", "build_tables"]
+__all__ = ["TreePlan", "ConvPlan", "PoolPlan", "tree_plan", "conv_plan", "pool_plan"]
 
 
 _POOL = {"size": 0, "executor": None}
@@ -264,17 +264,3 @@ def pool_plan(batch) -> PoolPlan:
     """The batch's pooling plan: the pooled batch and its table (built once, held in the batch's cache:
     :meth:`APRBatch.plan`)."""
     return batch.plan(("pool",), PoolPlan)
-
-
-def build_tables(batch, entries) -> None:
-    """Build the tables of ``entries`` (cached by ``batch`` and its APRs), in layer order: ('conv', k,
-    n_kernels) builds the tree and neighbourhood tables, ('pool',) the pooled structure (the following
-    entries apply to the pooled batch)."""
-    for entry in entries:
-        if entry[0] == "conv":
-            conv_plan(batch, entry[1], entry[2])
-            tree_plan(batch)
-        elif entry[0] == "pool":
-            batch = pool_plan(batch).out
-        else:
-            raise ValueError(f"unknown table entry {entry!r}: expected ('conv', k, n_kernels) or ('pool',)")
