@@ -9,7 +9,7 @@ loads the APR, the operations and the layers (numpy and torch), no plotting, tab
 from .apr import APR, APRBatch, APRParameters, collate_aprs, form_apr
 from .nn.layers import (APRBatchNorm, APRConv, APRConv2d, APRConv3d, APRDropout, APRFeatures, APRGlobalAvgPool, APRMaxPool,
                         APRMaxPool2d, APRMaxPool3d, APRReLU, APRSpatialDropout, level_channel)
-from .ops.functional import apr_conv, apr_conv2d, apr_conv3d, apr_max_pool, apr_max_pool2d, apr_max_pool3d, tree_values
+from .ops import apr_conv, apr_conv2d, apr_conv3d, apr_max_pool, apr_max_pool2d, apr_max_pool3d, tree_values
 
 __version__ = "0.1.0"
 __all__ = ["APR", "APRBatch", "APRParameters", "collate_aprs", "form_apr", "apr_conv", "apr_conv2d", "apr_conv3d",

@@ -231,3 +231,16 @@ def test_pooling_a_batch_where_one_apr_has_nothing_to_pool(shape):
     batch = APRBatch([coarse, fine])
     out, pooled = apr_max_pool(batch.features(), batch)
     assert out.shape[0] == pooled.n_particles and pooled[0].shape == shape
+
+
+def test_prepare_builds_every_table_of_a_3d_network():
+    from aprlib.nn.prepare import prepare
+    net = torch.nn.Sequential(aprlib.APRConv3d(1, 2, 3, n_level_kernels=2), aprlib.APRReLU(), aprlib.APRMaxPool3d(),
+                              aprlib.APRConv3d(2, 2, 5), aprlib.APRGlobalAvgPool())
+    batch = APRBatch([_random_apr((6, 7, 8), 20), _random_apr((5, 5, 5), 21)])
+    prepare(batch, net, in_channels=1)
+    pooled = batch.plan(("pool",), None).out
+    sizes = lambda: (len(batch._tables), len(pooled._tables), [len(a._tables) for a in batch.aprs + pooled.aprs])
+    before = sizes()
+    net(APRFeatures.from_batch(batch)).sum().backward()
+    assert sizes() == before

@@ -39,8 +39,7 @@ class APRBatch:
                 raise TypeError(f"item {i} is a {type(a).__name__}, not an APR")
         channels = {None if a.intensities is None else (1 if a.intensities.ndim == 1 else a.intensities.shape[1])
                     for a in aprs}
-        dims = sorted({a.ndim for a in aprs})
-        if len(dims) > 1:
+        if len({a.ndim for a in aprs}) > 1:
             raise ValueError("all APRs of a batch must have the same dimension, got 2D and 3D APRs")
         if len(channels) > 1:
             raise ValueError(f"all APRs of a batch must have the same number of channels, got {sorted(map(str, channels))}")
@@ -67,21 +66,28 @@ class APRBatch:
             raise TypeError(f"a plan key must be a tuple, got {type(key).__name__}")
         return self._table(("plan",) + key, lambda: build(self.aprs))
 
+    def _device_tensor(self, name: str, build, device) -> torch.Tensor:
+        """The int64 tensor ``build()`` (numpy) on ``device``, made once per device under (name, device).
+        On ``meta`` (a shape pass: :func:`aprlib.nn.prepare.prepare`) the CPU tensor is made and cached,
+        the one the real pass will use, and a meta tensor of its shape returned, never cached."""
+        device = torch.device(device)
+        if device.type == "meta":
+            cpu = self._device_tensor(name, build, "cpu")
+            return torch.empty_like(cpu, device=device)
+        return self._table((name, str(device)), lambda: torch.as_tensor(build(), device=device))
+
     def pixel_owner(self, device="cpu") -> torch.Tensor:
         """(sum of the images' pixels,) int64 tensor on ``device``: the batch row of the particle holding
         each pixel (voxel) of each image, images one after the other (made once per device from :meth:`APR.pixel_owner`)."""
-        def build():
-            rows = [a.pixel_owner().ravel() + off for a, off in zip(self.aprs, self.particle_offsets[:-1])]
-            return torch.as_tensor(np.concatenate(rows), device=device)
-        return self._table(("pixel_owner", str(device)), build)
+        return self._device_tensor("pixel_owner", lambda: np.concatenate(
+            [a.pixel_owner().ravel() + off for a, off in zip(self.aprs, self.particle_offsets[:-1])]), device)
 
     def __len__(self) -> int:
         return len(self.aprs)
 
     def batch_index_tensor(self, device="cpu") -> torch.Tensor:
         """``batch_index`` as an int64 tensor on ``device`` (made once per device)."""
-        return self._table(("batch_index", str(torch.device(device))),
-                           lambda: torch.as_tensor(self.batch_index, device=device))
+        return self._device_tensor("batch_index", lambda: self.batch_index, device)
 
     def __getitem__(self, i: int) -> APR:
         return self.aprs[i]

@@ -1,5 +1,5 @@
 """torch.nn modules on APRs: the layers (:mod:`.layers`), APR <-> dense adapters (:mod:`.adapters`)
-and the one walk over a network's layers, which builds the index tables it needs
+and building the index tables a network needs on a batch by running it once on meta tensors
 (:mod:`aprlib.nn.prepare`: ``from aprlib.nn.prepare import prepare``; not re-exported here, so that
 ``aprlib.nn.prepare`` stays the module)."""
 from .adapters import APRToDense, DenseToAPR, apr_to_dense, dense_to_apr, pixel_owner

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..apr.batch import APRBatch
-from ..ops.functional import BACKENDS, apr_conv, apr_max_pool
+from ..ops import BACKENDS, apr_conv, apr_max_pool
 
 __all__ = ["APRFeatures", "APRConv", "APRConv2d", "APRConv3d", "APRMaxPool", "APRMaxPool2d", "APRMaxPool3d", "APRBatchNorm", "APRReLU", "APRDropout",
            "APRSpatialDropout", "APRGlobalAvgPool", "level_channel"]

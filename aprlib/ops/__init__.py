@@ -1,12 +1,23 @@
-"""The APRNet operations on batches of APRs as torch operators (:mod:`.functional`: tree means, APR
-convolution, APR max pooling; C++ and pure-torch backends) and the batch index plans they run on
-(:mod:`.plans`). Importing it registers the C++ kernels as ``torch.ops.aprlib.*`` operators
-(:mod:`.library`)."""
-from . import library
-from .functional import (BACKENDS, apr_conv, apr_conv2d, apr_conv3d, apr_max_pool, apr_max_pool2d, apr_max_pool3d,
-                         resolve_backend, tree_values)
-from .plans import ConvPlan, PoolPlan, TreePlan, build_tables, conv_plan, pool_plan, tree_plan
+"""The APRNet operations on batches of APRs, one module per op, each holding its C++ kernel binding,
+its pure-torch implementation, its ``torch.library`` registration (``torch.ops.aprlib.*``: the C++
+kernel for the CPU, the pure-torch one for every other device, fake implementations and autograd) and
+its public function: :mod:`.tree_means` (:func:`tree_values`), :mod:`.conv` (:func:`apr_conv`, :func:`apr_conv2d`,
+:func:`apr_conv3d`), :mod:`.max_pool` (:func:`apr_max_pool` and its 2d / 3d forms). :mod:`.common` holds the ``backend=`` choice and the
+argument checks they share, :mod:`.plans` the batch index plans they run on. Importing it registers
+the operators."""
+import torch
 
-__all__ = ["library", "BACKENDS", "apr_conv", "apr_conv2d", "apr_conv3d", "apr_max_pool", "apr_max_pool2d",
-           "apr_max_pool3d", "resolve_backend", "tree_values", "ConvPlan", "PoolPlan",
-           "TreePlan", "build_tables", "conv_plan", "pool_plan", "tree_plan"]
+from . import conv, max_pool, tree_means
+from .common import BACKENDS, resolve_backend
+from .conv import apr_conv, apr_conv2d, apr_conv3d
+from .max_pool import apr_max_pool, apr_max_pool2d, apr_max_pool3d
+from .plans import ConvPlan, PoolPlan, TreePlan, conv_plan, pool_plan, tree_plan
+from .tree_means import tree_values
+
+#: The registered operators by name.
+OPS = {name: getattr(torch.ops.aprlib, name) for name in
+       ("tree_means", "tree_means_transpose", "conv", "conv_backward", "pool", "pool_backward")}
+
+__all__ = ["tree_means", "conv", "max_pool", "BACKENDS", "OPS", "apr_conv", "apr_conv2d", "apr_conv3d", "apr_max_pool",
+           "apr_max_pool2d", "apr_max_pool3d", "resolve_backend",
+           "tree_values", "ConvPlan", "PoolPlan", "TreePlan", "conv_plan", "pool_plan", "tree_plan"]

@@ -18,7 +18,7 @@ from .. import _core
 from ..apr.batch import APRBatch
 from ..apr.structure import APR, top_level
 
-__all__ = ["TreePlan", "ConvPlan", "PoolPlan", "tree_plan", "conv_plan", "pool_plan", "build_tables"]
+__all__ = ["TreePlan", "ConvPlan", "PoolPlan", "tree_plan", "conv_plan", "pool_plan"]
 
 
 _POOL = {"size": 0, "executor": None}
@@ -36,6 +36,28 @@ def _map(fn, items: list) -> list:
             _POOL["executor"].shutdown(wait=False)
         _POOL.update(size=n, executor=ThreadPoolExecutor(n, thread_name_prefix="aprlib-tables"))
     return list(_POOL["executor"].map(fn, items))
+
+
+def _on_device(cache: dict, key, tensors, device):
+    """``tensors`` (CPU tensors, possibly in tuples and lists) on ``device``: themselves on the CPU (or
+    device None), a copy cached in ``cache`` under (key, device) on other devices, and an uncached meta
+    copy on ``meta`` (shapes only: nothing of a shape pass stays in a plan)."""
+    if device is None:
+        return tensors
+    device = torch.device(device)
+    if device.type == "cpu":
+        return tensors
+
+    def move(v):
+        if isinstance(v, (tuple, list)):
+            return type(v)(move(u) for u in v)
+        return v.to(device)
+    if device.type == "meta":
+        return move(tensors)
+    k = (key, str(device))
+    if k not in cache:
+        cache[k] = move(tensors)
+    return cache[k]
 
 
 # --- batch plans --------------------------------------------------------------------------------
@@ -88,29 +110,14 @@ class TreePlan:
         self.offsets = np.searchsorted(lv[self.order], np.arange(top + 1)).astype(np.int64)
         self._torch = {}
 
-    def op_tensors(self) -> tuple:
-        """(order, offsets, children, counts) as CPU tensors sharing the plan's arrays (zero-copy), the
-        arguments of ``torch.ops.aprlib.tree_means`` and ``tree_means_transpose``."""
+    def op_tensors(self, device=None) -> tuple:
+        """(order (T,) int64, offsets (L + 1,) int64, children (T, n_children) int32, counts (T,) int32),
+        the arguments of ``torch.ops.aprlib.tree_means`` and ``tree_means_transpose``: CPU tensors sharing
+        the plan's arrays (zero-copy), or copies on ``device`` (cached; meta ones not)."""
         if "op" not in self._torch:
             self._torch["op"] = tuple(torch.from_numpy(a) for a in (self.order, self.offsets, self.children,
                                                                     self.counts))
-        return self._torch["op"]
-
-    def torch_levels(self, device):
-        """Per tree level, finest first: (tree rows, children rows (n, 4) with -1 -> zero row, counts)."""
-        key = str(device)
-        if key not in self._torch:
-            out = []
-            zero = self.N + self.T
-            for lv in range(len(self.offsets) - 2, -1, -1):
-                idx = self.order[self.offsets[lv]:self.offsets[lv + 1]]
-                if len(idx) == 0:
-                    continue
-                ch = self.children[idx].astype(np.int64)
-                out.append((torch.as_tensor(idx, device=device), torch.as_tensor(np.where(ch < 0, zero, ch), device=device),
-                            torch.as_tensor(self.counts[idx].astype(np.int64), device=device)))
-            self._torch[key] = out
-        return self._torch[key]
+        return _on_device(self._torch, "op", self._torch["op"], device)
 
 
 class ConvPlan:
@@ -169,12 +176,13 @@ class ConvPlan:
             self._chunks[key] = out
         return self._chunks[key]
 
-    def op_tensors(self, step: int) -> tuple:
+    def op_tensors(self, step: int, device=None) -> tuple:
         """The arguments of ``torch.ops.aprlib.conv`` and ``conv_backward`` for chunks of at most ``step``
         rows (cached): ``tables`` (list of the APRs' own (N_b, k^ndim) int32 tables, zero-copy; empty for
         k = 1), ``maps`` (B, 4) int64, ``rows`` (N,) int64 the groups' batch rows one after the other,
         ``segs`` (S, 3) int64 every chunk's segments one after the other, ``chunks`` (n_chunks, 5) int64
-        = (kernel, first seg, stop seg, first row, stop row) with rows indexing ``rows``, in group order."""
+        = (kernel, first seg, stop seg, first row, stop row) with rows indexing ``rows``, in group order.
+        CPU tensors, or copies on ``device`` (cached; meta ones not)."""
         key = ("op", int(step))
         if key not in self._torch:
             rows, segs, chunks, r0, s0 = [], [], [], 0, 0
@@ -190,7 +198,7 @@ class ConvPlan:
                                 torch.from_numpy(np.concatenate(rows).astype(np.int64)),
                                 torch.from_numpy(np.concatenate(segs) if segs else np.zeros((0, 3), np.int64)),
                                 torch.from_numpy(np.array(chunks, np.int64).reshape(-1, 5)))
-        return self._torch[key]
+        return _on_device(self._torch, key, self._torch[key], device)
 
     def rows_tensor(self, i: int, device="cpu") -> torch.Tensor:
         key = ("rows", i, str(device))
@@ -216,7 +224,8 @@ class ConvPlan:
 
 
 class PoolPlan:
-    """Max pooling of a batch: the pooled batch and the (M, 4) int32 table of input particle rows."""
+    """Max pooling of a batch: the pooled batch and the (M, n_in) int32 table of input particle rows
+    (n_in = 4 in 2D)."""
 
     def __init__(self, aprs):
         pooled, tables = [], []
@@ -234,19 +243,12 @@ class PoolPlan:
         self.table = np.ascontiguousarray(np.concatenate(tables)).astype(np.int32)
         self._torch = {}
 
-    def op_tensor(self) -> torch.Tensor:
-        """The (M, 4) int32 table as a CPU tensor sharing the plan's array (``torch.ops.aprlib.pool``)."""
+    def op_tensor(self, device=None) -> torch.Tensor:
+        """The (M, n_in) int32 table (``torch.ops.aprlib.pool``): a CPU tensor sharing the plan's array,
+        or a copy on ``device`` (cached; a meta one not)."""
         if "op" not in self._torch:
             self._torch["op"] = torch.from_numpy(self.table)
-        return self._torch["op"]
-
-    def torch_table(self, device):
-        """(M, 4) int64 table with -1 replaced by n_in (a -inf row appended to the input)."""
-        key = str(device)
-        if key not in self._torch:
-            self._torch[key] = torch.as_tensor(np.where(self.table < 0, self.n_in, self.table).astype(np.int64),
-                                               device=device)
-        return self._torch[key]
+        return _on_device(self._torch, "op", self._torch["op"], device)
 
 
 def tree_plan(batch) -> TreePlan:
@@ -265,17 +267,3 @@ def pool_plan(batch) -> PoolPlan:
     """The batch's pooling plan: the pooled batch and its table (built once, held in the batch's cache:
     :meth:`APRBatch.plan`)."""
     return batch.plan(("pool",), PoolPlan)
-
-
-def build_tables(batch, entries) -> None:
-    """Build the tables of ``entries`` (cached by ``batch`` and its APRs), in layer order: ('conv', k,
-    n_kernels) builds the tree and neighbourhood tables, ('pool',) the pooled structure (the following
-    entries apply to the pooled batch)."""
-    for entry in entries:
-        if entry[0] == "conv":
-            conv_plan(batch, entry[1], entry[2])
-            tree_plan(batch)
-        elif entry[0] == "pool":
-            batch = pool_plan(batch).out
-        else:
-            raise ValueError(f"unknown table entry {entry!r}: expected ('conv', k, n_kernels) or ('pool',)")

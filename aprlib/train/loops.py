@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 from ..apr.batch import APRBatch
 from ..apr.formation import THESIS_FORMATION, APRParameters, form_apr
 from ..apr.structure import APR
-from ..nn.prepare import layer_entries
-from ..ops.plans import build_tables
+from ..nn.prepare import meta_network, prepare
 from .batchnorm import batch_norms, recalibrate_bn
 from .checkpoint import Checkpoint, _as_checkpoint, _load_checkpoint, _save_checkpoint
 
@@ -114,16 +113,22 @@ def _progress(*args, **kwargs):
     return tqdm(*args, **kwargs)
 
 
-def layer_plan(network) -> list[tuple]:
-    """The index tables a network needs, in order: ('conv', k, n_kernels) and ('pool',) entries."""
-    return layer_entries(network)
+def layer_plan(network) -> torch.nn.Module:
+    """What a :class:`BatchBuilder` prepares its APR batches for: the network's structure, a copy with
+    its parameters and buffers on the meta device (:func:`aprlib.nn.prepare.meta_network`: no values,
+    no memory; picklable to DataLoader workers)."""
+    return meta_network(network)
 
 
 class BatchBuilder:
-    """Picklable: list of (image (H, W) or RGB (H, W, 3), label) -> (network input, labels (B,) int64)."""
+    """Picklable: list of (image (H, W) or RGB (H, W, 3), label) -> (network input, labels (B,) int64).
+    With ``plan`` (a network, best its :func:`layer_plan`), every APR batch is prepared for it
+    (:func:`aprlib.nn.prepare.prepare`: all its index tables built here, in the worker)."""
 
-    def __init__(self, spec: InputSpec, plan: list[tuple] | None = None):
-        self.spec, self.plan = spec, list(plan or [])
+    def __init__(self, spec: InputSpec, plan: torch.nn.Module | None = None):
+        if plan is not None and not isinstance(plan, torch.nn.Module):
+            raise TypeError(f"plan must be a network (see layer_plan) or None, got {type(plan).__name__}")
+        self.spec, self.plan = spec, (None if plan is None else meta_network(plan))
 
     def inputs(self, images):
         s = self.spec
@@ -136,7 +141,8 @@ class BatchBuilder:
                     apr.intensities = ((apr.intensities - shift) / scale).astype(np.float32)
                 aprs.append(apr)
             batch = APRBatch(aprs)
-            build_tables(batch, self.plan)  # every table here (in the worker), not in the forward pass
+            if self.plan is not None:
+                prepare(batch, self.plan)  # every table here (in the worker), not in the forward pass
             return batch
         x = np.stack([np.asarray(im, np.float32) for im in images])
         if s.normalise is not None:
