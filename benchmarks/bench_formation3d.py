@@ -1,4 +1,4 @@
-"""Time 3D APR formation: aprlib's form_volume_cells vs pyapr.converter.get_apr, one thread.
+"""Time 3D APR formation: aprlib's form_volume_cells and form_apr(ndim=3) vs pyapr.converter.get_apr, one thread.
 
 Usage:
     python benchmarks/bench_formation3d.py [--sizes 64 128 256] [--repeats 7] [--threads 1] [--csv PATH]
@@ -14,6 +14,13 @@ one warm-up call; the two sides are interleaved, their order alternating, and th
 --repeats calls are reported with the ratio pyapr_time / aprlib_time (>= 1: aprlib at least as
 fast), the same ratio of process CPU times, the particle counts and the fraction of voxels at the
 same level in both.
+
+aprlib is timed three ways, interleaved with pyapr in the same rounds: ``form_volume_cells`` (the
+kernel: particle cells, their tree and parents, and the means: ``aprlib_s``), ``form_apr(v, ndim=3)``
+end to end (the kernel and the APR object: ``apr_s``, ratio ``ratio_apr`` = pyapr_time / apr_s), and,
+with ``--numpy-tree``, the former end-to-end path (the kernel, then the tree rebuilt in numpy by
+``aprlib.apr.cells.structure_from_cells`` and ``APR._from_cell_structure``: ``numpy_tree_s``), for
+comparison.
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="OpenMP threads for both libraries (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--csv", default=None, metavar="PATH", help="also write the results table to PATH")
+    ap.add_argument("--numpy-tree", action="store_true",
+                    help="also time the former form_apr(ndim=3) path: the tree rebuilt in numpy (structure_from_cells)")
     args = ap.parse_args(argv)
     if min(args.sizes) < 8 or args.repeats < 1 or args.threads < 1:
         ap.error("sizes must be >= 8, --repeats and --threads >= 1")
@@ -62,7 +71,9 @@ def main(argv=None):
     import numpy as np
 
     from aprlib import _core
-    from aprlib.apr.formation import form_volume_cells
+    from aprlib.apr.cells import structure_from_cells
+    from aprlib.apr.formation import form_apr, form_volume_cells
+    from aprlib.apr.structure import APR
     _core.set_num_threads(args.threads)
     try:
         import pyapr
@@ -74,8 +85,8 @@ def main(argv=None):
     print(f"E={E}, lambda={lam}, sigma_th=5% of the range; threads={args.threads} "
           f"(OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, _core.num_threads()={_core.num_threads()}); "
           f"medians of {args.repeats} interleaved calls")
-    header = ["size", "voxels", "aprlib_s", "pyapr_s", "ratio_wall", "ratio_cpu", "aprlib_particles",
-              "pyapr_particles", "same_level"]
+    header = ["size", "voxels", "aprlib_s", "apr_s"] + (["numpy_tree_s"] if args.numpy_tree else []) + [
+        "pyapr_s", "ratio_wall", "ratio_apr", "ratio_cpu", "aprlib_particles", "pyapr_particles", "same_level"]
     print(" ".join(f"{h:>16}" for h in header))
     rows = []
     for n in args.sizes:
@@ -84,6 +95,14 @@ def main(argv=None):
 
         def ours():
             return form_volume_cells(v, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+
+        def ours_apr():
+            return form_apr(v, ndim=3, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+
+        def ours_numpy_tree():  # the former form_apr(ndim=3): the tree from the cells in numpy
+            cells, means, used = form_volume_cells(v, rel_error=E, gradient_smoothing=lam, sigma_th=sigma_th)
+            s = structure_from_cells(v.shape, cells["level"], (cells["z"], cells["y"], cells["x"]), check=False)
+            return APR._from_cell_structure(s, means, used)
 
         if pyapr is not None:
             par = pyapr.APRParameters()
@@ -95,7 +114,11 @@ def main(argv=None):
                 with contextlib.redirect_stdout(io.StringIO()):
                     return pyapr.converter.get_apr(v, params=par)
 
-        sides = {"aprlib": ours} if pyapr is None else {"aprlib": ours, "pyapr": theirs}
+        sides = {"aprlib": ours, "apr": ours_apr}
+        if args.numpy_tree:
+            sides["numpy_tree"] = ours_numpy_tree
+        if pyapr is not None:
+            sides["pyapr"] = theirs
         wall = {k: [] for k in sides}
         cpu = {k: [] for k in sides}
         out = {k: f() for k, f in sides.items()}  # warm-up (and the results compared below)
@@ -108,7 +131,10 @@ def main(argv=None):
                 cpu[k].append(time.process_time() - c0)
         cells, means, _ = out["aprlib"]
         t_o = statistics.median(wall["aprlib"])
-        row = dict(size=n, voxels=n ** 3, aprlib_s=t_o, aprlib_particles=len(means))
+        t_a = statistics.median(wall["apr"])
+        row = dict(size=n, voxels=n ** 3, aprlib_s=t_o, apr_s=t_a, aprlib_particles=len(means))
+        if args.numpy_tree:
+            row["numpy_tree_s"] = statistics.median(wall["numpy_tree"])
         if pyapr is not None:
             apr, _ = out["pyapr"]
             lp = np.asarray(pyapr.reconstruction.reconstruct_level(apr))
@@ -121,7 +147,7 @@ def main(argv=None):
                 g[cells["z"][sel], cells["y"][sel], cells["x"][sel]] = lev
                 lm = np.maximum(lm, np.repeat(np.repeat(np.repeat(g, s, 0), s, 1), s, 2)[:n, :n, :n])
             t_p = statistics.median(wall["pyapr"])
-            row.update(pyapr_s=t_p, ratio_wall=t_p / t_o,
+            row.update(pyapr_s=t_p, ratio_wall=t_p / t_o, ratio_apr=t_p / t_a,
                        ratio_cpu=statistics.median(cpu["pyapr"]) / statistics.median(cpu["aprlib"]),
                        pyapr_particles=apr.total_number_particles(), same_level=float((lm == lp).mean()))
         rows.append(row)

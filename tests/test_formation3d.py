@@ -369,3 +369,41 @@ def test_agreement_with_pyapr_thresholds(thresholds):
         cells, means, _ = form_volume_cells(v, rel_error=0.1, gradient_smoothing=lam, sigma_th=0.04, **thresholds)
         assert float((level_map(cells) == lp).mean()) >= 0.999
         assert abs(len(means) - apr.total_number_particles()) <= 0.001 * apr.total_number_particles()
+
+
+# --- the tree and parents from the kernel ----------------------------------------------------------
+
+_TREE_FIELDS = ("level", "z", "y", "x", "parent", "tree_level", "tree_z", "tree_y", "tree_x", "tree_parent")
+
+
+@pytest.mark.parametrize("shape", [(40, 40, 40), (37, 50, 29), (1, 1, 1), (2, 2, 2), (5, 3, 2), (1, 40, 33),
+                                   (3, 200, 7), (65, 10, 3), (33, 1, 17), (96, 80, 72)])
+@pytest.mark.parametrize("changes", [{}, {"pulling_scheme": "minimal"}, {"gradient_smoothing": 0.0, "rel_error": 0.05},
+                                     {"sigma_th": 1e3, "sigma_th_max": 1e3}])
+def test_kernel_tree_is_that_of_structure_from_cells(shape, changes):
+    """The tree, parents and offsets that form_apr3d returns are exactly structure_from_cells' for its
+    cells (dtypes included), and form_apr(ndim=3) is the APR they make (_validate passes). Scale floors
+    above every scale give the coarsest APR: the particles at level_min + 1, the tree level_min's grid."""
+    from aprlib.apr.cells import structure_from_cells
+    from aprlib.apr.structure import APR
+    import aprlib
+    v = blobs(0, sum(shape), shape=shape)
+    cells, means, used = form_volume_cells(v, **changes)
+    s = structure_from_cells(v.shape, cells["level"], (cells["z"], cells["y"], cells["x"]))  # checked
+    expected = dict(zip(_TREE_FIELDS, (s.level, *s.coords, s.parent, s.tree_level, *s.tree_coords, s.tree_parent)))
+    for name, a in expected.items():
+        assert cells[name].dtype == a.dtype and np.array_equal(cells[name], a), name
+    lmax = cells["level_max"]
+    assert cells["tree_offsets"].dtype == np.int64
+    np.testing.assert_array_equal(cells["tree_offsets"], np.searchsorted(s.tree_level, np.arange(lmax + 2)))
+    apr = aprlib.form_apr(v, ndim=3, **changes)
+    ref = APR._from_cell_structure(s, means, used)
+    for name in _TREE_FIELDS + ("level_offsets", "tree_offsets"):
+        a, b = getattr(apr, name), getattr(ref, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert (apr.ndim, apr.shape, apr.level_min, apr.level_max, apr.params) == (3, ref.shape, ref.level_min,
+                                                                               ref.level_max, used)
+    np.testing.assert_array_equal(apr.intensities, means)
+    apr._validate()
+    if "sigma_th_max" in changes:
+        assert set(apr.level.tolist()) == {apr.level_min + 1} and set(apr.tree_level.tolist()) == {apr.level_min}

@@ -146,12 +146,6 @@ void max_children(const uint8_t* f, int64_t fz, int64_t fy, int64_t fx, int64_t 
         }
 }
 
-// Calls f(x) for each set byte of the row p[0, n).
-template <typename F>
-inline void each_set(const uint8_t* p, int64_t n, F f) {
-    for_each_set(p, n, f);
-}
-
 }  // namespace
 
 Geometry3 make_geometry3(int64_t Z, int64_t Y, int64_t X) {
@@ -459,6 +453,178 @@ void local_intensity_scale3d(const float* half, int64_t nz, int64_t ny, int64_t 
         }
 }
 
+// The sorted particle and tree arrays from the split masks split[l] (nz(l) x ny(l) x nx(l), l in
+// [level_min, level_max - 1]; no cell of level_max is split), as build_structure does in 2D with
+// the rows (z, y) of each level: the row (z, y) of level l has the parent row (z >> 1, y >> 1).
+//
+// Tree nodes are the split cells of levels level_min..level_max-1, row by row. They are exactly the
+// ancestors of the particles because every split cell of level l > level_min has a split parent:
+// LibAPR's scheme splits a cell whose required level exceeds l (then its parent's exceeds l - 1)
+// or one with a 27-neighbour n whose required level exceeds l + 1 (then parent(n), a 27-neighbour
+// of the parent or the parent itself, has one above l + 1 too); the minimal scheme also splits a
+// cell with a child that is a 27-neighbour of a split cell s of level l + 1 (then, by induction
+// from the finest level, parent(s) is split and is the cell or a 27-neighbour of it, so the same
+// holds one level down). Tree nodes are listed row by row, so the nodes of one row are contiguous
+// (row_start). Particles of level l > level_min are the children of split cells of level l - 1 that are not split
+// themselves: each row of level l is read off the tree nodes of its parent row, in increasing x,
+// with the parent index at hand; only the level_min grid is scanned whole. Parents of tree nodes
+// are found by merging a row's nodes with its parent row's (-1 if the parent is not split).
+// Costs the split grids' cells once (counting and listing the tree nodes) plus O(N + T).
+Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, const Geometry3& g) {
+    const int L = g.level_max, lmin = g.level_min;
+    Structure3 out;
+    out.g = g;
+    // parent row of row r = z * ny + y of level l (l > level_min)
+    auto parent_row = [&](int l, int64_t r) {
+        const int64_t ny = g.ny(l), z = r / ny, y = r - z * ny;
+        return (z >> 1) * g.ny(l - 1) + (y >> 1);
+    };
+    // --- tree nodes
+    std::vector<std::vector<int64_t>> row_start(L);  // row_start[l][r]: first tree node of row r
+    out.tree_offsets.assign(L + 2, 0);
+    int64_t T = 0;
+    for (int l = lmin; l < L; ++l) {
+        const int64_t R = g.nz(l) * g.ny(l), C = g.nx(l);
+        std::vector<int64_t>& rs = row_start[l];
+        rs.assign(R + 1, 0);
+        const uint8_t* sp = split[l].data();
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) rs[r + 1] = count_set(sp + r * C, C);
+        rs[0] = T;
+        for (int64_t r = 0; r < R; ++r) rs[r + 1] += rs[r];
+        out.tree_offsets[l] = T;
+        T = rs[R];
+    }
+    for (int l = L; l <= L + 1; ++l) out.tree_offsets[l] = T;
+    resize_for_fill(out.tree_z, T);
+    resize_for_fill(out.tree_y, T);
+    resize_for_fill(out.tree_x, T);
+    resize_for_fill(out.tree_level, T);
+    resize_for_fill(out.tree_parent, T);
+    for (int l = lmin; l < L; ++l) {
+        const int64_t ny = g.ny(l), R = g.nz(l) * ny, C = g.nx(l);
+        const std::vector<int64_t>& rs = row_start[l];
+        const uint8_t* sp = split[l].data();
+        std::fill(out.tree_level.begin() + rs[0], out.tree_level.begin() + rs[R], static_cast<int8_t>(l));
+        int32_t* tz = out.tree_z.data();
+        int32_t* ty = out.tree_y.data();
+        int32_t* tx = out.tree_x.data();
+        int64_t* tp = out.tree_parent.data();
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) {
+            if (rs[r + 1] == rs[r]) continue;
+            int64_t k = rs[r];
+            const int32_t z = static_cast<int32_t>(r / ny), y = static_cast<int32_t>(r - (r / ny) * ny);
+            for_each_set(sp + r * C, C, [&](int64_t x) {
+                tz[k] = z;
+                ty[k] = y;
+                tx[k] = static_cast<int32_t>(x);
+                ++k;
+            });
+            // parents: merge with the parent row (both sorted by x); the parent row's nodes are of
+            // level l - 1, listed in an earlier pass
+            int64_t q = 0, q_end = 0;
+            if (l > lmin) {
+                const int64_t pr = parent_row(l, r);
+                q = row_start[l - 1][pr];
+                q_end = row_start[l - 1][pr + 1];
+            }
+            for (int64_t j = rs[r]; j < rs[r + 1]; ++j) {
+                const int32_t px = tx[j] >> 1;
+                while (q < q_end && tx[q] < px) ++q;
+                tp[j] = (q < q_end && tx[q] == px) ? q : -1;
+            }
+        }
+    }
+    // --- particles: per row counts, then the arrays
+    std::vector<std::vector<int64_t>> prow(L + 1);  // prow[l][r]: first particle of row r
+    out.level_offsets.assign(L + 2, 0);
+    int64_t N = 0;
+    for (int l = 0; l <= L + 1; ++l) {
+        out.level_offsets[l] = N;
+        if (l < lmin || l > L) continue;
+        const int64_t R = g.nz(l) * g.ny(l), C = g.nx(l);
+        std::vector<int64_t>& pr = prow[l];
+        pr.assign(R + 1, 0);
+        const uint8_t* sp = l < L ? split[l].data() : nullptr;
+        if (l == lmin) {
+            for (int64_t r = 0; r < R; ++r) pr[r + 1] = C - count_set(sp + r * C, C);
+        } else {
+            const std::vector<int64_t>& prs = row_start[l - 1];
+            const int32_t* tx = out.tree_x.data();
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+            for (int64_t r = 0; r < R; ++r) {
+                const int64_t par = parent_row(l, r);
+                int64_t c = 0;
+                const uint8_t* s = sp ? sp + r * C : nullptr;
+                for (int64_t q = prs[par]; q < prs[par + 1]; ++q) {
+                    const int64_t x0 = int64_t(tx[q]) << 1;
+                    const int64_t x1 = std::min(x0 + 2, C);
+                    for (int64_t x = x0; x < x1; ++x) c += !(s && s[x]);
+                }
+                pr[r + 1] = c;
+            }
+        }
+        pr[0] = N;
+        for (int64_t r = 0; r < R; ++r) pr[r + 1] += pr[r];
+        N = pr[R];
+    }
+    out.level_offsets[L + 1] = N;
+    resize_for_fill(out.z, N);
+    resize_for_fill(out.y, N);
+    resize_for_fill(out.x, N);
+    resize_for_fill(out.level, N);
+    resize_for_fill(out.parent, N);
+    for (int l = lmin; l <= L; ++l) {
+        const int64_t ny = g.ny(l), R = g.nz(l) * ny, C = g.nx(l);
+        const std::vector<int64_t>& pr = prow[l];
+        std::fill(out.level.begin() + pr[0], out.level.begin() + pr[R], static_cast<int8_t>(l));
+        int32_t* pz = out.z.data();
+        int32_t* py = out.y.data();
+        int32_t* px = out.x.data();
+        int64_t* pp = out.parent.data();
+        const uint8_t* sp = l < L ? split[l].data() : nullptr;
+        if (l == lmin) {
+            int64_t k = pr[0];
+            for (int64_t r = 0; r < R; ++r) {
+                const int32_t z = static_cast<int32_t>(r / ny), y = static_cast<int32_t>(r - (r / ny) * ny);
+                for (int64_t x = 0; x < C; ++x)
+                    if (!sp[r * C + x]) {
+                        pz[k] = z;
+                        py[k] = y;
+                        px[k] = static_cast<int32_t>(x);
+                        pp[k] = -1;
+                        ++k;
+                    }
+            }
+            continue;
+        }
+        const std::vector<int64_t>& prs = row_start[l - 1];
+        const int32_t* tx = out.tree_x.data();
+#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
+        for (int64_t r = 0; r < R; ++r) {
+            if (pr[r + 1] == pr[r]) continue;
+            const int64_t par = parent_row(l, r);
+            int64_t k = pr[r];
+            const int32_t z = static_cast<int32_t>(r / ny), y = static_cast<int32_t>(r - (r / ny) * ny);
+            const uint8_t* s = sp ? sp + r * C : nullptr;
+            for (int64_t q = prs[par]; q < prs[par + 1]; ++q) {
+                const int64_t x0 = int64_t(tx[q]) << 1;
+                const int64_t x1 = std::min(x0 + 2, C);
+                for (int64_t x = x0; x < x1; ++x)
+                    if (!(s && s[x])) {
+                        pz[k] = z;
+                        py[k] = y;
+                        px[k] = static_cast<int32_t>(x);
+                        pp[k] = q;
+                        ++k;
+                    }
+            }
+        }
+    }
+    return out;
+}
+
 // The pulling scheme on the half grid (level_max - 1) and the sorted particle cells.
 Structure3 pulling_scheme3d(const uint8_t* req_half, const Geometry3& g, bool minimal) {
     const int L = g.level_max, lmin = g.level_min;
@@ -495,54 +661,7 @@ Structure3 pulling_scheme3d(const uint8_t* req_half, const Geometry3& g, bool mi
             }
         }
     }
-    Structure3 out;
-    out.g = g;
-    out.level_offsets.assign(L + 2, 0);
-    {  // reserve: particles of level l are at most the 8 children of each split cell of level l - 1
-        int64_t bound = g.nz(lmin) * g.ny(lmin) * g.nx(lmin);
-        for (int l = lmin; l < L; ++l) {
-            int64_t c = 0;
-            for (uint8_t v : split[l]) c += v;
-            bound += 8 * c;
-        }
-        out.level.reserve(bound);
-        out.z.reserve(bound);
-        out.y.reserve(bound);
-        out.x.reserve(bound);
-    }
-    auto emit = [&](int l, int64_t z, int64_t y, int64_t x) {
-        out.level.push_back(static_cast<int8_t>(l));
-        out.z.push_back(static_cast<int32_t>(z));
-        out.y.push_back(static_cast<int32_t>(y));
-        out.x.push_back(static_cast<int32_t>(x));
-    };
-    for (int l = 0; l <= L + 1; ++l) {
-        out.level_offsets[l] = static_cast<int64_t>(out.level.size());
-        if (l < lmin || l > L) continue;
-        const int64_t nz = g.nz(l), ny = g.ny(l), nx = g.nx(l);
-        const uint8_t* sp = l < L ? split[l].data() : nullptr;
-        if (l == lmin) {
-            for (int64_t z = 0; z < nz; ++z)
-                for (int64_t y = 0; y < ny; ++y)
-                    for (int64_t x = 0; x < nx; ++x)
-                        if (!sp[(z * ny + y) * nx + x]) emit(l, z, y, x);
-            continue;
-        }
-        // children of the split cells of level l - 1 that are not split themselves, row by row
-        const uint8_t* pp = split[l - 1].data();
-        const int64_t pny = g.ny(l - 1), pnx = g.nx(l - 1);
-        for (int64_t z = 0; z < nz; ++z)
-            for (int64_t y = 0; y < ny; ++y) {
-                const uint8_t* prow = pp + ((z >> 1) * pny + (y >> 1)) * pnx;
-                const uint8_t* srow = sp ? sp + (z * ny + y) * nx : nullptr;
-                each_set(prow, pnx, [&](int64_t xp) {
-                    const int64_t x0 = xp << 1, x1 = std::min(x0 + 2, nx);
-                    for (int64_t x = x0; x < x1; ++x)
-                        if (!(srow && srow[x])) emit(l, z, y, x);
-                });
-            }
-    }
-    return out;
+    return build_structure3(split, g);
 }
 
 }  // namespace

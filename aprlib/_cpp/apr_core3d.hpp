@@ -24,12 +24,17 @@ struct Geometry3 {
 };
 Geometry3 make_geometry3(int64_t Z, int64_t Y, int64_t X);
 
-// Particle cells of a volume, sorted by (level, z, y, x).
+// Particle cells of a volume and the tree of their ancestors, both sorted by (level, z, y, x).
 struct Structure3 {
     Geometry3 g;
     std::vector<int64_t> level_offsets;  // size level_max + 2; particles of level l: [off[l], off[l+1])
     Buffer<int8_t> level;
-    Buffer<int32_t> z, y, x;  // cell indices at their level
+    Buffer<int32_t> z, y, x;             // cell indices at their level
+    std::vector<int64_t> tree_offsets;   // same layout for tree nodes (levels level_min..level_max-1)
+    Buffer<int8_t> tree_level;
+    Buffer<int32_t> tree_z, tree_y, tree_x;
+    Buffer<int64_t> parent;              // tree index of each particle's parent (-1 at level_min)
+    Buffer<int64_t> tree_parent;         // tree index of each tree node's parent (-1 at level_min)
 };
 
 // Particle cells of the float32 volume img (Z, Y, X) by LibAPR's pipeline in 3D:
@@ -41,7 +46,8 @@ struct Structure3 {
 // scale (LibAPR's: mirror padding by 3, truncated box means of width 3 then 7 along each axis of
 // more than 3 half-resolution samples, c = 26.1256 with three such axes, 28.7069 with two, 31.2843
 // with one, mean - min when none) -> required levels -> pulling scheme (LibAPR's 27-neighbour
-// scheme, or the minimal graded set) -> particle cells.
+// scheme, or the minimal graded set) -> particle cells, tree nodes (the ancestors of the particles)
+// and parent indices.
 Structure3 form_structure3d(const float* img, int64_t Z, int64_t Y, int64_t X, const Params& p);
 
 // Mean of the voxels of each particle cell (clipped to the volume), in the order of s: out (N,).

@@ -327,6 +327,13 @@ PYBIND11_MODULE(_core, m) {
               d["z"] = bindutil::to_numpy(std::move(s.z));
               d["y"] = bindutil::to_numpy(std::move(s.y));
               d["x"] = bindutil::to_numpy(std::move(s.x));
+              d["parent"] = bindutil::to_numpy(std::move(s.parent));
+              d["tree_offsets"] = bindutil::to_numpy(std::move(s.tree_offsets));
+              d["tree_level"] = bindutil::to_numpy(std::move(s.tree_level));
+              d["tree_z"] = bindutil::to_numpy(std::move(s.tree_z));
+              d["tree_y"] = bindutil::to_numpy(std::move(s.tree_y));
+              d["tree_x"] = bindutil::to_numpy(std::move(s.tree_x));
+              d["tree_parent"] = bindutil::to_numpy(std::move(s.tree_parent));
               return py::make_tuple(d, means);
           },
           py::arg("volume"), py::arg("rel_error"), py::arg("grad_th"), py::arg("Ip_th"), py::arg("sigma_th"),
@@ -335,7 +342,10 @@ PYBIND11_MODULE(_core, m) {
           "APR particle cells of a float32 C-contiguous (Z, Y, X) volume of finite values (LibAPR's pipeline "
           "in 3D) and the mean of the volume over each: (cells, means). cells: dict with depth, height, width, "
           "level_min, level_max (ints), level_offsets (level_max + 2,) int64, level (N,) int8, z, y, x (N,) int32 "
-          "cell indices at their level, sorted by (level, z, y, x); a cell of level l covers the voxels "
+          "cell indices at their level, sorted by (level, z, y, x), parent (N,) int64 (tree index of each cell's parent, "
+          "-1 at level_min), and the tree of their ancestors (levels level_min..level_max - 1): tree_offsets "
+          "(level_max + 2,) int64, tree_level (T,) int8, tree_z, tree_y, tree_x (T,) int32, sorted by (level, z, y, x), "
+          "tree_parent (T,) int64 (-1 at level_min); a cell of level l covers the voxels "
           "[i * 2^(level_max - l), (i + 1) * 2^(level_max - l)) along each axis, clipped to the volume. "
           "means: (N,) float32, of means_of (a float32 (Z, Y, X) volume) if given, else of volume. Shapes and "
           "parameters are checked before the kernels run, and so is finiteness of both volumes unless "

@@ -17,7 +17,7 @@ any other c it is that of ``image`` up to the rounding of ``c * image`` to float
 cell's level only when its resolution ratio lies within that rounding of a power of two, or where
 the structure rests on rounding noise anyway (``sigma_th = 0`` with smoothing: APRParameters).
 
-3D volumes (z, y, x): ``form_apr(volume, ndim=3)``, whose cells and cell means come from
+3D volumes (z, y, x): ``form_apr(volume, ndim=3)``, whose cells, tree and cell means come from
 :func:`form_volume_cells` (kernels in C++, ``aprlib._core.form_apr3d``). The pipeline is LibAPR's in 3D (``reproduction-spec.md`` section 1, with LibAPR's 3D choices):
 smoothing B-spline along x, y, z with LibAPR's boundary conditions (whole-sample mirroring; lines
 shorter than LibAPR's initialisation window take its own initialisation; axes of <= 2 voxels are not
@@ -42,7 +42,6 @@ import warnings
 import numpy as np
 
 from .. import _core
-from .cells import structure_from_cells
 from .structure import APR
 
 __all__ = ["APRParameters", "THESIS_FORMATION", "SIGMA_TH_FRACTION", "form_apr", "as_float_image", "to_grayscale",
@@ -278,10 +277,9 @@ def form_apr(image, params: APRParameters | None = None, *, ndim: int = 2, **ove
     """
     if ndim == 3 and not isinstance(ndim, bool):
         cells, means, used = form_volume_cells(image, params, **overrides)
-        shape = (cells["depth"], cells["height"], cells["width"])
-        # the kernel's cells are sorted and partition the volume: the structure is not checked again
-        s = structure_from_cells(shape, cells["level"], (cells["z"], cells["y"], cells["x"]), check=False)
-        return APR._from_cell_structure(s, means, used)
+        # the kernel's cells, tree and parents (those of aprlib.apr.cells.structure_from_cells): not
+        # checked again
+        return APR._from_kernel3d(cells, means, used)
     if ndim != 2 or isinstance(ndim, bool):
         raise ValueError(f"ndim must be 2 (an image) or 3 (a volume), got {ndim!r}")
     params = APRParameters() if params is None else params
@@ -389,7 +387,11 @@ def form_volume_cells(volume, params: APRParameters | None = None,
       ``z``, ``y``, ``x`` ((N,) int32 cell indices at their level), sorted by (level, z, y, x). A
       cell of level l with indices (z, y, x) covers the voxels ``[z * s, (z + 1) * s)`` x
       ``[y * s, (y + 1) * s)`` x ``[x * s, (x + 1) * s)`` with ``s = 2 ** (level_max - l)``,
-      clipped to the volume; the cells partition the volume.
+      clipped to the volume; the cells partition the volume. With them the tree of their ancestors
+      and the parent indices, as :func:`aprlib.apr.cells.structure_from_cells` defines them:
+      ``parent`` ((N,) int64, the tree index of each cell's parent, -1 at level_min),
+      ``tree_offsets`` (as ``level_offsets``), ``tree_level`` ((T,) int8), ``tree_z``, ``tree_y``,
+      ``tree_x`` ((T,) int32), sorted by (level, z, y, x), and ``tree_parent`` ((T,) int64).
     - ``means``: (N,) float32, the mean of the volume as given (in its own units) over each cell.
     - ``params_used``: the parameters with ``sigma_th`` in the volume's intensity units, so that
       ``form_volume_cells(volume, params_used)`` forms the same cells.

@@ -208,6 +208,24 @@ class APR:
         return apr
 
     @classmethod
+    def _from_kernel3d(cls, s: dict, intensities: np.ndarray, params=None) -> "APR":
+        """A 3D APR straight from the cells dict of ``aprlib._core.form_apr3d`` (particles, tree,
+        parents and offsets), with none of the checks of ``__init__``, as :meth:`_from_kernel` in 2D:
+        the arrays are the C++ kernel's own and ``intensities`` its float32 (N,) means."""
+        apr = cls.__new__(cls)
+        apr.ndim = 3
+        apr.depth, apr.height, apr.width = int(s["depth"]), int(s["height"]), int(s["width"])
+        for name in cls._FIELDS + cls._FIELDS_3D:
+            setattr(apr, name, s[name])
+        apr.level_min, apr.level_max = int(s["level_min"]), int(s["level_max"])
+        apr.level_offsets = s["level_offsets"]
+        apr.tree_offsets = s["tree_offsets"]
+        apr.params = params
+        apr._intensities = intensities
+        apr._tables = {}
+        return apr
+
+    @classmethod
     def from_cells(cls, shape, level, coords, intensities=None, params=None) -> "APR":
         """The APR whose particle cells are given, in any order and any dimension: ``shape`` (H, W) or
         (Z, Y, X); ``level`` (N,) and ``coords`` (a sequence of d arrays (N,): (y, x) or (z, y, x)) the
