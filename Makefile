@@ -59,6 +59,9 @@ $(STAMP): pyproject.toml setup.py $(LOCK) $(wildcard aprlib/_cpp/*)
 	$(PIP_LOCKED) -e ".[test,book]" || { $(PIP_HINT); }
 	# pyapr (LibAPR) is an optional cross-check: its tests skip where it cannot be installed
 	$(PIP_LOCKED) -e ".[crosscheck]" || echo "pyapr not installable here: cross-checks will be skipped"
+	# StarDist's sample images with ground truth (aprlib.data.stardist_samples): the package without its
+	# deep-learning dependencies; its tests skip where it cannot be installed
+	$(PIP_LOCKED) --no-deps stardist || echo "stardist not installable here: the StarDist sample tests will be skipped"
 	touch $@
 endif
 
