@@ -298,6 +298,14 @@ def _target_batch(target) -> APRBatch:
                     f"APRBatch, got {type(target).__name__}")
 
 
+@torch.compiler.disable
+def _check_pooled_from(coarse: APRBatch, target: APRBatch) -> None:
+    """``coarse`` must be the pooled batch of ``target``'s pooling plan (eager under torch.compile)."""
+    if pool_plan(target).out is not coarse:
+        raise ValueError("APRUpsample: the coarse features are not on the pooled structure of the target batch "
+                         "(upsample the output of APRMaxPool to the batch that was pooled)")
+
+
 class APRUpsample(nn.Module):
     """Upsampling to the structure before a pooling: ``APRUpsample()(coarse, skip)``.
 
@@ -318,9 +326,7 @@ class APRUpsample(nn.Module):
     def forward(self, coarse: APRFeatures, skip) -> APRFeatures:
         coarse = _check(coarse)
         target = _target_batch(skip)
-        if pool_plan(target).out is not coarse.batch:
-            raise ValueError("APRUpsample: the coarse features are not on the pooled structure of the target batch "
-                             "(upsample the output of APRMaxPool to the batch that was pooled)")
+        _check_pooled_from(coarse.batch, target)
         return APRFeatures(apr_upsample(coarse.features, target, backend=self.backend, ndim=self.ndim), target)
 
     def extra_repr(self):
@@ -393,13 +399,20 @@ def apr_cat(inputs) -> APRFeatures:
     for v in inputs:
         _check(v)
     first = inputs[0].batch
+    _check_one_structure(inputs)
+    return APRFeatures(torch.cat([v.features for v in inputs], dim=1), first)
+
+
+@torch.compiler.disable
+def _check_one_structure(inputs) -> None:
+    """All ``inputs`` (APRFeatures) on the first one's structure (eager under torch.compile)."""
+    first = inputs[0].batch
     for i, v in enumerate(inputs[1:], 1):
         if v.batch is not first and not same_structure(first, v.batch):
             raise ValueError(f"apr_cat: input {i} is on another structure than input 0 "
                              f"({v.batch.n_particles} particles of {len(v.batch)} APRs vs {first.n_particles} of "
                              f"{len(first)}, or different levels / positions); concatenate features of one structure "
                              f"(upsample the coarse features to the skip connection's batch first)")
-    return APRFeatures(torch.cat([v.features for v in inputs], dim=1), first)
 
 
 class APRCat(nn.Module):
