@@ -1,5 +1,5 @@
 """The APR operators together (``torch.ops.aprlib.*``, registered by :mod:`aprlib.ops.tree_means`,
-:mod:`aprlib.ops.conv` and :mod:`aprlib.ops.max_pool`): their schemas, a kernel for every device, and
+:mod:`aprlib.ops.conv`, :mod:`aprlib.ops.max_pool` and :mod:`aprlib.ops.upsample`): their schemas, a kernel for every device, and
 ``torch.compile`` of a small APR network: compiled output and gradients equal to eager ones, the APR
 operators inside the graphs, and the number of graph breaks (printed; run with ``-s`` to see it).
 Each operator's own tests (opcheck, its pure-torch kernel, meta tensors) are in tests/ops/test_<op>.py."""
@@ -14,7 +14,8 @@ import aprlib
 from aprlib.data.synthetic import generate_image
 from aprlib.nn import (APRBatchNorm, APRConv2d, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU)
 
-OPS = ("tree_means", "tree_means_transpose", "conv", "conv_backward", "pool", "pool_backward")
+OPS = ("tree_means", "tree_means_transpose", "conv", "conv_backward", "pool", "pool_backward", "upsample",
+       "upsample_backward")
 
 # Graph breaks of the small network below under torch.compile at 8baf6dc, before the operators were
 # registered, counted the same way (dynamo's graph_break counter over the first forward/backward, tables

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..apr.batch import APRBatch
-from ..ops import BACKENDS, apr_conv, apr_max_pool
+from ..ops import BACKENDS, apr_conv, apr_max_pool, apr_upsample, pool_plan
 
 __all__ = ["APRFeatures", "APRConv", "APRConv2d", "APRConv3d", "APRMaxPool", "APRMaxPool2d", "APRMaxPool3d", "APRBatchNorm", "APRReLU", "APRDropout",
-           "APRSpatialDropout", "APRGlobalAvgPool", "level_channel"]
+           "APRSpatialDropout", "APRGlobalAvgPool", "APRUpsample", "APRUpsample2d", "APRUpsample3d", "APRUpConv", "APRCat", "apr_cat", "same_structure",
+           "level_channel"]
 
 
 @dataclasses.dataclass
@@ -285,3 +286,137 @@ class APRGlobalAvgPool(nn.Module):
 
     def extra_repr(self):
         return "include_padding=True" if self.include_padding else ""
+
+
+# --- the way back up: upsampling and skip connections (a U-Net's decoder) --------------------------
+def _target_batch(target) -> APRBatch:
+    if isinstance(target, APRFeatures):
+        return target.batch
+    if isinstance(target, APRBatch):
+        return target
+    raise TypeError(f"the structure to upsample to must be given as APRFeatures (a skip connection) or an "
+                    f"APRBatch, got {type(target).__name__}")
+
+
+@torch.compiler.disable
+def _check_pooled_from(coarse: APRBatch, target: APRBatch) -> None:
+    """``coarse`` must be the pooled batch of ``target``'s pooling plan (eager under torch.compile)."""
+    if pool_plan(target).out is not coarse:
+        raise ValueError("APRUpsample: the coarse features are not on the pooled structure of the target batch "
+                         "(upsample the output of APRMaxPool to the batch that was pooled)")
+
+
+class APRUpsample(nn.Module):
+    """Upsampling to the structure before a pooling: ``APRUpsample()(coarse, skip)``.
+
+    ``coarse``: APRFeatures (M, C) on a pooled batch; ``skip``: the APRFeatures (or the APRBatch) of
+    the structure that was pooled, whose pooled batch (its pooling plan's, the batch
+    :class:`APRMaxPool` returned) must be ``coarse.batch`` itself. Returns APRFeatures (N, C) on
+    ``skip``'s batch: each particle takes the value of the pooled particle covering it
+    (:func:`aprlib.ops.apr_upsample`; nearest upsampling by 2 on a pixel APR). ``ndim`` None takes 2D and
+    3D APRs; :class:`APRUpsample2d` / :class:`APRUpsample3d` check it."""
+
+    def __init__(self, backend: str = "auto", *, ndim: int | None = None):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.ndim = None if ndim is None else _check_ndim(ndim)
+
+    def forward(self, coarse: APRFeatures, skip) -> APRFeatures:
+        coarse = _check(coarse)
+        target = _target_batch(skip)
+        _check_pooled_from(coarse.batch, target)
+        return APRFeatures(apr_upsample(coarse.features, target, backend=self.backend, ndim=self.ndim), target)
+
+    def extra_repr(self):
+        return f"backend={self.backend!r}"
+
+
+class APRUpsample2d(APRUpsample):
+    """:class:`APRUpsample` of 2D APRs."""
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__(backend, ndim=2)
+
+
+class APRUpsample3d(APRUpsample):
+    """:class:`APRUpsample` of 3D APRs."""
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__(backend, ndim=3)
+
+
+class APRUpConv(nn.Module):
+    """A learnable up step: an :class:`APRConv` (``in_channels`` -> ``out_channels``, ``kernel_size``,
+    1 by default as APR-CNN's decoder) on the coarse (pooled) structure, then :class:`APRUpsample` to
+    the target structure: ``APRUpConv(...)(coarse (M, in), skip) -> APRFeatures (N, out)`` on
+    ``skip``'s batch. Upsampling copies values, so with ``kernel_size`` 1 this equals upsampling then the
+    1x1 convolution, at the cost of the coarse structure. Its weight is ``self.conv.weight``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, n_level_kernels: int = 1,
+                 bias: bool = True, backend: str = "auto", device=None, dtype=None, *, ndim: int = 2):
+        super().__init__()
+        self.conv = APRConv(in_channels, out_channels, kernel_size, n_level_kernels, bias, backend, device, dtype,
+                            ndim=ndim)
+        self.up = APRUpsample(backend, ndim=ndim)
+
+    def forward(self, coarse: APRFeatures, skip) -> APRFeatures:
+        return self.up(self.conv(coarse), skip)
+
+
+def same_structure(a: APRBatch, b: APRBatch) -> bool:
+    """Whether two batches have the same structure: the same object, or the same number of APRs whose
+    shapes, particle levels and cell coordinates are equal (APRs sharing their arrays are compared by
+    identity first)."""
+    if a is b:
+        return True
+    if not isinstance(a, APRBatch) or not isinstance(b, APRBatch) or len(a) != len(b) or a.ndim != b.ndim:
+        return False
+    if not np.array_equal(a.particle_offsets, b.particle_offsets):
+        return False
+    for p, q in zip(a.aprs, b.aprs):
+        if p is q or p._tables is q._tables:  # one APR, or a structure-only view of it
+            continue
+        if p.shape != q.shape or not np.array_equal(p.level, q.level):
+            return False
+        if not all(np.array_equal(u, v) for u, v in zip(p.coords, q.coords)):
+            return False
+    return True
+
+
+def apr_cat(inputs) -> APRFeatures:
+    """Concatenation along channels of APRFeatures on one structure (a U-Net's skip connection):
+    [(N, C_1), (N, C_2), ...] -> APRFeatures (N, C_1 + C_2 + ...) on the first input's batch.
+
+    The inputs must be on the same structure: the same APRBatch object (the usual case: a skip
+    connection and an upsampling to it), or batches of equal structure (:func:`same_structure`: the same
+    shapes, levels and coordinates, e.g. two batches of the same APRs); anything else is a
+    ``ValueError``. The features must share their dtype and device (as ``torch.cat``)."""
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("apr_cat needs at least one APRFeatures")
+    for v in inputs:
+        _check(v)
+    first = inputs[0].batch
+    _check_one_structure(inputs)
+    return APRFeatures(torch.cat([v.features for v in inputs], dim=1), first)
+
+
+@torch.compiler.disable
+def _check_one_structure(inputs) -> None:
+    """All ``inputs`` (APRFeatures) on the first one's structure (eager under torch.compile)."""
+    first = inputs[0].batch
+    for i, v in enumerate(inputs[1:], 1):
+        if v.batch is not first and not same_structure(first, v.batch):
+            raise ValueError(f"apr_cat: input {i} is on another structure than input 0 "
+                             f"({v.batch.n_particles} particles of {len(v.batch)} APRs vs {first.n_particles} of "
+                             f"{len(first)}, or different levels / positions); concatenate features of one structure "
+                             f"(upsample the coarse features to the skip connection's batch first)")
+
+
+class APRCat(nn.Module):
+    """:func:`apr_cat` as a module: ``APRCat()(a, b, ...)`` -> APRFeatures (N, sum of channels)."""
+
+    def forward(self, *inputs: APRFeatures) -> APRFeatures:
+        return apr_cat(inputs)

@@ -241,6 +241,7 @@ class PoolPlan:
         self.n_in = poff
         self.out = APRBatch(pooled)
         self.table = np.ascontiguousarray(np.concatenate(tables)).astype(np.int32)
+        self._up = None
         self._torch = {}
 
     def op_tensor(self, device=None) -> torch.Tensor:
@@ -249,6 +250,29 @@ class PoolPlan:
         if "op" not in self._torch:
             self._torch["op"] = torch.from_numpy(self.table)
         return _on_device(self._torch, "op", self._torch["op"], device)
+
+    @property
+    def up_index(self) -> np.ndarray:
+        """(n_in,) int32: the pooled row each input particle row was pooled into (or copied to), the
+        inverse of :attr:`table` (every input row appears in it exactly once). Built on first use and
+        held by the plan (so in the batch's cache with it)."""
+        if getattr(self, "_up", None) is None:  # (plans pickled before it existed)
+            m, n_in = self.table.shape
+            valid = self.table >= 0
+            rows = self.table[valid].astype(np.int64)
+            up = np.full(self.n_in, -1, np.int64)
+            up[rows] = np.repeat(np.arange(m, dtype=np.int64), valid.sum(1))
+            if len(rows) != self.n_in or (up < 0).any():
+                raise RuntimeError("the pooling table does not hold every input row exactly once")
+            self._up = np.ascontiguousarray(up.astype(np.int32))
+        return self._up
+
+    def up_tensor(self, device=None) -> torch.Tensor:
+        """:attr:`up_index` as an (n_in,) int32 tensor (``torch.ops.aprlib.upsample``): a CPU tensor
+        sharing the plan's array, or a copy on ``device`` (cached; a meta one not)."""
+        if "up" not in self._torch:
+            self._torch["up"] = torch.from_numpy(self.up_index)
+        return _on_device(self._torch, "up", self._torch["up"], device)
 
 
 def tree_plan(batch) -> TreePlan:
