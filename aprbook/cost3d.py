@@ -579,7 +579,7 @@ def _finite(v) -> bool:
 
 # --- stored results ---------------------------------------------------------------------------------------
 EXPERIMENT = "cost_3d"
-NOTEBOOK = "02a_cost_3d"
+NOTEBOOK = "notebooks/02a_cost_3d.ipynb"
 
 
 def device_text(threads: int) -> str:
