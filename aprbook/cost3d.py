@@ -25,7 +25,8 @@ memory of earlier measurements; address space limited to ``mem_limit_gb``; one t
     automatic parameters off, ``sigma_th_max = grad_th = Ip_th = 0``), one warm-up call each, then
     ``formation_repeats`` rounds, the two alternating their order; medians, the ratio
     ``pyapr_s / ours_s`` (>= 1: ours at least as fast) and the fraction of voxels at the same level
-    in both APRs (``same_level``);
+    in both APRs (``same_level``); and, beside them, our particle cells and means alone
+    (``ours_cells_s``: ``form_volume_cells``, without the tree that ``form_apr`` builds);
 (b) **convolution**: ``APRConv3d(C, C, k, n_level_kernels=1, backend="cpp")`` forward + backward
     (gradients of input, weight and bias) on (N, C) random features, against ``F.conv3d`` forward +
     backward (padding k // 2, with bias) on a (1, C, Z, Y, X) random tensor; the index tables are
@@ -156,6 +157,13 @@ def nuclei_volume(size: int, n_objects: int, seed=0, radius_range=None) -> np.nd
 def _ours(vol, sigma_th):
     from aprlib.apr import form_apr
     return form_apr(vol, ndim=3, sigma_th=float(sigma_th), **FORMATION_3D)
+
+
+def _ours_cells(vol, sigma_th):
+    """The particle cells and their means alone (what ``benchmarks/bench_formation3d.py`` times), without
+    the APR's tree."""
+    from aprlib.apr.formation import form_volume_cells
+    return form_volume_cells(vol, sigma_th=float(sigma_th), **FORMATION_3D)
 
 
 def _import_pyapr():
@@ -301,6 +309,7 @@ def _formation_times(vols, aprs, spec) -> dict:
     sides = {}
     for i, (v, s) in enumerate(zip(vols, settings)):
         sides[("ours", i)] = (lambda v=v, s=s: _ours(v, s["sigma_th"]))
+        sides[("cells", i)] = (lambda v=v, s=s: _ours_cells(v, s["sigma_th"]))
         if pyapr is not None:
             sides[("pyapr", i)] = _pyapr_former(pyapr, v, s["sigma_th"])
     warm = {key: f() for key, f in sides.items()}  # one warm-up call each (and pyapr's APRs, compared below)
@@ -308,7 +317,8 @@ def _formation_times(vols, aprs, spec) -> dict:
     cpu = {key: [] for key in sides}
     for r in range(reps):
         for i in range(len(vols)):
-            pair = [("ours", i), ("pyapr", i)] if r % 2 == 0 else [("pyapr", i), ("ours", i)]
+            pair = [("ours", i), ("cells", i), ("pyapr", i)]
+            pair = pair if r % 2 == 0 else pair[::-1]
             for key in pair:
                 if key not in sides:
                     continue
@@ -320,6 +330,7 @@ def _formation_times(vols, aprs, spec) -> dict:
     rows = []
     for i in range(len(vols)):
         row = {"ours_s": statistics.median(times[("ours", i)]), "ours_cpu_s": statistics.median(cpu[("ours", i)]),
+               "cells_s": statistics.median(times[("cells", i)]),
                "formation_repeats": len(times[("ours", i)])}
         if pyapr is not None:
             papr, _ = warm[("pyapr", i)]
@@ -386,6 +397,32 @@ def _conv_times(aprs, spec) -> dict:
             "dense_error": dense_error}
 
 
+def _one_thread_server(threads: int) -> None:
+    """Make sure the measuring server runs with ``OMP_NUM_THREADS=threads``: pyapr has no thread setting
+    of its own, and an OpenMP runtime the server has already loaded read it when it started. A server
+    started with another value is closed (the next measurement starts a new one); this process's
+    environment is left as it was."""
+    from . import scaling as sc
+    server = sc._servers.get("server")
+    if server is not None and server.proc.poll() is None and getattr(server, "omp", None) == str(threads):
+        return
+    if server is not None:
+        server.close()
+        sc._servers.pop("server", None)
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        server = sc._servers["server"] = sc._ForkServer()
+    finally:
+        if old is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+    server.omp = str(threads)
+    import atexit
+    atexit.register(server.close)
+
+
 def _run(spec: dict) -> dict:
     from .scaling import _run_child
     return _run_child({**spec, "call": "aprbook.cost3d:_child3d"})
@@ -403,6 +440,7 @@ def cost_3d(cfg: dict, seed: int = 0, progress: bool = False) -> dict:
     if missing:
         raise ValueError(f"cost_3d settings lack {missing}")
     limit = int(cfg["mem_limit_gb"] * 1e9) if cfg["mem_limit_gb"] else None
+    _one_thread_server(int(cfg["threads"]))
     settings = [dict(s) for s in cfg["settings"]]
     base = {"channels": cfg["channels"], "kernel": cfg["kernel"], "threads": cfg["threads"], "seed": int(seed),
             "settings": settings, "radius_range": cfg.get("radius_range"), "mem_limit_bytes": limit}
@@ -426,7 +464,7 @@ def cost_3d(cfg: dict, seed: int = 0, progress: bool = False) -> dict:
             ratio = fr["pyapr_s"] / fr["ours_s"] if "pyapr_s" in fr else math.nan
             f_rows.append({"size": size, "voxels": voxels, "setting": i, "n_objects": s["n_objects"],
                            "sigma_th": float(s["sigma_th"]), "particles": particles, "cr": cr,
-                           "ours_s": fr["ours_s"], "pyapr_s": fr.get("pyapr_s", math.nan), "ratio": ratio,
+                           "ours_s": fr["ours_s"], "ours_cells_s": fr["cells_s"], "pyapr_s": fr.get("pyapr_s", math.nan), "ratio": ratio,
                            "ours_cpu_s": fr["ours_cpu_s"], "pyapr_cpu_s": fr.get("pyapr_cpu_s", math.nan),
                            "ratio_cpu": (fr["pyapr_cpu_s"] / fr["ours_cpu_s"]) if "pyapr_cpu_s" in fr else math.nan,
                            "pyapr_particles": fr.get("pyapr_particles", math.nan),
@@ -469,7 +507,7 @@ def _fmt(v, spec=".3g") -> str:
 
 def _row_text(f, c) -> str:
     return (f"{c['size']}^3, {c['n_objects']} nuclei, sigma_th {c['sigma_th']:g}: {c['particles']} particles, "
-            f"CR {c['cr']:.1f}; formation ours {_fmt(f['ours_s'])} s, pyapr {_fmt(f['pyapr_s'])} s "
+            f"CR {c['cr']:.1f}; formation ours {_fmt(f['ours_s'])} s (cells and means alone {_fmt(f['ours_cells_s'])} s), pyapr {_fmt(f['pyapr_s'])} s "
             f"(x{_fmt(f['ratio'], '.2f')}, same level {_fmt(f['same_level'], '.4f')}); conv fwd+bwd APR "
             f"{_fmt(c['apr_s'])} s (tables {_fmt(c['tables_s'])} s), dense {_fmt(c['dense_s'])} s: speed-up "
             f"x{_fmt(c['speedup'], '.1f')} = {_fmt(c['speedup_over_cr'], '.2f')} CR; peak APR "
