@@ -140,3 +140,22 @@ def test_bench_subcommand_refuses_bad_options(capsys):
     with pytest.raises(SystemExit) as e:
         main(["cost3d", "--profile", "smoke", "--sizes", "4"])
     assert e.value.code == 2 and "--sizes" in capsys.readouterr().err
+
+
+def test_dense_slabs_keep_tensors_below_the_onednn_limit():
+    from aprbook.cost3d import DENSE_TENSOR_LIMIT, dense_slabs
+    assert dense_slabs(192, 32, 3) == 1 and dense_slabs(255, 32, 3) == 1
+    n = dense_slabs(256, 32, 3)
+    assert n == 2 and 32 * 256 * 256 * 4 * (128 + 2) < DENSE_TENSOR_LIMIT
+
+
+def test_dense_pass_in_slabs_times_both_passes():
+    import torch
+
+    from aprbook.cost3d import _dense_pass
+    x = torch.randn(1, 2, 9, 6, 7, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, 3, requires_grad=True)
+    b = torch.zeros(2, requires_grad=True)
+    for slabs in (1, 3):
+        f, bw = _dense_pass(x, w, b, slabs)
+        assert f > 0 and bw > 0
