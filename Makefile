@@ -198,8 +198,8 @@ test: unit smoke book-html browser
 # Pix_B at 1 and 2 threads; the memory of one batch's index tables; the input pipeline (handing
 # prepared batches from DataLoader workers to the trainer); the generator's polygon fill vs skimage;
 # 3D: formation vs pyapr, APRConv3d forward + backward vs F.conv3d on the voxel volume and the memory
-# of each, 64^3 ... 256^3 at three CR settings (aprbook.cost3d; about 15 more minutes).
-# About 35 minutes on two cores.
+# of each, 64^3 ... 256^3 at three CR settings (aprbook.cost3d; 11 more minutes on 2026-12-07).
+# About 30 minutes on two cores.
 # The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprbook.bench [--training]`.
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
