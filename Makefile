@@ -34,7 +34,7 @@ help:
 	@echo "make book                   render the book from committed results (creates .venv)"
 	@echo "make test                   unit tests + smoke run of every notebook + strict book build + browser test"
 	@echo "make reproduce PROFILE=...  recompute and publish every notebook at PROFILE (smoke|book|paper), then build"
-	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B; the input pipeline; APR steps after APR vs pixel steps"
+	@echo "make bench                  formation vs pyapr; cost against image size at fixed content; streamed training step and table memory, APR_B vs Pix_B; the input pipeline; APR steps after APR vs pixel steps; 3D formation, convolution and memory"
 	@echo "make fig4.7 PROFILE=book    recompute one thesis figure or table (fig4.1 ... fig4.12, table4.1 ... table4.4, summary)"
 	@echo "                            into _build/run/<notebook>/ (notebook and results): the repository is not changed"
 	@echo "make nb-07_natural_apr      the same for one notebook; PARAMS=\"-p data_dir /path\" passes more parameters"
@@ -199,8 +199,10 @@ test: unit smoke book-html browser
 # vs pyapr; cost against canvas size at fixed content, 256^2 ... 8192^2 (formation, APR_B tables +
 # forward, Pix_B forward: time and peak memory); the end-to-end streamed training step, APR_B vs
 # Pix_B at 1 and 2 threads; the memory of one batch's index tables; the input pipeline (handing
-# prepared batches from DataLoader workers to the trainer); the generator's polygon fill vs skimage.
-# About 20 minutes on two cores.
+# prepared batches from DataLoader workers to the trainer); the generator's polygon fill vs skimage;
+# 3D: formation vs pyapr, APRConv3d forward + backward vs F.conv3d on the voxel volume and the memory
+# of each, 64^3 ... 256^3 at three CR settings (aprbook.cost3d; 11 more minutes on 2026-12-07).
+# About 30 minutes on two cores.
 # The operation benchmark (APR conv/pool vs dense torch) is `$(BIN)/python -m aprbook.bench [--training]`.
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_formation.py
@@ -208,6 +210,7 @@ bench: $(STAMP)
 	$(BIN)/python -m aprbook.bench step --channels-last
 	$(BIN)/python -m aprbook.bench tables
 	$(BIN)/python -m aprbook.bench pipeline
+	OMP_NUM_THREADS=1 $(BIN)/python -m aprbook.bench cost3d --profile book
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_polygon_fill.py
 	$(BIN)/python benchmarks/bench_interleaving.py
 

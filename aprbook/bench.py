@@ -449,12 +449,58 @@ def _pipeline_main(argv) -> int:
     return 0
 
 
-_SUBCOMMANDS = {"scaling": _scaling_main, "step": _step_main, "tables": _tables_main, "pipeline": _pipeline_main}
+def _cost3d_main(argv) -> int:
+    import re
+    from pathlib import Path
+
+    from .cost3d import check_settings, cost3d_text, cost_3d
+    from .profiles import profile_settings
+    ap = argparse.ArgumentParser(prog="python -m aprbook.bench cost3d", description=(
+        "3D cost against volume size and CR, one thread (aprbook.cost3d): APR formation vs pyapr, APRConv3d "
+        "forward + backward vs F.conv3d on the voxel volume (tables built before timing, their time apart), and "
+        "the peak memory of each pass in fresh processes; the settings of a profile, some overridable."))
+    ap.add_argument("--profile", choices=["smoke", "book", "paper"], default="book",
+                    help="the cost_3d settings of aprbook.profiles to start from (default book: 64^3 ... 256^3, "
+                         "32 channels; 11 minutes on two busy cores, 2026-12-07)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="volume sides (default: the profile's)")
+    ap.add_argument("--channels", type=int, default=None, help="channels in and out (default: the profile's)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed convolution rounds (default: the profile's)")
+    ap.add_argument("--burn-in", type=int, default=None, help="untimed rounds first (default: the profile's)")
+    ap.add_argument("--mem-limit-gb", type=float, default=None,
+                    help="address-space limit of each measuring process in GB (default: the profile's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--csv-dir", default=None, help="write formation.csv and conv.csv into this existing directory")
+    args = ap.parse_args(argv)
+    cfg = profile_settings("cost_3d", args.profile)
+    for key in ("sizes", "channels", "repeats", "burn_in", "mem_limit_gb"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    try:
+        check_settings(cfg)
+    except ValueError as e:
+        ap.error(re.sub(r"setting (\w+)=", lambda m: f"option --{m.group(1).replace('_', '-')} ", str(e)))
+    if args.csv_dir is not None and not Path(args.csv_dir).is_dir():
+        ap.error(f"--csv-dir {args.csv_dir}: no such directory")
+    print(f"3D cost, profile {args.profile}: sizes {cfg['sizes']}, CR settings {cfg['settings']}, "
+          f"{cfg['channels']} -> {cfg['channels']} channels, k = {cfg['kernel']}, {cfg['threads']} thread(s); "
+          f"medians of {cfg['repeats']} interleaved rounds after {cfg['burn_in']} (formation: "
+          f"{cfg['formation_repeats']} after a warm-up); peak memory in fresh processes", flush=True)
+    tables = cost_3d(cfg, seed=args.seed, progress=True)
+    if args.csv_dir:
+        for name, df in tables.items():
+            df.to_csv(Path(args.csv_dir) / f"{name}.csv", index=False)
+    print()
+    print(cost3d_text(tables))
+    return 0
+
+
+_SUBCOMMANDS = {"cost3d": _cost3d_main, "scaling": _scaling_main, "step": _step_main, "tables": _tables_main, "pipeline": _pipeline_main}
 
 
 def main(argv=None) -> int:
     """``python -m aprbook.bench [ops] [options]``: the operation benchmark (the default); ``scaling``,
-    ``step`` and ``tables``: the benchmarks of :mod:`aprbook.scaling` (``--help`` on each)."""
+    ``step`` and ``tables``: the benchmarks of :mod:`aprbook.scaling`; ``cost3d``: :mod:`aprbook.cost3d`
+    (``--help`` on each)."""
     import sys
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in _SUBCOMMANDS:
@@ -462,9 +508,10 @@ def main(argv=None) -> int:
     if argv and argv[0] == "ops":
         argv = argv[1:]
     ap = argparse.ArgumentParser(prog="python -m aprbook.bench [ops]", description=__doc__, epilog=(
-        "Other benchmarks: python -m aprbook.bench scaling | step | tables | pipeline [--help] (cost against canvas "
-        "size at fixed content; the end-to-end streamed training step; the memory of one batch's index tables; "
-        "handing prepared batches from DataLoader workers to the trainer)."))
+        "Other benchmarks: python -m aprbook.bench scaling | step | tables | pipeline | cost3d [--help] (cost against "
+        "canvas size at fixed content; the end-to-end streamed training step; the memory of one batch's index tables; "
+        "handing prepared batches from DataLoader workers to the trainer; 3D formation, convolution and memory "
+        "against volume size and CR)."))
     ap.add_argument("--size", type=int, default=512, help="canvas side in pixels (default 512)")
     ap.add_argument("--objects", type=int, nargs="+", default=[16, 8, 4, 2, 1],
                     help="objects per canvas, one image each (-1: a noise image)")

@@ -15,6 +15,10 @@ _SYNTHETIC = {"batch_size": SYNTHETIC_BATCH_SIZE, "lr": SYNTHETIC_LR}
 _FIG46 = {"lr": SYNTHETIC_LR, "weight_decay": FIG46_WEIGHT_DECAY, "spatial_dropout": FIG46_SPATIAL_DROPOUT,
           "dropout": FIG46_DROPOUT, "rel_error": THESIS_FORMATION.rel_error}
 
+# The CR settings of the 3D cost benchmark (aprbook.cost3d): low, the generator author's, high.
+_COST3D_SETTINGS = [{"n_objects": 8, "sigma_th": 0.02}, {"n_objects": 8, "sigma_th": 0.05},
+                    {"n_objects": 1, "sigma_th": 0.1}]
+
 PROFILES = {
     # Fig 4.1 / 4.2: APR of synthetic images (thesis 4.1.2).
     "apr_synthetic": {
@@ -242,6 +246,23 @@ PROFILES = {
                   "step_batch_size": SYNTHETIC_BATCH_SIZE, "step_size": 256, "step_threads": [1, 2], "step_repeats": 5,
                   "step_burn_in": 1, "step_channels_last": True, "tables_batch_size": SYNTHETIC_BATCH_SIZE,
                   "tables_size": 256},
+    },
+    # Beyond the thesis (the 3D cost issue): 3D formation against pyapr, APRConv3d forward + backward
+    # against F.conv3d on the voxel volume, and the memory of each, at every volume side of `sizes`
+    # (cubes) and every CR setting of `settings` (n_objects nuclei, the APR's sigma_th; the rule is in
+    # aprbook.cost3d's docstring), one thread; `channels` in and out, kernel `kernel`; medians of
+    # `repeats` interleaved rounds after `burn_in` (formation: `formation_repeats` after one warm-up);
+    # fresh processes with the address space limited to `mem_limit_gb`. `radius_range`: the nuclei's
+    # (None: the generator's 6 ... 12 voxels; smaller for the smoke profile's tiny volumes).
+    # No thesis counterpart: `paper` is `book`.
+    "cost_3d": {
+        "smoke": {"sizes": [16, 32], "settings": [{"n_objects": 1, "sigma_th": 0.02}, {"n_objects": 1, "sigma_th": 0.1}],
+                  "radius_range": [3.0, 5.0], "channels": 4, "kernel": 3, "repeats": 1, "burn_in": 0,
+                  "formation_repeats": 1, "threads": 1, "mem_limit_gb": 12.0},
+        "book": {"sizes": [64, 128, 192, 256], "settings": _COST3D_SETTINGS, "radius_range": None, "channels": 32,
+                 "kernel": 3, "repeats": 3, "burn_in": 1, "formation_repeats": 7, "threads": 1, "mem_limit_gb": 16.0},
+        "paper": {"sizes": [64, 128, 192, 256], "settings": _COST3D_SETTINGS, "radius_range": None, "channels": 32,
+                  "kernel": 3, "repeats": 3, "burn_in": 1, "formation_repeats": 7, "threads": 1, "mem_limit_gb": 16.0},
     },
     # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
     "cost_memory": {

@@ -272,12 +272,13 @@ def _interleaved_times(img, x, apr_net, pix_net, spec) -> dict:
 
 
 _PRELOAD = ("aprbook.scaling", "aprlib.apr", "aprlib.ops", "aprlib.nn.prepare", "aprlib.models", "aprlib.data.synthetic",
-            "aprbook.bench")
+            "aprbook.bench", "aprlib.data.nuclei", "aprbook.cost3d")
 
 
 def _server() -> None:
     """A measuring server (run by :class:`_ForkServer` as its own process): imports aprlib and torch
-    once, then for each JSON spec on stdin forks a child that runs :func:`_child` and answers one
+    once, then for each JSON spec on stdin forks a child that runs :func:`_child` (or the function
+    its ``call`` names, "module:function", e.g. :mod:`aprbook.cost3d`'s) and answers one
     JSON line on stdout: ``{"status": "ok", "result": ...}``, ``"error"`` with the traceback, or
     ``"died"``, with the child's ``exitcode``. It computes nothing itself (no threads to fork)."""
     import importlib
@@ -298,7 +299,11 @@ def _server() -> None:
             os.close(r)
             os.dup2(2, 1)  # anything printed goes to stderr, not into the answers
             try:
-                msg = {"status": "ok", "result": _child(spec)}
+                fn = _child
+                if spec.get("call"):  # another module's measurement ("module:function"), in the same fresh process
+                    mod, _, name = spec["call"].partition(":")
+                    fn = getattr(importlib.import_module(mod), name)
+                msg = {"status": "ok", "result": fn(spec)}
             except BaseException:  # noqa: BLE001 - all goes back to the parent, which decides
                 msg = {"status": "error", "traceback": traceback.format_exc()}
             with os.fdopen(w, "w") as f:

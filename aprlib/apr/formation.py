@@ -268,7 +268,7 @@ def form_apr(image, params: APRParameters | None = None, *, ndim: int = 2, **ove
       ``APRParameters.libapr()`` gives LibAPR's defaults.
 
     - ``ndim``: 2 (the default: ``image`` is an image as above) or 3: ``image`` is a (Z, Y, X) volume
-      (grayscale; the 3D pipeline is LibAPR's, :func:`form_volume_cells`) and the APR is 3D.
+      (grayscale; the 3D pipeline is LibAPR's, :func:`~aprlib.apr.formation.form_volume_cells`) and the APR is 3D.
 
     Returns an APR whose intensities have shape (N,) (grayscale) or (N, 3) (RGB): the cell means
     of the image as given, always finite (means are summed in double where float32 sums would
@@ -376,13 +376,13 @@ def form_volume_cells(volume, params: APRParameters | None = None,
       inf; TypeError for other dtypes). The structure does not depend on the volume's scale
       (module docstring).
     - ``params``: :class:`APRParameters` (default ``APRParameters()``: sigma_th 1% of the volume's
-      range); keyword overrides replace its fields, as in :func:`form_apr`.
+      range); keyword overrides replace its fields, as in :func:`~aprlib.form_apr`.
       ``APRParameters.libapr()`` gives LibAPR's defaults (sigma_th = 0, which warns).
 
     Returns ``(cells, means, params_used)``:
 
     - ``cells``: dict with ``depth``, ``height``, ``width`` (Z, Y, X, ints), ``level_min``,
-      ``level_max`` (ints; :func:`level_range3d`), ``level_offsets`` ((level_max + 2,) int64: the
+      ``level_max`` (ints; ``level_range3d``), ``level_offsets`` ((level_max + 2,) int64: the
       cells of level l are ``[level_offsets[l], level_offsets[l + 1])``), ``level`` ((N,) int8) and
       ``z``, ``y``, ``x`` ((N,) int32 cell indices at their level), sorted by (level, z, y, x). A
       cell of level l with indices (z, y, x) covers the voxels ``[z * s, (z + 1) * s)`` x
