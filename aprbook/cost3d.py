@@ -207,7 +207,7 @@ def _conv_parts(apr, channels: int, kernel: int, seed: int):
     torch.manual_seed(seed)
     conv = APRConv3d(channels, channels, kernel, n_level_kernels=1, backend="cpp")
     batch = APRBatch([APR.from_dict(apr.to_dict())])
-    prepare(batch, conv)
+    prepare(batch, conv, in_channels=channels)
     x = torch.randn(apr.n_particles, channels, requires_grad=True)
     return batch, conv, x
 
@@ -419,7 +419,7 @@ def _conv_times(aprs, spec) -> dict:
                 fresh = APR.from_dict(aprs[side].to_dict())  # a fresh object: the tables are built again
                 t0 = time.perf_counter()
                 tb = APRBatch([fresh])
-                prepare(tb, parts[side][1])
+                prepare(tb, parts[side][1], in_channels=parts[side][1].in_channels)
                 t_tables = time.perf_counter() - t0
                 del tb, fresh
                 f, b = _apr_pass(*parts[side])
