@@ -7,8 +7,9 @@ Data (:func:`make_set`, :func:`stream_set`, :func:`heldout_set`): images (2D, (H
 (:data:`aprbook.settings.SEGMENTATION_PERCENTILES`, as the field does); the binary target is the
 generator's foreground mask (0 background, 1 nucleus). A :class:`SegSet` holds the normalised images,
 their masks and their APRs (``form_apr`` of the normalised image with
-:data:`aprbook.settings.SEGMENTATION_FORMATION` at the run's E, ``rel_error``, and ``sigma_th``, in the
-normalised image's units) and gives the same images as an APR batch with its masks
+:data:`aprbook.settings.SEGMENTATION_FORMATION` at the run's E, ``rel_error``, ``sigma_th``, in the
+normalised image's units, and ``gradient_smoothing``; the thesis's formation, unsmoothed, gives APRs of
+nearly all pixels on these noisy images, see that constant) and gives the same images as an APR batch with its masks
 (:meth:`SegSet.apr_batch`) and as a pixel batch (B, 1, *S) with its (B, *S) int64 targets
 (:meth:`SegSet.pixel_batch`). Image ``j`` of training step ``s`` has seed ``(data_seed, 0, s, j)``, held-out
 image ``j`` ``(data_seed, 1, j)``: a seeded stream of fresh images and a fixed held-out set.
@@ -91,8 +92,10 @@ class SegmentationConfig:
     ``ndim`` 2 (images ``size`` x ``size``) or 3 (volumes ``size``^3); ``n_objects`` nuclei per image
     (None: the generator's density, 23 in 256^2, 8 in 64^3) of largest semi-axis in ``radius_range``
     (None: the generator's 6 ... 12); ``batch_size`` fresh images per step, ``n_steps`` steps, held-out
-    Dice every ``eval_every`` steps on ``n_heldout`` images; Adam at ``lr``; the APRs at E ``rel_error``
-    and ``sigma_th`` (normalised units); the U-Nets' ``depth``, ``base_channels``, ``convs_per_block``,
+    Dice every ``eval_every`` steps on ``n_heldout`` images; Adam at ``lr``; the APRs at E ``rel_error``,
+    ``sigma_th`` (normalised units) and ``gradient_smoothing`` (:data:`aprbook.settings.SEGMENTATION_FORMATION`);
+    ``low_noise``: the imaging of :data:`aprbook.settings.SEGMENTATION_LOW_NOISE` instead of the
+    generator's default; the U-Nets' ``depth``, ``base_channels``, ``convs_per_block``,
     ``kernel_size``, ``norm`` and the APR net's ``n_level_kernels``; ``seed`` the weights', ``data_seed``
     the images'; ``threads`` torch threads during the run."""
 
@@ -107,6 +110,8 @@ class SegmentationConfig:
     lr: float = SEGMENTATION_LR
     rel_error: float = SEGMENTATION_FORMATION.rel_error
     sigma_th: float = SEGMENTATION_FORMATION.sigma_th
+    gradient_smoothing: float = SEGMENTATION_FORMATION.gradient_smoothing
+    low_noise: bool = False
     depth: int = 3
     base_channels: int = 16
     convs_per_block: int = 2
@@ -134,6 +139,11 @@ class SegmentationConfig:
             v = getattr(self, name)
             if not _is_num(v) or not v > 0:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
+        v = self.gradient_smoothing
+        if not _is_num(v) or v < 0:
+            raise ValueError(f"gradient_smoothing must be a number >= 0, got {v!r}")
+        if not isinstance(self.low_noise, (bool, np.bool_)):
+            raise ValueError(f"low_noise must be True or False, got {self.low_noise!r}")
         if self.norm not in _NORMS:
             raise ValueError(f"norm must be 'batch' or None, got {self.norm!r}")
         if self.kernel_size % 2 == 0:
@@ -180,9 +190,11 @@ def nuclei_params(n_objects=None, radius_range=None, low_noise: bool = False):
     return NucleiParams(**kw)
 
 
-def _form(image: np.ndarray, ndim: int, rel_error: float, sigma_th: float):
+def _form(image: np.ndarray, ndim: int, rel_error: float, sigma_th: float,
+          gradient_smoothing: float = SEGMENTATION_FORMATION.gradient_smoothing):
     from aprlib.apr import form_apr
-    return form_apr(image, SEGMENTATION_FORMATION, ndim=ndim, rel_error=float(rel_error), sigma_th=float(sigma_th))
+    return form_apr(image, SEGMENTATION_FORMATION, ndim=ndim, rel_error=float(rel_error), sigma_th=float(sigma_th),
+                    gradient_smoothing=float(gradient_smoothing))
 
 
 def _normalise(image) -> np.ndarray:
@@ -194,11 +206,12 @@ class SegSet:
     """Images normalised by percentiles, their binary masks and their APRs, one of each per image.
 
     ``images``: float32 arrays of one shape S ((H, W) or (Z, Y, X)); ``masks``: bool arrays of S;
-    ``aprs``: the APRs of the images (None: formed here at ``rel_error`` and ``sigma_th``);
+    ``aprs``: the APRs of the images (None: formed here at ``rel_error``, ``sigma_th`` and
+    ``gradient_smoothing``, the other fields :data:`aprbook.settings.SEGMENTATION_FORMATION`'s);
     ``formation_s``: seconds spent forming them."""
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], *, rel_error: float,
-                 sigma_th: float, aprs=None):
+                 sigma_th: float, gradient_smoothing: float = SEGMENTATION_FORMATION.gradient_smoothing, aprs=None):
         if len(images) == 0 or len(images) != len(masks):
             raise ValueError(f"a SegSet needs one mask per image and at least one image, got {len(images)} images "
                              f"and {len(masks)} masks")
@@ -212,7 +225,7 @@ class SegSet:
         self.images = [np.asarray(im, dtype=np.float32) for im in images]
         self.masks = [np.asarray(m, dtype=bool) for m in masks]
         t0 = time.perf_counter()
-        self.aprs = list(aprs) if aprs is not None else [_form(im, self.ndim, rel_error, sigma_th)
+        self.aprs = list(aprs) if aprs is not None else [_form(im, self.ndim, rel_error, sigma_th, gradient_smoothing)
                                                          for im in self.images]
         self.formation_s = time.perf_counter() - t0
 
@@ -236,19 +249,21 @@ class SegSet:
 
 
 def make_set(shape, seeds: Sequence, *, n_objects=None, radius_range=None, rel_error=SEGMENTATION_FORMATION.rel_error,
-             sigma_th=SEGMENTATION_FORMATION.sigma_th, low_noise: bool = False) -> SegSet:
+             sigma_th=SEGMENTATION_FORMATION.sigma_th, gradient_smoothing=SEGMENTATION_FORMATION.gradient_smoothing,
+             low_noise: bool = False) -> SegSet:
     """A :class:`SegSet` of one :func:`aprlib.data.nuclei.generate` image (volume) of ``shape`` per seed of
     ``seeds`` (each an int or a tuple of ints), with :func:`nuclei_params`'s parameters."""
     from aprlib.data.nuclei import generate
     params = nuclei_params(n_objects, radius_range, low_noise)
     samples = [generate(tuple(shape), params, s) for s in seeds]
     return SegSet([_normalise(s.image) for s in samples], [s.mask for s in samples], rel_error=rel_error,
-                  sigma_th=sigma_th)
+                  sigma_th=sigma_th, gradient_smoothing=gradient_smoothing)
 
 
 def _cfg_set(cfg: SegmentationConfig, seeds) -> SegSet:
     return make_set(cfg.shape, seeds, n_objects=cfg.n_objects, radius_range=cfg.radius_range,
-                    rel_error=cfg.rel_error, sigma_th=cfg.sigma_th)
+                    rel_error=cfg.rel_error, sigma_th=cfg.sigma_th, gradient_smoothing=cfg.gradient_smoothing,
+                    low_noise=cfg.low_noise)
 
 
 def stream_set(cfg: SegmentationConfig, step: int) -> SegSet:
@@ -398,10 +413,12 @@ def _cost_parts(spec: dict):
     cfg = SegmentationConfig(ndim=spec["ndim"], size=spec["size"], n_objects=spec["n_objects"],
                              radius_range=spec["radius_range"], batch_size=1, depth=spec["depth"],
                              base_channels=spec["base_channels"], n_level_kernels=spec["n_level_kernels"],
-                             rel_error=spec["rel_error"], sigma_th=spec["sigma_th"], seed=spec["seed"],
+                             rel_error=spec["rel_error"], sigma_th=spec["sigma_th"],
+                             gradient_smoothing=spec["gradient_smoothing"], low_noise=True, seed=spec["seed"],
                              data_seed=spec["seed"], threads=spec["threads"])
     data = make_set(cfg.shape, [(spec["seed"], 2, spec["size"])], n_objects=cfg.n_objects,
-                    radius_range=cfg.radius_range, rel_error=cfg.rel_error, sigma_th=cfg.sigma_th, low_noise=True)
+                    radius_range=cfg.radius_range, rel_error=cfg.rel_error, sigma_th=cfg.sigma_th,
+                    gradient_smoothing=cfg.gradient_smoothing, low_noise=True)
     apr_net, pixel_net = make_networks(cfg)
     return cfg, data, {"apr": (apr_net, torch.optim.Adam(apr_net.parameters(), lr=cfg.lr), _apr_step),
                        "pixel": (pixel_net, torch.optim.Adam(pixel_net.parameters(), lr=cfg.lr), _pixel_step)}
@@ -438,7 +455,9 @@ def _memory_child(spec: dict) -> dict:
 def step_cost_vs_size(ndim: int = 2, sizes: Sequence[int] = (256, 512, 1024, 2048), *, n_objects: int = 4,
                       radius_range=None, repeats: int = 3, burn_in: int = 1, depth: int = 3, base_channels: int = 16,
                       n_level_kernels: int = 2, rel_error: float = SEGMENTATION_FORMATION.rel_error,
-                      sigma_th: float = SEGMENTATION_FORMATION.sigma_th, seed: int = 0, threads: int = 1,
+                      sigma_th: float = SEGMENTATION_FORMATION.sigma_th,
+                      gradient_smoothing: float = SEGMENTATION_FORMATION.gradient_smoothing, seed: int = 0,
+                      threads: int = 1,
                       memory: bool = False, mem_limit_gb: float | None = 16.0) -> pd.DataFrame:
     """One row per canvas side of ``sizes`` (images size^2 or volumes size^3 holding ``n_objects`` nuclei,
     :data:`aprbook.settings.SEGMENTATION_LOW_NOISE` imaging): the median time (s) of one training step
@@ -465,7 +484,7 @@ def step_cost_vs_size(ndim: int = 2, sizes: Sequence[int] = (256, 512, 1024, 204
         spec = {"ndim": int(ndim), "size": int(size), "n_objects": n_objects,
                 "radius_range": list(radius_range) if radius_range is not None else None, "depth": depth,
                 "base_channels": base_channels, "n_level_kernels": n_level_kernels, "rel_error": rel_error,
-                "sigma_th": sigma_th, "seed": seed, "threads": threads}
+                "sigma_th": sigma_th, "gradient_smoothing": gradient_smoothing, "seed": seed, "threads": threads}
         with _threads(threads):
             cfg, data, parts = _cost_parts(spec)
             times = {"apr": [], "pixel": []}
@@ -495,7 +514,8 @@ def step_cost_vs_size(ndim: int = 2, sizes: Sequence[int] = (256, 512, 1024, 204
 
 # --- StarDist's real sample ------------------------------------------------------------------------------
 def evaluate_stardist(apr_net, pixel_net, ndim: int = 2, *, rel_error: float = SEGMENTATION_FORMATION.rel_error,
-                      sigma_th: float = SEGMENTATION_FORMATION.sigma_th, threads: int = 1) -> dict:
+                      sigma_th: float = SEGMENTATION_FORMATION.sigma_th,
+                      gradient_smoothing: float = SEGMENTATION_FORMATION.gradient_smoothing, threads: int = 1) -> dict:
     """Foreground Dice of the trained ``apr_net`` and ``pixel_net`` (2 classes, of ``ndim``) on StarDist's
     sample image (``ndim=2``, 512^2) or volume (``ndim=3``, 31 x 61 x 57), normalised by percentiles and
     formed as in training, scored on the pixel grid against ``labels > 0``: ``{"available": True,
@@ -513,7 +533,8 @@ def evaluate_stardist(apr_net, pixel_net, ndim: int = 2, *, rel_error: float = S
     except (ModuleNotFoundError, FileNotFoundError) as e:
         return {"available": False, "reason": str(e)}
     with _threads(threads):
-        data = SegSet([_normalise(image)], [labels > 0], rel_error=rel_error, sigma_th=sigma_th)
+        data = SegSet([_normalise(image)], [labels > 0], rel_error=rel_error, sigma_th=sigma_th,
+                      gradient_smoothing=gradient_smoothing)
         d = heldout_dice(apr_net, pixel_net, data)
     return {"available": True, "apr_dice": d["apr"], "pixel_dice": d["pixel"], "particles": data.n_particles,
             "pixels": int(np.prod(data.shape)), "shape": list(data.shape)}

@@ -50,6 +50,10 @@ def test_sets_apr_and_pixel_batches_hold_the_same_images(ndim):
                                minlength=apr.n_particles)
         cell_n = np.bincount(owner.ravel(), minlength=apr.n_particles)
         np.testing.assert_allclose(recon, (cell_sum / cell_n)[owner], rtol=1e-4, atol=1e-5)
+    # low-noise imaging: the same objects, other noise
+    low = seg.stream_set(seg.SegmentationConfig(**{**cfg.params(), "low_noise": True}), 0)
+    np.testing.assert_array_equal(low.masks[0], data.masks[0])
+    assert not np.array_equal(low.images[0], data.images[0])
     # held-out images are not training images
     held = seg.heldout_set(cfg)
     assert len(held) == cfg.n_heldout
@@ -99,7 +103,7 @@ def test_train_pair_smoke_and_determinism(ndim):
 
 def test_apr_of_all_pixels_matches_the_pixel_net_at_the_first_step():
     # E so small that every particle is a pixel: the same weights give the same first loss
-    cfg = _cfg(2, rel_error=1e-6, sigma_th=1e-6, n_steps=1)
+    cfg = _cfg(2, rel_error=1e-6, sigma_th=1e-6, gradient_smoothing=0.0, n_steps=1)
     run = seg.train_pair(cfg)
     c = run.curve
     assert (c.n_particles == c.n_pixels).all()
@@ -149,7 +153,7 @@ def test_evaluate_stardist_without_stardist(monkeypatch):
 @pytest.mark.parametrize("bad", [
     {"ndim": 4}, {"ndim": True}, {"size": 4}, {"size": 32.0}, {"batch_size": 0}, {"n_steps": 0}, {"eval_every": 0},
     {"lr": 0}, {"lr": float("nan")}, {"rel_error": -0.1}, {"sigma_th": 0}, {"norm": "layer"}, {"kernel_size": 2},
-    {"radius_range": (5.0, 3.0)}, {"radius_range": (3.0,)}, {"n_objects": -1}, {"threads": 0}, {"seed": -1},
+    {"gradient_smoothing": -1.0}, {"low_noise": 1}, {"radius_range": (5.0, 3.0)}, {"radius_range": (3.0,)}, {"n_objects": -1}, {"threads": 0}, {"seed": -1},
 ])
 def test_bad_settings_rejected(bad):
     with pytest.raises(ValueError):
