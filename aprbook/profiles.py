@@ -264,6 +264,38 @@ PROFILES = {
         "paper": {"sizes": [64, 128, 192, 256], "settings": _COST3D_SETTINGS, "radius_range": None, "channels": 32,
                   "kernel": 3, "repeats": 3, "burn_in": 1, "formation_repeats": 7, "threads": 1, "mem_limit_gb": 16.0},
     },
+    # Beyond the thesis (the segmentation chapter, aprbook.segmentation): an APR U-Net and a pixel U-Net of
+    # the same widths and initial weights trained side by side on the same streamed nuclei images
+    # ("train_2d" / "train_3d": the fields of aprbook.segmentation.SegmentationConfig), the cost of one
+    # training step of each against the canvas side on sparse content ("cost_2d" / "cost_3d": the
+    # arguments of step_cost_vs_size), and the trained networks scored on StarDist's real sample.
+    # No thesis counterpart: `paper` is `book`.
+    "segmentation": {
+        "smoke": {"train_2d": {"ndim": 2, "size": 32, "n_objects": 2, "radius_range": [3.0, 5.0], "batch_size": 2,
+                               "n_steps": 3, "eval_every": 2, "n_heldout": 2, "depth": 2, "base_channels": 4},
+                  "train_3d": {"ndim": 3, "size": 16, "n_objects": 1, "radius_range": [2.0, 3.0], "batch_size": 1,
+                               "n_steps": 2, "eval_every": 2, "n_heldout": 1, "depth": 1, "base_channels": 2},
+                  "cost_2d": {"ndim": 2, "sizes": [32, 64], "n_objects": 1, "radius_range": [3.0, 5.0],
+                              "repeats": 1, "burn_in": 0, "depth": 2, "base_channels": 4, "memory": False},
+                  "cost_3d": {"ndim": 3, "sizes": [16, 24], "n_objects": 1, "radius_range": [2.0, 3.0],
+                              "repeats": 1, "burn_in": 0, "depth": 1, "base_channels": 2, "memory": False}},
+        "book": {"train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
+                              "n_heldout": 16, "depth": 3, "base_channels": 16},
+                 "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
+                              "n_heldout": 8, "depth": 3, "base_channels": 8},
+                 "cost_2d": {"ndim": 2, "sizes": [256, 512, 1024, 2048], "n_objects": 4, "repeats": 3, "burn_in": 1,
+                             "depth": 3, "base_channels": 16, "memory": True},
+                 "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1,
+                             "depth": 3, "base_channels": 8, "memory": True}},
+        "paper": {"train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
+                               "n_heldout": 16, "depth": 3, "base_channels": 16},
+                  "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
+                               "n_heldout": 8, "depth": 3, "base_channels": 8},
+                  "cost_2d": {"ndim": 2, "sizes": [256, 512, 1024, 2048], "n_objects": 4, "repeats": 3, "burn_in": 1,
+                              "depth": 3, "base_channels": 16, "memory": True},
+                  "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1,
+                              "depth": 3, "base_channels": 8, "memory": True}},
+    },
     # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
     "cost_memory": {
         "smoke": {"size": 64, "objects": [1, 4], "measure": [1]},

@@ -26,12 +26,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from aprlib.apr import THESIS_FORMATION
+from aprlib.apr import THESIS_FORMATION, APRParameters
 from aprlib.train import NATURAL_BATCH_SIZE, NATURAL_LR, NORMALISATIONS, SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR
 
 __all__ = ["THESIS_FORMATION", "SYNTHETIC_LR", "SYNTHETIC_BATCH_SIZE", "NATURAL_LR", "NATURAL_BATCH_SIZE",
            "NORMALISATIONS", "BOOK_NORMALISATION", "SENSITIVITY_NORMALISATIONS", "FIG46_WEIGHT_DECAY",
-           "FIG46_SPATIAL_DROPOUT", "FIG46_DROPOUT", "LENGTH_FIELDS", "UNSET", "RunConfig", "StreamedRunConfig",
+           "FIG46_SPATIAL_DROPOUT", "FIG46_DROPOUT", "SEGMENTATION_FORMATION", "SEGMENTATION_PERCENTILES",
+           "SEGMENTATION_LR", "SEGMENTATION_LOW_NOISE", "LENGTH_FIELDS", "UNSET", "RunConfig", "StreamedRunConfig",
            "FiniteRunConfig", "NaturalRunConfig", "checkpoint_params"]
 
 #: How the book's synthetic runs (streamed_converged, streamed_primary, finite_converged) feed intensities
@@ -44,6 +45,26 @@ SENSITIVITY_NORMALISATIONS = tuple(n for n in NORMALISATIONS if n != BOOK_NORMAL
 #: The thesis's regularisation of the networks on finite datasets (4.1.3.4, Fig 4.6): Adam's weight
 #: decay, the dropout rate of the spatial (channel) dropout and that of the fully connected layers.
 FIG46_WEIGHT_DECAY, FIG46_SPATIAL_DROPOUT, FIG46_DROPOUT = 1e-4, 0.3, 0.5
+
+# --- beyond the thesis: segmentation on the APR (aprbook.segmentation) ---------------------------------
+#: How the segmentation chapter forms its APRs (2D and 3D alike), on percentile-normalised images
+#: (:data:`SEGMENTATION_PERCENTILES`: background ~0, brightest nuclei ~1): the thesis's E = 0.1, LibAPR's
+#: gradient smoothing (3.0) and ``sigma_th`` 0.2 in normalised units. Not the thesis's formation (no
+#: smoothing, sigma_th 0.01): on :mod:`aprlib.data.nuclei`'s default imaging its APRs resolve the noise
+#: and are nearly all pixels. Measured on one 256^2 image of the default density (23 nuclei; seed
+#: (0, 1, 0), 2026-12-07): CR 1.1 without smoothing at sigma_th 0.1, 0.2 or 0.3; with smoothing 2.5 at
+#: 0.1, 3.7 at 0.2, 4.1 at 0.3 (low-noise imaging, :data:`SEGMENTATION_LOW_NOISE`: 4.1, 4.4, 4.4). E,
+#: sigma_th and the smoothing are a run's settings (``rel_error``, ``sigma_th``, ``gradient_smoothing``).
+SEGMENTATION_FORMATION = APRParameters(rel_error=0.1, gradient_smoothing=3.0, sigma_th=0.2)
+#: Per-image input normalisation of the segmentation runs, as the field does (CSBDeep / StarDist):
+#: the (1, 99.8) percentiles map to 0 and 1, unclipped (:func:`aprlib.data.nuclei.normalize_percentile`).
+SEGMENTATION_PERCENTILES = (1.0, 99.8)
+#: Adam's learning rate for both U-Nets (the usual U-Net value, not tuned here).
+SEGMENTATION_LR = 1e-3
+#: The imaging of the sparse canvases of the segmentation cost runs (:func:`aprbook.segmentation.step_cost_vs_size`):
+#: less noise than the generator's default (whose background noise the APR resolves, CR about 1), so the
+#: APR of a sparse canvas is sparse (CR about 9 at 512^2 with 4 nuclei, :func:`aprlib.data.nuclei.sparse_volume`).
+SEGMENTATION_LOW_NOISE = {"photon_scale": 2000.0, "read_noise": 0.003}
 
 #: The fields that set only a run's length (batches, iterations or epochs, a ladder of budgets, the
 #: budget a run is extended to): the one place they are marked. A checkpoint's key leaves exactly
