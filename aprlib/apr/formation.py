@@ -282,48 +282,55 @@ def form_apr(image, params: APRParameters | None = None, *, ndim: int = 2, **ove
         return APR._from_kernel3d(cells, means, used)
     if ndim != 2 or isinstance(ndim, bool):
         raise ValueError(f"ndim must be 2 (an image) or 3 (a volume), got {ndim!r}")
-    params = APRParameters() if params is None else params
-    if not isinstance(params, APRParameters):
-        raise TypeError(f"params must be an APRParameters, got {type(params).__name__}")
-    if overrides:
-        params = params.replace(**overrides)
+    params = _resolve_params(params, overrides)
     img, max_abs = _as_float_image(image, "image", True)  # one pass: finiteness and max |img|
-    if params.sigma_th == 0 and params.gradient_smoothing > 0:
-        warnings.warn("sigma_th = 0 with gradient smoothing: in flat regions the local intensity scale is the "
-                      "smoothing's float rounding noise, so the structure there depends on rounding (LibAPR "
-                      "warns about sigma_th = 0 too); set sigma_th > 0, or leave it at its default (None: 1% of "
-                      "the image's range, APRParameters())",
-                      RuntimeWarning, stacklevel=2)
+    _warn_sigma_th_zero(params, "image", stacklevel=2)
     # Exact rescaling by a power of two into the range where float32 neither overflows nor
     # underflows; the absolute thresholds follow. A no-op when the maximum is already in (0.5, 1].
     e = _power_of_two_exponent(max_abs)
     work = np.ldexp(img, -e) if e else img
     gray = to_grayscale(work) if work.ndim == 3 else work
+    params, settings = _kernel_settings(params, gray, e)
+    # The structure and the cell means of the image as given, in one call (no Python round trip,
+    # and the kernels' own cells are not re-checked); img was checked finite above.
+    s, means = _core.form_apr(gray, img if img.ndim == 3 else img[..., None], **settings)
+    return APR._from_kernel(s, means if img.ndim == 3 else means[:, 0], params)
+
+
+def _resolve_params(params, overrides: dict) -> APRParameters:
+    """``params`` (default ``APRParameters()``) with the keyword ``overrides`` applied."""
+    params = APRParameters() if params is None else params
+    if not isinstance(params, APRParameters):
+        raise TypeError(f"params must be an APRParameters, got {type(params).__name__}")
+    return params.replace(**overrides) if overrides else params
+
+
+def _warn_sigma_th_zero(params: APRParameters, what: str, stacklevel: int) -> None:
+    """LibAPR's warning about sigma_th = 0 with smoothing (``what``: "image" or "volume")."""
+    if params.sigma_th == 0 and params.gradient_smoothing > 0:
+        warnings.warn("sigma_th = 0 with gradient smoothing: in flat regions the local intensity scale is the "
+                      "smoothing's float rounding noise, so the structure there depends on rounding (LibAPR "
+                      "warns about sigma_th = 0 too); set sigma_th > 0, or leave it at its default (None: 1% of "
+                      f"the {what}'s range, APRParameters())",
+                      RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+def _kernel_settings(params: APRParameters, scaled: np.ndarray, e: int) -> tuple[APRParameters, dict]:
+    """The formation kernels' parameters (``_core.form_apr`` / ``form_apr3d`` keywords) for an image or
+    volume already multiplied by 2**-e (``scaled``, grayscale): the absolute thresholds scaled alike,
+    sigma_th = None resolved to SIGMA_TH_FRACTION of ``scaled``'s range (and recorded, unscaled, in the
+    returned parameters), the smoothing B-spline's recursion coefficients."""
     if params.sigma_th is None:  # SIGMA_TH_FRACTION of the range, here in the scaled units; recorded unscaled
-        sigma_th = _relative_sigma_th(gray)
+        sigma_th = _relative_sigma_th(scaled)
         params = params.replace(sigma_th=math.ldexp(sigma_th, e))
     else:
         sigma_th = _scaled_threshold(params.sigma_th, e)
     lam = float(params.gradient_smoothing)
     b1, b2, norm, k = bspline_recursion(lam) if lam > 0 else (0.0, 0.0, 1.0, 0)
-    # The structure and the cell means of the image as given, in one call (no Python round trip,
-    # and the kernels' own cells are not re-checked); img was checked finite above.
-    s, means = _core.form_apr(
-        gray,
-        img if img.ndim == 3 else img[..., None],
-        rel_error=float(params.rel_error),
-        grad_th=_scaled_threshold(params.grad_th, e),
-        Ip_th=_scaled_threshold(params.Ip_th, e),
-        sigma_th=sigma_th,
-        sigma_th_max=_scaled_threshold(params.sigma_th_max, e),
-        smooth=lam > 0,
-        b1=b1,
-        b2=b2,
-        norm=norm,
-        bspline_k=k,
-        minimal_grading=params.pulling_scheme == "minimal",
-    )
-    return APR._from_kernel(s, means if img.ndim == 3 else means[:, 0], params)
+    return params, dict(rel_error=float(params.rel_error), grad_th=_scaled_threshold(params.grad_th, e),
+                        Ip_th=_scaled_threshold(params.Ip_th, e), sigma_th=sigma_th,
+                        sigma_th_max=_scaled_threshold(params.sigma_th_max, e), smooth=lam > 0, b1=b1, b2=b2,
+                        norm=norm, bspline_k=k, minimal_grading=params.pulling_scheme == "minimal")
 
 
 # --- 3D volumes -----------------------------------------------------------------------------------
@@ -396,43 +403,14 @@ def form_volume_cells(volume, params: APRParameters | None = None,
     - ``params_used``: the parameters with ``sigma_th`` in the volume's intensity units, so that
       ``form_volume_cells(volume, params_used)`` forms the same cells.
     """
-    params = APRParameters() if params is None else params
-    if not isinstance(params, APRParameters):
-        raise TypeError(f"params must be an APRParameters, got {type(params).__name__}")
-    if overrides:
-        params = params.replace(**overrides)
+    params = _resolve_params(params, overrides)
     vol, max_abs = as_float_volume(volume)
-    if params.sigma_th == 0 and params.gradient_smoothing > 0:
-        warnings.warn("sigma_th = 0 with gradient smoothing: in flat regions the local intensity scale is the "
-                      "smoothing's float rounding noise, so the structure there depends on rounding (LibAPR "
-                      "warns about sigma_th = 0 too); set sigma_th > 0, or leave it at its default (None: 1% of "
-                      "the volume's range, APRParameters())",
-                      RuntimeWarning, stacklevel=2)
+    _warn_sigma_th_zero(params, "volume", stacklevel=2)
     e = _power_of_two_exponent(max_abs)
     work = np.ldexp(vol, -e) if e else vol
-    if params.sigma_th is None:  # SIGMA_TH_FRACTION of the range, in the scaled units; recorded unscaled
-        sigma_th = _relative_sigma_th(work)
-        params = params.replace(sigma_th=math.ldexp(sigma_th, e))
-    else:
-        sigma_th = _scaled_threshold(params.sigma_th, e)
-    lam = float(params.gradient_smoothing)
-    b1, b2, norm, k = bspline_recursion(lam) if lam > 0 else (0.0, 0.0, 1.0, 0)
+    params, settings = _kernel_settings(params, work, e)
     # The cells of the scaled volume (the structure does not change: module docstring), the means
     # of the volume as given (means_of), in one call.
-    cells, means = _core.form_apr3d(
-        work,
-        rel_error=float(params.rel_error),
-        grad_th=_scaled_threshold(params.grad_th, e),
-        Ip_th=_scaled_threshold(params.Ip_th, e),
-        sigma_th=sigma_th,
-        sigma_th_max=_scaled_threshold(params.sigma_th_max, e),
-        smooth=lam > 0,
-        b1=b1,
-        b2=b2,
-        norm=norm,
-        bspline_k=k,
-        minimal_grading=params.pulling_scheme == "minimal",
-        means_of=vol if e else None,
-        check_finite=False,  # as_float_volume checked vol (and so work = vol * 2**-e)
-    )
+    cells, means = _core.form_apr3d(work, **settings, means_of=vol if e else None,
+                                    check_finite=False)  # as_float_volume checked vol (and so work = vol * 2**-e)
     return cells, means, params
