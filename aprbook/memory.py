@@ -63,7 +63,7 @@ img = np.load(path)
 if mode == "apr":
     net = vgg16_features(apr=True, in_channels=1)
     batch = aprlib.APRBatch([InputSpec().form(img)])
-    prepare(batch, net)
+    prepare(batch, net, in_channels=1)
     inp = aprlib.APRFeatures.from_batch(batch)
     run = lambda: net(inp).features
 else:

@@ -169,3 +169,15 @@ def test_batch_builder_prepares_for_the_network():
     with pytest.raises(TypeError, match="network"):
         BatchBuilder(InputSpec("apr"), [("conv", 3, 1)])
     np.testing.assert_array_equal(labels.numpy(), [stream.image(j)[1] for j in range(3)])
+
+
+def test_a_network_that_takes_features_needs_in_channels():
+    import aprlib
+    from aprlib.nn.prepare import prepare
+    net = torch.nn.Sequential(aprlib.APRConv2d(1, 2, 3), aprlib.APRGlobalAvgPool())
+    img = np.zeros((16, 16), np.float32)
+    img[4:9, 5:11] = 1.0
+    batch = aprlib.APRBatch([aprlib.form_apr(img)])
+    with pytest.raises(TypeError, match="pass in_channels"):
+        prepare(batch, net)
+    prepare(batch, net, in_channels=1)

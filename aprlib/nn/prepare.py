@@ -52,4 +52,10 @@ def prepare(batch: APRBatch, network: nn.Module, in_channels: int | None = None)
         dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
         inp = APRFeatures(torch.empty(batch.n_particles, int(in_channels), dtype=dtype, device="meta"), batch)
     with torch.no_grad():
-        net(inp)
+        try:
+            net(inp)
+        except TypeError as e:
+            if in_channels is None and "take APRFeatures, got APRBatch" in str(e):
+                raise TypeError(f"prepare ran the network on the APRBatch, but it takes APRFeatures ({e}): pass "
+                                f"in_channels, the number of input feature channels") from e
+            raise
