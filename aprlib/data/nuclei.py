@@ -133,33 +133,34 @@ class NucleiParams:
     units; see the module docstring for the model).
 
     Attributes:
-        n_objects: number of objects per image (int >= 0), or None.
-        density: objects per 10**6 pixels (voxels) of the image, or None: an image of ``P`` pixels
-            holds ``round(density * P / 1e6)`` objects. At most one of ``n_objects`` and
-            ``density`` may be given; with neither, the density is ``DEFAULT_DENSITY[ndim]`` (350
-            in 2D, 30 in 3D: 23 objects in 256^2, 8 in 64^3).
-        radius_range: ``(min, max)`` largest semi-axis ``r`` of an object before perturbation,
-            uniform, px (> 0).
-        axis_ratio_range: ``(min, max)`` ratio of each other semi-axis to ``r``, uniform and drawn
-            per axis, in ``(0, 1]``.
-        perturbation: relative amplitude ``a`` of the low-frequency radial perturbation, ``[0, 0.5)``.
-        perturbation_frequency: angular frequency ``nu`` of its terms (> 0; about the number of
-            bumps per half turn).
-        shell_fraction: probability that an object is a shell (hollow), ``[0, 1]``.
-        shell_thickness_range: ``(min, max)`` radial wall thickness of shells, px, ``min >= 1``.
-        min_gap: least distance between the bounding spheres of two objects, px (>= 0).
-        brightness_range: ``(min, max)`` object brightness ``b`` above background, intensity
-            units (> 0).
-        texture_strength: ``s`` of the texture ``max(0, 1 + s g)`` (>= 0; 0: uniform objects).
-        texture_sigma: smoothing scale of the texture noise, px (>= 0; 0: white noise).
-        background: background intensity (>= 0).
-        psf_sigma: standard deviation of the Gaussian PSF along every axis (the lateral ones of a
-            volume), px (>= 0; 0: no blur).
-        psf_sigma_z: the PSF's along axis 0 of a volume, px (>= 0), or None for ``psf_sigma``
-            (isotropic); not used in 2D.
-        photon_scale: photons per intensity unit for the shot noise (> 0), or None (no shot
-            noise).
-        read_noise: standard deviation of the additive Gaussian read noise, intensity units (>= 0).
+
+    - ``n_objects``: number of objects per image (int >= 0), or None.
+    - ``density``: objects per 10**6 pixels (voxels) of the image, or None: an image of ``P`` pixels
+      holds ``round(density * P / 1e6)`` objects. At most one of ``n_objects`` and
+      ``density`` may be given; with neither, the density is ``DEFAULT_DENSITY[ndim]`` (350
+      in 2D, 30 in 3D: 23 objects in 256^2, 8 in 64^3).
+    - ``radius_range``: ``(min, max)`` largest semi-axis ``r`` of an object before perturbation,
+      uniform, px (> 0).
+    - ``axis_ratio_range``: ``(min, max)`` ratio of each other semi-axis to ``r``, uniform and drawn
+      per axis, in ``(0, 1]``.
+    - ``perturbation``: relative amplitude ``a`` of the low-frequency radial perturbation, ``[0, 0.5)``.
+    - ``perturbation_frequency``: angular frequency ``nu`` of its terms (> 0; about the number of
+      bumps per half turn).
+    - ``shell_fraction``: probability that an object is a shell (hollow), ``[0, 1]``.
+    - ``shell_thickness_range``: ``(min, max)`` radial wall thickness of shells, px, ``min >= 1``.
+    - ``min_gap``: least distance between the bounding spheres of two objects, px (>= 0).
+    - ``brightness_range``: ``(min, max)`` object brightness ``b`` above background, intensity
+      units (> 0).
+    - ``texture_strength``: ``s`` of the texture ``max(0, 1 + s g)`` (>= 0; 0: uniform objects).
+    - ``texture_sigma``: smoothing scale of the texture noise, px (>= 0; 0: white noise).
+    - ``background``: background intensity (>= 0).
+    - ``psf_sigma``: standard deviation of the Gaussian PSF along every axis (the lateral ones of a
+      volume), px (>= 0; 0: no blur).
+    - ``psf_sigma_z``: the PSF's along axis 0 of a volume, px (>= 0), or None for ``psf_sigma``
+      (isotropic); not used in 2D.
+    - ``photon_scale``: photons per intensity unit for the shot noise (> 0), or None (no shot
+      noise).
+    - ``read_noise``: standard deviation of the additive Gaussian read noise, intensity units (>= 0).
 
     With the defaults a background pixel reads 0.1 +- 0.024 (shot and read noise) and a pixel of a
     nucleus of the mean brightness 0.7 where its texture is 1 about 0.8 +- 0.064 (before blur).

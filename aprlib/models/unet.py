@@ -22,7 +22,7 @@ APR max pooling and :class:`~aprlib.nn.APRUpConv` back to the skip connection's 
 APRBatch or APRFeatures (N, in_channels), output APRFeatures (N, K) on the input's batch.
 :class:`PixelUNet` is the dense counterpart: ``nn.Conv2d`` / ``nn.Conv3d`` with zero padding k // 2, max
 pooling in ceil mode, nearest upsampling cropped to the skip connection's size, so that the output
-has the input's size for any size: input (B, in_channels, *S), output (B, K, *S).
+has the input's size for any size: input ``(B, in_channels, *S)``, output ``(B, K, *S)``.
 
 On an APR whose particles are all pixels (voxels), with one level kernel, the APR U-Net with the
 pixel U-Net's weights computes the pixel U-Net's output (each operation does: convolution, pooling
@@ -121,7 +121,7 @@ class APRUNet(_UNet):
 
     ``n_level_kernels`` level kernels per convolution of kernel size above 1 (the 1x1 ones, the head's
     and by default the up steps', have one); ``backend``: :mod:`aprlib.ops.common`. Weights as :class:`~aprlib.nn.APRConv`'s:
-    (out, in, n_level_kernels, *K)."""
+    ``(out, in, n_level_kernels, *K)``."""
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, *, ndim: int = 2, depth: int = 3,
                  base_channels: int = 16, convs_per_block: int = 2, kernel_size: int = 3, n_level_kernels: int = 2,
@@ -172,8 +172,8 @@ class _PixelUp(nn.Module):
 
 
 class PixelUNet(_UNet):
-    """The pixel (voxel) U-Net of :class:`APRUNet`'s layout (module docstring): input (B,
-    ``in_channels``, *S), S (H, W) or (D, H, W) of any size; output (B, ``out_channels``, *S)."""
+    """The pixel (voxel) U-Net of :class:`APRUNet`'s layout (module docstring): input
+    ``(B, in_channels, *S)``, S (H, W) or (D, H, W) of any size; output ``(B, out_channels, *S)``."""
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, *, ndim: int = 2, depth: int = 3,
                  base_channels: int = 16, convs_per_block: int = 2, kernel_size: int = 3, up_kernel_size: int = 1,
@@ -204,8 +204,8 @@ class PixelUNet(_UNet):
 @torch.no_grad()
 def load_pixel_weights(apr_net: APRUNet, pixel_net: PixelUNet) -> APRUNet:
     """Copy ``pixel_net``'s parameters and buffers (batch-norm statistics) into ``apr_net`` (same ndim,
-    widths, depth, kernel sizes and norm): each pixel kernel (out, in, *K) into every level kernel of
-    the APR convolution (out, in, n_level_kernels, *K). Returns ``apr_net``."""
+    widths, depth, kernel sizes and norm): each pixel kernel ``(out, in, *K)`` into every level kernel of
+    the APR convolution ``(out, in, n_level_kernels, *K)``. Returns ``apr_net``."""
     a, p = apr_net.state_dict(), pixel_net.state_dict()
     if list(a) != list(p):
         raise ValueError("the two U-Nets have different layouts (depth, convolutions per block or norm)")
