@@ -269,9 +269,14 @@ PROFILES = {
     # ("train_2d" / "train_3d": the fields of aprbook.segmentation.SegmentationConfig), the cost of one
     # training step of each against the canvas side on sparse content ("cost_2d" / "cost_3d": the
     # arguments of step_cost_vs_size), and the trained networks scored on StarDist's real sample.
+    # Stored runs (aprbook.segmentation_runs, `python -m aprbook.segmentation train|cost`): "seeds", the
+    # seeds a `train` command runs when given none (seed s: weights seed s, data_seed s);
+    # "checkpoint_every", the training steps between a run's checkpoints (besides those at a stop
+    # signal and after the last step).
     # No thesis counterpart: `paper` is `book`.
     "segmentation": {
-        "smoke": {"train_2d": {"ndim": 2, "size": 32, "n_objects": 2, "radius_range": [3.0, 5.0], "batch_size": 2,
+        "smoke": {"seeds": [1], "checkpoint_every": 2,
+                  "train_2d": {"ndim": 2, "size": 32, "n_objects": 2, "radius_range": [3.0, 5.0], "batch_size": 2,
                                "n_steps": 3, "eval_every": 2, "n_heldout": 2, "depth": 2, "base_channels": 4},
                   "train_3d": {"ndim": 3, "size": 16, "n_objects": 1, "radius_range": [2.0, 3.0], "batch_size": 1,
                                "n_steps": 2, "eval_every": 2, "n_heldout": 1, "depth": 1, "base_channels": 2},
@@ -279,7 +284,8 @@ PROFILES = {
                               "repeats": 1, "burn_in": 0, "depth": 2, "base_channels": 4, "memory": False},
                   "cost_3d": {"ndim": 3, "sizes": [16, 24], "n_objects": 1, "radius_range": [2.0, 3.0],
                               "repeats": 1, "burn_in": 0, "depth": 1, "base_channels": 2, "memory": False}},
-        "book": {"train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
+        "book": {"seeds": [1, 2, 3], "checkpoint_every": 100,
+                 "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
                               "n_heldout": 16, "depth": 3, "base_channels": 16},
                  "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
                               "n_heldout": 8, "depth": 3, "base_channels": 8},
@@ -287,7 +293,8 @@ PROFILES = {
                              "depth": 3, "base_channels": 16, "memory": True},
                  "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1,
                              "depth": 3, "base_channels": 8, "memory": True}},
-        "paper": {"train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
+        "paper": {"seeds": [1, 2, 3], "checkpoint_every": 100,
+                  "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
                                "n_heldout": 16, "depth": 3, "base_channels": 16},
                   "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
                                "n_heldout": 8, "depth": 3, "base_channels": 8},

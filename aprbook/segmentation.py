@@ -37,8 +37,22 @@ Real data (:func:`evaluate_stardist`): trained networks scored on StarDist's sam
 (:func:`aprlib.data.stardist_samples.stardist_sample`), normalised and formed as in training; a result
 with ``available`` False and the reason where StarDist is not installed.
 
+Checkpoints (:func:`train_pair`'s ``checkpoint``): both networks, both Adam states, the torch RNG, the
+steps done and the curve so far, every ``checkpoint_every`` steps, after the last and at a stop signal;
+a resumed run continues at the next step with the losses and Dice of an uninterrupted run.
+
+Stored runs (:mod:`aprbook.segmentation_runs`): each training run (id ``seg{ndim}d_E{rel_error}_s{seed}``,
+weights and data seeded by the seed) and each cost run in its own :class:`aprbook.provenance.ResultStore`
+under ``results/segmentation/``, checkpointed under ``results/checkpoints/segmentation/<profile>/``;
+loaded for the notebook by :func:`aprbook.segmentation_runs.load_runs` / ``load_cost``. Command line::
+
+    python -m aprbook.segmentation train --profile book --ndim 2 --seeds 1 2 3 [--rel-error 0.1 0.2 ...]
+        [--results-dir results] [--checkpoint-dir results/checkpoints] [--recompute]
+    python -m aprbook.segmentation cost --profile book --ndim 2 3
+
 Settings: :data:`aprbook.profiles.PROFILES` ``["segmentation"]`` (``train_2d``/``train_3d``: the fields of
-:class:`SegmentationConfig`; ``cost_2d``/``cost_3d``: :func:`step_cost_vs_size`'s arguments).
+:class:`SegmentationConfig`; ``cost_2d``/``cost_3d``: :func:`step_cost_vs_size`'s arguments; ``seeds``
+and ``checkpoint_every``: the stored runs').
 """
 from __future__ import annotations
 
@@ -56,7 +70,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .settings import SEGMENTATION_FORMATION, SEGMENTATION_LOW_NOISE, SEGMENTATION_LR, SEGMENTATION_PERCENTILES
+from .settings import (SEGMENTATION_FORMATION, SEGMENTATION_LOW_NOISE, SEGMENTATION_LR, SEGMENTATION_PERCENTILES,
+                       checkpoint_params)
 
 __all__ = ["SegmentationConfig", "SegSet", "SegmentationRun", "config_from_profile", "nuclei_params", "make_set",
            "stream_set", "heldout_set", "make_networks", "heldout_dice", "train_pair", "step_cost_vs_size",
@@ -360,7 +375,35 @@ class SegmentationRun(NamedTuple):
     pixel_net: torch.nn.Module
 
 
-def train_pair(cfg: SegmentationConfig, progress: bool = False) -> SegmentationRun:
+class _Optimizers:
+    """The two Adam optimizers of a pair as one (``state_dict`` / ``load_state_dict`` of both, by side),
+    so that a pair's checkpoint is read and checked as any training loop's (:mod:`aprlib.train.checkpoint`)."""
+
+    def __init__(self, opts: dict):
+        self.opts = opts
+
+    def state_dict(self) -> dict:
+        return {side: opt.state_dict() for side, opt in self.opts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for side, opt in self.opts.items():
+            opt.load_state_dict(state[side])
+
+
+def _checkpoint_loop(cfg: SegmentationConfig) -> dict:
+    """What a pair's checkpoint records of the run that wrote it and is compared on load (besides its
+    :class:`aprlib.train.Checkpoint` configuration): the settings without the run's length
+    (:func:`aprbook.settings.checkpoint_params`: ``n_steps``), so that a longer run extends a shorter one's
+    checkpoint."""
+    return {"loop": "aprbook.segmentation.train_pair", "settings": checkpoint_params(cfg.params())}
+
+
+#: the entries a pair's checkpoint holds besides networks, optimizers and torch RNG
+_CHECKPOINT_ENTRIES = ("steps_done", "rows")
+
+
+def train_pair(cfg: SegmentationConfig, progress: bool = False, checkpoint=None,
+               checkpoint_every: int | None = None) -> SegmentationRun:
     """Train the APR U-Net and the pixel U-Net of ``cfg`` side by side (module docstring).
 
     ``curve`` columns: ``step`` (1-based), ``network`` ("apr" / "pixel"), ``loss`` (the step's training
@@ -369,32 +412,85 @@ def train_pair(cfg: SegmentationConfig, progress: bool = False) -> SegmentationR
     APR rows only, 0 for the pixel rows), ``n_particles`` / ``n_pixels`` of the step's batch.
     ``summary``: the settings (:meth:`SegmentationConfig.params`), the final held-out Dice, the median step
     time and the mean particles per image of each network's inputs, the held-out set's particles and
-    pixels."""
+    pixels.
+
+    Checkpoints: with ``checkpoint`` (an :class:`aprlib.train.Checkpoint` or a path; None: none) both
+    networks, both Adam states, the torch RNG, the steps done and the curve's rows so far are saved there
+    (atomically) every ``checkpoint_every`` steps (None: only as follows), after the last step, and,
+    when a SIGINT or SIGTERM arrives, after the step under way (then :class:`aprlib.train.TrainingStopped`
+    is raised; a second signal interrupts at once). A run resumes the first of the checkpoint's ``path``
+    and ``archive`` that holds these settings but for ``n_steps`` (:func:`_checkpoint_loop`; and the
+    checkpoint's configuration, its key) and no more steps than ``n_steps``: it continues at the next
+    step, and its losses and held-out Dice are those of an uninterrupted run (every step's images are
+    seeded by the step; the times are the sessions' own). A checkpoint of a shorter run is extended (its
+    last held-out Dice, if off this run's evaluation grid, is dropped as an uninterrupted run never
+    computed it). A checkpoint that cannot be read is moved aside with a warning and the run starts
+    afresh; one of other settings is left in place, with a printed line (:mod:`aprlib.train.checkpoint`)."""
+    from aprlib.train import TrainingStopped
+    from aprlib.train.checkpoint import _as_checkpoint, _load_checkpoint, _save_checkpoint
+    from aprlib.train.loops import _stop_on_signal
     if not isinstance(cfg, SegmentationConfig):
         raise TypeError(f"cfg must be a SegmentationConfig, got {type(cfg).__name__}")
+    if checkpoint_every is not None:
+        _check_int("checkpoint_every", checkpoint_every, 1)
+    ck = _as_checkpoint(checkpoint)
     rows = []
     with _threads(cfg.threads):
         apr_net, pixel_net = make_networks(cfg)
         opts = {"apr": torch.optim.Adam(apr_net.parameters(), lr=cfg.lr),
                 "pixel": torch.optim.Adam(pixel_net.parameters(), lr=cfg.lr)}
+        pair, pair_opt, loop = torch.nn.ModuleDict({"apr": apr_net, "pixel": pixel_net}), _Optimizers(opts), None
+        done = 0
+        if ck is not None:
+            loop = _checkpoint_loop(cfg)
+
+            def resumable(state):
+                n, saved = state["steps_done"], state["rows"]
+                if not _is_int(n) or n < 0 or not isinstance(saved, list) or len(saved) != 2 * n:
+                    n_rows = len(saved) if isinstance(saved, list) else type(saved).__name__
+                    return f"holds an inconsistent progress ({n!r} steps, {n_rows} curve rows)"
+                return None if n <= cfg.n_steps else f"has trained {n} steps, more than this run's {cfg.n_steps}"
+            state = _load_checkpoint(ck, loop, pair, pair_opt, resumable, _CHECKPOINT_ENTRIES)
+            if state is not None:
+                done, rows = int(state["steps_done"]), [dict(r) for r in state["rows"]]
+                torch.set_rng_state(state["torch_rng"])
+                for r in rows:  # a shorter run's last evaluation, off this run's grid
+                    if r["step"] % cfg.eval_every != 0 and r["step"] != cfg.n_steps:
+                        r["heldout_dice"] = math.nan
+                if progress:
+                    print(f"resumed at step {done}/{cfg.n_steps} from {ck.path}", flush=True)
+
+        def save(steps_done):
+            _save_checkpoint(ck, loop, pair, pair_opt, steps_done=steps_done, rows=rows)
+
         held = heldout_set(cfg)
         n_pix = int(np.prod(cfg.shape)) * cfg.batch_size
-        for step in range(1, cfg.n_steps + 1):
-            data = stream_set(cfg, step - 1)
-            t0 = time.perf_counter()
-            apr_loss = _apr_step(apr_net, opts["apr"], data)
-            t1 = time.perf_counter()
-            pixel_loss = _pixel_step(pixel_net, opts["pixel"], data)
-            t2 = time.perf_counter()
-            evaluate = step % cfg.eval_every == 0 or step == cfg.n_steps
-            d = heldout_dice(apr_net, pixel_net, held) if evaluate else {"apr": math.nan, "pixel": math.nan}
-            rows.append({"step": step, "network": "apr", "loss": apr_loss, "heldout_dice": d["apr"], "step_s": t1 - t0,
-                         "formation_s": data.formation_s, "n_particles": data.n_particles, "n_pixels": n_pix})
-            rows.append({"step": step, "network": "pixel", "loss": pixel_loss, "heldout_dice": d["pixel"],
-                         "step_s": t2 - t1, "formation_s": 0.0, "n_particles": n_pix, "n_pixels": n_pix})
-            if progress and evaluate:
-                print(f"step {step}/{cfg.n_steps}: loss apr {apr_loss:.4f} pixel {pixel_loss:.4f}, held-out Dice "
-                      f"apr {d['apr']:.3f} pixel {d['pixel']:.3f}", flush=True)
+        with _stop_on_signal(ck is not None) as stop_signal:
+            for step in range(done + 1, cfg.n_steps + 1):
+                data = stream_set(cfg, step - 1)
+                t0 = time.perf_counter()
+                apr_loss = _apr_step(apr_net, opts["apr"], data)
+                t1 = time.perf_counter()
+                pixel_loss = _pixel_step(pixel_net, opts["pixel"], data)
+                t2 = time.perf_counter()
+                evaluate = step % cfg.eval_every == 0 or step == cfg.n_steps
+                d = heldout_dice(apr_net, pixel_net, held) if evaluate else {"apr": math.nan, "pixel": math.nan}
+                rows.append({"step": step, "network": "apr", "loss": apr_loss, "heldout_dice": d["apr"],
+                             "step_s": t1 - t0, "formation_s": data.formation_s, "n_particles": data.n_particles,
+                             "n_pixels": n_pix})
+                rows.append({"step": step, "network": "pixel", "loss": pixel_loss, "heldout_dice": d["pixel"],
+                             "step_s": t2 - t1, "formation_s": 0.0, "n_particles": n_pix, "n_pixels": n_pix})
+                if progress and evaluate:
+                    print(f"step {step}/{cfg.n_steps}: loss apr {apr_loss:.4f} pixel {pixel_loss:.4f}, held-out "
+                          f"Dice apr {d['apr']:.3f} pixel {d['pixel']:.3f}", flush=True)
+                if ck is None:
+                    continue
+                if step == cfg.n_steps or (checkpoint_every and step % checkpoint_every == 0):
+                    save(step)
+                if stop_signal and step < cfg.n_steps:  # a finished run is not stopped
+                    if checkpoint_every is None or step % checkpoint_every != 0:
+                        save(step)
+                    raise TrainingStopped(stop_signal[0], ck.path, step)
     curve = pd.DataFrame(rows)
     summary = {"settings": cfg.params(), "heldout_particles": held.n_particles,
                "heldout_pixels": int(np.prod(cfg.shape)) * len(held)}
@@ -538,3 +634,8 @@ def evaluate_stardist(apr_net, pixel_net, ndim: int = 2, *, rel_error: float = S
         d = heldout_dice(apr_net, pixel_net, data)
     return {"available": True, "apr_dice": d["apr"], "pixel_dice": d["pixel"], "particles": data.n_particles,
             "pixels": int(np.prod(data.shape)), "shape": list(data.shape)}
+
+
+if __name__ == "__main__":  # python -m aprbook.segmentation train|cost ...: the stored runs' command line
+    from aprbook.segmentation_runs import main
+    main()

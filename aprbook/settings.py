@@ -67,9 +67,11 @@ SEGMENTATION_LR = 1e-3
 SEGMENTATION_LOW_NOISE = {"photon_scale": 2000.0, "read_noise": 0.003}
 
 #: The fields that set only a run's length (batches, iterations or epochs, a ladder of budgets, the
-#: budget a run is extended to): the one place they are marked. A checkpoint's key leaves exactly
-#: these out (:func:`checkpoint_params`), and so does the comparison of a run with its longer twin.
-LENGTH_FIELDS = ("n_batches", "budgets", "at_least", "n_iterations", "n_epochs")
+#: budget a run is extended to, the training steps of a segmentation run,
+#: :class:`aprbook.segmentation.SegmentationConfig`): the one place they are marked. A checkpoint's key
+#: leaves exactly these out (:func:`checkpoint_params`), and so does the comparison of a run with its
+#: longer twin.
+LENGTH_FIELDS = ("n_batches", "budgets", "at_least", "n_iterations", "n_epochs", "n_steps")
 
 
 class _Unset:
