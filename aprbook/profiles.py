@@ -272,10 +272,12 @@ PROFILES = {
     # Stored runs (aprbook.segmentation_runs, `python -m aprbook.segmentation train|cost`): "seeds", the
     # seeds a `train` command runs when given none (seed s: weights seed s, data_seed s);
     # "checkpoint_every", the training steps between a run's checkpoints (besides those at a stop
-    # signal and after the last step).
+    # signal and after the last step); "sweep_rel_errors", the larger E of the Dice-against-E sweep,
+    # 2D, seed 1 (aprbook.segmentation_claims: the plan's runs are every seed at the training E in
+    # 2D and 3D, and these).
     # No thesis counterpart: `paper` is `book`.
     "segmentation": {
-        "smoke": {"seeds": [1], "checkpoint_every": 2,
+        "smoke": {"seeds": [1, 2, 3], "sweep_rel_errors": [0.8], "checkpoint_every": 2,
                   "train_2d": {"ndim": 2, "size": 32, "n_objects": 2, "radius_range": [3.0, 5.0], "batch_size": 2,
                                "n_steps": 3, "eval_every": 2, "n_heldout": 2, "depth": 2, "base_channels": 4},
                   "train_3d": {"ndim": 3, "size": 16, "n_objects": 1, "radius_range": [2.0, 3.0], "batch_size": 1,
@@ -284,7 +286,7 @@ PROFILES = {
                               "repeats": 1, "burn_in": 0, "depth": 2, "base_channels": 4, "memory": False},
                   "cost_3d": {"ndim": 3, "sizes": [16, 24], "n_objects": 1, "radius_range": [2.0, 3.0],
                               "repeats": 1, "burn_in": 0, "depth": 1, "base_channels": 2, "memory": False}},
-        "book": {"seeds": [1, 2, 3], "checkpoint_every": 100,
+        "book": {"seeds": [1, 2, 3], "sweep_rel_errors": [0.2, 0.4, 0.8], "checkpoint_every": 100,
                  "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
                               "n_heldout": 16, "depth": 3, "base_channels": 16},
                  "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
@@ -293,7 +295,7 @@ PROFILES = {
                              "depth": 3, "base_channels": 16, "memory": True},
                  "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1,
                              "depth": 3, "base_channels": 8, "memory": True}},
-        "paper": {"seeds": [1, 2, 3], "checkpoint_every": 100,
+        "paper": {"seeds": [1, 2, 3], "sweep_rel_errors": [0.2, 0.4, 0.8], "checkpoint_every": 100,
                   "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
                                "n_heldout": 16, "depth": 3, "base_channels": 16},
                   "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,

@@ -29,6 +29,10 @@ each, the statistic, the runs, and the decision rule with its noise model):
   nuclei only (never on these) score an APR Dice within :data:`DICE_MARGIN` of the pixel Dice:
   the accuracy rule, per seed of the E = 0.1 runs. Their Dice are reported whatever the verdict.
 
+Every paired rule counts a seed only where its pixel U-Net learned the synthetic task (held-out Dice at
+least :data:`MIN_LEARNED_DICE`; else the sub-claim is inconclusive, underpowered): two networks that
+learned nothing agree and decide nothing.
+
 Nothing here asserts a result; every function reads stored tables.
 """
 from __future__ import annotations
@@ -41,7 +45,7 @@ import pandas as pd
 
 from .verdicts import SubClaim, verdict
 
-__all__ = ["DICE_MARGIN", "E_PRIMARY", "N_SEEDS", "FINAL_EVALS", "COST_FACTOR", "COST_MIN_SIZE", "ITEMS",
+__all__ = ["DICE_MARGIN", "E_PRIMARY", "N_SEEDS", "MIN_LEARNED_DICE", "FINAL_EVALS", "COST_FACTOR", "COST_MIN_SIZE", "ITEMS",
            "PlanRow", "PLAN", "plan_table", "final_dice", "accuracy_claim", "information_loss_claim",
            "cost_claims", "stardist_claim", "judge", "verdict_rows"]
 
@@ -51,6 +55,9 @@ DICE_MARGIN = 0.02
 E_PRIMARY = 0.1
 #: Seeds a paired comparison needs.
 N_SEEDS = 3
+#: A paired comparison counts only where the pixel U-Net learned: its Dice at least this (two nets that
+#: learned nothing agree, and decide nothing).
+MIN_LEARNED_DICE = 0.5
 #: The final Dice of a run: the mean over its last this many held-out evaluations.
 FINAL_EVALS = 3
 #: The cost factor (time and peak memory, pixel / APR), the issue's.
@@ -80,7 +87,8 @@ class PlanRow:
 
 _FINAL = f"mean held-out Dice over the run's last {FINAL_EVALS} evaluations"
 _PAIRED = (f"every seed's difference <= {DICE_MARGIN}: holds; every seed's > {DICE_MARGIN}: fails; mixed: "
-           f"inconclusive (within noise); fewer than {N_SEEDS} seeds: inconclusive (not computed)")
+           f"inconclusive (within noise); fewer than {N_SEEDS} seeds: inconclusive (not computed); a seed whose "
+           f"pixel U-Net's Dice is below {MIN_LEARNED_DICE}: inconclusive (underpowered: it did not learn)")
 
 
 def _accuracy_name(ndim: int) -> str:
@@ -143,13 +151,18 @@ def final_dice(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _paired(name: str, diffs: dict, what: str) -> SubClaim:
-    """The paired rule of :data:`_PAIRED` on ``diffs`` {seed: pixel - APR}."""
+def _paired(name: str, diffs: dict, what: str, pixel: dict | None = None) -> SubClaim:
+    """The paired rule of :data:`_PAIRED` on ``diffs`` {seed: pixel - APR}, ``pixel`` {seed: the pixel
+    U-Net's Dice}."""
     got = {s: d for s, d in diffs.items() if d is not None and math.isfinite(d)}
     ev = ", ".join(f"seed {s}: {d:+.3f}" for s, d in sorted(got.items()))
     if len(got) < N_SEEDS:
         return SubClaim(name, "inconclusive", f"not computed: {len(got)} of {N_SEEDS} seeds stored"
                                               + (f" ({what} pixel - APR: {ev})" if ev else ""))
+    unlearned = sorted(s for s in got if pixel is not None and not pixel.get(s, 0.0) >= MIN_LEARNED_DICE)
+    if unlearned:
+        return SubClaim(name, "inconclusive", f"underpowered: the pixel U-Net's Dice is below {MIN_LEARNED_DICE} in seed "
+                                              f"{', '.join(map(str, unlearned))} ({what} pixel - APR: {ev})")
     v = list(got.values())
     status = "holds" if max(v) <= DICE_MARGIN else "fails" if min(v) > DICE_MARGIN else "inconclusive"
     tail = "" if status != "inconclusive" else f"; within noise: the seeds lie on both sides of {DICE_MARGIN}"
@@ -163,7 +176,8 @@ def accuracy_claim(final: pd.DataFrame, ndim: int) -> SubClaim:
     diffs = {int(s): float(r["pixel"] - r["apr"]) for s, r in piv.iterrows() if {"apr", "pixel"} <= set(r.index)}
     ev = "; ".join(f"seed {int(s)}: APR {r.get('apr', math.nan):.3f}, pixel {r.get('pixel', math.nan):.3f}"
                    for s, r in piv.iterrows())
-    c = _paired(_accuracy_name(ndim), diffs, "held-out Dice")
+    pixel = {int(s): float(r["pixel"]) for s, r in piv.iterrows() if "pixel" in r.index}
+    c = _paired(_accuracy_name(ndim), diffs, "held-out Dice", pixel)
     return SubClaim(c.name, c.status, c.evidence + (f" ({ev})" if ev else ""))
 
 
@@ -215,9 +229,12 @@ def cost_claims(cost: pd.DataFrame, mem_limit_gb: float | None = None) -> list[S
     return out
 
 
-def stardist_claim(stardist: pd.DataFrame, ndim: int) -> SubClaim:
+def stardist_claim(stardist: pd.DataFrame, ndim: int, final: pd.DataFrame | None = None) -> SubClaim:
     """The real-image sub-claim of ``ndim`` from the stored StarDist scores (columns run, ndim,
-    rel_error, seed, network, dice; ``available`` False rows are skipped)."""
+    rel_error, seed, network, dice; ``available`` False rows are skipped). The learned gate reads the
+    pixel U-Net's held-out synthetic Dice of the same run (``final``, :func:`final_dice`; None: no gate):
+    a network may transfer badly to real images, which the comparison is about, but one that learned
+    nothing decides nothing."""
     name = _stardist_name(ndim)
     s = stardist if stardist is not None else pd.DataFrame(columns=["ndim", "rel_error", "seed", "network", "dice"])
     s = s[(s["ndim"] == ndim) & np.isclose(s.rel_error.astype(float), E_PRIMARY)]
@@ -227,7 +244,11 @@ def stardist_claim(stardist: pd.DataFrame, ndim: int) -> SubClaim:
     diffs = {int(k): float(r["pixel"] - r["apr"]) for k, r in piv.iterrows() if {"apr", "pixel"} <= set(r.index)}
     ev = "; ".join(f"seed {int(k)}: APR {r.get('apr', math.nan):.3f}, pixel {r.get('pixel', math.nan):.3f}"
                    for k, r in piv.iterrows())
-    c = _paired(name, diffs, "Dice")
+    pixel = None
+    if final is not None:
+        f = final[(final["ndim"] == ndim) & np.isclose(final.rel_error, E_PRIMARY) & (final.network == "pixel")]
+        pixel = {int(r.seed): float(r.dice) for r in f.itertuples()}
+    c = _paired(name, diffs, "Dice", pixel)
     return SubClaim(c.name, c.status, c.evidence + (f" ({ev})" if ev else ""))
 
 
@@ -237,7 +258,7 @@ def judge(curves: pd.DataFrame, stardist: pd.DataFrame, cost: pd.DataFrame, mem_
     return {"accuracy": [accuracy_claim(final, 2), accuracy_claim(final, 3)],
             "information loss": [information_loss_claim(final, 2)],
             "cost": cost_claims(cost, mem_limit_gb),
-            "real images": [stardist_claim(stardist, 2), stardist_claim(stardist, 3)]}
+            "real images": [stardist_claim(stardist, 2, final), stardist_claim(stardist, 3, final)]}
 
 
 def verdict_rows(judged: dict) -> pd.DataFrame:

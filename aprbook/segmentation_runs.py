@@ -58,7 +58,7 @@ from .runs import CHECKPOINT_DIR, RunStopped, _compute, stop_outside_training
 from .segmentation import SegmentationConfig, config_from_profile, evaluate_stardist, step_cost_vs_size, train_pair
 
 __all__ = ["EXPERIMENT", "NOTEBOOK", "run_id", "parse_run_id", "run_config", "run_store", "summary_table",
-           "stardist_table", "compute_run", "cost_store", "compute_cost", "load_runs", "load_cost", "main"]
+           "stardist_table", "compute_run", "planned_runs", "run_planned", "cost_store", "compute_cost", "load_runs", "load_cost", "stored_provenances", "main"]
 
 #: the experiment under ``results/`` (and ``results/checkpoints/``) of every segmentation store
 EXPERIMENT = "segmentation"
@@ -177,6 +177,34 @@ def compute_run(cfg: SegmentationConfig, profile: str, results_dir, checkpoint_d
     return _compute(store, checkpoint_dir, recompute, train)
 
 
+def planned_runs(profile: str) -> list[str]:
+    """The run ids of the chapter's plan (:mod:`aprbook.segmentation_claims`) at ``profile``, in the order
+    to compute them: every seed of the profile's ``seeds`` at the training E in 3D, then in 2D, then seed 1
+    of each E of ``sweep_rel_errors`` in 2D (Dice against E)."""
+    from .profiles import profile_settings
+    s = profile_settings(EXPERIMENT, profile)
+    out = []
+    for ndim in (3, 2):
+        e = config_from_profile(profile, ndim).rel_error
+        out += [run_id(ndim, e, seed) for seed in s["seeds"]]
+    out += [run_id(2, float(e), 1) for e in s.get("sweep_rel_errors", [])]
+    return list(dict.fromkeys(out))
+
+
+def run_planned(profile: str, results_dir="results", checkpoint_dir=CHECKPOINT_DIR, recompute: bool = False,
+                progress: bool = False, costs: bool = True) -> list[ResultStore]:
+    """Compute every run of :func:`planned_runs` whose store is not fresh (all with ``recompute``),
+    resuming checkpoints, and with ``costs`` the cost runs of both dimensions; returns the stores."""
+    stores = []
+    for rid in planned_runs(profile):
+        ndim, e, seed = parse_run_id(rid)
+        stores.append(compute_run(run_config(profile, ndim, e, seed), profile, results_dir, checkpoint_dir,
+                                  recompute=recompute, progress=progress))
+    if costs:
+        stores += [compute_cost(ndim, profile, results_dir, recompute=recompute) for ndim in (2, 3)]
+    return stores
+
+
 # --- cost runs -----------------------------------------------------------------------------------------
 def _cost_args(ndim: int, profile: str) -> dict:
     from .profiles import profile_settings
@@ -282,6 +310,26 @@ def load_cost(results_dir, profile: str) -> pd.DataFrame:
             continue
         frames.append(store.load_table("cost"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ndim", "size"])
+
+
+def stored_provenances(results_dir, profile: str) -> dict:
+    """{store name: provenance} of the training runs :func:`load_runs` loads (by run id) and the cost
+    runs :func:`load_cost` loads (``cost_2d``, ``cost_3d``): the input of
+    :func:`aprbook.provenance.summary_params` for the chapter's summary store, which is then fresh
+    exactly while these stored runs are unchanged."""
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # load_runs / load_cost warn about what they skip
+        _, summaries, _ = load_runs(results_dir, profile)
+        for rid in summaries.get("run", pd.Series(dtype=str)).tolist():
+            ndim, e, seed = parse_run_id(rid)
+            out[rid] = run_store(run_config(profile, ndim, e, seed), profile, results_dir).provenance()
+        for ndim in (2, 3):
+            store = cost_store(ndim, profile, results_dir)
+            prov = store.provenance()
+            if prov is not None and _stale(store, prov) is None:
+                out[f"cost_{ndim}d"] = prov
+    return out
 
 
 # --- command line --------------------------------------------------------------------------------------

@@ -121,3 +121,15 @@ def test_verdict_rows_carry_each_items_verdict():
     assert set(acc.verdict) == {"inconclusive"}  # 2D holds, 3D not computed: never rounded up
     assert acc.status.tolist() == ["holds", "inconclusive"]
     assert np.all(t.verdict.isin(["confirmed", "partly confirmed", "not confirmed", "inconclusive"]))
+
+
+def test_paired_rules_need_a_pixel_net_that_learned():
+    c = _curves({(0.1, s): (0.30, 0.31) for s in (1, 2, 3)})  # agree within 0.02, but learned little
+    claim = sc.accuracy_claim(sc.final_dice(c), 2)
+    assert claim.status == "inconclusive" and "underpowered" in claim.evidence
+    rows = [{"run": f"seg2d_E0.1_s{s}", "ndim": 2, "rel_error": 0.1, "seed": s, "network": n, "dice": 0.6,
+             "available": True} for s in (1, 2, 3) for n in ("apr", "pixel")]
+    st = pd.DataFrame(rows)
+    assert sc.stardist_claim(st, 2, sc.final_dice(c)).status == "inconclusive"
+    good = _curves({(0.1, s): (0.9, 0.9) for s in (1, 2, 3)})
+    assert sc.stardist_claim(st, 2, sc.final_dice(good)).status == "holds"  # a poor transfer is still compared
