@@ -139,7 +139,7 @@ def final_dice(curves: pd.DataFrame) -> pd.DataFrame:
     last step). ``curves``: the stored curves (columns run, ndim, rel_error, seed, step, network,
     heldout_dice; NaN Dice where a step was not evaluated)."""
     cols = ["run", "ndim", "rel_error", "seed", "network", "dice", "steps"]
-    if curves is None or curves.empty:
+    if curves is None or curves.empty or "heldout_dice" not in curves:
         return pd.DataFrame(columns=cols)
     ev = curves.dropna(subset=["heldout_dice"]).sort_values("step")
     rows = []
@@ -236,7 +236,8 @@ def stardist_claim(stardist: pd.DataFrame, ndim: int, final: pd.DataFrame | None
     a network may transfer badly to real images, which the comparison is about, but one that learned
     nothing decides nothing."""
     name = _stardist_name(ndim)
-    s = stardist if stardist is not None else pd.DataFrame(columns=["ndim", "rel_error", "seed", "network", "dice"])
+    cols = ["ndim", "rel_error", "seed", "network", "dice"]
+    s = stardist if stardist is not None and set(cols) <= set(stardist.columns) else pd.DataFrame(columns=cols)
     s = s[(s["ndim"] == ndim) & np.isclose(s.rel_error.astype(float), E_PRIMARY)]
     if "available" in s:
         s = s[s.available.astype(bool)]

@@ -133,3 +133,11 @@ def test_paired_rules_need_a_pixel_net_that_learned():
     assert sc.stardist_claim(st, 2, sc.final_dice(c)).status == "inconclusive"
     good = _curves({(0.1, s): (0.9, 0.9) for s in (1, 2, 3)})
     assert sc.stardist_claim(st, 2, sc.final_dice(good)).status == "holds"  # a poor transfer is still compared
+
+
+def test_nothing_stored_is_not_computed_everywhere():
+    """What the loaders return when nothing is stored: frames with the key columns only."""
+    empty = pd.DataFrame(columns=["run", "ndim", "rel_error", "seed"])
+    judged = sc.judge(empty, empty, pd.DataFrame(columns=["ndim", "size"]))
+    for c in (c for cl in judged.values() for c in cl):
+        assert c.status == "inconclusive" and "not computed" in c.evidence, c
