@@ -71,10 +71,10 @@ import torch
 import torch.nn.functional as F
 
 from .settings import (SEGMENTATION_FORMATION, SEGMENTATION_LOW_NOISE, SEGMENTATION_LR, SEGMENTATION_PERCENTILES,
-                       checkpoint_params)
+                       SEGMENTATION_REFERENCE_SIDE, checkpoint_params)
 
 __all__ = ["SegmentationConfig", "SegSet", "SegmentationRun", "config_from_profile", "nuclei_params", "make_set",
-           "stream_set", "heldout_set", "make_networks", "heldout_dice", "train_pair", "step_cost_vs_size",
+           "stream_set", "heldout_set", "reference_intensity_map", "make_networks", "heldout_dice", "train_pair", "step_cost_vs_size",
            "evaluate_stardist"]
 
 _NORMS = ("batch", None)
@@ -212,9 +212,33 @@ def _form(image: np.ndarray, ndim: int, rel_error: float, sigma_th: float,
                     gradient_smoothing=float(gradient_smoothing))
 
 
-def _normalise(image) -> np.ndarray:
+def _normalise(image, intensity_map=None) -> np.ndarray:
+    """``image`` normalised by its own percentiles (:data:`aprbook.settings.SEGMENTATION_PERCENTILES`), or
+    with ``intensity_map`` ``(lo, hi)`` by that fixed map: ``(image - lo) / (hi - lo)`` (float32)."""
     from aprlib.data.nuclei import normalize_percentile
-    return normalize_percentile(image, *SEGMENTATION_PERCENTILES)
+    if intensity_map is None:
+        return normalize_percentile(image, *SEGMENTATION_PERCENTILES)
+    lo, hi = (float(v) for v in intensity_map)
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"intensity_map must be (lo, hi) with lo < hi, got {intensity_map!r}")
+    return ((np.asarray(image, dtype=np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))).astype(np.float32)
+
+
+def reference_intensity_map(ndim: int, low_noise: bool = True) -> tuple:
+    """``(lo, hi)``: the percentiles (:data:`aprbook.settings.SEGMENTATION_PERCENTILES`) of one reference
+    image of the generator's default density at :data:`aprbook.settings.SEGMENTATION_REFERENCE_SIDE`
+    (256^2 in 2D, 64^3 in 3D; seed ``(0, 3, ndim)``), with the cost runs' imaging (``low_noise``). The cost
+    runs normalise every canvas with this one map, so that a canvas's intensities do not depend on its
+    size: a canvas's own percentiles, on a sparse canvas (a few nuclei in 2048^2: 0.03% foreground), are
+    both background noise, and stretching the noise to [0, 1] made its APR keep nearly every pixel (CR
+    1.04 at 1024^2 and 2048^2, measured 2026-12-07; the chapter shows it)."""
+    from aprlib.data.nuclei import generate
+    if ndim not in (2, 3) or not _is_int(ndim):
+        raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
+    side = SEGMENTATION_REFERENCE_SIDE[ndim]
+    img = generate((side,) * ndim, nuclei_params(low_noise=low_noise), (0, 3, ndim)).image
+    lo, hi = np.percentile(np.asarray(img, dtype=np.float32), list(SEGMENTATION_PERCENTILES))
+    return float(lo), float(hi)
 
 
 class SegSet:
@@ -265,13 +289,14 @@ class SegSet:
 
 def make_set(shape, seeds: Sequence, *, n_objects=None, radius_range=None, rel_error=SEGMENTATION_FORMATION.rel_error,
              sigma_th=SEGMENTATION_FORMATION.sigma_th, gradient_smoothing=SEGMENTATION_FORMATION.gradient_smoothing,
-             low_noise: bool = False) -> SegSet:
+             low_noise: bool = False, intensity_map=None) -> SegSet:
     """A :class:`SegSet` of one :func:`aprlib.data.nuclei.generate` image (volume) of ``shape`` per seed of
-    ``seeds`` (each an int or a tuple of ints), with :func:`nuclei_params`'s parameters."""
+    ``seeds`` (each an int or a tuple of ints), with :func:`nuclei_params`'s parameters, each normalised
+    by its own percentiles or, with ``intensity_map`` ``(lo, hi)``, by that fixed map."""
     from aprlib.data.nuclei import generate
     params = nuclei_params(n_objects, radius_range, low_noise)
     samples = [generate(tuple(shape), params, s) for s in seeds]
-    return SegSet([_normalise(s.image) for s in samples], [s.mask for s in samples], rel_error=rel_error,
+    return SegSet([_normalise(s.image, intensity_map) for s in samples], [s.mask for s in samples], rel_error=rel_error,
                   sigma_th=sigma_th, gradient_smoothing=gradient_smoothing)
 
 
@@ -512,9 +537,10 @@ def _cost_parts(spec: dict):
                              rel_error=spec["rel_error"], sigma_th=spec["sigma_th"],
                              gradient_smoothing=spec["gradient_smoothing"], low_noise=True, seed=spec["seed"],
                              data_seed=spec["seed"], threads=spec["threads"])
+    imap = reference_intensity_map(cfg.ndim) if spec.get("normalise", "reference") == "reference" else None
     data = make_set(cfg.shape, [(spec["seed"], 2, spec["size"])], n_objects=cfg.n_objects,
                     radius_range=cfg.radius_range, rel_error=cfg.rel_error, sigma_th=cfg.sigma_th,
-                    gradient_smoothing=cfg.gradient_smoothing, low_noise=True)
+                    gradient_smoothing=cfg.gradient_smoothing, low_noise=True, intensity_map=imap)
     apr_net, pixel_net = make_networks(cfg)
     return cfg, data, {"apr": (apr_net, torch.optim.Adam(apr_net.parameters(), lr=cfg.lr), _apr_step),
                        "pixel": (pixel_net, torch.optim.Adam(pixel_net.parameters(), lr=cfg.lr), _pixel_step)}
@@ -553,7 +579,7 @@ def step_cost_vs_size(ndim: int = 2, sizes: Sequence[int] = (256, 512, 1024, 204
                       n_level_kernels: int = 2, rel_error: float = SEGMENTATION_FORMATION.rel_error,
                       sigma_th: float = SEGMENTATION_FORMATION.sigma_th,
                       gradient_smoothing: float = SEGMENTATION_FORMATION.gradient_smoothing, seed: int = 0,
-                      threads: int = 1,
+                      threads: int = 1, normalise: str = "reference",
                       memory: bool = False, mem_limit_gb: float | None = 16.0) -> pd.DataFrame:
     """One row per canvas side of ``sizes`` (images size^2 or volumes size^3 holding ``n_objects`` nuclei,
     :data:`aprbook.settings.SEGMENTATION_LOW_NOISE` imaging): the median time (s) of one training step
@@ -562,7 +588,12 @@ def step_cost_vs_size(ndim: int = 2, sizes: Sequence[int] = (256, 512, 1024, 204
     on a fresh copy of the APR each time; formation is not timed: ``formation_s`` is its one time),
     ``threads`` torch threads; particles and pixels. With ``memory``, ``apr_peak_mb`` / ``pixel_peak_mb``:
     the peak resident memory (MB, 10^6 bytes) one step adds in a fresh process under an address-space
-    limit of ``mem_limit_gb`` (a step that runs out has ``*_fit`` False and NaN memory)."""
+    limit of ``mem_limit_gb`` (a step that runs out has ``*_fit`` False and NaN memory). ``normalise``:
+    "reference" (every canvas with :func:`reference_intensity_map`'s one map) or "canvas" (each canvas by
+    its own percentiles, as the training images are; on sparse canvases this stretches the background
+    noise, see :func:`reference_intensity_map`)."""
+    if normalise not in ("reference", "canvas"):
+        raise ValueError(f"normalise must be 'reference' or 'canvas', got {normalise!r}")
     if ndim not in (2, 3) or not _is_int(ndim):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     if not isinstance(sizes, (list, tuple)) or not sizes:
@@ -580,7 +611,8 @@ def step_cost_vs_size(ndim: int = 2, sizes: Sequence[int] = (256, 512, 1024, 204
         spec = {"ndim": int(ndim), "size": int(size), "n_objects": n_objects,
                 "radius_range": list(radius_range) if radius_range is not None else None, "depth": depth,
                 "base_channels": base_channels, "n_level_kernels": n_level_kernels, "rel_error": rel_error,
-                "sigma_th": sigma_th, "gradient_smoothing": gradient_smoothing, "seed": seed, "threads": threads}
+                "sigma_th": sigma_th, "gradient_smoothing": gradient_smoothing, "seed": seed, "threads": threads,
+                "normalise": normalise}
         with _threads(threads):
             cfg, data, parts = _cost_parts(spec)
             times = {"apr": [], "pixel": []}

@@ -58,7 +58,7 @@ from .runs import CHECKPOINT_DIR, RunStopped, _compute, stop_outside_training
 from .segmentation import SegmentationConfig, config_from_profile, evaluate_stardist, step_cost_vs_size, train_pair
 
 __all__ = ["EXPERIMENT", "NOTEBOOK", "run_id", "parse_run_id", "run_config", "run_store", "summary_table",
-           "stardist_table", "compute_run", "planned_runs", "run_planned", "cost_store", "compute_cost", "load_runs", "load_cost", "stored_provenances", "main"]
+           "stardist_table", "compute_run", "planned_runs", "run_planned", "cost_store", "compute_cost", "load_runs", "load_cost", "stored_provenances", "load_canvas_cost", "CANVAS_COST", "main"]
 
 #: the experiment under ``results/`` (and ``results/checkpoints/``) of every segmentation store
 EXPERIMENT = "segmentation"
@@ -310,6 +310,27 @@ def load_cost(results_dir, profile: str) -> pd.DataFrame:
             continue
         frames.append(store.load_table("cost"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["ndim", "size"])
+
+
+#: the first 2D cost measurement, each canvas normalised by its own percentiles (see :func:`load_canvas_cost`)
+CANVAS_COST = "cost_2d_canvas"
+
+
+def load_canvas_cost(results_dir, profile: str) -> pd.DataFrame:
+    """The first 2D cost measurement (2026-12-07), made before the cost runs normalised every canvas with
+    one reference map (:func:`aprbook.segmentation.reference_intensity_map`): each canvas by its own
+    percentiles, which on a sparse canvas are background noise. Kept as the record of why that rule
+    changed, not judged. Its table (columns of :func:`aprbook.segmentation.step_cost_vs_size`), or an
+    empty frame where none is stored; files that do not match their recorded checksums are refused with
+    a RuntimeWarning (empty frame)."""
+    store = ResultStore(results_dir, f"{EXPERIMENT}/{CANVAS_COST}", profile, {})
+    if store.provenance() is None:
+        return pd.DataFrame(columns=["ndim", "size"])
+    problems = store.verify()
+    if problems:
+        warnings.warn(f"{store.dir} is damaged ({'; '.join(problems)}): not shown", RuntimeWarning, stacklevel=2)
+        return pd.DataFrame(columns=["ndim", "size"])
+    return pd.read_csv(store.dir / "cost.csv")
 
 
 def stored_provenances(results_dir, profile: str) -> dict:

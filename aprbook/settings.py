@@ -32,7 +32,7 @@ from aprlib.train import NATURAL_BATCH_SIZE, NATURAL_LR, NORMALISATIONS, SYNTHET
 __all__ = ["THESIS_FORMATION", "SYNTHETIC_LR", "SYNTHETIC_BATCH_SIZE", "NATURAL_LR", "NATURAL_BATCH_SIZE",
            "NORMALISATIONS", "BOOK_NORMALISATION", "SENSITIVITY_NORMALISATIONS", "FIG46_WEIGHT_DECAY",
            "FIG46_SPATIAL_DROPOUT", "FIG46_DROPOUT", "SEGMENTATION_FORMATION", "SEGMENTATION_PERCENTILES",
-           "SEGMENTATION_LR", "SEGMENTATION_LOW_NOISE", "LENGTH_FIELDS", "UNSET", "RunConfig", "StreamedRunConfig",
+           "SEGMENTATION_LR", "SEGMENTATION_LOW_NOISE", "SEGMENTATION_REFERENCE_SIDE", "LENGTH_FIELDS", "UNSET", "RunConfig", "StreamedRunConfig",
            "FiniteRunConfig", "NaturalRunConfig", "checkpoint_params"]
 
 #: How the book's synthetic runs (streamed_converged, streamed_primary, finite_converged) feed intensities
@@ -65,6 +65,9 @@ SEGMENTATION_LR = 1e-3
 #: less noise than the generator's default (whose background noise the APR resolves, CR about 1), so the
 #: APR of a sparse canvas is sparse (CR about 9 at 512^2 with 4 nuclei, :func:`aprlib.data.nuclei.sparse_volume`).
 SEGMENTATION_LOW_NOISE = {"photon_scale": 2000.0, "read_noise": 0.003}
+#: The side of the reference image whose percentiles normalise every canvas of the segmentation cost
+#: runs (:func:`aprbook.segmentation.reference_intensity_map`): the training images' (256^2, 64^3).
+SEGMENTATION_REFERENCE_SIDE = {2: 256, 3: 64}
 
 #: The fields that set only a run's length (batches, iterations or epochs, a ladder of budgets, the
 #: budget a run is extended to, the training steps of a segmentation run,

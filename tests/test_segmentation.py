@@ -344,3 +344,26 @@ def test_bad_inputs_raise_clear_errors():
         iou(np.array([0, 2]), np.array([0, 5]), 3)
     with pytest.raises(TypeError, match="pred must hold integer class labels"):
         dice(np.array([0.0, 1.0]), np.array([0, 1]))
+
+
+def test_cost_canvases_share_one_intensity_map():
+    """The cost runs normalise every canvas with one reference map, so a canvas's intensities do not
+    depend on its size; a canvas's own percentiles are used only with normalise='canvas'."""
+    import numpy as np
+
+    from aprbook.segmentation import _normalise, make_set, reference_intensity_map
+    imap = reference_intensity_map(2)
+    assert imap == reference_intensity_map(2) and imap[0] < imap[1]
+    small = make_set((32, 32), [(0, 2, 32)], n_objects=1, radius_range=(3.0, 5.0), low_noise=True, intensity_map=imap)
+    big = make_set((64, 64), [(0, 2, 64)], n_objects=1, radius_range=(3.0, 5.0), low_noise=True, intensity_map=imap)
+    # background near 0 on both canvases, whatever their size
+    for d in (small, big):
+        bg = d.images[0][~d.masks[0]]
+        assert abs(float(np.median(bg))) < 0.1
+    raw = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    assert np.allclose(_normalise(raw, (0.0, 0.5)), raw * 2)
+    with pytest.raises(ValueError, match="intensity_map"):
+        _normalise(raw, (1.0, 1.0))
+    with pytest.raises(ValueError, match="normalise"):
+        from aprbook.segmentation import step_cost_vs_size
+        step_cost_vs_size(2, [16], normalise="per-image")
