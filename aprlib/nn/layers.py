@@ -390,7 +390,7 @@ def apr_cat(inputs) -> APRFeatures:
     [(N, C_1), (N, C_2), ...] -> APRFeatures (N, C_1 + C_2 + ...) on the first input's batch.
 
     The inputs must be on the same structure: the same APRBatch object (the usual case: a skip
-    connection and an upsampling to it), or batches of equal structure (:func:`same_structure`: the same
+    connection and an upsampling to it), or batches of equal structure (:func:`aprlib.nn.same_structure`: the same
     shapes, levels and coordinates, e.g. two batches of the same APRs); anything else is a
     ``ValueError``. The features must share their dtype and device (as ``torch.cat``)."""
     inputs = list(inputs)
