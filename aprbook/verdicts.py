@@ -33,7 +33,8 @@ import pandas as pd
 
 __all__ = ["THESIS_ITEMS", "VERDICTS", "STATUSES", "NOT_YET", "SubClaim", "Verdict", "verdict", "illustration",
            "band", "save_verdicts", "collect_verdicts", "REASONS", "reason_class", "reason_counts", "SHORT_CLAIMS",
-           "BADGES", "COLOURS", "badge", "overview_figure", "dashboard_table"]
+           "BADGES", "COLOURS", "badge", "overview_figure", "dashboard_table", "BEYOND_THESIS",
+           "beyond_thesis_table"]
 
 #: The verdict vocabulary, closed: :func:`save_verdicts` refuses any other word.
 VERDICTS = ("confirmed", "partly confirmed", "not confirmed", "inconclusive", "not run", "illustration")
@@ -291,6 +292,39 @@ def save_verdicts(store, rows: list[dict]) -> Path:
         raise ValueError(f"items given twice: {dup}")
     store.save_table("subclaims", pd.DataFrame(claims, columns=["item", "data", "name", "status", "evidence"]))
     return store.save_table("verdicts", df)
+
+
+#: The chapters beyond the thesis that judge claims of their own, each with its ``criteria.csv`` (one row
+#: per sub-claim with its claim's verdict): (chapter title, results directory, the column naming the
+#: claim, notebook).
+BEYOND_THESIS = (("3D cost", "cost_3d", "criterion", "notebooks/02a_cost_3d.ipynb"),
+                 ("Segmentation on the APR", "segmentation/chapter", "item", "notebooks/12_segmentation.ipynb"))
+
+
+def beyond_thesis_table(results_dir, profile: str = "book") -> pd.DataFrame:
+    """One row per claim of the chapters of :data:`BEYOND_THESIS` stored at ``profile``: chapter, claim,
+    verdict (as its chapter derived it, checked to be :func:`verdict` of the stored statuses), the
+    counts of sub-claims that hold, fail and are undecided, the reasons of the undecided ones and the
+    notebook. A chapter not stored at ``profile`` is left out."""
+    rows = []
+    for chapter, where, col, notebook in BEYOND_THESIS:
+        path = Path(results_dir) / where / profile / "criteria.csv"
+        if not path.exists():
+            continue
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for claim, g in df.groupby(col, sort=False):
+            subs = [SubClaim(r["sub-claim"], r["status"], r["evidence"]) for r in g.to_dict("records")]
+            word = verdict(subs).word
+            stored = set(g.verdict)
+            if stored != {word}:
+                raise ValueError(f"{path}: {claim}: stored verdict {sorted(stored)} is not the rule's {word!r}")
+            n = {st: sum(c.status == st for c in subs) for st in STATUSES}
+            rows.append({"chapter": chapter, "claim": claim, "verdict": word, "hold": n["holds"], "fail": n["fails"],
+                         "undecided": n["inconclusive"],
+                         "why undecided": reason_counts([c for c in subs if c.status == "inconclusive"]),
+                         "notebook": notebook})
+    return pd.DataFrame(rows, columns=["chapter", "claim", "verdict", "hold", "fail", "undecided", "why undecided",
+                                       "notebook"])
 
 
 def collect_verdicts(results_dir, profile: str = "book") -> pd.DataFrame:

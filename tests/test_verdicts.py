@@ -152,3 +152,23 @@ def test_figure_note_links_both_files(tmp_path):
     note = figure_note(store, "fig", book_root=tmp_path)
     assert "`PNG </results/exp/book/fig.png>`" in note and "`PDF </results/exp/book/fig.pdf>`" in note
     assert "notebooks/n.ipynb" in note and "profile `book`" in note
+
+
+def test_beyond_thesis_table_reads_each_chapters_criteria(tmp_path):
+    from aprbook.verdicts import beyond_thesis_table
+    d = tmp_path / "segmentation" / "chapter" / "book"
+    d.mkdir(parents=True)
+    pd.DataFrame([{"item": "cost", "verdict": "partly confirmed", "sub-claim": "a", "status": "holds", "evidence": ""},
+                  {"item": "cost", "verdict": "partly confirmed", "sub-claim": "b", "status": "fails", "evidence": ""},
+                  {"item": "accuracy", "verdict": "inconclusive", "sub-claim": "c", "status": "inconclusive",
+                   "evidence": "not computed: 0 of 3 seeds stored"}]).to_csv(d / "criteria.csv", index=False)
+    t = beyond_thesis_table(tmp_path, "book")
+    assert t.claim.tolist() == ["cost", "accuracy"]  # the chapter's order; the 3D cost chapter is not stored
+    assert t.verdict.tolist() == ["partly confirmed", "inconclusive"]
+    assert t["why undecided"].tolist() == ["", "not computed 1"]
+    # a verdict that is not the rule's is refused
+    bad = pd.read_csv(d / "criteria.csv")
+    bad.loc[bad.item == "cost", "verdict"] = "confirmed"
+    bad.to_csv(d / "criteria.csv", index=False)
+    with pytest.raises(ValueError, match="not the rule's"):
+        beyond_thesis_table(tmp_path, "book")
