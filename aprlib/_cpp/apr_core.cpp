@@ -472,16 +472,8 @@ Structure build_structure(const std::vector<const uint8_t*>& split, const Geomet
             const std::vector<int64_t>& prs = row_start[l - 1];
             const int32_t* tx = out.tree_x.data();
 #pragma omp parallel for schedule(static) if (prs[g.rows(l - 1)] - prs[0] >= kMinParallelFormation)
-            for (int64_t r = 0; r < R; ++r) {
-                int64_t c = 0;
-                const uint8_t* s = sp ? sp + r * C : nullptr;
-                for (int64_t q = prs[r >> 1]; q < prs[(r >> 1) + 1]; ++q) {
-                    const int64_t x0 = int64_t(tx[q]) << 1;
-                    const int64_t x1 = std::min(x0 + 2, C);
-                    for (int64_t x = x0; x < x1; ++x) c += !(s && s[x]);
-                }
-                pr[r + 1] = c;
-            }
+            for (int64_t r = 0; r < R; ++r)
+                pr[r + 1] = count_leaf_children(tx, prs[r >> 1], prs[(r >> 1) + 1], sp ? sp + r * C : nullptr, C);
         }
         pr[0] = N;
         for (int64_t r = 0; r < R; ++r) pr[r + 1] += pr[r];

@@ -555,14 +555,7 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
 #pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
             for (int64_t r = 0; r < R; ++r) {
                 const int64_t par = parent_row(l, r);
-                int64_t c = 0;
-                const uint8_t* s = sp ? sp + r * C : nullptr;
-                for (int64_t q = prs[par]; q < prs[par + 1]; ++q) {
-                    const int64_t x0 = int64_t(tx[q]) << 1;
-                    const int64_t x1 = std::min(x0 + 2, C);
-                    for (int64_t x = x0; x < x1; ++x) c += !(s && s[x]);
-                }
-                pr[r + 1] = c;
+                pr[r + 1] = count_leaf_children(tx, prs[par], prs[par + 1], sp ? sp + r * C : nullptr, C);
             }
         }
         pr[0] = N;

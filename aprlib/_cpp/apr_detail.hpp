@@ -117,6 +117,19 @@ inline int64_t count_set(const uint8_t* p, int64_t n) {
     return c;
 }
 
+// The particle cells of one row of a level above the coarsest: the children (columns 2 tx[q] and
+// 2 tx[q] + 1, clipped to the row's C cells) of the tree nodes q0 .. q1 - 1 of its parent row that
+// are not split further (split_row: the row's split flags, C of them; nullptr: none is split).
+inline int64_t count_leaf_children(const int32_t* tx, int64_t q0, int64_t q1, const uint8_t* split_row, int64_t C) {
+    int64_t c = 0;
+    for (int64_t q = q0; q < q1; ++q) {
+        const int64_t x0 = int64_t(tx[q]) << 1;
+        const int64_t x1 = std::min(x0 + 2, C);
+        for (int64_t x = x0; x < x1; ++x) c += !(split_row && split_row[x]);
+    }
+    return c;
+}
+
 // The smoothing B-spline (Params b1, b2, norm, bspline_k) along the rows of the row-major H x W
 // array img, written to out (H x W; may not alias img): each row is extended by bspline_k
 // samples at both ends, reflected ('d c b a | a b c d', the 2D kernels' rule) or, with
