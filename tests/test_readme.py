@@ -33,6 +33,19 @@ def test_the_library_example_runs_without_a_warning_and_prints_what_the_readme_s
     assert run.stdout == shown
 
 
+def test_the_3d_segmentation_example_runs_and_prints_what_the_readme_says(tmp_path):
+    code = _block("### Segmentation in 3D", "python")
+    shown = _block("### Segmentation in 3D", "text")
+    script = tmp_path / "example3d.py"
+    script.write_text(code)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "", run.stderr
+    assert run.stdout == shown
+
+
 def test_the_readme_shows_the_overview_and_names_the_two_commands():
     m = re.search(r"!\[[^\]]*\]\(([^)]+)\)", README)
     assert m and (ROOT / m.group(1)).is_file(), "the README's overview figure is missing"
