@@ -65,7 +65,7 @@ from .learning_curves import accuracy_ci
 from .provenance import ResultStore, remove_orphan_temporaries
 from .settings import LENGTH_FIELDS, FiniteRunConfig, NaturalRunConfig, StreamedRunConfig, checkpoint_params
 
-__all__ = ["streamed_runs", "run_streamed", "compute_streamed", "primary_runs", "primary_store", "primary_twin",
+__all__ = ["streamed_runs", "streamed_network", "run_streamed", "compute_streamed", "primary_runs", "primary_store", "primary_twin",
            "primary_metrics", "compute_primary", "finite_runs", "run_finite", "compute_finite",
            "accuracy_ci", "natural_runs", "natural_datasets", "run_natural", "compute_natural", "run_checkpoint",
            "staged_store", "stop_outside_training", "RunStopped", "CHECKPOINT_DIR"]
@@ -191,6 +191,16 @@ def _first_stage(budgets: list[int], done: int) -> int:
     return next((i for i, b in enumerate(budgets) if b >= done), 0)
 
 
+def streamed_network(c: StreamedRunConfig) -> tuple:
+    """(network, :class:`aprlib.train.InputSpec`) of a streamed run's configuration: the network
+    initialised from the run's seed (``torch.manual_seed(c.seed)`` first) and how its images reach it."""
+    torch.manual_seed(c.seed)
+    model = _networks(c.family, c.variant, channels_last=c.channels_last is True)
+    spec = (InputSpec("pixel", resolution=c.resolution, normalise=c.input_normalise) if c.variant == "pixel"
+            else InputSpec("apr", rel_error=c.rel_error, normalise=c.input_normalise))
+    return model, spec
+
+
 def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n_batches: int | None = None
                  ) -> pd.DataFrame:
     """Train one run of :func:`streamed_runs` (seeded initialisation and data stream) for
@@ -199,10 +209,7 @@ def run_streamed(run: dict, cfg: dict, checkpoint=None, progress: bool = True, n
     ``normalise`` says, else ``cfg['normalise']`` (:class:`aprlib.train.InputSpec`; default: as generated)."""
     from aprlib.data.synthetic import SyntheticShapesStream
     c = StreamedRunConfig.of(run, cfg)  # a sensitivity arm's own normalisation wins
-    torch.manual_seed(c.seed)
-    model = _networks(c.family, c.variant, channels_last=c.channels_last is True)
-    spec = (InputSpec("pixel", resolution=c.resolution, normalise=c.input_normalise) if c.variant == "pixel"
-            else InputSpec("apr", rel_error=c.rel_error, normalise=c.input_normalise))
+    model, spec = streamed_network(c)
     stream = SyntheticShapesStream(seed=1000 + c.seed, size=(c.size, c.size))
     return train_streamed(model, stream, spec, n_batches or cfg["n_batches"], c.batch_size, c.lr,
                           checkpoint=checkpoint, progress=progress, desc=c.id)
