@@ -163,6 +163,22 @@ def test_counts_are_the_class_pixels_of_each_cell(shape):
     torch.testing.assert_close(particle_targets(batch, [torch.as_tensor(m) for m in masks], 3), counts)
 
 
+@settings(max_examples=40, deadline=None)
+@given(shapes=st.lists(st.one_of(SHAPES_2D, SHAPES_3D), min_size=1, max_size=1), seed=st.integers(0, 2**20),
+       p=st.floats(0.2, 0.8), k=st.integers(2, 4), as_bool=st.booleans())
+def test_counts_equal_the_owner_map_counts(shapes, seed, p, k, as_bool):
+    """The summed-area-table counts equal a per-pixel count through the owner map (the definition),
+    for cells clipped at any image border, integer and bool masks."""
+    batch = _batch(shapes, seed, p)
+    masks = _masks(shapes, 2 if as_bool else k, seed + 1)
+    if as_bool:
+        masks = [m.astype(bool) for m in masks]
+    owner = batch.aprs[0].pixel_owner()
+    ref = np.zeros((batch.n_particles, k))
+    np.add.at(ref, (owner.ravel(), masks[0].ravel().astype(np.int64)), 1)
+    np.testing.assert_array_equal(particle_targets(batch, masks, k, dtype=torch.float64).numpy(), ref)
+
+
 @pytest.mark.parametrize("shape", [(9, 11), (16, 16), (4, 5, 6)])
 def test_one_particle_per_pixel_gives_the_plain_pixel_loss(shape):
     apr = dense_apr(shape)

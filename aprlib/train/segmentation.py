@@ -7,8 +7,8 @@ particles of an :class:`~aprlib.APRBatch` (rows in the batch's particle order): 
 image per APR, of the APR's shape.
 
 Counts, not labels, are the particle targets: :func:`particle_targets` gives ``counts[p, c]``, the
-number of pixels (voxels) of class ``c`` inside particle ``p``'s cell, from the APRs'
-:meth:`~aprlib.APR.pixel_owner` maps in O(pixels). Since every pixel of a cell shares its particle's
+number of pixels (voxels) of class ``c`` inside particle ``p``'s cell, from summed-area tables of the
+masks in O(pixels). Since every pixel of a cell shares its particle's
 logits ``x_p``, the sum over pixels of a pixel loss is a sum over particles:
 ``sum_pixels -log softmax(x_owner)_label = sum_p sum_c counts[p, c] * (-log softmax(x_p)_c)``. So
 :func:`particle_cross_entropy`, :func:`particle_bce_with_logits` and :func:`particle_soft_dice_loss`
@@ -114,8 +114,9 @@ def particle_targets(batch: APRBatch, masks: Sequence, n_classes: int, *, dtype=
 
     Returns ``counts`` (N, K) of ``dtype`` (floating point, default float32; exact below 2^24
     pixels per cell) on ``device`` (default cpu): ``counts[p, c]`` is the number of pixels (voxels) of
-    class ``c`` in particle ``p``'s cell, so ``counts.sum(1)`` is each cell's size in pixels. Made with
-    one ``torch.bincount`` over the batch's :meth:`~aprlib.APRBatch.pixel_owner` map: O(pixels).
+    class ``c`` in particle ``p``'s cell, so ``counts.sum(1)`` is each cell's size in pixels. Made from
+    one summed-area table per class but the first (O(pixels), int32 below 2^31 pixels) and 2^d lookups
+    per particle: no per-pixel owner map is built.
 
     Raises TypeError for a non-integer mask dtype and ValueError, naming the mask, for a wrong number
     of masks, a wrong shape or labels outside ``[0, n_classes)``.
@@ -128,16 +129,46 @@ def particle_targets(batch: APRBatch, masks: Sequence, n_classes: int, *, dtype=
     masks = _mask_list(batch, masks)
     labels = []
     for i, m in enumerate(masks):
+        if isinstance(m, torch.Tensor) and m.dtype == torch.bool or isinstance(m, np.ndarray) and m.dtype == bool:
+            labels.append(torch.as_tensor(m).to(device).reshape(-1))  # 0 / 1: within [0, k) for every k >= 2
+            continue
         t = _label_tensor(m, f"mask {i}", device).reshape(-1)
         if t.numel():
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= k:
                 raise ValueError(f"mask {i} has labels in [{lo}, {hi}], outside [0, {k}) for n_classes={k}")
         labels.append(t)
-    owner = batch.pixel_owner(device)
-    n = batch.n_particles
-    flat = owner * k + torch.cat(labels)
-    return torch.bincount(flat, minlength=n * k).reshape(n, k).to(dtype)
+    return torch.cat([_cell_counts(apr, t.reshape(apr.shape), k) for apr, t in zip(batch.aprs, labels)]).to(dtype)
+
+
+def _cell_counts(apr, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, K) int64 counts of each class in each particle cell of one APR from its label image
+    ``labels`` (int64, the APR's shape): each class's pixels in a cell are a box sum of the class's
+    summed-area table (inclusion-exclusion over the box's 2^d corners), so no per-pixel owner map is
+    built; class 0 is the cell's clipped size minus the other classes."""
+    d, dev = apr.ndim, labels.device
+    size = torch.as_tensor(apr.cell_size(), device=dev)
+    lo = [torch.as_tensor(c, device=dev).long() * size for c in apr.coords]
+    hi = [torch.clamp(a + size, max=n) for a, n in zip(lo, apr.shape)]
+    total = math.prod(h - a for h, a in zip(hi, lo))
+    acc = torch.int32 if labels.numel() < 2 ** 31 else torch.int64
+    counts = torch.empty(apr.n_particles, k, dtype=torch.int64, device=dev)
+    for c in range(1, k):
+        table = torch.zeros(tuple(n + 1 for n in apr.shape), dtype=acc, device=dev)
+        inner = table[(slice(1, None),) * d]  # a view: the table's first row, column (and plane) stay 0
+        inner.copy_(labels == c)
+        inner.cumsum_(d - 1)
+        for axis in range(d - 1):  # in place, plane by plane: contiguous adds (a strided cumsum is slow)
+            for i in range(1, inner.shape[axis]):
+                inner.select(axis, i).add_(inner.select(axis, i - 1))
+        box = torch.zeros(apr.n_particles, dtype=torch.int64, device=dev)
+        for corner in range(1 << d):  # bit i set: the box's upper bound along axis i
+            idx = tuple(hi[i] if corner >> i & 1 else lo[i] for i in range(d))
+            sign = 1 if (d - bin(corner).count("1")) % 2 == 0 else -1
+            box += sign * table[idx].long()
+        counts[:, c] = box
+    counts[:, 0] = total - counts[:, 1:].sum(1)
+    return counts
 
 
 # --- losses ---------------------------------------------------------------------------------------
