@@ -143,3 +143,69 @@ def test_layers_follow_the_torch_nn_conventions():
     net = apr_network("A", dropout=0.5).double()
     out = net(batch)  # the model's dtype reaches the input features
     assert out.dtype == torch.float64
+
+
+# ------------------------------------------------------------------------------------------
+# group norm
+# ------------------------------------------------------------------------------------------
+def _padded_rows(x, batch):
+    counts = np.diff(batch.particle_offsets)
+    out = x.new_zeros(len(batch), x.shape[1], int(counts.max()))
+    for b, part in enumerate(batch.split(x)):
+        out[b, :, :len(part)] = part.T
+    return out, counts
+
+
+@pytest.mark.parametrize("include_padding", [False, True])
+def test_group_norm_is_the_per_apr_group_norm(include_padding):
+    """Each APR normalised on its own per channel group (nn.GroupNorm on each APR's (1, C, N_b)
+    particles, or on the zero-padded (B, C, N_max) array with include_padding), values and gradients."""
+    batch = multi_level_batch(seed=5)
+    torch.manual_seed(0)
+    x = (torch.randn(batch.n_particles, 6, dtype=torch.float64) * 3 + 2).requires_grad_(True)
+    layer = aprlib.APRGroupNorm(3, 6, include_padding=include_padding).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(0.5, 2, 6)), layer.bias.copy_(torch.linspace(-1, 1, 6))
+    ref = torch.nn.GroupNorm(3, 6).double()
+    ref.load_state_dict(layer.state_dict())
+    out = layer(APRFeatures(x, batch)).features
+    xr = x.detach().clone().requires_grad_(True)
+    if include_padding:
+        padded, counts = _padded_rows(xr, batch)
+        full = ref(padded)
+        rows = torch.cat([full[b, :, :n].T for b, n in enumerate(counts)])
+    else:
+        rows = torch.cat([ref(part.T[None])[0].T for part in batch.split(xr)])
+    torch.testing.assert_close(out, rows, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (rows * w).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-12)
+    layer.eval()
+    torch.testing.assert_close(layer(APRFeatures(x, batch)).features, out)  # no running statistics
+    assert torch.autograd.gradcheck(lambda t: layer(APRFeatures(t, batch)).features, (x.detach()[:, :6].clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("shape", [(12, 10), (5, 6, 7)])
+def test_group_norm_on_an_all_pixel_apr_is_nn_group_norm(shape):
+    from test_cells import dense_apr
+    apr = dense_apr(shape)
+    batch = APRBatch([apr, apr])
+    x = torch.randn(2, 4, *shape, dtype=torch.float64)
+    feats = torch.cat([xi.reshape(4, -1).T for xi in x])  # particles in pixel order
+    out = aprlib.APRGroupNorm(2, 4).double()(APRFeatures(feats, batch)).features
+    ref = torch.nn.GroupNorm(2, 4).double()(x)
+    torch.testing.assert_close(out, torch.cat([r.reshape(4, -1).T for r in ref]), rtol=1e-12, atol=1e-12)
+
+
+def test_group_norm_bad_input():
+    with pytest.raises(ValueError, match="divisible"):
+        aprlib.APRGroupNorm(3, 8)
+    with pytest.raises(ValueError, match="num_groups"):
+        aprlib.APRGroupNorm(0, 8)
+    with pytest.raises(TypeError, match="include_padding"):
+        aprlib.APRGroupNorm(2, 8, include_padding=1)
+    batch = multi_level_batch(seed=5)
+    with pytest.raises(ValueError, match="expects 8 channels"):
+        aprlib.APRGroupNorm(2, 8)(APRFeatures(torch.randn(batch.n_particles, 4), batch))
+    assert "include_padding=True" in repr(aprlib.APRGroupNorm(2, 8, include_padding=True))

@@ -49,9 +49,10 @@ def test_apr_unet_forward_and_backward_on_formed_aprs(ndim):
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_prepare_builds_every_table_of_a_unet(ndim):
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_prepare_builds_every_table_of_a_unet(ndim, norm):
     aprs = [_formed(ndim, 2), _formed(ndim, 3)]
-    net = _net(ndim, depth=3, convs_per_block=1, kernel_size=3, up_kernel_size=3)
+    net = _net(ndim, depth=3, convs_per_block=1, kernel_size=3, up_kernel_size=3, norm=norm, norm_groups=2)
     batch = APRBatch(aprs)
     prepare(batch, net)
     prepared = cache_keys(batch)
@@ -80,6 +81,8 @@ def _to_dense(x, shape, n):
     (2, (13, 10), {"norm": None}),  # odd sizes: ceil-mode pooling and cropped upsampling
     (3, (8, 8, 16), {}),
     (3, (7, 9, 6), {"depth": 1}),
+    (2, (16, 20), {"norm": "group", "base_channels": 4, "norm_groups": 2}),
+    (3, (8, 6, 8), {"norm": "group", "base_channels": 4, "norm_groups": 4}),
 ])
 @pytest.mark.parametrize("training", [False, True])
 def test_apr_unet_equals_the_pixel_unet_on_a_pixel_apr(ndim, shape, kw, training):
@@ -95,6 +98,10 @@ def test_apr_unet_equals_the_pixel_unet_on_a_pixel_apr(ndim, shape, kw, training
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.data.uniform_(0.5, 1.5)
                 m.bias.data.uniform_(-0.5, 0.5)
+    for m in pix.modules():  # group norms with an affine that is not the initial one
+        if isinstance(m, torch.nn.GroupNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
     apr_net = load_pixel_weights(APRUNet(2, 3, n_level_kernels=1, **args).double(), pix)
     pix.train(training)
     apr_net.train(training)
@@ -143,7 +150,12 @@ def test_the_default_unet_and_bad_arguments():
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         PixelUNet(kernel_size=2)
     with pytest.raises(ValueError, match="norm must be"):
-        APRUNet(norm="group")
+        APRUNet(norm="layer")
+    with pytest.raises(ValueError, match="must divide every block"):
+        PixelUNet(norm="group", base_channels=12, norm_groups=8)
+    gn = APRUNet(norm="group", base_channels=8, norm_groups=4)
+    assert isinstance(gn.down[0][1], aprlib.APRGroupNorm) and gn.down[0][1].num_groups == 4
+    assert "norm_groups=4" in repr(gn) and gn.down[0][0].bias is None
     with pytest.raises(TypeError, match="APRBatch or APRFeatures"):
         APRUNet()(torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):

@@ -15,7 +15,9 @@ one's weights load into the other (:func:`load_pixel_weights`):
 A block is ``convs_per_block`` times (convolution of ``kernel_size``, normalisation, ReLU); with
 ``norm="batch"`` the convolutions have no bias and the normalisation is a batch norm (on the APR:
 :class:`~aprlib.nn.APRBatchNorm`, statistics over the particles only, no padding rows); with
-``norm=None`` the convolutions have a bias and there is no normalisation.
+``norm="group"`` a group norm of ``norm_groups`` groups (each image on its own, the same in training
+and evaluation; on the APR: :class:`~aprlib.nn.APRGroupNorm`, every particle counting once, no padding
+rows); with ``norm=None`` the convolutions have a bias and there is no normalisation.
 
 :class:`APRUNet` works on the particles: APR convolutions (with ``n_level_kernels`` level kernels),
 APR max pooling and :class:`~aprlib.nn.APRUpConv` back to the skip connection's structure: input an
@@ -26,7 +28,7 @@ has the input's size for any size: input ``(B, in_channels, *S)``, output ``(B, 
 
 On an APR whose particles are all pixels (voxels), with one level kernel, the APR U-Net with the
 pixel U-Net's weights computes the pixel U-Net's output (each operation does: convolution, pooling
-in ceil mode, upsampling cropped, batch norm over the particles = over the pixels), as long as every
+in ceil mode, upsampling cropped, batch or group norm over the particles = over the pixels), as long as every
 pooling pools (the image's ``level_max - depth >= 1``, i.e. its largest side above ``2**depth``: an APR
 at level 1 has nothing left to pool and stays as it is). The two have the same number of parameters
 when ``n_level_kernels`` is 1 (the APR convolutions hold ``n_level_kernels`` kernels each).
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..apr.batch import APRBatch
-from ..nn.layers import APRBatchNorm, APRConv, APRFeatures, APRMaxPool, APRReLU, APRUpConv, apr_cat
+from ..nn.layers import APRBatchNorm, APRConv, APRGroupNorm, APRFeatures, APRMaxPool, APRReLU, APRUpConv, apr_cat
 
 __all__ = ["APRUNet", "PixelUNet", "unet_widths", "load_pixel_weights"]
 
@@ -52,14 +54,21 @@ def _positive(name, v, minimum=1) -> int:
 
 
 def _check_common(ndim, depth, base_channels, convs_per_block, kernel_size, up_kernel_size, norm, in_channels,
-                  out_channels):
+                  out_channels, norm_groups=8):
     if ndim not in (2, 3) or isinstance(ndim, bool):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     for name, v in (("kernel_size", kernel_size), ("up_kernel_size", up_kernel_size)):
         if _positive(name, v) % 2 == 0:
             raise ValueError(f"{name} must be odd, got {v!r}")
-    if norm not in ("batch", None):
-        raise ValueError(f"norm must be 'batch' or None, got {norm!r}")
+    if norm not in ("batch", "group", None):
+        raise ValueError(f"norm must be 'batch', 'group' or None, got {norm!r}")
+    groups = _positive("norm_groups", norm_groups)
+    if norm == "group":
+        bad = [c for c in unet_widths(_positive("base_channels", base_channels), _positive("depth", depth, 0))
+               if c % groups]
+        if bad:
+            raise ValueError(f"norm_groups={groups} must divide every block's channels "
+                             f"{unet_widths(int(base_channels), int(depth))}; {bad} are not multiples of it")
     return (int(ndim), _positive("depth", depth, 0), _positive("base_channels", base_channels),
             _positive("convs_per_block", convs_per_block), _positive("in_channels", in_channels),
             _positive("out_channels", out_channels))
@@ -75,12 +84,13 @@ class _UNet(nn.Module):
     ``dec`` (depth blocks, finest first), ``head``; the subclasses make the layers."""
 
     def __init__(self, in_channels, out_channels, ndim, depth, base_channels, convs_per_block, kernel_size,
-                 up_kernel_size, norm):
+                 up_kernel_size, norm, norm_groups=8):
         super().__init__()
         (self.ndim, self.depth, self.base_channels, self.convs_per_block, self.in_channels,
          self.out_channels) = _check_common(ndim, depth, base_channels, convs_per_block, kernel_size, up_kernel_size,
-                                            norm, in_channels, out_channels)
+                                            norm, in_channels, out_channels, norm_groups)
         self.kernel_size, self.up_kernel_size, self.norm = int(kernel_size), int(up_kernel_size), norm
+        self.norm_groups = int(norm_groups)
         w = unet_widths(self.base_channels, self.depth)
         ins = [self.in_channels] + w[:-1]
         self.down = nn.ModuleList([self._block(ins[i], w[i]) for i in range(self.depth)])
@@ -95,6 +105,8 @@ class _UNet(nn.Module):
             layers.append(self._conv(c_in if j == 0 else c_out, c_out, self.kernel_size, bias=self.norm is None))
             if self.norm == "batch":
                 layers.append(self._bn(c_out))
+            elif self.norm == "group":
+                layers.append(self._gn(c_out))
             layers.append(self._relu())
         return nn.Sequential(*layers)
 
@@ -111,7 +123,8 @@ class _UNet(nn.Module):
 
     def extra_repr(self):
         return (f"ndim={self.ndim}, depth={self.depth}, base_channels={self.base_channels}, "
-                f"convs_per_block={self.convs_per_block}, kernel_size={self.kernel_size}, norm={self.norm!r}")
+                f"convs_per_block={self.convs_per_block}, kernel_size={self.kernel_size}, norm={self.norm!r}"
+                + (f", norm_groups={self.norm_groups}" if self.norm == "group" else ""))
 
 
 class APRUNet(_UNet):
@@ -125,11 +138,11 @@ class APRUNet(_UNet):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, *, ndim: int = 2, depth: int = 3,
                  base_channels: int = 16, convs_per_block: int = 2, kernel_size: int = 3, n_level_kernels: int = 2,
-                 up_kernel_size: int = 1, norm: str | None = "batch", backend: str = "auto"):
+                 up_kernel_size: int = 1, norm: str | None = "batch", norm_groups: int = 8, backend: str = "auto"):
         self.n_level_kernels = _positive("n_level_kernels", n_level_kernels)
         self.backend = backend
         super().__init__(in_channels, out_channels, ndim, depth, base_channels, convs_per_block, kernel_size,
-                         up_kernel_size, norm)
+                         up_kernel_size, norm, norm_groups)
         self.pool = APRMaxPool(backend, ndim=self.ndim)
 
     def _conv(self, c_in, c_out, k, bias):
@@ -138,6 +151,9 @@ class APRUNet(_UNet):
 
     def _bn(self, c):
         return APRBatchNorm(c)
+
+    def _gn(self, c):
+        return APRGroupNorm(self.norm_groups, c)
 
     def _relu(self):
         return APRReLU()
@@ -177,15 +193,18 @@ class PixelUNet(_UNet):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, *, ndim: int = 2, depth: int = 3,
                  base_channels: int = 16, convs_per_block: int = 2, kernel_size: int = 3, up_kernel_size: int = 1,
-                 norm: str | None = "batch"):
+                 norm: str | None = "batch", norm_groups: int = 8):
         super().__init__(in_channels, out_channels, ndim, depth, base_channels, convs_per_block, kernel_size,
-                         up_kernel_size, norm)
+                         up_kernel_size, norm, norm_groups)
 
     def _conv(self, c_in, c_out, k, bias):
         return (nn.Conv2d if self.ndim == 2 else nn.Conv3d)(c_in, c_out, k, padding=k // 2, bias=bias)
 
     def _bn(self, c):
         return (nn.BatchNorm2d if self.ndim == 2 else nn.BatchNorm3d)(c)
+
+    def _gn(self, c):
+        return nn.GroupNorm(self.norm_groups, c)
 
     def _relu(self):
         return nn.ReLU()

@@ -17,7 +17,7 @@ from torch import nn
 from ..apr.batch import APRBatch
 from ..ops import BACKENDS, apr_conv, apr_max_pool, apr_upsample, pool_plan
 
-__all__ = ["APRFeatures", "APRConv", "APRConv2d", "APRConv3d", "APRMaxPool", "APRMaxPool2d", "APRMaxPool3d", "APRBatchNorm", "APRReLU", "APRDropout",
+__all__ = ["APRFeatures", "APRConv", "APRConv2d", "APRConv3d", "APRMaxPool", "APRMaxPool2d", "APRMaxPool3d", "APRBatchNorm", "APRGroupNorm", "APRReLU", "APRDropout",
            "APRSpatialDropout", "APRGlobalAvgPool", "APRUpsample", "APRUpsample2d", "APRUpsample3d", "APRUpConv", "APRCat", "apr_cat", "same_structure",
            "level_channel"]
 
@@ -224,6 +224,70 @@ class APRBatchNorm(nn.BatchNorm1d):
 
     def extra_repr(self):
         return super().extra_repr() + (", include_padding=True" if self.include_padding else "")
+
+
+class APRGroupNorm(nn.Module):
+    """Group normalisation of each APR on its own, as ``nn.GroupNorm`` normalises each sample: features
+    (N, C) -> (N, C). The C channels are split into ``num_groups`` groups of consecutive channels; each
+    APR's particles and each group's channels give one mean and one biased variance (every particle
+    counts once); then a per-channel affine (``weight``, ``bias``, if ``affine``). The same in training
+    and evaluation (no running statistics). On an APR whose particles are all pixels (voxels) it is
+    ``nn.GroupNorm`` of the pixel image (``tests/test_layers.py``).
+
+    ``include_padding=True`` takes the statistics instead over each APR zero-padded to the batch's
+    largest particle count N_max, as ``nn.GroupNorm`` on a (B, C, N_max) array with zeros past each
+    APR's particles computes them (APR-CNN's group norm over the zero-padded particle axis, which does
+    not mask the padding); only the particle rows are returned."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
+                 include_padding: bool = False):
+        super().__init__()
+        for name, v in (("num_groups", num_groups), ("num_channels", num_channels)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        if not isinstance(include_padding, bool):
+            raise TypeError(f"include_padding must be True or False, got {include_padding!r}")
+        self.num_groups, self.num_channels, self.eps = int(num_groups), int(num_channels), float(eps)
+        self.affine, self.include_padding = bool(affine), include_padding
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(self.num_channels))
+            self.bias = nn.Parameter(torch.zeros(self.num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, inp: APRFeatures) -> APRFeatures:
+        inp = _check(inp)
+        x = inp.features
+        if x.shape[1] != self.num_channels:
+            raise ValueError(f"APRGroupNorm expects {self.num_channels} channels, got features of shape "
+                             f"{tuple(x.shape)}")
+        n, g, b = x.shape[0], self.num_groups, len(inp.batch)
+        idx = inp.batch.batch_index_tensor(x.device)
+        xg = x.reshape(n, g, -1)  # (N, G, C / G)
+        rows = torch.as_tensor(np.diff(inp.batch.particle_offsets), device=x.device, dtype=x.dtype)
+        if self.include_padding:
+            rows = torch.full_like(rows, float(rows.max()))
+        count = (rows * xg.shape[2])[:, None]  # values per (APR, group)
+        mean = x.new_zeros(b, g).index_add(0, idx, xg.sum(2)) / count
+        centred = xg - mean[idx][:, :, None]
+        ss = x.new_zeros(b, g).index_add(0, idx, (centred * centred).sum(2))
+        if self.include_padding:  # the padding's zeros lie mean away from the mean
+            pad = (rows - torch.as_tensor(np.diff(inp.batch.particle_offsets), device=x.device, dtype=x.dtype))
+            ss = ss + (pad * xg.shape[2])[:, None] * mean * mean
+        var = ss / count
+        y = (centred * torch.rsqrt(var + self.eps)[idx][:, :, None]).reshape(n, -1)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return inp.with_features(y)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+                + (", include_padding=True" if self.include_padding else ""))
 
 
 class APRReLU(nn.Module):
