@@ -760,6 +760,11 @@ def main(argv=None) -> None:
             print(f"{rid}: {e}", file=sys.stderr, flush=True)  # after it are not started
             raise SystemExit(128 + signal.Signals[e.signal].value) from None
         print(f"{rid}: {store.dir}", flush=True)
+        if args.experiment == "primary":  # its network at the budget, in evaluation mode on held-out images
+            from .heldout import compute_heldout, heldout_settings
+            held, status = compute_heldout(runs[rid], cfg, heldout_settings(args.profile), args.profile,
+                                           args.results_dir, args.checkpoint_dir)
+            print(f"{rid}: held-out test {status if held is None else 'in ' + str(held.dir)}", flush=True)
 
 
 if __name__ == "__main__":

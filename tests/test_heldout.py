@@ -110,3 +110,13 @@ def test_a_run_read_from_its_longer_twin_has_no_weights_at_the_budget(tmp_path, 
     w, why, _ = budget_weights(runs["APR_B_E0.1_s1"], cfg, "smoke", tmp_path, tmp_path / "ck")
     assert w is None and "longer run streamed_converged/APR_B_E0.1_s1" in why
     assert twin_store.experiment.startswith("streamed_primary/")
+
+
+def test_the_primary_command_tests_each_run_it_trains(tmp_path, capsys):
+    from aprbook import runs
+    results, ckdir = tmp_path / "results", tmp_path / "ck"
+    runs.main(["primary", "--profile", "smoke", "--results-dir", str(results), "--checkpoint-dir", str(ckdir), RUN])
+    out = capsys.readouterr().out
+    assert f"{RUN}: held-out test in" in out
+    cfg, all_runs, hcfg = _smoke()
+    assert heldout.heldout_store(all_runs[RUN], cfg, hcfg, "smoke", results).fresh
