@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import aprlib
-from aprlib.data.synthetic import generate_image
 from aprlib.nn import (APRBatchNorm, APRConv2d, APRFeatures, APRGlobalAvgPool, APRMaxPool2d, APRReLU)
+from ops.op_batches import small_batch
 
 OPS = ("tree_means", "tree_means_transpose", "conv", "conv_backward", "pool", "pool_backward", "upsample",
        "upsample_backward")
@@ -22,17 +22,6 @@ OPS = ("tree_means", "tree_means_transpose", "conv", "conv_backward", "pool", "p
 # not built yet): 73, in 56 graphs (torch._dynamo.explain: 68 graphs, 67 breaks), against 9 in 8 graphs
 # (explain: 8 graphs, 7 breaks) with them
 BREAKS_BEFORE = 73
-
-
-def small_batch(seed=0, sizes=((24, 20), (16, 16), (12, 18))):
-    """A batch of small multi-level APRs (synthetic shapes, some with texture)."""
-    rng = np.random.default_rng(seed)
-    aprs = []
-    for i, (h, w) in enumerate(sizes):
-        img = generate_image(i % 6, rng, size=(h, w))
-        img = img + 0.05 * rng.random((h, w)).astype(np.float32) * (i % 2)
-        aprs.append(aprlib.form_apr(img, rel_error=0.3, gradient_smoothing=0.0, sigma_th=0.01))
-    return aprlib.APRBatch(aprs)
 
 
 @pytest.fixture(scope="module")
