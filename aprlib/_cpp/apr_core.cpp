@@ -1,5 +1,6 @@
 // APR formation kernels; see apr_core.hpp for the contract of each function.
 #include "apr_core.hpp"
+#include "apr_core3d.hpp"
 #include "apr_detail.hpp"
 
 #include <algorithm>
@@ -389,140 +390,29 @@ void required_levels(const float* grad_half, const float* sigma_half, const Geom
 namespace {
 
 // The sorted particle and tree arrays from split masks split[l] (rows(l) x cols(l), l in
-// [level_min, level_max]; split[level_max] may be null: no pixel is split).
-//
-// Tree nodes are the split cells of levels level_min..level_max-1, row by row, so the nodes of one
-// row of a level are contiguous (row_start). Particles of level l > level_min are the children of
-// split cells of level l-1 that are not split themselves: each row of level l is read off the
-// tree nodes of its parent row, in increasing x, with the parent index at hand; only the
-// level_min grid is scanned whole. Parents of tree nodes are found by merging a row's nodes with
-// its parent row's (-1 if the parent is not split).
+// [level_min, level_max]; split[level_max] may be null: no pixel is split): the 3D builder's
+// (build_structure3: tree nodes and particles read off the split rows, parents by merging each row
+// with its parent row) on the geometry of one plane, Z = 1.
 Structure build_structure(const std::vector<const uint8_t*>& split, const Geometry& g) {
-    const int L = g.level_max, lmin = g.level_min;
+    Geometry3 g3;
+    g3.Z = 1;
+    g3.Y = g.H;
+    g3.X = g.W;
+    g3.level_min = g.level_min;
+    g3.level_max = g.level_max;
+    Structure3 s = build_structure3(split, g3);
     Structure out;
     out.g = g;
-    // --- tree nodes
-    std::vector<std::vector<int64_t>> row_start(L);  // row_start[l][r]: first tree node of row r
-    out.tree_offsets.assign(L + 2, 0);
-    int64_t T = 0;
-    for (int l = lmin; l < L; ++l) {
-        const int64_t R = g.rows(l), C = g.cols(l);
-        std::vector<int64_t>& rs = row_start[l];
-        rs.assign(R + 1, 0);
-        const uint8_t* sp = split[l];
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
-        for (int64_t r = 0; r < R; ++r) rs[r + 1] = count_set(sp + r * C, C);
-        rs[0] = T;
-        for (int64_t r = 0; r < R; ++r) rs[r + 1] += rs[r];
-        out.tree_offsets[l] = T;
-        T = rs[R];
-    }
-    for (int l = L; l <= L + 1; ++l) out.tree_offsets[l] = T;
-    resize_for_fill(out.tree_y, T);
-    resize_for_fill(out.tree_x, T);
-    resize_for_fill(out.tree_level, T);
-    resize_for_fill(out.tree_parent, T);
-    for (int l = lmin; l < L; ++l) {
-        const int64_t R = g.rows(l), C = g.cols(l);
-        const std::vector<int64_t>& rs = row_start[l];
-        const uint8_t* sp = split[l];
-        std::fill(out.tree_level.begin() + rs[0], out.tree_level.begin() + rs[R], static_cast<int8_t>(l));
-#pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
-        for (int64_t r = 0; r < R; ++r) {
-            int64_t k = rs[r];
-            int32_t* ty = out.tree_y.data();
-            int32_t* tx = out.tree_x.data();
-            for_each_set(sp + r * C, C, [&](int64_t x) {
-                ty[k] = static_cast<int32_t>(r);
-                tx[k] = static_cast<int32_t>(x);
-                ++k;
-            });
-        }
-        // parents: merge with the parent row (both sorted by x)
-        int64_t* tp = out.tree_parent.data();
-        const int32_t* tx = out.tree_x.data();
-#pragma omp parallel for schedule(static) if (rs[R] - rs[0] >= kMinParallelFormation)
-        for (int64_t r = 0; r < R; ++r) {
-            int64_t q = 0, q_end = 0;
-            if (l > lmin) {
-                q = row_start[l - 1][r >> 1];
-                q_end = row_start[l - 1][(r >> 1) + 1];
-            }
-            for (int64_t k = rs[r]; k < rs[r + 1]; ++k) {
-                const int32_t px = tx[k] >> 1;
-                while (q < q_end && tx[q] < px) ++q;
-                tp[k] = (q < q_end && tx[q] == px) ? q : -1;
-            }
-        }
-    }
-    // --- particles: per row counts, then the arrays
-    std::vector<std::vector<int64_t>> prow(L + 1);  // prow[l][r]: first particle of row r
-    out.level_offsets.assign(L + 2, 0);
-    int64_t N = 0;
-    for (int l = 0; l <= L + 1; ++l) {
-        out.level_offsets[l] = N;
-        if (l < lmin || l > L) continue;
-        const int64_t R = g.rows(l), C = g.cols(l);
-        std::vector<int64_t>& pr = prow[l];
-        pr.assign(R + 1, 0);
-        const uint8_t* sp = split[l];
-        if (l == lmin) {
-            for (int64_t r = 0; r < R; ++r) pr[r + 1] = C - count_set(sp + r * C, C);
-        } else {
-            const std::vector<int64_t>& prs = row_start[l - 1];
-            const int32_t* tx = out.tree_x.data();
-#pragma omp parallel for schedule(static) if (prs[g.rows(l - 1)] - prs[0] >= kMinParallelFormation)
-            for (int64_t r = 0; r < R; ++r)
-                pr[r + 1] = count_leaf_children(tx, prs[r >> 1], prs[(r >> 1) + 1], sp ? sp + r * C : nullptr, C);
-        }
-        pr[0] = N;
-        for (int64_t r = 0; r < R; ++r) pr[r + 1] += pr[r];
-        N = pr[R];
-    }
-    out.level_offsets[L + 1] = N;
-    resize_for_fill(out.y, N);
-    resize_for_fill(out.x, N);
-    resize_for_fill(out.level, N);
-    resize_for_fill(out.parent, N);
-    for (int l = lmin; l <= L; ++l) {
-        const int64_t R = g.rows(l), C = g.cols(l);
-        const std::vector<int64_t>& pr = prow[l];
-        std::fill(out.level.begin() + pr[0], out.level.begin() + pr[R], static_cast<int8_t>(l));
-        int32_t* py = out.y.data();
-        int32_t* px = out.x.data();
-        int64_t* pp = out.parent.data();
-        const uint8_t* sp = split[l];
-        if (l == lmin) {
-            int64_t k = pr[0];
-            for (int64_t r = 0; r < R; ++r)
-                for (int64_t x = 0; x < C; ++x)
-                    if (!sp[r * C + x]) {
-                        py[k] = static_cast<int32_t>(r);
-                        px[k] = static_cast<int32_t>(x);
-                        pp[k] = -1;
-                        ++k;
-                    }
-            continue;
-        }
-        const std::vector<int64_t>& prs = row_start[l - 1];
-        const int32_t* tx = out.tree_x.data();
-#pragma omp parallel for schedule(static) if (pr[R] - pr[0] >= kMinParallelFormation)
-        for (int64_t r = 0; r < R; ++r) {
-            int64_t k = pr[r];
-            const uint8_t* s = sp ? sp + r * C : nullptr;
-            for (int64_t q = prs[r >> 1]; q < prs[(r >> 1) + 1]; ++q) {
-                const int64_t x0 = int64_t(tx[q]) << 1;
-                const int64_t x1 = std::min(x0 + 2, C);
-                for (int64_t x = x0; x < x1; ++x)
-                    if (!(s && s[x])) {
-                        py[k] = static_cast<int32_t>(r);
-                        px[k] = static_cast<int32_t>(x);
-                        pp[k] = q;
-                        ++k;
-                    }
-            }
-        }
-    }
+    out.level_offsets = std::move(s.level_offsets);
+    out.y = std::move(s.y);
+    out.x = std::move(s.x);
+    out.level = std::move(s.level);
+    out.tree_offsets = std::move(s.tree_offsets);
+    out.tree_y = std::move(s.tree_y);
+    out.tree_x = std::move(s.tree_x);
+    out.tree_level = std::move(s.tree_level);
+    out.parent = std::move(s.parent);
+    out.tree_parent = std::move(s.tree_parent);
     return out;
 }
 

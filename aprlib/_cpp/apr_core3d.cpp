@@ -453,9 +453,12 @@ void local_intensity_scale3d(const float* half, int64_t nz, int64_t ny, int64_t 
         }
 }
 
+}  // namespace
+
 // The sorted particle and tree arrays from the split masks split[l] (nz(l) x ny(l) x nx(l), l in
-// [level_min, level_max - 1]; no cell of level_max is split), as build_structure does in 2D with
-// the rows (z, y) of each level: the row (z, y) of level l has the parent row (z >> 1, y >> 1).
+// [level_min, level_max]; split[level_max] may be null: no voxel is split), read row by row: the rows
+// (z, y) of each level, the row (z, y) of level l having the parent row (z >> 1, y >> 1). A 2D
+// structure is the case Z = 1 (build_structure in apr_core.cpp).
 //
 // Tree nodes are the split cells of levels level_min..level_max-1, row by row. They are exactly the
 // ancestors of the particles because every split cell of level l > level_min has a split parent:
@@ -470,7 +473,7 @@ void local_intensity_scale3d(const float* half, int64_t nz, int64_t ny, int64_t 
 // with the parent index at hand; only the level_min grid is scanned whole. Parents of tree nodes
 // are found by merging a row's nodes with its parent row's (-1 if the parent is not split).
 // Costs the split grids' cells once (counting and listing the tree nodes) plus O(N + T).
-Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, const Geometry3& g) {
+Structure3 build_structure3(const std::vector<const uint8_t*>& split, const Geometry3& g) {
     const int L = g.level_max, lmin = g.level_min;
     Structure3 out;
     out.g = g;
@@ -487,7 +490,7 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
         const int64_t R = g.nz(l) * g.ny(l), C = g.nx(l);
         std::vector<int64_t>& rs = row_start[l];
         rs.assign(R + 1, 0);
-        const uint8_t* sp = split[l].data();
+        const uint8_t* sp = split[l];
 #pragma omp parallel for schedule(static) if (R * C >= kMinParallelFormation)
         for (int64_t r = 0; r < R; ++r) rs[r + 1] = count_set(sp + r * C, C);
         rs[0] = T;
@@ -504,7 +507,7 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
     for (int l = lmin; l < L; ++l) {
         const int64_t ny = g.ny(l), R = g.nz(l) * ny, C = g.nx(l);
         const std::vector<int64_t>& rs = row_start[l];
-        const uint8_t* sp = split[l].data();
+        const uint8_t* sp = split[l];
         std::fill(out.tree_level.begin() + rs[0], out.tree_level.begin() + rs[R], static_cast<int8_t>(l));
         int32_t* tz = out.tree_z.data();
         int32_t* ty = out.tree_y.data();
@@ -529,11 +532,7 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
                 q = row_start[l - 1][pr];
                 q_end = row_start[l - 1][pr + 1];
             }
-            for (int64_t j = rs[r]; j < rs[r + 1]; ++j) {
-                const int32_t px = tx[j] >> 1;
-                while (q < q_end && tx[q] < px) ++q;
-                tp[j] = (q < q_end && tx[q] == px) ? q : -1;
-            }
+            merge_parent_row(tx, rs[r], rs[r + 1], q, q_end, tp);
         }
     }
     // --- particles: per row counts, then the arrays
@@ -546,7 +545,7 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
         const int64_t R = g.nz(l) * g.ny(l), C = g.nx(l);
         std::vector<int64_t>& pr = prow[l];
         pr.assign(R + 1, 0);
-        const uint8_t* sp = l < L ? split[l].data() : nullptr;
+        const uint8_t* sp = split[l];
         if (l == lmin) {
             for (int64_t r = 0; r < R; ++r) pr[r + 1] = C - count_set(sp + r * C, C);
         } else {
@@ -576,7 +575,7 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
         int32_t* py = out.y.data();
         int32_t* px = out.x.data();
         int64_t* pp = out.parent.data();
-        const uint8_t* sp = l < L ? split[l].data() : nullptr;
+        const uint8_t* sp = split[l];
         if (l == lmin) {
             int64_t k = pr[0];
             for (int64_t r = 0; r < R; ++r) {
@@ -598,25 +597,20 @@ Structure3 build_structure3(const std::vector<std::vector<uint8_t>>& split, cons
         for (int64_t r = 0; r < R; ++r) {
             if (pr[r + 1] == pr[r]) continue;
             const int64_t par = parent_row(l, r);
-            int64_t k = pr[r];
             const int32_t z = static_cast<int32_t>(r / ny), y = static_cast<int32_t>(r - (r / ny) * ny);
-            const uint8_t* s = sp ? sp + r * C : nullptr;
-            for (int64_t q = prs[par]; q < prs[par + 1]; ++q) {
-                const int64_t x0 = int64_t(tx[q]) << 1;
-                const int64_t x1 = std::min(x0 + 2, C);
-                for (int64_t x = x0; x < x1; ++x)
-                    if (!(s && s[x])) {
-                        pz[k] = z;
-                        py[k] = y;
-                        px[k] = static_cast<int32_t>(x);
-                        pp[k] = q;
-                        ++k;
-                    }
-            }
+            emit_leaf_children(tx, prs[par], prs[par + 1], sp ? sp + r * C : nullptr, C, pr[r],
+                               [&](int64_t k, int64_t x, int64_t q) {
+                                   pz[k] = z;
+                                   py[k] = y;
+                                   px[k] = static_cast<int32_t>(x);
+                                   pp[k] = q;
+                               });
         }
     }
     return out;
 }
+
+namespace {
 
 // The pulling scheme on the half grid (level_max - 1) and the sorted particle cells.
 Structure3 pulling_scheme3d(const uint8_t* req_half, const Geometry3& g, bool minimal) {
@@ -654,7 +648,9 @@ Structure3 pulling_scheme3d(const uint8_t* req_half, const Geometry3& g, bool mi
             }
         }
     }
-    return build_structure3(split, g);
+    std::vector<const uint8_t*> masks(L + 1, nullptr);
+    for (int l = lmin; l < L; ++l) masks[l] = split[l].data();
+    return build_structure3(masks, g);
 }
 
 }  // namespace

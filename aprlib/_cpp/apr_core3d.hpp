@@ -50,6 +50,12 @@ struct Structure3 {
 // and parent indices.
 Structure3 form_structure3d(const float* img, int64_t Z, int64_t Y, int64_t X, const Params& p);
 
+// The sorted particle cells and tree nodes of the split masks split[l] (nz(l) x ny(l) x nx(l) flags, l
+// in [level_min, level_max]; split[level_max] may be null: no voxel is split) of geometry g, listed
+// row by row (rows (z, y)); split must hold level_max + 1 entries. With Z = 1 it builds 2D
+// structures too (rows y).
+Structure3 build_structure3(const std::vector<const uint8_t*>& split, const Geometry3& g);
+
 // Mean of the voxels of each particle cell (clipped to the volume), in the order of s: out (N,).
 void cell_means3d(const Structure3& s, const float* img, float* out);
 

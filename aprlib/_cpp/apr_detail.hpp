@@ -120,14 +120,35 @@ inline int64_t count_set(const uint8_t* p, int64_t n) {
 // The particle cells of one row of a level above the coarsest: the children (columns 2 tx[q] and
 // 2 tx[q] + 1, clipped to the row's C cells) of the tree nodes q0 .. q1 - 1 of its parent row that
 // are not split further (split_row: the row's split flags, C of them; nullptr: none is split).
-inline int64_t count_leaf_children(const int32_t* tx, int64_t q0, int64_t q1, const uint8_t* split_row, int64_t C) {
-    int64_t c = 0;
+// emit(k, x, q) for each of them in order: the k-th cell from k0 on, at column x, child of the parent
+// row's tree node q. Returns the next k.
+template <typename Emit>
+inline int64_t emit_leaf_children(const int32_t* tx, int64_t q0, int64_t q1, const uint8_t* split_row, int64_t C,
+                                  int64_t k0, Emit&& emit) {
+    int64_t k = k0;
     for (int64_t q = q0; q < q1; ++q) {
         const int64_t x0 = int64_t(tx[q]) << 1;
         const int64_t x1 = std::min(x0 + 2, C);
-        for (int64_t x = x0; x < x1; ++x) c += !(split_row && split_row[x]);
+        for (int64_t x = x0; x < x1; ++x)
+            if (!(split_row && split_row[x])) emit(k++, x, q);
     }
-    return c;
+    return k;
+}
+
+// How many there are.
+inline int64_t count_leaf_children(const int32_t* tx, int64_t q0, int64_t q1, const uint8_t* split_row, int64_t C) {
+    return emit_leaf_children(tx, q0, q1, split_row, C, 0, [](int64_t, int64_t, int64_t) {});
+}
+
+// The parents of the tree nodes j0 .. j1 - 1 of one row (columns tx, sorted): each node's parent is the
+// node at column tx[j] / 2 among the nodes q .. q_end - 1 of its parent row (sorted too), -1 if none;
+// written to tp[j] by one merge of the two rows.
+inline void merge_parent_row(const int32_t* tx, int64_t j0, int64_t j1, int64_t q, int64_t q_end, int64_t* tp) {
+    for (int64_t j = j0; j < j1; ++j) {
+        const int32_t px = tx[j] >> 1;
+        while (q < q_end && tx[q] < px) ++q;
+        tp[j] = (q < q_end && tx[q] == px) ? q : -1;
+    }
 }
 
 // The smoothing B-spline (Params b1, b2, norm, bspline_k) along the rows of the row-major H x W
