@@ -211,10 +211,17 @@ def _as_float_image(image, name: str, allow_rgb: bool) -> tuple[np.ndarray, floa
         raise ValueError(f"{name} must be 2D {expected}, got shape {arr.shape}{hint}")
     if arr.size == 0 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
+    return _finite_float32(arr, name, "image")
+
+
+def _finite_float32(arr: np.ndarray, name: str, what: str) -> tuple[np.ndarray, float]:
+    """``arr`` as a C-contiguous float32 array and its largest finite magnitude; ValueError naming
+    ``name`` for NaN or infinite values, or finite values beyond the float32 range (``what``: 'image'
+    or 'volume', for the message)."""
     with np.errstate(over="ignore"):  # an overflow is reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
     # Integers convert to finite floats (|int64| < 2**64 < float32 max), and floats of at most 32
-    # bits exactly; so a non-finite value of `out` is a NaN or infinity of the image, or a finite
+    # bits exactly; so a non-finite value of `out` is a NaN or infinity of the input, or a finite
     # float64 (or longer) value beyond the float32 range.
     max_abs, first_bad = _core.max_abs_finite(out)
     if first_bad >= 0:
@@ -222,7 +229,7 @@ def _as_float_image(image, name: str, allow_rgb: bool) -> tuple[np.ndarray, floa
             raise ValueError(f"{name} contains NaN or infinite values")
         raise ValueError(f"{name} has finite values beyond the float32 range (largest magnitude "
                          f"{float(np.abs(arr).max()):.3g} > {float(np.finfo(np.float32).max):.3g}): aprlib "
-                         f"computes in float32; rescale the image")
+                         f"computes in float32; rescale the {what}")
     return out, max_abs
 
 
@@ -357,15 +364,7 @@ def as_float_volume(volume, name: str = "volume") -> tuple[np.ndarray, float]:
         raise ValueError(f"{name} must be 3D (Z, Y, X), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    with np.errstate(over="ignore"):  # an overflow is reported below
-        out = np.ascontiguousarray(arr, dtype=np.float32)
-    max_abs, first_bad = _core.max_abs_finite(out)
-    if first_bad >= 0:
-        if arr.dtype.itemsize <= 4 or not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        raise ValueError(f"{name} has finite values beyond the float32 range: aprlib computes in float32; "
-                         f"rescale the volume")
-    return out, max_abs
+    return _finite_float32(arr, name, "volume")
 
 
 def level_range3d(depth: int, height: int, width: int) -> tuple[int, int]:
