@@ -286,7 +286,7 @@ def form_apr(image, params: APRParameters | None = None, *, ndim: int = 2, **ove
         cells, means, used = form_volume_cells(image, params, **overrides)
         # the kernel's cells, tree and parents (those of aprlib.apr.cells.structure_from_cells): not
         # checked again
-        return APR._from_kernel3d(cells, means, used)
+        return APR._from_kernel(cells, means, used)
     if ndim != 2 or isinstance(ndim, bool):
         raise ValueError(f"ndim must be 2 (an image) or 3 (a volume), got {ndim!r}")
     params = _resolve_params(params, overrides)

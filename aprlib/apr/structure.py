@@ -190,34 +190,22 @@ class APR:
 
     @classmethod
     def _from_kernel(cls, s: dict, intensities: np.ndarray, params=None) -> "APR":
-        """An APR straight from the output of ``aprlib._core.form_apr``, with none of the checks of
-        ``__init__``: the arrays are the C++ kernels' own (correct dtypes, contiguous, sorted,
-        valid parent indices, level_offsets and tree_offsets included) and ``intensities`` is its
-        float32 (N,) or (N, C) means. For aprlib's formation only; arrays from anywhere else go
-        through ``__init__`` (the C++ table builders re-check every index they read anyway)."""
+        """An APR straight from the output of ``aprlib._core.form_apr`` (2D) or the cells dict of
+        ``aprlib._core.form_apr3d`` (3D: it has a ``depth``), with none of the checks of ``__init__``:
+        the arrays are the C++ kernels' own (correct dtypes, contiguous, sorted, valid parent indices,
+        level_offsets and tree_offsets included) and ``intensities`` their float32 (N,) or (N, C)
+        means. For aprlib's formation only; arrays from anywhere else go through ``__init__`` (the C++
+        table builders re-check every index they read anyway)."""
         apr = cls.__new__(cls)
+        three = "depth" in s
         apr.height, apr.width = int(s["height"]), int(s["width"])
-        for name in cls._FIELDS:
+        for name in cls._FIELDS + (cls._FIELDS_3D if three else ()):
             setattr(apr, name, s[name])
-        apr.level_min, apr.level_max = _core.level_range(apr.height, apr.width)
-        apr.level_offsets = s["level_offsets"]
-        apr.tree_offsets = s["tree_offsets"]
-        apr.params = params
-        apr._intensities = intensities
-        apr._tables = {}
-        return apr
-
-    @classmethod
-    def _from_kernel3d(cls, s: dict, intensities: np.ndarray, params=None) -> "APR":
-        """A 3D APR straight from the cells dict of ``aprlib._core.form_apr3d`` (particles, tree,
-        parents and offsets), with none of the checks of ``__init__``, as :meth:`_from_kernel` in 2D:
-        the arrays are the C++ kernel's own and ``intensities`` its float32 (N,) means."""
-        apr = cls.__new__(cls)
-        apr.ndim = 3
-        apr.depth, apr.height, apr.width = int(s["depth"]), int(s["height"]), int(s["width"])
-        for name in cls._FIELDS + cls._FIELDS_3D:
-            setattr(apr, name, s[name])
-        apr.level_min, apr.level_max = int(s["level_min"]), int(s["level_max"])
+        if three:
+            apr.ndim, apr.depth = 3, int(s["depth"])
+            apr.level_min, apr.level_max = int(s["level_min"]), int(s["level_max"])
+        else:
+            apr.level_min, apr.level_max = _core.level_range(apr.height, apr.width)
         apr.level_offsets = s["level_offsets"]
         apr.tree_offsets = s["tree_offsets"]
         apr.params = params
