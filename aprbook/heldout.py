@@ -70,31 +70,33 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _own_store(run: dict, cfg: dict, profile: str, results_dir) -> tuple:
+    """(the store ``run`` is read from, None), or (that store, why it holds no weights at the budget)
+    where it is a longer twin's (:func:`aprbook.runs.primary_store`)."""
+    from .runs import primary_store
+    store = primary_store(run, cfg, profile, results_dir)
+    if store.experiment.split("/", 1)[0] != cfg.get("experiment", "streamed_primary"):
+        return store, f"read from the longer run {store.experiment}: its weights at batch {cfg['n_batches']} were not kept"
+    return store, None
+
+
 def budget_weights(run: dict, cfg: dict, profile: str, results_dir, checkpoint_dir) -> tuple:
     """(state dict, checkpoint path, its sha256) of ``run``'s network after exactly ``cfg['n_batches']``
     batches, else (None, reason, None). ``cfg``: the ``streamed_primary`` profile's settings. Only the
     run's own archived (or, if complete, unarchived) checkpoint is used, and only if its header names
     this run's key and configuration and it has trained exactly the budget."""
-    from aprlib.train.checkpoint import _plain
-
-    from .runs import primary_store, run_checkpoint
-    store = primary_store(run, cfg, profile, results_dir)
-    if store.experiment.split("/", 1)[0] != cfg.get("experiment", "streamed_primary"):
-        return None, (f"read from the longer run {store.experiment}: its weights at batch {cfg['n_batches']} "
-                      f"were not kept"), None
+    from .runs import run_checkpoint
+    store, twin = _own_store(run, cfg, profile, results_dir)
+    if twin:
+        return None, twin, None
     ck = run_checkpoint(store, checkpoint_dir)
     notes = []
     for path in (ck.archive, ck.path):
         if path is None or not path.exists():
             continue
-        try:
-            state = torch.load(path, weights_only=True)
-            header = state["checkpoint"]
-        except Exception as e:  # noqa: BLE001  unreadable: say so, never use it
-            notes.append(f"{path.name} cannot be read ({type(e).__name__})")
-            continue
-        if header.get("key") != ck.key or header.get("config") != _plain(ck.config):
-            notes.append(f"{path.name} was written for other settings")
+        state, why = ck.load_matching(path)
+        if state is None:
+            notes.append(why)
             continue
         done = int(state.get("next_batch", -1))
         if done != cfg["n_batches"]:
@@ -148,10 +150,9 @@ def compute_heldout(run: dict, cfg: dict, hcfg: dict, profile: str, results_dir,
 
 def _why_not_stored(run: dict, cfg: dict, profile: str, results_dir) -> str:
     """Why ``run`` has no stored held-out test, without reading any checkpoint."""
-    from .runs import primary_store
-    store = primary_store(run, cfg, profile, results_dir)
-    if store.experiment.split("/", 1)[0] != cfg.get("experiment", "streamed_primary"):
-        return f"read from the longer run {store.experiment}: its weights at batch {cfg['n_batches']} were not kept"
+    store, twin = _own_store(run, cfg, profile, results_dir)
+    if twin:
+        return twin
     if not store.fresh:
         return "the run is not finished"
     return "finished, not tested yet (python -m aprbook.heldout)"

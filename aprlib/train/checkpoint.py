@@ -114,14 +114,24 @@ class Checkpoint:
         for path in (self.path, self.archive):
             if path is None or not path.exists():
                 continue
+            state, _ = self.load_matching(path)
             try:
-                state = torch.load(path, weights_only=True)
-                header = state["checkpoint"]
-                if header["key"] == self.key and header["config"] == _plain(self.config):
+                if state is not None:
                     return int(state[name])
-            except Exception:  # noqa: BLE001  unreadable or foreign: the loop will say so
+            except Exception:  # noqa: BLE001  damaged: the loop will say so
                 continue
         return 0
+
+    def load_matching(self, path) -> tuple[dict | None, str | None]:
+        """(state, None) if the file at ``path`` loads with ``torch.load(weights_only=True)`` and its
+        header was written for this key and configuration; else (None, why). Nothing is moved aside."""
+        try:
+            state = torch.load(path, weights_only=True)
+            header = state["checkpoint"]
+            ours = header["key"] == self.key and header["config"] == _plain(self.config)
+        except Exception as e:  # noqa: BLE001  unreadable: say so, never use it
+            return None, f"{Path(path).name} cannot be read ({type(e).__name__})"
+        return (state, None) if ours else (None, f"{Path(path).name} was written for other settings")
 
 
 def _as_checkpoint(checkpoint) -> Checkpoint | None:
