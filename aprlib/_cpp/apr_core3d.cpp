@@ -532,7 +532,11 @@ Structure3 build_structure3(const std::vector<const uint8_t*>& split, const Geom
                 q = row_start[l - 1][pr];
                 q_end = row_start[l - 1][pr + 1];
             }
-            merge_parent_row(tx, rs[r], rs[r + 1], q, q_end, tp);
+            for (int64_t j = rs[r]; j < rs[r + 1]; ++j) {
+                const int32_t px = tx[j] >> 1;
+                while (q < q_end && tx[q] < px) ++q;
+                tp[j] = (q < q_end && tx[q] == px) ? q : -1;
+            }
         }
     }
     // --- particles: per row counts, then the arrays

@@ -140,17 +140,6 @@ inline int64_t count_leaf_children(const int32_t* tx, int64_t q0, int64_t q1, co
     return emit_leaf_children(tx, q0, q1, split_row, C, 0, [](int64_t, int64_t, int64_t) {});
 }
 
-// The parents of the tree nodes j0 .. j1 - 1 of one row (columns tx, sorted): each node's parent is the
-// node at column tx[j] / 2 among the nodes q .. q_end - 1 of its parent row (sorted too), -1 if none;
-// written to tp[j] by one merge of the two rows.
-inline void merge_parent_row(const int32_t* tx, int64_t j0, int64_t j1, int64_t q, int64_t q_end, int64_t* tp) {
-    for (int64_t j = j0; j < j1; ++j) {
-        const int32_t px = tx[j] >> 1;
-        while (q < q_end && tx[q] < px) ++q;
-        tp[j] = (q < q_end && tx[q] == px) ? q : -1;
-    }
-}
-
 // The smoothing B-spline (Params b1, b2, norm, bspline_k) along the rows of the row-major H x W
 // array img, written to out (H x W; may not alias img): each row is extended by bspline_k
 // samples at both ends, reflected ('d c b a | a b c d', the 2D kernels' rule) or, with

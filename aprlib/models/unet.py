@@ -64,11 +64,11 @@ def _check_common(ndim, depth, base_channels, convs_per_block, kernel_size, up_k
         raise ValueError(f"norm must be 'batch', 'group' or None, got {norm!r}")
     groups = _positive("norm_groups", norm_groups)
     if norm == "group":
-        bad = [c for c in unet_widths(_positive("base_channels", base_channels), _positive("depth", depth, 0))
-               if c % groups]
+        widths = unet_widths(_positive("base_channels", base_channels), _positive("depth", depth, 0))
+        bad = [c for c in widths if c % groups]
         if bad:
-            raise ValueError(f"norm_groups={groups} must divide every block's channels "
-                             f"{unet_widths(int(base_channels), int(depth))}; {bad} are not multiples of it")
+            raise ValueError(f"norm_groups={groups} must divide every block's channels {widths}; {bad} are not "
+                             f"multiples of it")
     return (int(ndim), _positive("depth", depth, 0), _positive("base_channels", base_channels),
             _positive("convs_per_block", convs_per_block), _positive("in_channels", in_channels),
             _positive("out_channels", out_channels))

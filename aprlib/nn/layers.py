@@ -269,16 +269,14 @@ class APRGroupNorm(nn.Module):
         n, g, b = x.shape[0], self.num_groups, len(inp.batch)
         idx = inp.batch.batch_index_tensor(x.device)
         xg = x.reshape(n, g, -1)  # (N, G, C / G)
-        rows = torch.as_tensor(np.diff(inp.batch.particle_offsets), device=x.device, dtype=x.dtype)
-        if self.include_padding:
-            rows = torch.full_like(rows, float(rows.max()))
+        particles = torch.as_tensor(np.diff(inp.batch.particle_offsets), device=x.device, dtype=x.dtype)
+        rows = torch.full_like(particles, float(particles.max())) if self.include_padding else particles
         count = (rows * xg.shape[2])[:, None]  # values per (APR, group)
         mean = x.new_zeros(b, g).index_add(0, idx, xg.sum(2)) / count
         centred = xg - mean[idx][:, :, None]
         ss = x.new_zeros(b, g).index_add(0, idx, (centred * centred).sum(2))
         if self.include_padding:  # the padding's zeros lie mean away from the mean
-            pad = (rows - torch.as_tensor(np.diff(inp.batch.particle_offsets), device=x.device, dtype=x.dtype))
-            ss = ss + (pad * xg.shape[2])[:, None] * mean * mean
+            ss = ss + ((rows - particles) * xg.shape[2])[:, None] * mean * mean
         var = ss / count
         y = (centred * torch.rsqrt(var + self.eps)[idx][:, :, None]).reshape(n, -1)
         if self.affine:

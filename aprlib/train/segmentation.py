@@ -143,7 +143,7 @@ def particle_targets(batch: APRBatch, masks: Sequence, n_classes: int, *, dtype=
 
 def _cell_counts(apr, labels: torch.Tensor, k: int) -> torch.Tensor:
     """(N, K) int64 counts of each class in each particle cell of one APR from its label image
-    ``labels`` (int64, the APR's shape): each class's pixels in a cell are a box sum of the class's
+    ``labels`` (int64 or bool, the APR's shape): each class's pixels in a cell are a box sum of the class's
     summed-area table (inclusion-exclusion over the box's 2^d corners), so no per-pixel owner map is
     built; class 0 is the cell's clipped size minus the other classes."""
     d, dev = apr.ndim, labels.device
