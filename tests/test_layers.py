@@ -8,20 +8,11 @@ import pytest
 import torch
 
 import aprlib
-from aprlib import APRBatch, APRFeatures, form_apr
+from aprlib import APRBatch, APRFeatures
 from aprlib.nn import APRConv2d, APRGlobalAvgPool, APRMaxPool2d, APRSpatialDropout, level_channel
 from aprlib.ops import apr_conv2d, apr_max_pool2d
+from ops.op_batches import multi_level_batch
 
-def multi_level_batch(seed=0, sizes=((40, 33), (32, 32), (20, 24)), E=0.3, require_multilevel=True):
-    from aprlib.data.synthetic import generate_image
-    rng = np.random.default_rng(seed)
-    aprs = []
-    for i, (H, W) in enumerate(sizes):
-        img = generate_image(i % 6, rng, size=(H, W))
-        img = img + 0.05 * rng.random((H, W)).astype(np.float32) * (i % 2)  # some with texture
-        aprs.append(form_apr(img, rel_error=E, gradient_smoothing=0.0, sigma_th=0.01))
-    assert not require_multilevel or any(len(a.levels_present()) > 2 for a in aprs)
-    return APRBatch(aprs)
 
 
 # ------------------------------------------------------------------------------------------

@@ -187,19 +187,26 @@ def as_float_image(image, name: str = "image", allow_rgb: bool = True) -> np.nda
     return _as_float_image(image, name, allow_rgb)[0]
 
 
-def _as_float_image(image, name: str, allow_rgb: bool) -> tuple[np.ndarray, float]:
-    """:func:`as_float_image` and the largest magnitude of the result, from one pass over it
-    (``_core.max_abs_finite``: finiteness and max |value| together, without the GIL)."""
-    if hasattr(image, "detach"):  # torch tensor
-        image = image.detach().cpu().numpy()
-    if image is None or isinstance(image, (str, bytes)):
-        raise TypeError(f"{name} must be an array, got {type(image).__name__}")
+def _real_array(obj, name: str) -> np.ndarray:
+    """``obj`` (an array, nested lists or a torch tensor) as a numpy array of a float or integer dtype;
+    TypeError naming ``name`` for anything else, ValueError for ragged nested lists."""
+    if hasattr(obj, "detach"):  # torch tensor
+        obj = obj.detach().cpu().numpy()
+    if obj is None or isinstance(obj, (str, bytes)):
+        raise TypeError(f"{name} must be an array, got {type(obj).__name__}")
     try:
-        arr = np.asarray(image)
+        arr = np.asarray(obj)
     except ValueError as e:  # ragged nested lists
         raise ValueError(f"{name} is not a rectangular array: {e}") from None
     if arr.dtype.kind not in _SUPPORTED_KINDS:
         raise TypeError(f"{name} must have a float or integer dtype, got {arr.dtype}")
+    return arr
+
+
+def _as_float_image(image, name: str, allow_rgb: bool) -> tuple[np.ndarray, float]:
+    """:func:`as_float_image` and the largest magnitude of the result, from one pass over it
+    (``_core.max_abs_finite``: finiteness and max |value| together, without the GIL)."""
+    arr = _real_array(image, name)
     rgb = allow_rgb and arr.ndim == 3 and arr.shape[-1] == 3
     if allow_rgb and arr.ndim == 3 and arr.shape[-1] == 4:
         raise ValueError(f"{name} has 4 channels (RGBA?), got shape {arr.shape}: aprlib takes grayscale "
@@ -350,16 +357,7 @@ def as_float_volume(volume, name: str = "volume") -> tuple[np.ndarray, float]:
     ValueError for a shape other than 3D, an empty volume, NaN or infinite values, or finite
     values beyond the float32 range.
     """
-    if hasattr(volume, "detach"):  # torch tensor
-        volume = volume.detach().cpu().numpy()
-    if volume is None or isinstance(volume, (str, bytes)):
-        raise TypeError(f"{name} must be an array, got {type(volume).__name__}")
-    try:
-        arr = np.asarray(volume)
-    except ValueError as e:  # ragged nested lists
-        raise ValueError(f"{name} is not a rectangular array: {e}") from None
-    if arr.dtype.kind not in _SUPPORTED_KINDS:
-        raise TypeError(f"{name} must have a float or integer dtype, got {arr.dtype}")
+    arr = _real_array(volume, name)
     if arr.ndim != 3:
         raise ValueError(f"{name} must be 3D (Z, Y, X), got shape {arr.shape}")
     if arr.size == 0:

@@ -52,3 +52,9 @@ def multi_level_batch(seed=0, sizes=((40, 33), (32, 32), (20, 24)), E=0.3, requi
         aprs.append(form_apr(img, rel_error=E, gradient_smoothing=0.0, sigma_th=0.01))
     assert not require_multilevel or any(len(a.levels_present()) > 2 for a in aprs)
     return APRBatch(aprs)
+
+
+def tree_args(batch):
+    """The tree plan's operator tensors of ``batch`` (the tree-means operators' arguments)."""
+    from aprlib.ops import tree_plan
+    return tree_plan(batch).op_tensors()

@@ -14,18 +14,7 @@ from aprlib import APRBatch
 from aprlib.ops import apr_conv2d, apr_max_pool2d, conv_plan, tree_plan, tree_values
 from aprlib.ops.conv import chunk_rows
 from op_batches import (BACKENDS, DTYPES, full_resolution_apr, multi_level_batch, on_default_kernel, randn,
-                        small_batch)
-
-
-@pytest.fixture(scope="module")
-def batch():
-    b = small_batch()
-    assert any(len(a.levels_present()) > 2 for a in b.aprs)
-    return b
-
-
-def _tree_args(batch):
-    return tree_plan(batch).op_tensors()
+                        tree_args)
 
 
 def _conv_args(batch, k, n_kernels, c, step=None):
@@ -38,7 +27,7 @@ def test_opcheck_conv(batch, dtype, k, n_kernels, bias, step):
     """Chunks of 17 rows cut the kernel groups into several pieces."""
     c, d = 2, 3
     x = randn(batch.n_particles, c, dtype=dtype, grad=True)
-    vals = x if k == 1 else torch.ops.aprlib.tree_means(x, *_tree_args(batch)).detach().requires_grad_()
+    vals = x if k == 1 else torch.ops.aprlib.tree_means(x, *tree_args(batch)).detach().requires_grad_()
     w = randn(d, c, n_kernels, k, k, dtype=dtype, seed=1, grad=True)
     b = randn(d, dtype=dtype, seed=2, grad=True) if bias else None
     args = (vals, w, b, *_conv_args(batch, k, n_kernels, c, step))
@@ -55,7 +44,7 @@ def test_opcheck_conv(batch, dtype, k, n_kernels, bias, step):
 def test_opcheck_conv_backward(batch, dtype, k, need):
     c, d, n_kernels = 2, 3, 2
     x = randn(batch.n_particles, c, dtype=dtype)
-    vals = x if k == 1 else torch.ops.aprlib.tree_means(x, *_tree_args(batch))
+    vals = x if k == 1 else torch.ops.aprlib.tree_means(x, *tree_args(batch))
     w = randn(d, c, n_kernels, k, k, dtype=dtype, seed=1)
     grad_out = randn(batch.n_particles, d, dtype=dtype, seed=2)
     args = (grad_out, vals, w, *_conv_args(batch, k, n_kernels, c), *need)

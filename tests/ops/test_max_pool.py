@@ -12,14 +12,7 @@ import torch.nn.functional as F
 from aprlib import APRBatch
 from aprlib.apr import apr_pooled
 from aprlib.ops import apr_max_pool2d, pool_plan
-from op_batches import BACKENDS, DTYPES, full_resolution_apr, multi_level_batch, on_default_kernel, randn, small_batch
-
-
-@pytest.fixture(scope="module")
-def batch():
-    b = small_batch()
-    assert any(len(a.levels_present()) > 2 for a in b.aprs)
-    return b
+from op_batches import BACKENDS, DTYPES, full_resolution_apr, multi_level_batch, on_default_kernel, randn
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

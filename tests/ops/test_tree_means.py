@@ -9,25 +9,14 @@ import pytest
 import torch
 
 from aprlib.ops import tree_plan, tree_values
-from op_batches import BACKENDS, DTYPES, multi_level_batch, on_default_kernel, randn, small_batch
-
-
-@pytest.fixture(scope="module")
-def batch():
-    b = small_batch()
-    assert any(len(a.levels_present()) > 2 for a in b.aprs)
-    return b
-
-
-def _tree_args(batch):
-    return tree_plan(batch).op_tensors()
+from op_batches import BACKENDS, DTYPES, multi_level_batch, on_default_kernel, randn, tree_args
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_opcheck_tree_means(batch, dtype):
     x = randn(batch.n_particles, 3, dtype=dtype, grad=True)
-    torch.library.opcheck(torch.ops.aprlib.tree_means, (x, *_tree_args(batch)))
-    vals = torch.ops.aprlib.tree_means(x, *_tree_args(batch))
+    torch.library.opcheck(torch.ops.aprlib.tree_means, (x, *tree_args(batch)))
+    vals = torch.ops.aprlib.tree_means(x, *tree_args(batch))
     np.testing.assert_array_equal(vals.detach(), tree_values(x, batch).detach())
 
 
@@ -35,12 +24,12 @@ def test_opcheck_tree_means(batch, dtype):
 def test_opcheck_tree_means_transpose(batch, dtype):
     n, t = batch.n_particles, tree_plan(batch).T
     grad = randn(n + t + 1, 3, dtype=dtype, seed=1)
-    torch.library.opcheck(torch.ops.aprlib.tree_means_transpose, (grad, *_tree_args(batch)))
+    torch.library.opcheck(torch.ops.aprlib.tree_means_transpose, (grad, *tree_args(batch)))
     # it is the transpose: <tree_means(x), g> == <x, tree_means_transpose(g)>
     x = randn(n, 3, dtype=torch.float64, seed=2)
     g64 = grad.double()
-    lhs = (torch.ops.aprlib.tree_means(x, *_tree_args(batch)) * g64).sum()
-    rhs = (x * torch.ops.aprlib.tree_means_transpose(g64, *_tree_args(batch))).sum()
+    lhs = (torch.ops.aprlib.tree_means(x, *tree_args(batch)) * g64).sum()
+    rhs = (x * torch.ops.aprlib.tree_means_transpose(g64, *tree_args(batch))).sum()
     assert float(lhs) == pytest.approx(float(rhs), rel=1e-12)
 
 
@@ -61,7 +50,7 @@ def test_other_devices_run_the_pure_torch_kernels(batch):
         table = torch._C._dispatch_dump_table(f"aprlib::{name}")
         assert "CPU: registered" in table and "CUDA: registered" in table
         assert torch._C._dispatch_has_computed_kernel_for_dispatch_key(f"aprlib::{name}", "CUDA")
-    args = _tree_args(batch)
+    args = tree_args(batch)
     x = randn(batch.n_particles, 3, dtype=torch.float64)
     got = on_default_kernel(torch.ops.aprlib.tree_means, x, *args)
     np.testing.assert_array_equal(got, tree_values(x, batch, backend="torch"))

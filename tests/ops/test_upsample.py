@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import aprlib
 from aprlib import APRBatch, APRFeatures
 from aprlib.ops import apr_max_pool, apr_upsample, apr_upsample2d, apr_upsample3d, pool_plan
-from op_batches import BACKENDS, DTYPES, multi_level_batch, on_default_kernel, randn, small_batch
+from op_batches import BACKENDS, DTYPES, multi_level_batch, on_default_kernel, randn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_cells import dense_apr, random_cells  # noqa: E402
@@ -31,11 +31,6 @@ BATCHES = {
     "2d": lambda: _random_batch([(13, 17), (16, 16), (5, 9)], 30),
     "3d": lambda: _random_batch([(6, 7, 5), (8, 8, 8), (3, 4, 5)], 40),
 }
-
-
-@pytest.fixture(scope="module")
-def batch():
-    return small_batch()
 
 
 def test_index_is_the_inverse_of_the_pooling_table():
