@@ -1,5 +1,6 @@
 """The dimension-generic geometry of :mod:`aprlib.apr.cells`: in 2D it gives exactly the C++ kernels'
-structure and tables; in 3D its tables are checked against their definitions on dense voxel maps."""
+structure and tables; in 3D its neighbourhood tables equal the C++ kernel's, and the tables are checked
+against their definitions on dense voxel maps."""
 from __future__ import annotations
 
 import itertools
@@ -68,6 +69,57 @@ def test_generic_tables_equal_the_cpp_kernels_in_2d(h, w, seed, p):
     np.testing.assert_array_equal(pooled.y, gp.coords[0])
     np.testing.assert_array_equal(pooled.tree_parent, gp.tree_parent)
     np.testing.assert_array_equal(ref.pixel_owner(), cells.owner_map(gen))
+
+
+def _table3d(apr, k, **change):
+    """``_core.neighbour_table3d`` of a 3D APR's arrays, some of them replaced by ``change``."""
+    args = dict(level=apr.level, z=apr.z, y=apr.y, x=apr.x, tree_level=apr.tree_level, tree_z=apr.tree_z,
+                tree_y=apr.tree_y, tree_x=apr.tree_x, depth=apr.shape[0], height=apr.shape[1], width=apr.shape[2], k=k)
+    return aprlib._core.neighbour_table3d(**{**args, **change})
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.tuples(st.integers(1, 18), st.integers(1, 18), st.integers(1, 18)), seed=st.integers(0, 2**31),
+       p=st.floats(0.2, 0.8))
+def test_cpp_neighbourhoods_equal_the_generic_ones_in_3d(shape, seed, p):
+    level, coords = random_cells(shape, seed, p)
+    apr = aprlib.APR.from_cells(shape, level, coords)
+    gen = apr._cell_structure()
+    for k in (1, 3, 5):
+        table = apr.neighbourhood(k)  # the C++ kernel
+        assert table.dtype == np.int32 and table.shape == (apr.n_particles, k ** 3)
+        np.testing.assert_array_equal(table, cells.neighbour_table(gen, k))
+
+
+def test_cpp_neighbourhoods_in_3d_check_their_input():
+    level, coords = random_cells((6, 7, 5), 3, 0.6)
+    apr = aprlib.APR.from_cells((6, 7, 5), level, coords)
+    assert apr.n_tree > 1 and len(set(apr.level)) > 1
+    np.testing.assert_array_equal(_table3d(apr, 3), apr.neighbourhood(3))
+    with pytest.raises(ValueError, match="positive odd"):
+        _table3d(apr, 4)
+    with pytest.raises(ValueError, match="z must be 1D of length"):
+        _table3d(apr, 3, z=apr.z[:-1])
+    x = apr.x.copy()
+    x[-1] = 1 << 20
+    with pytest.raises(ValueError, match="outside the volume"):
+        _table3d(apr, 3, x=x)
+    lv = apr.level.copy()
+    lv[0] = apr.level_max + 1
+    with pytest.raises(ValueError, match="level"):
+        _table3d(apr, 3, level=lv)
+    with pytest.raises(ValueError, match="sorted by"):
+        _table3d(apr, 3, level=apr.level[::-1].copy(), z=apr.z[::-1].copy(), y=apr.y[::-1].copy(),
+                 x=apr.x[::-1].copy())
+    with pytest.raises(ValueError, match="tree node"):
+        _table3d(apr, 3, tree_level=np.full_like(apr.tree_level, apr.level_max))
+    with pytest.raises(TypeError):
+        _table3d(apr, 3, z=apr.z.astype(np.int64))
+    # cells that leave a gap: a particle removed is a neighbour no particle covers
+    keep = np.ones(apr.n_particles, bool)
+    keep[apr.n_particles // 2] = False
+    with pytest.raises(ValueError, match="do not cover the volume"):
+        _table3d(apr, 3, level=apr.level[keep], z=apr.z[keep], y=apr.y[keep], x=apr.x[keep])
 
 
 def _value_row_dense(apr, lev, c):

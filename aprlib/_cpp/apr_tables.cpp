@@ -16,53 +16,78 @@ inline uint64_t key_of(int64_t y, int64_t x) { return (uint64_t(y) << 32) | uint
 inline int64_t key_y(uint64_t k) { return int64_t(k >> 32); }
 inline int64_t key_x(uint64_t k) { return int64_t(k & 0xffffffffu); }
 
-// Start of every row 0..R of a level in sorted coordinates ys[begin:end) (absolute indices).
-std::vector<int64_t> row_starts(const int32_t* ys, int64_t begin, int64_t end, int64_t R) {
-    std::vector<int64_t> starts(R + 1);
-    int64_t i = begin;
-    for (int64_t r = 0; r <= R; ++r) {
-        while (i < end && ys[i] < r) ++i;
-        starts[r] = i;
-    }
-    return starts;
-}
-
 // Index in [lo, hi) of x in the ascending xs, or -1.
 inline int64_t find_x(const int32_t* xs, int64_t lo, int64_t hi, int64_t x) {
     const int32_t* p = std::lower_bound(xs + lo, xs + hi, static_cast<int32_t>(x));
     return (p != xs + hi && *p == x) ? p - xs : -1;
 }
 
-// Offsets of each level 0..L+1 in an array sorted by level.
-std::vector<int64_t> level_offsets(const aprcore::Buffer<int8_t>& level, int L) {
+}  // namespace
+
+SortedView view_of(const Structure& s) {
+    SortedView v;
+    v.level_min = s.g.level_min;
+    v.level_max = s.g.level_max;
+    v.Y = s.g.H;
+    v.X = s.g.W;
+    v.N = static_cast<int64_t>(s.y.size());
+    v.T = static_cast<int64_t>(s.tree_y.size());
+    v.level = s.level.data();
+    v.y = s.y.data();
+    v.x = s.x.data();
+    v.tree_level = s.tree_level.data();
+    v.tree_y = s.tree_y.data();
+    v.tree_x = s.tree_x.data();
+    return v;
+}
+
+namespace {
+
+// Start of every row 0..R of a level whose entries are [begin, end) (absolute indices), rows given by
+// row_of(i), ascending along the level.
+template <typename RowOf>
+std::vector<int64_t> row_starts(RowOf row_of, int64_t begin, int64_t end, int64_t R) {
+    std::vector<int64_t> starts(R + 1);
+    int64_t i = begin;
+    for (int64_t r = 0; r <= R; ++r) {
+        while (i < end && row_of(i) < r) ++i;
+        starts[r] = i;
+    }
+    return starts;
+}
+
+// Offsets of each level 0..L+1 in n entries sorted by level.
+std::vector<int64_t> level_offsets(const int8_t* level, int64_t n, int L) {
     std::vector<int64_t> off(L + 2);
-    for (int l = 0; l <= L + 1; ++l)
-        off[l] = std::lower_bound(level.begin(), level.end(), static_cast<int8_t>(l)) - level.begin();
+    for (int l = 0; l <= L + 1; ++l) off[l] = std::lower_bound(level, level + n, static_cast<int8_t>(l)) - level;
     return off;
 }
 
 }  // namespace
 
-RowIndex row_index(const Structure& s) {
-    const Geometry& g = s.g;
-    const int L = g.level_max;
-    const std::vector<int64_t> poff = level_offsets(s.level, L), toff = level_offsets(s.tree_level, L);
+RowIndex row_index(const SortedView& v) {
+    const int L = v.level_max;
+    const std::vector<int64_t> poff = level_offsets(v.level, v.N, L), toff = level_offsets(v.tree_level, v.T, L);
     RowIndex ri;
     ri.prow.resize(L + 1);
     ri.trow.resize(L + 1);
-    for (int l = g.level_min; l <= L; ++l) {
-        ri.prow[l] = row_starts(s.y.data(), poff[l], poff[l + 1], g.rows(l));
-        ri.trow[l] = row_starts(s.tree_y.data(), toff[l], toff[l + 1], g.rows(l));
+    for (int l = v.level_min; l <= L; ++l) {
+        const int64_t ny = v.ny(l);
+        ri.prow[l] = row_starts([&](int64_t i) { return v.row(v.z ? v.z[i] : 0, v.y[i], ny); }, poff[l], poff[l + 1],
+                                v.rows(l));
+        ri.trow[l] = row_starts([&](int64_t i) { return v.row(v.tree_z ? v.tree_z[i] : 0, v.tree_y[i], ny); },
+                                toff[l], toff[l + 1], v.rows(l));
     }
     return ri;
 }
 
 namespace {
 
-// The particle of level <= l covering level-l cell (y, x), or -1.
-int64_t covering_particle(const Structure& s, const RowIndex& ri, int l, int64_t y, int64_t x) {
-    for (int lv = l; lv >= s.g.level_min; --lv, y >>= 1, x >>= 1) {
-        const int64_t p = find_x(s.x.data(), ri.prow[lv][y], ri.prow[lv][y + 1], x);
+// The particle of level <= l covering level-l cell (z, y, x), or -1.
+int64_t covering_particle(const SortedView& v, const RowIndex& ri, int l, int64_t z, int64_t y, int64_t x) {
+    for (int lv = l; lv >= v.level_min; --lv, z >>= 1, y >>= 1, x >>= 1) {
+        const int64_t row = v.row(z, y, v.ny(lv));
+        const int64_t p = find_x(v.x, ri.prow[lv][row], ri.prow[lv][row + 1], x);
         if (p >= 0) return p;
     }
     return -1;
@@ -70,17 +95,16 @@ int64_t covering_particle(const Structure& s, const RowIndex& ri, int l, int64_t
 
 }  // namespace
 
-int64_t value_row(const Structure& s, const RowIndex& ri, int l, int64_t y, int64_t x) {
-    const Geometry& g = s.g;
-    const int64_t N = static_cast<int64_t>(s.y.size());
-    const int64_t zero = N + static_cast<int64_t>(s.tree_y.size());
-    if (l < g.level_min || l > g.level_max) return -1;
-    if (y < 0 || x < 0 || y >= g.rows(l) || x >= g.cols(l)) return zero;
-    const int64_t p = find_x(s.x.data(), ri.prow[l][y], ri.prow[l][y + 1], x);
+int64_t value_row(const SortedView& v, const RowIndex& ri, int l, int64_t z, int64_t y, int64_t x) {
+    const int64_t zero = v.N + v.T;
+    if (l < v.level_min || l > v.level_max) return -1;
+    if (z < 0 || y < 0 || x < 0 || z >= v.nz(l) || y >= v.ny(l) || x >= v.nx(l)) return zero;
+    const int64_t row = v.row(z, y, v.ny(l));
+    const int64_t p = find_x(v.x, ri.prow[l][row], ri.prow[l][row + 1], x);
     if (p >= 0) return p;
-    const int64_t t = find_x(s.tree_x.data(), ri.trow[l][y], ri.trow[l][y + 1], x);
-    if (t >= 0) return N + t;
-    return covering_particle(s, ri, l - 1, y >> 1, x >> 1);
+    const int64_t t = find_x(v.tree_x, ri.trow[l][row], ri.trow[l][row + 1], x);
+    if (t >= 0) return v.N + t;
+    return covering_particle(v, ri, l - 1, z >> 1, y >> 1, x >> 1);
 }
 
 bool structure_from_cells(const CellView& v, Structure& out, std::string& error) {
@@ -198,7 +222,8 @@ void pool_structure(const Structure& s, Structure& out, std::vector<int32_t>& ta
     const Geometry& g = s.g;
     const int L = g.level_max;
     const int64_t N = static_cast<int64_t>(s.y.size());
-    const std::vector<int64_t> poff = level_offsets(s.level, L), toff = level_offsets(s.tree_level, L);
+    const std::vector<int64_t> poff = level_offsets(s.level.data(), N, L),
+                               toff = level_offsets(s.tree_level.data(), static_cast<int64_t>(s.tree_level.size()), L);
     const int top = N ? s.level[N - 1] : g.level_min;
     out = Structure();
     out.g = g;
@@ -256,8 +281,8 @@ void pool_structure(const Structure& s, Structure& out, std::vector<int32_t>& ta
     out.tree_y.assign(s.tree_y.begin(), s.tree_y.begin() + t0);
     out.tree_x.assign(s.tree_x.begin(), s.tree_x.begin() + t0);
     out.tree_parent.assign(s.tree_parent.begin(), s.tree_parent.begin() + t0);
-    out.level_offsets = level_offsets(out.level, L);
-    out.tree_offsets = level_offsets(out.tree_level, L);
+    out.level_offsets = level_offsets(out.level.data(), static_cast<int64_t>(out.level.size()), L);
+    out.tree_offsets = level_offsets(out.tree_level.data(), static_cast<int64_t>(out.tree_level.size()), L);
 }
 
 void child_table(const Structure& s, int32_t* children, int32_t* counts) {
@@ -278,56 +303,59 @@ void child_table(const Structure& s, int32_t* children, int32_t* counts) {
 
 namespace {
 
-// Value rows of level-l cells (yy, xa .. xa + len - 1) into out[0 .. len): the particle or tree node
+// Value rows of level-l cells (zz, yy, xa .. xa + len - 1) into out[0 .. len): the particle or tree node
 // there, else the coarser particle covering it, the zero row outside the image; -1 if uncovered.
-void resolve_strip(const Structure& s, const RowIndex& ri, int l, int64_t yy, int64_t xa, int64_t len,
+void resolve_strip(const SortedView& v, const RowIndex& ri, int l, int64_t zz, int64_t yy, int64_t xa, int64_t len,
                    int64_t zero, int32_t* out) {
-    const Geometry& g = s.g;
-    const int64_t N = static_cast<int64_t>(s.y.size()), C = g.cols(l);
-    if (yy < 0 || yy >= g.rows(l)) {
+    const int64_t N = v.N, C = v.nx(l), ny = v.ny(l);
+    if (zz < 0 || zz >= v.nz(l) || yy < 0 || yy >= ny) {
         std::fill(out, out + len, static_cast<int32_t>(zero));
         return;
     }
-    const int32_t* px = s.x.data();
-    const int32_t* tx = s.tree_x.data();
-    const int64_t pe = ri.prow[l][yy + 1], te = ri.trow[l][yy + 1];
+    const int64_t row = v.row(zz, yy, ny);
+    const int32_t* px = v.x;
+    const int32_t* tx = v.tree_x;
+    const int64_t pe = ri.prow[l][row + 1], te = ri.trow[l][row + 1];
     const int64_t x0 = std::max<int64_t>(xa, 0);
-    int64_t p = std::lower_bound(px + ri.prow[l][yy], px + pe, static_cast<int32_t>(x0)) - px;
-    int64_t t = std::lower_bound(tx + ri.trow[l][yy], tx + te, static_cast<int32_t>(x0)) - tx;
+    int64_t p = std::lower_bound(px + ri.prow[l][row], px + pe, static_cast<int32_t>(x0)) - px;
+    int64_t t = std::lower_bound(tx + ri.trow[l][row], tx + te, static_cast<int32_t>(x0)) - tx;
     int64_t last_parent = -1, last_v = -1;  // neighbouring columns share a parent cell
     for (int64_t j = 0; j < len; ++j) {
         const int64_t xx = xa + j;
-        int64_t v;
+        int64_t val;
         if (xx < 0 || xx >= C) {
-            v = zero;
+            val = zero;
         } else {
             while (p < pe && px[p] < xx) ++p;
             while (t < te && tx[t] < xx) ++t;
-            if (p < pe && px[p] == xx) v = p;
-            else if (t < te && tx[t] == xx) v = N + t;
-            else if ((xx >> 1) == last_parent) v = last_v;
+            if (p < pe && px[p] == xx) val = p;
+            else if (t < te && tx[t] == xx) val = N + t;
+            else if ((xx >> 1) == last_parent) val = last_v;
             else {  // inside a coarser cell
-                v = covering_particle(s, ri, l - 1, yy >> 1, xx >> 1);
+                val = covering_particle(v, ri, l - 1, zz >> 1, yy >> 1, xx >> 1);
                 last_parent = xx >> 1;
-                last_v = v;
+                last_v = val;
             }
         }
-        out[j] = static_cast<int32_t>(v);
+        out[j] = static_cast<int32_t>(val);
     }
 }
 
 }  // namespace
 
-int64_t neighbour_table(const Structure& s, int k, int32_t* table) {
-    // Particles of one level and row, close together, share their windows' rows: each run of them
-    // resolves k strips (rows y - r .. y + r over the run's columns +- r) once and copies its windows.
-    const int64_t N = static_cast<int64_t>(s.y.size());
-    const int64_t zero = N + static_cast<int64_t>(s.tree_y.size()), K = int64_t(k) * k, r = k / 2;
-    const RowIndex ri = row_index(s);
+int64_t neighbour_table(const SortedView& v, int k, int32_t* table) {
+    // Particles of one level and row (z, y), close together, share their windows' rows: each run of them
+    // resolves k^(d-1) strips (rows (z + dz, y + dy) over the run's columns +- r) once and copies its
+    // windows, offsets in row-major order over (dz, dy, dx).
+    const int64_t N = v.N, zero = v.N + v.T, r = k / 2;
+    const int64_t S = v.z ? int64_t(k) * k : int64_t(k), K = S * k;  // strips per run, entries per particle
+    const int64_t rz = v.z ? r : 0;
+    const RowIndex ri = row_index(v);
+    auto z_of = [&](int64_t i) -> int64_t { return v.z ? v.z[i] : 0; };
     // the (level, row) groups of particles
     std::vector<int64_t> group;  // first particle of each group, then N
     for (int64_t i = 0; i < N; ++i)
-        if (i == 0 || s.level[i] != s.level[i - 1] || s.y[i] != s.y[i - 1]) group.push_back(i);
+        if (i == 0 || v.level[i] != v.level[i - 1] || v.y[i] != v.y[i - 1] || z_of(i) != z_of(i - 1)) group.push_back(i);
     group.push_back(N);
     const int64_t G = static_cast<int64_t>(group.size()) - 1;
     int64_t missing = 0;
@@ -336,20 +364,22 @@ int64_t neighbour_table(const Structure& s, int k, int32_t* table) {
         std::vector<int32_t> strip;
 #pragma omp for schedule(dynamic, 16)
         for (int64_t gi = 0; gi < G; ++gi) {
-            const int l = s.level[group[gi]];
-            const int64_t y = s.y[group[gi]];
+            const int l = v.level[group[gi]];
+            const int64_t z = z_of(group[gi]), y = v.y[group[gi]];
             for (int64_t a = group[gi]; a < group[gi + 1];) {
                 int64_t b = a + 1;  // a run: gaps of at most k columns
-                while (b < group[gi + 1] && s.x[b] - s.x[b - 1] <= k) ++b;
-                const int64_t xa = s.x[a] - r, len = s.x[b - 1] - s.x[a] + 2 * r + 1;
-                strip.resize(k * len);
-                for (int64_t dy = -r; dy <= r; ++dy)
-                    resolve_strip(s, ri, l, y + dy, xa, len, zero, strip.data() + (dy + r) * len);
+                while (b < group[gi + 1] && v.x[b] - v.x[b - 1] <= k) ++b;
+                const int64_t xa = v.x[a] - r, len = v.x[b - 1] - v.x[a] + 2 * r + 1;
+                strip.resize(S * len);
+                int32_t* dst = strip.data();
+                for (int64_t dz = -rz; dz <= rz; ++dz)
+                    for (int64_t dy = -r; dy <= r; ++dy, dst += len)
+                        resolve_strip(v, ri, l, z + dz, y + dy, xa, len, zero, dst);
                 for (int64_t i = a; i < b; ++i) {
                     int32_t* out = table + i * K;
-                    const int64_t off = s.x[i] - s.x[a];
-                    for (int64_t dy = 0; dy < k; ++dy, out += k) {
-                        const int32_t* src = strip.data() + dy * len + off;
+                    const int64_t off = v.x[i] - v.x[a];
+                    for (int64_t s = 0; s < S; ++s, out += k) {
+                        const int32_t* src = strip.data() + s * len + off;
                         std::copy(src, src + k, out);
                         for (int64_t j = 0; j < k; ++j) missing += src[j] < 0;
                     }

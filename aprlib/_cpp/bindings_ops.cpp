@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "apr_core3d.hpp"
 #include "apr_ops.hpp"
 #include "apr_tables.hpp"
 #include "binding_utils.hpp"
@@ -102,6 +104,64 @@ int64_t segment_rows(const carray<int64_t>& segs) {
     int64_t n = 0;
     for (int64_t s = 0; s < segs.shape(0); ++s) n += std::max<int64_t>(segs.at(s, 2) - segs.at(s, 1), 0);
     return n;
+}
+
+// A view of a sorted 3D structure's arrays, checked before any use: equal lengths, levels in the volume's
+// range, every cell inside its level's grid, particles and tree nodes each sorted by (level, z, y, x).
+aprtables::SortedView sorted_view3(const carray<int8_t>& level, const carray<int32_t>& z, const carray<int32_t>& y,
+                                   const carray<int32_t>& x, const carray<int8_t>& tree_level,
+                                   const carray<int32_t>& tree_z, const carray<int32_t>& tree_y,
+                                   const carray<int32_t>& tree_x, int64_t Z, int64_t Y, int64_t X) {
+    require(Z > 0 && Y > 0 && X > 0, "volume depth, height and width must be positive");
+    require(Z < (int64_t(1) << 30) && Y < (int64_t(1) << 30) && X < (int64_t(1) << 30), "volume too large");
+    require_1d(level, -1, "level");
+    const int64_t N = level.shape(0);
+    require(N > 0, "an APR needs at least one particle");
+    require_1d(z, N, "z");
+    require_1d(y, N, "y");
+    require_1d(x, N, "x");
+    require_1d(tree_level, -1, "tree_level");
+    const int64_t T = tree_level.shape(0);
+    require_1d(tree_z, T, "tree_z");
+    require_1d(tree_y, T, "tree_y");
+    require_1d(tree_x, T, "tree_x");
+    const aprcore::Geometry3 g = aprcore::make_geometry3(Z, Y, X);
+    aprtables::SortedView v;
+    v.level_min = g.level_min;
+    v.level_max = g.level_max;
+    v.Z = Z;
+    v.Y = Y;
+    v.X = X;
+    v.N = N;
+    v.T = T;
+    v.level = level.data();
+    v.z = z.data();
+    v.y = y.data();
+    v.x = x.data();
+    v.tree_level = tree_level.data();
+    v.tree_z = tree_z.data();
+    v.tree_y = tree_y.data();
+    v.tree_x = tree_x.data();
+    auto check = [&](const int8_t* lv, const int32_t* cz, const int32_t* cy, const int32_t* cx, int64_t n, int top,
+                     const char* what) {
+        for (int64_t i = 0; i < n; ++i) {
+            const int l = lv[i];
+            require(l >= v.level_min && l <= top, std::string(what) + " " + std::to_string(i) + " has level " +
+                                                      std::to_string(l) + " outside [" + std::to_string(v.level_min) +
+                                                      ", " + std::to_string(top) + "]");
+            require(cz[i] >= 0 && cy[i] >= 0 && cx[i] >= 0 && cz[i] < v.nz(l) && cy[i] < v.ny(l) && cx[i] < v.nx(l),
+                    std::string(what) + " " + std::to_string(i) + " lies outside the volume at its level");
+            if (i > 0) {
+                const auto prev = std::make_tuple(lv[i - 1], cz[i - 1], cy[i - 1], cx[i - 1]);
+                require(prev < std::make_tuple(lv[i], cz[i], cy[i], cx[i]),
+                        std::string(what) + "s must be sorted by (level, z, y, x) without repeats (at " +
+                            std::to_string(i) + ")");
+            }
+        }
+    };
+    check(v.level, v.z, v.y, v.x, N, v.level_max, "particle");
+    check(v.tree_level, v.tree_z, v.tree_y, v.tree_x, T, v.level_max - 1, "tree node");
+    return v;
 }
 
 }  // namespace
@@ -319,13 +379,36 @@ void bind_ops(py::module_& m) {
               int64_t missing;
               {
                   py::gil_scoped_release release;
-                  missing = aprtables::neighbour_table(s, k, table.mutable_data());
+                  missing = aprtables::neighbour_table(aprtables::view_of(s), k, table.mutable_data());
               }
               require(missing == 0, "the particle cells do not cover the image (a neighbour has no covering particle)");
               return table;
           },
           APR_STRUCTURE_NAMES, py::arg("k"),
           "Neighbourhood table (N, k*k) int32 into the value array [particles; tree; zero] (O(N k^2 log), no "
+          "dense map).");
+
+    m.def("neighbour_table3d",
+          [](const carray<int8_t>& level, const carray<int32_t>& z, const carray<int32_t>& y, const carray<int32_t>& x,
+             const carray<int8_t>& tree_level, const carray<int32_t>& tree_z, const carray<int32_t>& tree_y,
+             const carray<int32_t>& tree_x, int64_t Z, int64_t Y, int64_t X, int k) {
+              require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
+              require(k <= 255, "kernel size must be <= 255");
+              const aprtables::SortedView v = sorted_view3(level, z, y, x, tree_level, tree_z, tree_y, tree_x, Z, Y, X);
+              const int64_t K = int64_t(k) * k * k;
+              carray<int32_t> table({v.N, K});
+              int64_t missing;
+              {
+                  py::gil_scoped_release release;
+                  missing = aprtables::neighbour_table(v, k, table.mutable_data());
+              }
+              require(missing == 0, "the particle cells do not cover the volume (a neighbour has no covering particle)");
+              return table;
+          },
+          py::arg("level"), py::arg("z"), py::arg("y"), py::arg("x"), py::arg("tree_level"), py::arg("tree_z"),
+          py::arg("tree_y"), py::arg("tree_x"), py::arg("depth"), py::arg("height"), py::arg("width"), py::arg("k"),
+          "Neighbourhood table (N, k^3) int32 of a sorted 3D APR structure into the value array [particles; tree; "
+          "zero], offsets row-major over (dz, dy, dx) (the 2D kernel's code path with a z axis; O(N k^3 log), no "
           "dense map).");
 
     m.def("pool_structure",

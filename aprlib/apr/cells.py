@@ -13,7 +13,9 @@ pixels ``[c_i 2^(L-l), (c_i + 1) 2^(L-l))`` along axis ``i``, clipped to the ima
 Every function here costs time and memory proportional to the particles (times a log factor for the
 sorted-key searches), except the voxel maps (:func:`owner_map`, :func:`cell_means`, :func:`reconstruct`),
 which cost what the image costs. aprlib's 2D APRs use the C++ kernels of ``aprlib._core`` for the same
-tables; ``tests/test_cells.py`` checks that both give identical tables in 2D.
+tables, and its 3D APRs the C++ neighbourhood table (``_core.neighbour_table3d``, the 2D kernel's code
+path with a z axis); ``tests/test_cells.py`` checks that both give identical tables (in 2D all of them,
+in 3D the neighbourhoods), so this module is their oracle.
 """
 from __future__ import annotations
 

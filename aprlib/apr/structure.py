@@ -6,7 +6,9 @@ Coordinates: a cell at level ``l`` with indices ``(y, x)`` (2D) or ``(z, y, x)``
 ``L = level_max = max(ceil(log2(max(shape))), 2)``. Particles and tree nodes are sorted by
 (level, [z,] y, x); ``level_offsets[l]:level_offsets[l+1]`` are the particles of level ``l``.
 2D structures use the C++ kernels of ``aprlib._core``; 3D ones the numpy geometry of :mod:`.cells`
-(which gives the same tables in 2D: ``tests/test_cells.py``).
+(which gives the same tables in 2D: ``tests/test_cells.py``), but for the neighbourhood tables, the
+one costly table, which come from one C++ kernel in both dimensions (``_core.neighbour_table`` and
+``neighbour_table3d``; equal to the numpy ones in 3D: ``tests/test_cells.py``).
 
 The index tables an APR's structure determines (the children of each tree node, the neighbourhood
 table of each kernel size, the pooled structure with its pooling table, the pixel -> particle map)
@@ -295,7 +297,9 @@ class APR:
         Built from the sorted structure by bisection: O(N k^ndim log) time, no dense map."""
         k = int(k)
         if self.ndim == 3:
-            return self._table(("neighbours", k), lambda: _cells.neighbour_table(self._cell_structure(), k))
+            return self._table(("neighbours", k), lambda: _core.neighbour_table3d(
+                self.level, self.z, self.y, self.x, self.tree_level, self.tree_z, self.tree_y, self.tree_x, *self.shape,
+                k))
         return self._table(("neighbours", k), lambda: _core.neighbour_table(*self._structure_args(), k))
 
     def pooled(self) -> tuple["APR", np.ndarray]:
