@@ -211,6 +211,7 @@ bench: $(STAMP)
 	$(BIN)/python -m aprbook.bench tables
 	$(BIN)/python -m aprbook.bench pipeline
 	OMP_NUM_THREADS=1 $(BIN)/python -m aprbook.bench cost3d --profile book
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_tables3d.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_polygon_fill.py
 	$(BIN)/python benchmarks/bench_interleaving.py
 
