@@ -5,6 +5,8 @@ Fig 4.6's regularisation) have their one home in :mod:`aprbook.settings`, which 
 settings of a training run's profile key its stored result (its run configurations)."""
 from __future__ import annotations
 
+import copy
+
 from .settings import (BOOK_NORMALISATION, FIG46_DROPOUT, FIG46_SPATIAL_DROPOUT, FIG46_WEIGHT_DECAY, NATURAL_BATCH_SIZE,
                        NATURAL_LR, SENSITIVITY_NORMALISATIONS, SYNTHETIC_BATCH_SIZE, SYNTHETIC_LR, THESIS_FORMATION)
 
@@ -18,6 +20,19 @@ _FIG46 = {"lr": SYNTHETIC_LR, "weight_decay": FIG46_WEIGHT_DECAY, "spatial_dropo
 # The CR settings of the 3D cost benchmark (aprbook.cost3d): low, the generator author's, high.
 _COST3D_SETTINGS = [{"n_objects": 8, "sigma_th": 0.02}, {"n_objects": 8, "sigma_th": 0.05},
                     {"n_objects": 1, "sigma_th": 0.1}]
+
+# The segmentation chapter (issue 42) at its book sizes, which are also its paper sizes.
+_SEGMENTATION_BOOK = {
+    "seeds": [1, 2, 3], "sweep_rel_errors": [0.2, 0.4, 0.8], "checkpoint_every": 100,
+    "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100, "n_heldout": 16,
+                 "depth": 3, "base_channels": 16},
+    "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100, "n_heldout": 8,
+                 "depth": 3, "base_channels": 8},
+    "cost_2d": {"ndim": 2, "sizes": [256, 512, 1024, 2048], "n_objects": 4, "repeats": 3, "burn_in": 1, "depth": 3,
+                "base_channels": 16, "memory": True, "normalise": "reference"},
+    "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1, "depth": 3,
+                "base_channels": 8, "memory": True, "normalise": "reference"},
+}
 
 PROFILES = {
     # Fig 4.1 / 4.2: APR of synthetic images (thesis 4.1.2).
@@ -294,24 +309,8 @@ PROFILES = {
                               "repeats": 1, "burn_in": 0, "depth": 2, "base_channels": 4, "memory": False, "normalise": "reference"},
                   "cost_3d": {"ndim": 3, "sizes": [16, 24], "n_objects": 1, "radius_range": [2.0, 3.0],
                               "repeats": 1, "burn_in": 0, "depth": 1, "base_channels": 2, "memory": False, "normalise": "reference"}},
-        "book": {"seeds": [1, 2, 3], "sweep_rel_errors": [0.2, 0.4, 0.8], "checkpoint_every": 100,
-                 "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
-                              "n_heldout": 16, "depth": 3, "base_channels": 16},
-                 "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
-                              "n_heldout": 8, "depth": 3, "base_channels": 8},
-                 "cost_2d": {"ndim": 2, "sizes": [256, 512, 1024, 2048], "n_objects": 4, "repeats": 3, "burn_in": 1,
-                             "depth": 3, "base_channels": 16, "memory": True, "normalise": "reference"},
-                 "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1,
-                             "depth": 3, "base_channels": 8, "memory": True, "normalise": "reference"}},
-        "paper": {"seeds": [1, 2, 3], "sweep_rel_errors": [0.2, 0.4, 0.8], "checkpoint_every": 100,
-                  "train_2d": {"ndim": 2, "size": 256, "batch_size": 8, "n_steps": 2000, "eval_every": 100,
-                               "n_heldout": 16, "depth": 3, "base_channels": 16},
-                  "train_3d": {"ndim": 3, "size": 64, "batch_size": 2, "n_steps": 1000, "eval_every": 100,
-                               "n_heldout": 8, "depth": 3, "base_channels": 8},
-                  "cost_2d": {"ndim": 2, "sizes": [256, 512, 1024, 2048], "n_objects": 4, "repeats": 3, "burn_in": 1,
-                              "depth": 3, "base_channels": 16, "memory": True, "normalise": "reference"},
-                  "cost_3d": {"ndim": 3, "sizes": [64, 128, 192, 256], "n_objects": 8, "repeats": 3, "burn_in": 1,
-                              "depth": 3, "base_channels": 8, "memory": True, "normalise": "reference"}},
+        "book": _SEGMENTATION_BOOK,
+        "paper": _SEGMENTATION_BOOK,  # the book runs the chapter's own sizes already
     },
     # Fig 4.12: VGG16 feature-map memory, APR against pixels, 512x512 synthetic images.
     "cost_memory": {
@@ -329,7 +328,7 @@ def profile_settings(experiment: str, profile: str) -> dict:
     table = PROFILES[experiment]
     if profile not in table:
         raise ValueError(f"unknown profile {profile!r} for {experiment}; choose one of {sorted(table)}")
-    return dict(table[profile])
+    return copy.deepcopy(table[profile])  # callers may change what they get, never the profile
 
 
 PROFILE_NAMES = ("smoke", "book", "paper")

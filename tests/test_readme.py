@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -20,23 +22,11 @@ def _block(after: str, lang: str) -> str:
     return m.group(1)
 
 
-def test_the_library_example_runs_without_a_warning_and_prints_what_the_readme_says(tmp_path):
-    code = _block("## The library in a few lines", "python")
-    shown = _block("## The library in a few lines", "text")
+@pytest.mark.parametrize("section", ["## The library in a few lines", "### Segmentation in 3D"])
+def test_the_readme_examples_run_without_a_warning_and_print_what_the_readme_says(tmp_path, section):
+    code = _block(section, "python")
+    shown = _block(section, "text")
     script = tmp_path / "example.py"
-    script.write_text(code)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert run.stderr == "", run.stderr
-    assert run.stdout == shown
-
-
-def test_the_3d_segmentation_example_runs_and_prints_what_the_readme_says(tmp_path):
-    code = _block("### Segmentation in 3D", "python")
-    shown = _block("### Segmentation in 3D", "text")
-    script = tmp_path / "example3d.py"
     script.write_text(code)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True, env=env,
