@@ -253,3 +253,34 @@ def test_3d_cells_that_are_not_an_apr_are_refused(change, message):
 def test_3d_apr_needs_all_three_3d_fields():
     with pytest.raises(ValueError, match="depth, z and tree_z"):
         aprlib.APR(2, 2, [2], [0], [0], [-1], [], [], [], [], depth=2)
+
+
+def _table2d(apr, k, **change):
+    """``_core.neighbour_table`` of a 2D APR's arrays, some of them replaced by ``change``."""
+    args = dict(level=apr.level, y=apr.y, x=apr.x, parent=apr.parent, tree_level=apr.tree_level, tree_y=apr.tree_y,
+                tree_x=apr.tree_x, tree_parent=apr.tree_parent, height=apr.height, width=apr.width, k=k)
+    return aprlib._core.neighbour_table(**{**args, **change})
+
+
+def test_cpp_neighbourhoods_in_2d_check_their_input():
+    """The 2D table goes through the same checked view as the 3D one (no copy of the arrays)."""
+    level, coords = random_cells((13, 11), 5, 0.6)
+    apr = aprlib.APR.from_cells((13, 11), level, coords)
+    assert apr.n_tree > 1 and len(set(apr.level)) > 1
+    np.testing.assert_array_equal(_table2d(apr, 3), cells.neighbour_table(apr._cell_structure(), 3))
+    with pytest.raises(ValueError, match="positive odd"):
+        _table2d(apr, 2)
+    with pytest.raises(ValueError, match="y must be 1D of length"):
+        _table2d(apr, 3, y=apr.y[:-1])
+    with pytest.raises(ValueError, match="parent must be 1D of length"):
+        _table2d(apr, 3, parent=apr.parent[:-1])
+    x = apr.x.copy()
+    x[-1] = 1 << 20
+    with pytest.raises(ValueError, match="outside the image"):
+        _table2d(apr, 3, x=x)
+    lv = apr.tree_level.copy()
+    lv[-1] = apr.level_max
+    with pytest.raises(ValueError, match="tree node .* level"):
+        _table2d(apr, 3, tree_level=lv)
+    with pytest.raises(ValueError, match="at least one particle"):
+        _table2d(apr, 3, level=apr.level[:0], y=apr.y[:0], x=apr.x[:0], parent=apr.parent[:0])

@@ -106,55 +106,72 @@ int64_t segment_rows(const carray<int64_t>& segs) {
     return n;
 }
 
-// A view of a sorted 3D structure's arrays, checked before any use: equal lengths, levels in the volume's
-// range, every cell inside its level's grid, particles and tree nodes each sorted by (level, z, y, x).
-aprtables::SortedView sorted_view3(const carray<int8_t>& level, const carray<int32_t>& z, const carray<int32_t>& y,
-                                   const carray<int32_t>& x, const carray<int8_t>& tree_level,
-                                   const carray<int32_t>& tree_z, const carray<int32_t>& tree_y,
-                                   const carray<int32_t>& tree_x, int64_t Z, int64_t Y, int64_t X) {
-    require(Z > 0 && Y > 0 && X > 0, "volume depth, height and width must be positive");
-    require(Z < (int64_t(1) << 30) && Y < (int64_t(1) << 30) && X < (int64_t(1) << 30), "volume too large");
+// A view of a sorted structure's arrays, checked before any use, in 2D (z and tree_z null, Z = 1) or 3D:
+// equal lengths, at least one particle, levels in the image's range, every cell inside its level's grid,
+// particles and tree nodes each sorted by (level, [z,] y, x) without repeats. The one home of these
+// checks for the tables built on a SortedView.
+aprtables::SortedView sorted_view(const carray<int8_t>& level, const carray<int32_t>* z, const carray<int32_t>& y,
+                                  const carray<int32_t>& x, const carray<int8_t>& tree_level,
+                                  const carray<int32_t>* tree_z, const carray<int32_t>& tree_y,
+                                  const carray<int32_t>& tree_x, int64_t Z, int64_t Y, int64_t X) {
+    const bool is3d = z != nullptr;
+    require(is3d == (tree_z != nullptr), "z and tree_z must both be given (3D) or both be absent (2D)");
+    require(Z > 0 && Y > 0 && X > 0, is3d ? "volume depth, height and width must be positive"
+                                          : "image height and width must be positive");
+    require(Z < (int64_t(1) << 30) && Y < (int64_t(1) << 30) && X < (int64_t(1) << 30),
+            is3d ? "volume too large" : "image too large");
+    require(is3d || Z == 1, "a 2D structure has one plane (Z = 1)");
     require_1d(level, -1, "level");
     const int64_t N = level.shape(0);
     require(N > 0, "an APR needs at least one particle");
-    require_1d(z, N, "z");
+    if (is3d) require_1d(*z, N, "z");
     require_1d(y, N, "y");
     require_1d(x, N, "x");
     require_1d(tree_level, -1, "tree_level");
     const int64_t T = tree_level.shape(0);
-    require_1d(tree_z, T, "tree_z");
+    if (is3d) require_1d(*tree_z, T, "tree_z");
     require_1d(tree_y, T, "tree_y");
     require_1d(tree_x, T, "tree_x");
-    const aprcore::Geometry3 g = aprcore::make_geometry3(Z, Y, X);
+    require(N + T < (int64_t(1) << 31) - 1, "an APR's value rows (particles + tree nodes + 1) must fit in int32");
     aprtables::SortedView v;
-    v.level_min = g.level_min;
-    v.level_max = g.level_max;
+    if (is3d) {
+        const aprcore::Geometry3 g = aprcore::make_geometry3(Z, Y, X);
+        v.level_min = g.level_min;
+        v.level_max = g.level_max;
+    } else {
+        const aprcore::Geometry g = aprcore::make_geometry(Y, X);
+        v.level_min = g.level_min;
+        v.level_max = g.level_max;
+    }
     v.Z = Z;
     v.Y = Y;
     v.X = X;
     v.N = N;
     v.T = T;
     v.level = level.data();
-    v.z = z.data();
+    v.z = is3d ? z->data() : nullptr;
     v.y = y.data();
     v.x = x.data();
     v.tree_level = tree_level.data();
-    v.tree_z = tree_z.data();
+    v.tree_z = is3d ? tree_z->data() : nullptr;
     v.tree_y = tree_y.data();
     v.tree_x = tree_x.data();
+    const std::string order = is3d ? "(level, z, y, x)" : "(level, y, x)";
+    const char* where = is3d ? " lies outside the volume at its level" : " lies outside the image at its level";
     auto check = [&](const int8_t* lv, const int32_t* cz, const int32_t* cy, const int32_t* cx, int64_t n, int top,
                      const char* what) {
+        auto zi = [cz](int64_t i) { return cz ? cz[i] : 0; };
         for (int64_t i = 0; i < n; ++i) {
             const int l = lv[i];
             require(l >= v.level_min && l <= top, std::string(what) + " " + std::to_string(i) + " has level " +
                                                       std::to_string(l) + " outside [" + std::to_string(v.level_min) +
                                                       ", " + std::to_string(top) + "]");
-            require(cz[i] >= 0 && cy[i] >= 0 && cx[i] >= 0 && cz[i] < v.nz(l) && cy[i] < v.ny(l) && cx[i] < v.nx(l),
-                    std::string(what) + " " + std::to_string(i) + " lies outside the volume at its level");
+            require(zi(i) >= 0 && cy[i] >= 0 && cx[i] >= 0 && zi(i) < v.nz(l) && cy[i] < v.ny(l) && cx[i] < v.nx(l),
+                    std::string(what) + " " + std::to_string(i) + where);
             if (i > 0) {
-                const auto prev = std::make_tuple(lv[i - 1], cz[i - 1], cy[i - 1], cx[i - 1]);
-                require(prev < std::make_tuple(lv[i], cz[i], cy[i], cx[i]),
-                        std::string(what) + "s must be sorted by (level, z, y, x) without repeats (at " +
+                const auto prev = std::make_tuple(lv[i - 1], zi(i - 1), cy[i - 1], cx[i - 1]);
+                require(prev < std::make_tuple(lv[i], zi(i), cy[i], cx[i]),
+                        std::string(what) + "s must be sorted by " + order + " without repeats (at " +
                             std::to_string(i) + ")");
             }
         }
@@ -373,13 +390,16 @@ void bind_ops(py::module_& m) {
           [](APR_STRUCTURE_ARGS, int k) {
               require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
               require(k <= 255, "kernel size must be <= 255");
-              const Structure s = structure_from_arrays(level, y, x, parent, tree_level, tree_y, tree_x, tree_parent, H, W);
-              const int64_t N = level.shape(0), K = int64_t(k) * k;
-              carray<int32_t> table({N, K});
+              // the table reads no parent indices: only their lengths are checked
+              require_1d(parent, level.shape(0), "parent");
+              require_1d(tree_parent, tree_level.shape(0), "tree_parent");
+              const aprtables::SortedView v = sorted_view(level, nullptr, y, x, tree_level, nullptr, tree_y, tree_x, 1, H, W);
+              const int64_t K = int64_t(k) * k;
+              carray<int32_t> table({v.N, K});
               int64_t missing;
               {
                   py::gil_scoped_release release;
-                  missing = aprtables::neighbour_table(aprtables::view_of(s), k, table.mutable_data());
+                  missing = aprtables::neighbour_table(v, k, table.mutable_data());
               }
               require(missing == 0, "the particle cells do not cover the image (a neighbour has no covering particle)");
               return table;
@@ -394,7 +414,7 @@ void bind_ops(py::module_& m) {
              const carray<int32_t>& tree_x, int64_t Z, int64_t Y, int64_t X, int k) {
               require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
               require(k <= 255, "kernel size must be <= 255");
-              const aprtables::SortedView v = sorted_view3(level, z, y, x, tree_level, tree_z, tree_y, tree_x, Z, Y, X);
+              const aprtables::SortedView v = sorted_view(level, &z, y, x, tree_level, &tree_z, tree_y, tree_x, Z, Y, X);
               const int64_t K = int64_t(k) * k * k;
               carray<int32_t> table({v.N, K});
               int64_t missing;
