@@ -33,55 +33,6 @@ void require_1d(const py::array& a, int64_t n, const char* name) {
             std::string(name) + " must be 1D" + (n >= 0 ? " of length " + std::to_string(n) : ""));
 }
 
-// A Structure from the arrays of an APR, with every cell and parent index checked.
-Structure structure_from_arrays(const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
-                                const carray<int64_t>& parent, const carray<int8_t>& tree_level,
-                                const carray<int32_t>& tree_y, const carray<int32_t>& tree_x,
-                                const carray<int64_t>& tree_parent, int64_t H, int64_t W) {
-    require(H > 0 && W > 0, "image height and width must be positive");
-    require_1d(level, -1, "level");
-    const int64_t N = level.shape(0);
-    require_1d(y, N, "y");
-    require_1d(x, N, "x");
-    require_1d(parent, N, "parent");
-    require_1d(tree_level, -1, "tree_level");
-    const int64_t T = tree_level.shape(0);
-    require_1d(tree_y, T, "tree_y");
-    require_1d(tree_x, T, "tree_x");
-    require_1d(tree_parent, T, "tree_parent");
-    Structure s;
-    s.g = aprcore::make_geometry(H, W);
-    s.level.assign(level.data(), level.data() + N);
-    s.y.assign(y.data(), y.data() + N);
-    s.x.assign(x.data(), x.data() + N);
-    s.parent.assign(parent.data(), parent.data() + N);
-    s.tree_level.assign(tree_level.data(), tree_level.data() + T);
-    s.tree_y.assign(tree_y.data(), tree_y.data() + T);
-    s.tree_x.assign(tree_x.data(), tree_x.data() + T);
-    s.tree_parent.assign(tree_parent.data(), tree_parent.data() + T);
-    require(aprcore::first_invalid_cell(aprcore::view_of(s)) < 0, "a particle cell lies outside the image");
-    CellView tv{s.g, s.tree_level.data(), s.tree_y.data(), s.tree_x.data(), T};
-    require(aprcore::first_invalid_cell(tv) < 0, "a tree cell lies outside the image");
-    for (int64_t i = 0; i < N; ++i) {
-        require(s.level[i] >= s.g.level_min, "particle levels must be >= level_min");
-        require(s.parent[i] >= -1 && s.parent[i] < T, "parent index out of range");
-    }
-    for (int64_t i = 0; i < T; ++i) require(s.tree_parent[i] >= -1 && s.tree_parent[i] < T, "tree_parent out of range");
-    // the tables search rows by bisection: particles and tree nodes must be sorted by (level, y, x)
-    auto sorted = [](const aprcore::Buffer<int8_t>& l, const aprcore::Buffer<int32_t>& yy,
-                     const aprcore::Buffer<int32_t>& xx) {
-        for (size_t i = 1; i < l.size(); ++i) {
-            if (l[i] != l[i - 1]) { if (l[i] < l[i - 1]) return false; continue; }
-            if (yy[i] < yy[i - 1] || (yy[i] == yy[i - 1] && xx[i] <= xx[i - 1])) return false;
-        }
-        return true;
-    };
-    require(sorted(s.level, s.y, s.x), "particles must be sorted by (level, y, x) without duplicates");
-    require(sorted(s.tree_level, s.tree_y, s.tree_x), "tree nodes must be sorted by (level, y, x) without duplicates");
-    require(N + T < (int64_t(1) << 31) - 1, "an APR's value rows (particles + tree nodes + 1) must fit in int32");
-    return s;
-}
-
 // References to APR tables (n_b, K) int32 with their row maps (B, 4) = (n, t, particle base, tree base).
 std::vector<aprops::TableRef> table_refs(const std::vector<carray<int32_t>>& tables, const carray<int64_t>& maps) {
     require(maps.ndim() == 2 && maps.shape(1) == 4 && maps.shape(0) == static_cast<py::ssize_t>(tables.size()),
@@ -179,6 +130,32 @@ aprtables::SortedView sorted_view(const carray<int8_t>& level, const carray<int3
     check(v.level, v.z, v.y, v.x, N, v.level_max, "particle");
     check(v.tree_level, v.tree_z, v.tree_y, v.tree_x, T, v.level_max - 1, "tree node");
     return v;
+}
+
+// A Structure (a copy) from the arrays of a 2D APR: the cells checked by sorted_view, then the parent
+// indices.
+Structure structure_from_arrays(const carray<int8_t>& level, const carray<int32_t>& y, const carray<int32_t>& x,
+                                const carray<int64_t>& parent, const carray<int8_t>& tree_level,
+                                const carray<int32_t>& tree_y, const carray<int32_t>& tree_x,
+                                const carray<int64_t>& tree_parent, int64_t H, int64_t W) {
+    const aprtables::SortedView v = sorted_view(level, nullptr, y, x, tree_level, nullptr, tree_y, tree_x, 1, H, W);
+    const int64_t N = v.N, T = v.T;
+    require_1d(parent, N, "parent");
+    require_1d(tree_parent, T, "tree_parent");
+    for (int64_t i = 0; i < N; ++i) require(parent.data()[i] >= -1 && parent.data()[i] < T, "parent index out of range");
+    for (int64_t i = 0; i < T; ++i)
+        require(tree_parent.data()[i] >= -1 && tree_parent.data()[i] < T, "tree_parent out of range");
+    Structure s;
+    s.g = aprcore::make_geometry(H, W);
+    s.level.assign(level.data(), level.data() + N);
+    s.y.assign(y.data(), y.data() + N);
+    s.x.assign(x.data(), x.data() + N);
+    s.parent.assign(parent.data(), parent.data() + N);
+    s.tree_level.assign(tree_level.data(), tree_level.data() + T);
+    s.tree_y.assign(tree_y.data(), tree_y.data() + T);
+    s.tree_x.assign(tree_x.data(), tree_x.data() + T);
+    s.tree_parent.assign(tree_parent.data(), tree_parent.data() + T);
+    return s;
 }
 
 }  // namespace
