@@ -71,11 +71,17 @@ def test_generic_tables_equal_the_cpp_kernels_in_2d(h, w, seed, p):
     np.testing.assert_array_equal(ref.pixel_owner(), cells.owner_map(gen))
 
 
-def _table3d(apr, k, **change):
-    """``_core.neighbour_table3d`` of a 3D APR's arrays, some of them replaced by ``change``."""
-    args = dict(level=apr.level, z=apr.z, y=apr.y, x=apr.x, tree_level=apr.tree_level, tree_z=apr.tree_z,
-                tree_y=apr.tree_y, tree_x=apr.tree_x, depth=apr.shape[0], height=apr.shape[1], width=apr.shape[2], k=k)
-    return aprlib._core.neighbour_table3d(**{**args, **change})
+def _table(apr, k, **change):
+    """``_core.neighbour_table`` (2D) or ``neighbour_table3d`` of an APR's arrays, some of them replaced by
+    ``change``."""
+    if apr.ndim == 3:
+        args = dict(level=apr.level, z=apr.z, y=apr.y, x=apr.x, tree_level=apr.tree_level, tree_z=apr.tree_z,
+                    tree_y=apr.tree_y, tree_x=apr.tree_x, depth=apr.shape[0], height=apr.shape[1],
+                    width=apr.shape[2], k=k)
+        return aprlib._core.neighbour_table3d(**{**args, **change})
+    args = dict(level=apr.level, y=apr.y, x=apr.x, parent=apr.parent, tree_level=apr.tree_level, tree_y=apr.tree_y,
+                tree_x=apr.tree_x, tree_parent=apr.tree_parent, height=apr.height, width=apr.width, k=k)
+    return aprlib._core.neighbour_table(**{**args, **change})
 
 
 @settings(max_examples=25, deadline=None)
@@ -91,35 +97,46 @@ def test_cpp_neighbourhoods_equal_the_generic_ones_in_3d(shape, seed, p):
         np.testing.assert_array_equal(table, cells.neighbour_table(gen, k))
 
 
-def test_cpp_neighbourhoods_in_3d_check_their_input():
-    level, coords = random_cells((6, 7, 5), 3, 0.6)
-    apr = aprlib.APR.from_cells((6, 7, 5), level, coords)
+@pytest.mark.parametrize("shape", [(13, 11), (6, 7, 5)], ids=["2d", "3d"])
+def test_cpp_neighbourhoods_check_their_input(shape):
+    """Both dimensions go through one checked view of the arrays (``sorted_view`` in bindings_ops.cpp)."""
+    level, coords = random_cells(shape, 3, 0.6)
+    apr = aprlib.APR.from_cells(shape, level, coords)
     assert apr.n_tree > 1 and len(set(apr.level)) > 1
-    np.testing.assert_array_equal(_table3d(apr, 3), apr.neighbourhood(3))
+    np.testing.assert_array_equal(_table(apr, 3), apr.neighbourhood(3))
+    np.testing.assert_array_equal(_table(apr, 3), cells.neighbour_table(apr._cell_structure(), 3))
+    space = "volume" if apr.ndim == 3 else "image"
+    axes = ("z", "y", "x")[3 - apr.ndim:]
     with pytest.raises(ValueError, match="positive odd"):
-        _table3d(apr, 4)
-    with pytest.raises(ValueError, match="z must be 1D of length"):
-        _table3d(apr, 3, z=apr.z[:-1])
+        _table(apr, 4)
+    with pytest.raises(ValueError, match=f"{axes[0]} must be 1D of length"):
+        _table(apr, 3, **{axes[0]: getattr(apr, axes[0])[:-1]})
+    if apr.ndim == 2:
+        with pytest.raises(ValueError, match="parent must be 1D of length"):
+            _table(apr, 3, parent=apr.parent[:-1])
     x = apr.x.copy()
     x[-1] = 1 << 20
-    with pytest.raises(ValueError, match="outside the volume"):
-        _table3d(apr, 3, x=x)
+    with pytest.raises(ValueError, match=f"outside the {space}"):
+        _table(apr, 3, x=x)
     lv = apr.level.copy()
     lv[0] = apr.level_max + 1
     with pytest.raises(ValueError, match="level"):
-        _table3d(apr, 3, level=lv)
+        _table(apr, 3, level=lv)
     with pytest.raises(ValueError, match="sorted by"):
-        _table3d(apr, 3, level=apr.level[::-1].copy(), z=apr.z[::-1].copy(), y=apr.y[::-1].copy(),
-                 x=apr.x[::-1].copy())
-    with pytest.raises(ValueError, match="tree node"):
-        _table3d(apr, 3, tree_level=np.full_like(apr.tree_level, apr.level_max))
+        _table(apr, 3, level=apr.level[::-1].copy(), **{a: getattr(apr, a)[::-1].copy() for a in axes})
+    with pytest.raises(ValueError, match="tree node .* level"):
+        _table(apr, 3, tree_level=np.full_like(apr.tree_level, apr.level_max))
     with pytest.raises(TypeError):
-        _table3d(apr, 3, z=apr.z.astype(np.int64))
+        _table(apr, 3, **{axes[0]: getattr(apr, axes[0]).astype(np.int64)})
+    with pytest.raises(ValueError, match="at least one particle"):
+        _table(apr, 3, level=apr.level[:0], **{a: getattr(apr, a)[:0] for a in axes},
+               **({"parent": apr.parent[:0]} if apr.ndim == 2 else {}))
     # cells that leave a gap: a particle removed is a neighbour no particle covers
     keep = np.ones(apr.n_particles, bool)
     keep[apr.n_particles // 2] = False
-    with pytest.raises(ValueError, match="do not cover the volume"):
-        _table3d(apr, 3, level=apr.level[keep], z=apr.z[keep], y=apr.y[keep], x=apr.x[keep])
+    with pytest.raises(ValueError, match=f"do not cover the {space}"):
+        _table(apr, 3, level=apr.level[keep], **{a: getattr(apr, a)[keep] for a in axes},
+               **({"parent": apr.parent[keep]} if apr.ndim == 2 else {}))
 
 
 def _value_row_dense(apr, lev, c):
@@ -253,34 +270,3 @@ def test_3d_cells_that_are_not_an_apr_are_refused(change, message):
 def test_3d_apr_needs_all_three_3d_fields():
     with pytest.raises(ValueError, match="depth, z and tree_z"):
         aprlib.APR(2, 2, [2], [0], [0], [-1], [], [], [], [], depth=2)
-
-
-def _table2d(apr, k, **change):
-    """``_core.neighbour_table`` of a 2D APR's arrays, some of them replaced by ``change``."""
-    args = dict(level=apr.level, y=apr.y, x=apr.x, parent=apr.parent, tree_level=apr.tree_level, tree_y=apr.tree_y,
-                tree_x=apr.tree_x, tree_parent=apr.tree_parent, height=apr.height, width=apr.width, k=k)
-    return aprlib._core.neighbour_table(**{**args, **change})
-
-
-def test_cpp_neighbourhoods_in_2d_check_their_input():
-    """The 2D table goes through the same checked view as the 3D one (no copy of the arrays)."""
-    level, coords = random_cells((13, 11), 5, 0.6)
-    apr = aprlib.APR.from_cells((13, 11), level, coords)
-    assert apr.n_tree > 1 and len(set(apr.level)) > 1
-    np.testing.assert_array_equal(_table2d(apr, 3), cells.neighbour_table(apr._cell_structure(), 3))
-    with pytest.raises(ValueError, match="positive odd"):
-        _table2d(apr, 2)
-    with pytest.raises(ValueError, match="y must be 1D of length"):
-        _table2d(apr, 3, y=apr.y[:-1])
-    with pytest.raises(ValueError, match="parent must be 1D of length"):
-        _table2d(apr, 3, parent=apr.parent[:-1])
-    x = apr.x.copy()
-    x[-1] = 1 << 20
-    with pytest.raises(ValueError, match="outside the image"):
-        _table2d(apr, 3, x=x)
-    lv = apr.tree_level.copy()
-    lv[-1] = apr.level_max
-    with pytest.raises(ValueError, match="tree node .* level"):
-        _table2d(apr, 3, tree_level=lv)
-    with pytest.raises(ValueError, match="at least one particle"):
-        _table2d(apr, 3, level=apr.level[:0], y=apr.y[:0], x=apr.x[:0], parent=apr.parent[:0])

@@ -158,6 +158,22 @@ Structure structure_from_arrays(const carray<int8_t>& level, const carray<int32_
     return s;
 }
 
+// The neighbourhood table (N, k^d) int32 of a checked view (sorted_view), the GIL released while it is built.
+carray<int32_t> neighbour_table_of(const aprtables::SortedView& v, int k) {
+    require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
+    require(k <= 255, "kernel size must be <= 255");
+    const int64_t K = v.z ? int64_t(k) * k * k : int64_t(k) * k;
+    carray<int32_t> table({v.N, K});
+    int64_t missing;
+    {
+        py::gil_scoped_release release;
+        missing = aprtables::neighbour_table(v, k, table.mutable_data());
+    }
+    require(missing == 0, std::string("the particle cells do not cover the ") + (v.z ? "volume" : "image") +
+                              " (a neighbour has no covering particle)");
+    return table;
+}
+
 }  // namespace
 
 
@@ -365,21 +381,10 @@ void bind_ops(py::module_& m) {
 
     m.def("neighbour_table",
           [](APR_STRUCTURE_ARGS, int k) {
-              require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
-              require(k <= 255, "kernel size must be <= 255");
               // the table reads no parent indices: only their lengths are checked
               require_1d(parent, level.shape(0), "parent");
               require_1d(tree_parent, tree_level.shape(0), "tree_parent");
-              const aprtables::SortedView v = sorted_view(level, nullptr, y, x, tree_level, nullptr, tree_y, tree_x, 1, H, W);
-              const int64_t K = int64_t(k) * k;
-              carray<int32_t> table({v.N, K});
-              int64_t missing;
-              {
-                  py::gil_scoped_release release;
-                  missing = aprtables::neighbour_table(v, k, table.mutable_data());
-              }
-              require(missing == 0, "the particle cells do not cover the image (a neighbour has no covering particle)");
-              return table;
+              return neighbour_table_of(sorted_view(level, nullptr, y, x, tree_level, nullptr, tree_y, tree_x, 1, H, W), k);
           },
           APR_STRUCTURE_NAMES, py::arg("k"),
           "Neighbourhood table (N, k*k) int32 into the value array [particles; tree; zero] (O(N k^2 log), no "
@@ -389,18 +394,7 @@ void bind_ops(py::module_& m) {
           [](const carray<int8_t>& level, const carray<int32_t>& z, const carray<int32_t>& y, const carray<int32_t>& x,
              const carray<int8_t>& tree_level, const carray<int32_t>& tree_z, const carray<int32_t>& tree_y,
              const carray<int32_t>& tree_x, int64_t Z, int64_t Y, int64_t X, int k) {
-              require(k >= 1 && k % 2 == 1, "kernel size must be a positive odd integer, got " + std::to_string(k));
-              require(k <= 255, "kernel size must be <= 255");
-              const aprtables::SortedView v = sorted_view(level, &z, y, x, tree_level, &tree_z, tree_y, tree_x, Z, Y, X);
-              const int64_t K = int64_t(k) * k * k;
-              carray<int32_t> table({v.N, K});
-              int64_t missing;
-              {
-                  py::gil_scoped_release release;
-                  missing = aprtables::neighbour_table(v, k, table.mutable_data());
-              }
-              require(missing == 0, "the particle cells do not cover the volume (a neighbour has no covering particle)");
-              return table;
+              return neighbour_table_of(sorted_view(level, &z, y, x, tree_level, &tree_z, tree_y, tree_x, Z, Y, X), k);
           },
           py::arg("level"), py::arg("z"), py::arg("y"), py::arg("x"), py::arg("tree_level"), py::arg("tree_z"),
           py::arg("tree_y"), py::arg("tree_x"), py::arg("depth"), py::arg("height"), py::arg("width"), py::arg("k"),
