@@ -51,7 +51,8 @@ from .verdicts import SubClaim, reason_class
 
 __all__ = ["Planned", "PLAN", "CHANGED_AFTER_RESULTS", "NOT_COMPUTED", "plan_table", "primary_expected",
            "PlanJudge", "judge_plan", "primary_summary", "seconds_per_batch", "compute_plan",
-           "SETTINGS", "HEADLINES", "sensitivity_table", "sensitivity_verdicts", "sensitivity_summary"]
+           "SETTINGS", "HEADLINES", "sensitivity_table", "sensitivity_verdicts", "sensitivity_summary",
+           "sensitivity_text"]
 
 #: the words that name runs not computed yet in an inconclusive sub-claim's evidence
 NOT_COMPUTED = "runs not computed"
@@ -382,3 +383,23 @@ def sensitivity_verdicts(table: pd.DataFrame) -> pd.DataFrame:
                           else "not yet known")
         rows.append(row)
     return pd.DataFrame(rows, columns=["comparison", "dataset", "none", "image", "changes"])
+
+
+def sensitivity_text(table: pd.DataFrame, verdicts: pd.DataFrame) -> str:
+    """One sentence on whether a headline comparison changes with the input setting: the comparisons
+    that change (their status differs between decided settings), else whether every setting is
+    decided, and for each undecided setting the seeds stored of each network. ``table``:
+    :func:`sensitivity_table`; ``verdicts``: :func:`sensitivity_verdicts` of it."""
+    changed = verdicts[verdicts.changes == "yes"].comparison.tolist()
+    if changed:
+        return "changes: " + "; ".join(changed)
+    names = ("dataset", "none", "image")
+    undecided = [s for s in names if not verdicts[s].isin(["holds", "fails"]).all()]
+    if not undecided:
+        return "no change: every comparison has the same status under the three settings"
+    decided = [s for s in names if s not in undecided]
+    seeds = [f"{s} ({', '.join(f'{net} {int(((table.setting == s) & (table.network == net)).sum())}' for net in ('APR_B', 'Pix_B'))} seeds stored)"
+             for s in undecided]
+    head = (f"no change between the settings decided so far ({', '.join(decided)})" if len(decided) > 1
+            else "not yet known")
+    return f"{head}; undecided, for want of three seeds of each network: {'; '.join(seeds)}"

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aprbook.plan import NOT_COMPUTED, PLAN, PlanJudge, judge_plan, plan_table, primary_expected
+from aprbook.plan import (NOT_COMPUTED, PLAN, PlanJudge, judge_plan, plan_table, primary_expected, sensitivity_text,
+                          sensitivity_verdicts)
 from aprbook.profiles import profile_settings
 from aprbook.runs import (compute_primary, compute_streamed, primary_metrics, primary_runs, primary_store,
                           primary_twin, run_streamed, streamed_runs)
@@ -225,3 +226,33 @@ def test_rename_provenance_keys(tmp_path):
     assert rename_provenance_keys(tmp_path) == [a]
     assert json.loads(a.read_text()) == {"plateaued": True, "plateau_test": "r", "params_hash": "h"}
     assert json.loads(b.read_text()) == {"params_hash": "h"} and rename_provenance_keys(tmp_path) == []
+
+
+def _sensitivity_rows(setting, apr, pix):
+    """Rows of a sensitivity table: APR_B and Pix_B seeds with (to 0.5, to 0.9, error) each."""
+    return [{"setting": setting, "network": net, "seed": i + 1, "batches_to_0.5": v[0], "batches_to_0.9": v[1],
+             "error_3000": v[2]} for net, vals in (("APR_B", apr), ("Pix_B", pix)) for i, v in enumerate(vals)]
+
+
+def test_sensitivity_verdicts_and_their_sentence():
+    fast, slow = (200, 900, 0.04), (500, 2500, 0.11)
+    rows = _sensitivity_rows("dataset", [fast] * 3, [slow] * 3) + _sensitivity_rows("none", [fast] * 3, [slow] * 3)
+    partial = pd.DataFrame(rows + _sensitivity_rows("image", [fast] * 3, [slow]))
+    v = sensitivity_verdicts(partial)
+    assert list(v.dataset) == ["holds"] * 3 and list(v.none) == ["holds"] * 3
+    assert list(v.image) == ["inconclusive"] * 3 and list(v.changes) == ["not yet known"] * 3
+    text = sensitivity_text(partial, v)
+    assert text.startswith("no change between the settings decided so far (dataset, none)")
+    assert "image (APR_B 3, Pix_B 1 seeds stored)" in text
+    # a setting that reverses a comparison: the comparison changes
+    reversed_ = pd.DataFrame(rows + _sensitivity_rows("image", [fast] * 3, [(100, 2500, 0.11)] * 3))
+    v = sensitivity_verdicts(reversed_)
+    assert list(v.changes) == ["yes", "no", "no"]
+    assert sensitivity_text(reversed_, v) == "changes: APR_B reaches 0.5 before Pix_B"
+    full = pd.DataFrame(rows + _sensitivity_rows("image", [fast] * 3, [slow] * 3))
+    v = sensitivity_verdicts(full)
+    assert sensitivity_text(full, v).startswith("no change: every comparison")
+    # nothing under a setting: not computed
+    v = sensitivity_verdicts(pd.DataFrame(rows))
+    assert list(v.image) == ["not computed"] * 3
+    assert "image (APR_B 0, Pix_B 0 seeds stored)" in sensitivity_text(pd.DataFrame(rows), v)
