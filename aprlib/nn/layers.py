@@ -78,6 +78,21 @@ def _check_ndim(ndim) -> int:
     return int(ndim)
 
 
+def _check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+class _OpLayer(nn.Module):
+    """A parameter-free layer of an op with a ``backend`` and an optional ``ndim`` (None: 2D and 3D)."""
+
+    def __init__(self, backend: str = "auto", *, ndim: int | None = None):
+        super().__init__()
+        self.backend = _check_backend(backend)
+        self.ndim = None if ndim is None else _check_ndim(ndim)
+
+
 class APRConv(nn.Module):
     """APR convolution of ``ndim``-dimensional APRs (2: images, 3: volumes): ``in_channels`` ->
     ``out_channels`` with odd ``kernel_size`` and ``n_level_kernels`` level-specific kernels (kernel 0
@@ -98,8 +113,7 @@ class APRConv(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not _is_int(kernel_size) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        _check_backend(backend)
         in_channels, out_channels = int(in_channels), int(out_channels)
         kernel_size, n_level_kernels = int(kernel_size), int(n_level_kernels)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -146,19 +160,12 @@ class APRConv3d(APRConv):
         super().__init__(in_channels, out_channels, kernel_size, n_level_kernels, bias, backend, device, dtype, ndim=3)
 
 
-class APRMaxPool(nn.Module):
+class APRMaxPool(_OpLayer):
     """Max pooling of each APR's finest-level particles into their parents (2^ndim children); returns
     the pooled APR. ``ndim`` None takes 2D and 3D APRs; :class:`APRMaxPool2d` and :class:`APRMaxPool3d`
     check it."""
 
     ndim = None
-
-    def __init__(self, backend: str = "auto", *, ndim: int | None = None):
-        super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
-        self.ndim = None if ndim is None else _check_ndim(ndim)
 
     def forward(self, inp: APRFeatures) -> APRFeatures:
         inp = _check(inp)
@@ -368,7 +375,7 @@ def _check_pooled_from(coarse: APRBatch, target: APRBatch) -> None:
                          "(upsample the output of APRMaxPool to the batch that was pooled)")
 
 
-class APRUpsample(nn.Module):
+class APRUpsample(_OpLayer):
     """Upsampling to the structure before a pooling: ``APRUpsample()(coarse, skip)``.
 
     ``coarse``: APRFeatures (M, C) on a pooled batch; ``skip``: the APRFeatures (or the APRBatch) of
@@ -377,13 +384,6 @@ class APRUpsample(nn.Module):
     ``skip``'s batch: each particle takes the value of the pooled particle covering it
     (:func:`aprlib.ops.apr_upsample`; nearest upsampling by 2 on a pixel APR). ``ndim`` None takes 2D and
     3D APRs; :class:`APRUpsample2d` / :class:`APRUpsample3d` check it."""
-
-    def __init__(self, backend: str = "auto", *, ndim: int | None = None):
-        super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
-        self.ndim = None if ndim is None else _check_ndim(ndim)
 
     def forward(self, coarse: APRFeatures, skip) -> APRFeatures:
         coarse = _check(coarse)
