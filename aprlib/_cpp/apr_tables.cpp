@@ -22,27 +22,6 @@ inline int64_t find_x(const int32_t* xs, int64_t lo, int64_t hi, int64_t x) {
     return (p != xs + hi && *p == x) ? p - xs : -1;
 }
 
-}  // namespace
-
-SortedView view_of(const Structure& s) {
-    SortedView v;
-    v.level_min = s.g.level_min;
-    v.level_max = s.g.level_max;
-    v.Y = s.g.H;
-    v.X = s.g.W;
-    v.N = static_cast<int64_t>(s.y.size());
-    v.T = static_cast<int64_t>(s.tree_y.size());
-    v.level = s.level.data();
-    v.y = s.y.data();
-    v.x = s.x.data();
-    v.tree_level = s.tree_level.data();
-    v.tree_y = s.tree_y.data();
-    v.tree_x = s.tree_x.data();
-    return v;
-}
-
-namespace {
-
 // Start of every row 0..R of a level whose entries are [begin, end) (absolute indices), rows given by
 // row_of(i), ascending along the level.
 template <typename RowOf>

@@ -38,7 +38,6 @@ struct SortedView {
     int64_t rows(int l) const { return nz(l) * ny(l); }
     static int64_t row(int64_t zz, int64_t yy, int64_t ny) { return zz * ny + yy; }  // ny = ny(l)
 };
-SortedView view_of(const Structure& s);
 
 // Where each cell row of each level starts in a sorted structure's particle and tree arrays:
 // particles of level l, row r are [prow[l][r], prow[l][r + 1]) (absolute indices), tree nodes
