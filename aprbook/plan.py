@@ -51,7 +51,7 @@ from .verdicts import SubClaim, reason_class
 
 __all__ = ["Planned", "PLAN", "CHANGED_AFTER_RESULTS", "NOT_COMPUTED", "plan_table", "primary_expected",
            "PlanJudge", "judge_plan", "primary_summary", "seconds_per_batch", "compute_plan",
-           "SETTINGS", "HEADLINES", "sensitivity_table", "sensitivity_verdicts", "sensitivity_summary",
+           "SETTINGS", "SETTING_COLUMNS", "HEADLINES", "sensitivity_table", "sensitivity_verdicts", "sensitivity_summary",
            "sensitivity_text"]
 
 #: the words that name runs not computed yet in an inconclusive sub-claim's evidence
@@ -340,6 +340,8 @@ def compute_plan(runs: list[dict], missing: list[str], provs: dict, n_batches: i
 #: per-image standardisation ('image')
 SETTINGS = {"dataset": "standardised per data set (the book's)", None: "as generated (thesis-era code)",
             "image": "standardised per image (the field's practice)"}
+#: the settings' names as columns of the sensitivity tables, in the book's order (None is "none")
+SETTING_COLUMNS = ("dataset", "none", "image")
 #: the B networks' headline comparisons, APR_B at E = 0.1 against Pix_B at full size
 HEADLINES = [("batches_to_0.5", "APR_B reaches 0.5 before Pix_B"), ("batches_to_0.9", "APR_B reaches 0.9 before Pix_B"),
              ("error_mean", "APR_B errs less than Pix_B after 3000 batches")]
@@ -357,7 +359,7 @@ def sensitivity_table(summary: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"setting": [n if isinstance(n, str) else "none" for n in rows.normalise],
                         "network": rows.network, "seed": rows.seed, "batches_to_0.5": rows["batches_to_0.5"],
                         "batches_to_0.9": rows["batches_to_0.9"], "error_3000": rows.error_mean})
-    order = {"dataset": 0, "none": 1, "image": 2}
+    order = {name: i for i, name in enumerate(SETTING_COLUMNS)}
     return out.sort_values(["setting", "network", "seed"], key=lambda c: c.map(order) if c.name == "setting" else c
                            ).reset_index(drop=True)[cols]
 
@@ -370,7 +372,7 @@ def sensitivity_verdicts(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for col, name in HEADLINES:
         row = {"comparison": name}
-        for setting in ("dataset", "none", "image"):
+        for setting in SETTING_COLUMNS:
             t = table[table.setting == setting]
             a, b = t[t.network == "APR_B"][col.replace("error_mean", "error_3000")], \
                 t[t.network == "Pix_B"][col.replace("error_mean", "error_3000")]
@@ -378,11 +380,11 @@ def sensitivity_verdicts(table: pd.DataFrame) -> pd.DataFrame:
                 row[setting] = "not computed"
                 continue
             row[setting] = seeds_beat(a.to_numpy(), b.to_numpy())[0]
-        decided = {s: row[s] for s in ("dataset", "none", "image") if row[s] in ("holds", "fails")}
+        decided = {s: row[s] for s in SETTING_COLUMNS if row[s] in ("holds", "fails")}
         row["changes"] = ("yes" if len(set(decided.values())) > 1 else "no" if len(decided) == 3
                           else "not yet known")
         rows.append(row)
-    return pd.DataFrame(rows, columns=["comparison", "dataset", "none", "image", "changes"])
+    return pd.DataFrame(rows, columns=["comparison", *SETTING_COLUMNS, "changes"])
 
 
 def sensitivity_text(table: pd.DataFrame, verdicts: pd.DataFrame) -> str:
@@ -393,11 +395,10 @@ def sensitivity_text(table: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     changed = verdicts[verdicts.changes == "yes"].comparison.tolist()
     if changed:
         return "changes: " + "; ".join(changed)
-    names = ("dataset", "none", "image")
-    undecided = [s for s in names if not verdicts[s].isin(["holds", "fails"]).all()]
+    undecided = [s for s in SETTING_COLUMNS if not verdicts[s].isin(["holds", "fails"]).all()]
     if not undecided:
         return "no change: every comparison has the same status under the three settings"
-    decided = [s for s in names if s not in undecided]
+    decided = [s for s in SETTING_COLUMNS if s not in undecided]
     seeds = [f"{s} ({', '.join(f'{net} {int(((table.setting == s) & (table.network == net)).sum())}' for net in ('APR_B', 'Pix_B'))} seeds stored)"
              for s in undecided]
     head = (f"no change between the settings decided so far ({', '.join(decided)})" if len(decided) > 1
