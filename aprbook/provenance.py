@@ -21,8 +21,8 @@ from pathlib import Path
 
 from aprlib.train.checkpoint import atomic_write
 
-__all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit",
-           "package_versions", "figure_note", "summary_params", "runs_record", "run_time", "RENAMED_KEYS",
+__all__ = ["ResultStore", "atomic_write", "file_record", "remove_orphan_temporaries", "git_commit", "load_average",
+           "load_text", "package_versions", "figure_note", "summary_params", "runs_record", "run_time", "RENAMED_KEYS",
            "rename_provenance_keys", "compute_hours"]
 
 _PACKAGES = ("aprlib", "numpy", "scipy", "torch", "pandas", "matplotlib", "seaborn", "scikit-image", "pyapr",
@@ -90,10 +90,35 @@ def package_versions() -> dict:
     return out
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages now (None where the platform has none): on a shared
+    machine a timing run beside other work reads differently from one on an idle machine."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def load_text(prov: dict) -> str:
+    """How busy the machine was during a stored run, in words, from its provenance: the 1-minute load
+    average when it started (``load_average_at_start``, where the experiment records it) and the
+    15-minute one when it finished (``machine.load_average``), beside the logical CPUs."""
+    start = prov.get("load_average_at_start")
+    machine = prov.get("machine") or {}
+    end, cpus = machine.get("load_average"), machine.get("cpu_count")
+    if not start and not end:
+        return "the machine's load was not recorded for this run"
+    parts = ([f"{start[0]:.1f} at the start (1-minute average)"] if start else []) + \
+            ([f"{end[2]:.1f} over the last 15 minutes at the end"] if end else [])
+    return f"load average {' and '.join(parts)}" + (f", on {cpus} logical CPUs" if cpus else "")
+
+
 def _machine() -> dict:
+    """The machine, and how busy it was when the provenance was written (:func:`load_average`)."""
+    load = load_average()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": load}
 
 
 def _params_hash(profile: str, params: dict) -> str:

@@ -30,6 +30,8 @@ def test_store_is_fresh_only_for_same_profile_and_params(tmp_path):
     assert store.fresh
     assert prov["profile"] == "smoke" and prov["params"] == params and prov["seeds"] == {"data": 1}
     assert {"commit", "machine", "packages", "wall_time_s"} <= set(prov)
+    load = prov["machine"]["load_average"]  # how busy the machine was: timings read differently
+    assert load is None or (len(load) == 3 and all(v >= 0 for v in load))
     assert json.loads((tmp_path / "exp" / "smoke" / "provenance.json").read_text())["params_hash"] == store.key
     assert store.load_table("t").a.tolist() == [1, 2]
     assert not ResultStore(tmp_path, "exp", "smoke", {**params, "n_images": 4}).fresh
@@ -179,3 +181,12 @@ def test_compute_hours_counts_each_stored_result_once(tmp_path):
     assert t.loc["runs_exp", "runs"] == 2 and t.loc["runs_exp", "core_hours"] == pytest.approx(1.5)
     assert t.loc["figure_exp", "runs"] == 0 and t.loc["figure_exp", "core_hours"] == pytest.approx(0.1)
     assert t.loc["runs_exp", "machines"] == "2 CPUs"
+
+
+def test_load_text_says_how_busy_the_machine_was_or_that_it_was_not_recorded():
+    from aprbook.provenance import load_text
+    assert load_text({"machine": {"cpu_count": 2}}) == "the machine's load was not recorded for this run"
+    both = load_text({"load_average_at_start": [2.5, 2.0, 1.0], "machine": {"cpu_count": 2, "load_average": [1.0, 1.2, 1.9]}})
+    assert both == ("load average 2.5 at the start (1-minute average) and 1.9 over the last 15 minutes at the end, "
+                    "on 2 logical CPUs")
+    assert load_text({"machine": {"load_average": [0.1, 0.2, 0.3]}}) == "load average 0.3 over the last 15 minutes at the end"
