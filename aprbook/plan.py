@@ -342,6 +342,9 @@ SETTINGS = {"dataset": "standardised per data set (the book's)", None: "as gener
             "image": "standardised per image (the field's practice)"}
 #: the settings' names as columns of the sensitivity tables, in the book's order (None is "none")
 SETTING_COLUMNS = ("dataset", "none", "image")
+#: each setting in a few words, for sentences ("holds with ...")
+_SETTING_WORDS = {"dataset": "with the book's setting", "none": "with intensities as generated",
+                  "image": "with per-image standardisation"}
 #: the B networks' headline comparisons, APR_B at E = 0.1 against Pix_B at full size
 HEADLINES = [("batches_to_0.5", "APR_B reaches 0.5 before Pix_B"), ("batches_to_0.9", "APR_B reaches 0.9 before Pix_B"),
              ("error_mean", "APR_B errs less than Pix_B after 3000 batches")]
@@ -389,12 +392,20 @@ def sensitivity_verdicts(table: pd.DataFrame) -> pd.DataFrame:
 
 def sensitivity_text(table: pd.DataFrame, verdicts: pd.DataFrame) -> str:
     """One sentence on whether a headline comparison changes with the input setting: the comparisons
-    that change (their status differs between decided settings), else whether every setting is
+    that change (their status differs between decided settings), each with its status under each
+    setting, and those that do not; else whether every setting is
     decided, and for each undecided setting the seeds stored of each network. ``table``:
     :func:`sensitivity_table`; ``verdicts``: :func:`sensitivity_verdicts` of it."""
-    changed = verdicts[verdicts.changes == "yes"].comparison.tolist()
-    if changed:
-        return "changes: " + "; ".join(changed)
+    changed = verdicts[verdicts.changes == "yes"]
+    if len(changed):
+        def by_status(row):
+            groups = {}
+            for s in SETTING_COLUMNS:
+                groups.setdefault(row[s], []).append(_SETTING_WORDS[s])
+            return ", ".join(f"{status} {' and '.join(names)}" for status, names in groups.items())
+        kept = verdicts[verdicts.changes == "no"].comparison.tolist()
+        return ("yes: " + "; ".join(f"{row.comparison} ({by_status(row)})" for _, row in changed.iterrows())
+                + (f"; the same under every setting: {'; '.join(kept)}" if kept else ""))
     undecided = [s for s in SETTING_COLUMNS if not verdicts[s].isin(["holds", "fails"]).all()]
     if not undecided:
         return "no change: every comparison has the same status under the three settings"
