@@ -706,19 +706,15 @@ def compute_and_store(results_dir, profile: str, seed: int = 0, progress: bool =
     provenance (the device in words: :func:`device_text`) under ``results_dir/cost_3d/<profile>/``;
     returns (store, tables). ``python -m aprbook.cost3d --profile book --results-dir ../results`` does
     this from a shell (the book's run: then the notebook reads the stored tables, ``recompute=False``)."""
-    from .provenance import load_average
     store = store_for(results_dir, profile, seed)
     cfg = dict(store.params)
     cfg.pop("seed")
     store.start()
-    load_start = load_average()
     tables = cost_3d(cfg, seed=seed, progress=progress)
     for name, df in tables.items():
         store.save_table(name, df)
-    store.finish(seeds={"volumes": int(seed)}, extra={"device": device_text(cfg["threads"]),
-                                                       "load_average_at_start": load_start})
+    store.finish(seeds={"volumes": int(seed)}, extra={"device": device_text(cfg["threads"])})
     return store, tables
-
 
 
 def load_tables(store) -> dict:

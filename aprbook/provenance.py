@@ -101,8 +101,9 @@ def load_average() -> list[float] | None:
 
 def load_text(prov: dict) -> str:
     """How busy the machine was during a stored run, in words, from its provenance: the 1-minute load
-    average when it started (``load_average_at_start``, where the experiment records it) and the
-    15-minute one when it finished (``machine.load_average``), beside the logical CPUs."""
+    average when it started (``load_average_at_start``: :meth:`ResultStore.start`) and the
+    15-minute one when it finished (``machine.load_average``), beside the logical CPUs. Runs stored
+    before these were recorded say so."""
     start = prov.get("load_average_at_start")
     machine = prov.get("machine") or {}
     end, cpus = machine.get("load_average"), machine.get("cpu_count")
@@ -115,10 +116,9 @@ def load_text(prov: dict) -> str:
 
 def _machine() -> dict:
     """The machine, and how busy it was when the provenance was written (:func:`load_average`)."""
-    load = load_average()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": load}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": load_average()}
 
 
 def _params_hash(profile: str, params: dict) -> str:
@@ -153,7 +153,7 @@ class ResultStore:
         self.dir = Path(root) / experiment / profile
         self.experiment, self.profile, self.params, self.notebook = experiment, profile, dict(params), notebook
         self.key = _params_hash(profile, self.params)
-        self._t0 = time.perf_counter()
+        self._t0, self._load0 = time.perf_counter(), load_average()
         self._written: dict[str, Path] = {}  # files this object wrote: name -> path
 
     @property
@@ -194,9 +194,10 @@ class ResultStore:
         return prov is not None and prov.get("params_hash") == self.key and not self.verify(prov)
 
     def start(self) -> None:
-        """Mark the start of a computation (for the wall time), drop a stale provenance and remove
-        orphan temporary files of killed writes (older than an hour) from the store's directory."""
-        self._t0 = time.perf_counter()
+        """Mark the start of a computation (for the wall time and the load average at the start), drop a
+        stale provenance and remove orphan temporary files of killed writes (older than an hour) from the
+        store's directory."""
+        self._t0, self._load0 = time.perf_counter(), load_average()
         with contextlib.suppress(FileNotFoundError):
             self.provenance_path.unlink()
         if self.dir.is_dir():
@@ -276,6 +277,7 @@ class ResultStore:
             # summaries over it stale (summary_params keys on this and the parameters)
             "finished_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
             "wall_time_s": round(time.perf_counter() - self._t0, 3),
+            "load_average_at_start": self._load0,
             "machine": _machine(),
             "packages": package_versions(),
             "files": {name: file_record(path) for name, path in sorted(self._written.items()) if path.is_file()},
